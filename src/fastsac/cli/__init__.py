@@ -1,0 +1,60 @@
+"""The ``fastsac`` command line: a thin layer over the public API.
+
+Each sub-command lives in ``fastsac/cli/<name>.py`` and provides
+``add_parser(subparsers)`` and ``run(args) -> int``. Heavy modules are imported
+inside ``run`` so that ``fastsac --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .. import __version__
+
+# Order shown in --help. A command whose module is absent is skipped.
+COMMANDS = ["analyze", "evaluate", "demo", "simulate", "train", "report", "bench",
+            "montage", "watch"]
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 2, 64
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastsac",
+        description="Detect and quantify single metal atoms in HAADF-STEM images.")
+    parser.add_argument("--version", action="version", version=f"fastsac {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"fastsac.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"fastsac.cli.{name}":
+                continue
+            raise
+        p = mod.add_parser(sub)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
