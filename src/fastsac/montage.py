@@ -443,7 +443,9 @@ def exact_quantile(selected: np.ndarray, n: int, q: float, lo: int, below: int) 
     a = v[lo - below]
     b = v[min(lo - below + 1, len(v) - 1)]
     # numpy's own interpolation on the two neighbours, so rounding is identical.
-    return np.float32(np.quantile(np.array([a, b], np.float32), frac))
+    # A Python-float q takes numpy's weak-promotion path (float32 arithmetic),
+    # exactly as np.percentile(a, 98) with an int q does.
+    return np.float32(np.quantile(np.array([a, b], np.float32), float(frac)))
 
 
 # --------------------------------------------------------------------------- NMS over the table
