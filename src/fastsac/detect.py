@@ -1,0 +1,266 @@
+"""Atom detectors: from a micrograph to a table of sub-pixel atom positions.
+
+Every detector produces a *score map* (classical: matched-filter signal-to-noise;
+learned: heatmap or probability) and shares the same post-processing: local
+maxima → non-maximum suppression → sub-pixel refinement on the raw image.
+
+``get_detector(spec)`` resolves ``"classical"``, ``"default"`` (fastsac's
+shipped learned model when present, else classical) or a checkpoint path.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from . import peaks, preprocess
+from ._validate import as_float, check_image, check_positive
+from .errors import FastsacInputError
+from .io import Micrograph
+
+__all__ = ["Detections", "Detector", "ClassicalDetector", "get_detector", "postprocess_scores",
+           "DEFAULT_PIXEL_SIZE_NM"]
+
+#: Pixel size of the ptnc-train images; physical defaults are tuned at this scale.
+DEFAULT_PIXEL_SIZE_NM = 0.0293
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Atoms found in one image.
+
+    Attributes
+    ----------
+    xy : (N, 2) float64
+        Sub-pixel positions [x, y] (column, row) in pixels.
+    score : (N,) float64
+        Detector confidence at the atom (score-map peak value).
+    amplitude, sigma_px, background, intensity, residual : (N,) float64
+        2-D Gaussian fit on the raw image (NaN where the fit failed);
+        ``intensity`` = 2π A σ² in raw counts·px².
+    detector : str
+    params : dict
+        Resolved parameters (JSON-serialisable).
+    timings : dict
+        Seconds per stage.
+    """
+
+    xy: np.ndarray
+    score: np.ndarray
+    amplitude: np.ndarray
+    sigma_px: np.ndarray
+    background: np.ndarray
+    intensity: np.ndarray
+    residual: np.ndarray
+    detector: str = ""
+    params: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.xy)
+
+    @classmethod
+    def empty(cls, detector: str = "", params: dict | None = None) -> "Detections":
+        z = np.zeros(0)
+        return cls(np.zeros((0, 2)), z, z, z, z, z, z, detector, params or {}, {})
+
+    def subset(self, keep) -> "Detections":
+        k = np.asarray(keep)
+        return replace(self, xy=self.xy[k], score=self.score[k], amplitude=self.amplitude[k],
+                       sigma_px=self.sigma_px[k], background=self.background[k],
+                       intensity=self.intensity[k], residual=self.residual[k])
+
+
+def postprocess_scores(score_map: np.ndarray, raw: np.ndarray, *, threshold: float,
+                       min_distance_px: float, refine: str = "gaussian", fit_radius_px: int = 4,
+                       sigma_px: float = 1.5, exclude_border_px: int = 0,
+                       backend: str = "auto") -> dict:
+    """Shared detector tail: maxima of ``score_map`` above ``threshold``, NMS at
+    ``min_distance_px``, then sub-pixel refinement on ``raw``.
+
+    Returns a dict of arrays (xy, score, amplitude, sigma_px, background,
+    intensity, residual) and per-stage timings.
+    """
+    t0 = time.perf_counter()
+    cand = peaks.local_maxima(score_map, threshold=threshold, radius=1,
+                              exclude_border=exclude_border_px, backend=backend)
+    keep = peaks.nms(cand.xy, cand.values, radius=min_distance_px, backend=backend)
+    xy0 = cand.xy[keep].astype(np.float64)
+    score = cand.values[keep].astype(np.float64)
+    t1 = time.perf_counter()
+    n = len(xy0)
+    nan = np.full(n, np.nan)
+    amp = sig = bg = inten = res = nan
+    xy = xy0
+    if n and refine in ("com", "gaussian"):
+        xy = peaks.refine_com(raw, xy0, radius=max(2, int(round(sigma_px * 1.5))), iterations=2,
+                              backend=backend)
+        # Keep the refinement honest: a centroid that wandered off the peak is discarded.
+        moved = np.hypot(*(xy - xy0).T) > min_distance_px
+        xy[moved] = xy0[moved]
+    if n and refine == "gaussian":
+        fit = peaks.refine_gaussian(raw, xy, radius=fit_radius_px, sigma=sigma_px, backend=backend)
+        good = fit.converged & (np.hypot(*(fit.xy - xy).T) <= min_distance_px)
+        xy = np.where(good[:, None], fit.xy, xy)
+        amp, sig, bg = fit.amplitude.copy(), fit.sigma.copy(), fit.background.copy()
+        inten, res = fit.intensity.copy(), fit.residual.copy()
+        for a in (amp, sig, bg, inten, res):
+            a[~good] = np.nan
+    t2 = time.perf_counter()
+    return {"xy": xy, "score": score, "amplitude": amp, "sigma_px": sig, "background": bg,
+            "intensity": inten, "residual": res,
+            "timings": {"peaks": t1 - t0, "refine": t2 - t1}}
+
+
+class Detector:
+    """Base class. Subclasses implement :meth:`score_map` and set ``threshold``.
+
+    ``detect`` accepts a :class:`~fastsac.io.Micrograph` or a 2-D array.
+    """
+
+    name = "detector"
+
+    def params(self) -> dict:
+        return {}
+
+    def score_map(self, image: np.ndarray, *, pixel_size_nm: float | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def detect(self, micrograph, *, pixel_size_nm: float | None = None) -> Detections:
+        raise NotImplementedError
+
+
+def _as_micrograph(micrograph, pixel_size_nm):
+    if isinstance(micrograph, Micrograph):
+        px = pixel_size_nm or micrograph.pixel_size_nm
+        return micrograph.data, px
+    return as_float(check_image(micrograph)).astype(np.float32), pixel_size_nm
+
+
+class ClassicalDetector(Detector):
+    """Model-free detector: a centre-surround (difference-of-Gaussians) matched
+    filter normalised by the local noise of the filtered image, then maxima,
+    NMS and a Gaussian fit.
+
+    Why this works: each atom is a compact bump of known width. The DoG is a
+    band-pass matched to that width: its centre integrates the spot, its
+    surround (``surround_ratio`` × wider) removes the slowly varying support
+    and thickness signal. Shot noise on these images is signal dependent
+    (variance ∝ mean^1.4–2.1) and the carbon texture varies across the frame,
+    so the filtered map is divided by its *local* standard deviation, which
+    turns it into a signal-to-noise map where one threshold works across thin
+    and thick regions. Tuned on ptnc-train by leave-one-image-out
+    (``benchmarks/tune_classical.py``).
+
+    Parameters are physical when the pixel size is known and scale with it;
+    otherwise the pixel equivalents at :data:`DEFAULT_PIXEL_SIZE_NM` are used.
+
+    Parameters
+    ----------
+    threshold : float
+        Minimum score (local-noise units) of an atom.
+    atom_sigma_nm : float
+        Centre width of the DoG ≈ Gaussian sigma of an atom's image, nm.
+    surround_ratio : float
+        Surround sigma / centre sigma.
+    background_nm : float or None
+        Median background window removed first, nm (the published 40 px at
+        0.0293 nm/px); None skips it (the DoG surround already removes most).
+    min_distance_nm : float
+        NMS radius, nm: two maxima closer than this are one atom.
+    noise_sigma_nm : float
+        Width of the local noise estimate, nm.
+    refine : {"gaussian", "com", "none"}
+    """
+
+    name = "classical"
+
+    def __init__(self, *, threshold: float = 3.9, atom_sigma_nm: float = 0.0586,
+                 surround_ratio: float = 3.0, background_nm: float | None = 1.17,
+                 min_distance_nm: float = 0.176, noise_sigma_nm: float = 0.94,
+                 refine: str = "gaussian", backend: str = "auto"):
+        self.threshold = float(threshold)
+        self.atom_sigma_nm = check_positive(atom_sigma_nm, name="atom_sigma_nm")
+        self.surround_ratio = check_positive(surround_ratio, name="surround_ratio")
+        self.background_nm = (None if background_nm is None
+                              else check_positive(background_nm, name="background_nm"))
+        self.min_distance_nm = check_positive(min_distance_nm, name="min_distance_nm")
+        self.noise_sigma_nm = check_positive(noise_sigma_nm, name="noise_sigma_nm")
+        if refine not in ("gaussian", "com", "none"):
+            raise ValueError(f"refine must be 'gaussian', 'com' or 'none', got {refine!r}")
+        self.refine = refine
+        self.backend = backend
+
+    def params(self) -> dict:
+        return {"threshold": self.threshold, "atom_sigma_nm": self.atom_sigma_nm,
+                "surround_ratio": self.surround_ratio, "background_nm": self.background_nm,
+                "min_distance_nm": self.min_distance_nm, "noise_sigma_nm": self.noise_sigma_nm,
+                "refine": self.refine}
+
+    def _px(self, nm: float, pixel_size_nm: float | None) -> float:
+        return nm / (pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
+
+    def score_map(self, image, *, pixel_size_nm=None) -> np.ndarray:
+        """Local signal-to-noise of the DoG-filtered image, float32 (H, W)."""
+        img = as_float(check_image(image)).astype(np.float32)
+        if self.background_nm is not None:
+            bg_px = max(3, int(round(self._px(self.background_nm, pixel_size_nm))))
+            img = preprocess.subtract_background(img, method="median", size_px=bg_px,
+                                                 backend=self.backend).image
+        s = self._px(self.atom_sigma_nm, pixel_size_nm)
+        dog = ndi.gaussian_filter(img, s, mode="reflect")
+        dog -= ndi.gaussian_filter(img, s * self.surround_ratio, mode="reflect")
+        noise = preprocess.local_noise(dog, sigma_px=self._px(self.noise_sigma_nm, pixel_size_nm))
+        return (dog / noise).astype(np.float32)
+
+    def detect(self, micrograph, *, pixel_size_nm=None) -> Detections:
+        img, px = _as_micrograph(micrograph, pixel_size_nm)
+        t0 = time.perf_counter()
+        score = self.score_map(img, pixel_size_nm=px)
+        t1 = time.perf_counter()
+        sigma_px = self._px(self.atom_sigma_nm, px)
+        out = postprocess_scores(score, img, threshold=self.threshold,
+                                 min_distance_px=self._px(self.min_distance_nm, px),
+                                 refine=self.refine, sigma_px=sigma_px,
+                                 fit_radius_px=max(2, int(np.ceil(2.0 * sigma_px))),
+                                 backend=self.backend)
+        timings = {"score_map": t1 - t0, **out.pop("timings")}
+        return Detections(**out, detector=self.name, params=self.params() | {
+            "pixel_size_nm_used": px or DEFAULT_PIXEL_SIZE_NM}, timings=timings)
+
+
+def get_detector(spec="default", **params) -> Detector:
+    """Resolve a detector from a name, a checkpoint path or a Detector instance.
+
+    ``"classical"``: :class:`ClassicalDetector`. ``"default"``: fastsac's shipped
+    learned detector when its weights are installed, else classical. A path:
+    a checkpoint recognised by its keys (the published SAC-CNN, or a fastsac
+    model). Extra keyword arguments go to the detector (e.g. ``threshold``).
+    """
+    if isinstance(spec, Detector):
+        return spec
+    if spec is None or spec == "default":
+        try:
+            from .learned import default_detector  # shipped model, when present
+        except ImportError:
+            return ClassicalDetector(**params)
+        det = default_detector(**params)
+        return det if det is not None else ClassicalDetector(**params)
+    if spec == "classical":
+        return ClassicalDetector(**params)
+    path = Path(os.fspath(spec))
+    if path.suffix in (".ckpt", ".pt", ".pth") or path.exists():
+        if not path.is_file():
+            raise FastsacInputError(path, "detector checkpoint not found")
+        try:
+            from .learned import load_detector
+        except ImportError:
+            raise FastsacInputError(path, "loading model checkpoints needs fastsac.learned "
+                                          "(torch); it is not available in this install") from None
+        return load_detector(path, **params)
+    raise ValueError(f"detector must be 'classical', 'default' or a checkpoint path, got {spec!r}")
