@@ -200,6 +200,8 @@ def refine_com(image, xy, *, radius: int = 3, iterations: int = 2,
         return pts
     if int(radius) < 1 or int(iterations) < 1:
         raise ValueError("radius and iterations must be ≥ 1")
+    if not np.isfinite(pts).all():
+        raise ValueError("xy contains NaN or inf positions; drop them first")
     return _com_kernel(img, pts, int(radius), int(iterations), backend=backend)
 
 
@@ -334,6 +336,8 @@ def refine_gaussian(image, xy, *, radius: int = 4, sigma: float = 1.5, max_iter:
     check_positive(sigma, name="sigma")
     if int(radius) < 1:
         raise ValueError(f"radius must be ≥ 1, got {radius}")
+    if not np.isfinite(pts).all():
+        raise ValueError("xy contains NaN or inf positions; drop them first")
     b = _gauss_kernel.resolve(backend, data=image)
     if len(pts) == 0:
         params, conv = np.zeros((0, 7)), np.zeros(0, bool)
