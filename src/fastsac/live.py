@@ -284,7 +284,7 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
     frame_rows: list[dict] = []
     last_overlay = None
     first = True
-    t_start = time.monotonic()
+    t_active, n_done = time.monotonic(), 0
     try:
         while True:
             if stop is not None and stop.is_set():
@@ -333,10 +333,13 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
                     on_frame(r)
             if max_frames is not None and len(rep.processed) >= max_frames:
                 break
-            if once and not first:
-                # Done when nothing is left that might still complete.
+            if once:
+                # Done when nothing is left, or nothing has moved (no frame done,
+                # no file still growing) for longer than a bad file takes to settle.
                 left = watcher.pending()
-                if left == 0 or time.monotonic() - t_start > settle_s + 2 * poll_s:
+                if len(rep.processed) + len(rep.bad) > n_done or left > len(ready):
+                    n_done, t_active = len(rep.processed) + len(rep.bad), time.monotonic()
+                if not first and (left == 0 or time.monotonic() - t_active > settle_s + 2 * poll_s):
                     break
             first = False
             time.sleep(poll_s)

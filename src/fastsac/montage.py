@@ -456,8 +456,8 @@ def grid_nms(xy: np.ndarray, scores: np.ndarray, *, radius: float) -> np.ndarray
     Returns kept indices in visiting order.
     """
     n = len(xy)
-    if n < 4000:
-        return peaks.nms(xy, scores, radius=radius)
+    if n < 4000 or "cpp" in peaks._nms_kernel.available():
+        return peaks.nms(xy, scores, radius=radius)  # the C++ kernel is a cell grid already
     order = np.lexsort((np.arange(n), -np.nan_to_num(scores, nan=-np.inf)))
     order = order[np.isfinite(scores[order])]
     cell = max(float(radius), 1e-9)
