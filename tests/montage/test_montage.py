@@ -240,3 +240,19 @@ def test_cli_montage(tmp_path, image):
     s = json.loads((out / "summary.json").read_text())
     assert s["multimer_atoms"] == ref.summary["multimer_atoms"]
     assert main(["montage", str(tmp_path / "missing.tif"), "-o", str(out)]) == 2
+
+
+def test_cli_montage_folder_mode(tmp_path, image):
+    from fastsac.cli import main
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    pos = _write_frames(frames, image[0][:512, :512], 320, 192)
+    out = tmp_path / "out"
+    assert main(["montage", str(frames), "-o", str(out)]) == 2  # no positions
+    rc = main(["montage", str(frames), "-o", str(out), "--positions", str(pos),
+               "--detector", "classical", "--pixel-size", str(PX), "--no-progress"])
+    assert rc == 0
+    cols, summary = read_parquet(out / "atoms.parquet")
+    assert summary["frames"] == 4 and len(cols["x_px"]) == summary["n_atoms"] > 50
+    assert set(np.unique(cols["tile"])) == {0, 1, 2, 3}
