@@ -678,18 +678,32 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
     nn = nearest_neighbors(xy, backend=backend)
     cl = clusters(xy, cutoff=cutoff_px, backend=backend)
     nn_dist = nn.distance * px if px else nn.distance
-    if detections is None:
-        detections = Detections.empty()
-        detections = Detections(np.asarray(xy, float).reshape(-1, 2), *([np.zeros(len(xy))] * 6))
+    if detections is None:  # the summary only needs positions (and the count)
+        pts = np.asarray(xy, float).reshape(-1, 2)
+        detections = Detections(pts, *([np.full(len(pts), np.nan)] * 6))
     summary = _summary(_Field(shape, px, name, source), detections, nn_dist, cl.labels, cl.sizes,
                        multimer_cutoff_nm, cutoff_px)
     summary["source"] = source
     summary["image"] = name
-    try:  # richer dispersion statistics when fastsac.spatial.stats is installed
-        from .spatial import stats as _stats  # noqa: F401
-    except ImportError:
-        pass
+    summary["dispersion"] = _dispersion(xy, shape, px, multimer_cutoff_nm, backend)
     return nn_dist, cl.labels, cl.sizes, summary
+
+
+def _dispersion(xy, shape, px, multimer_cutoff_nm, backend) -> dict | None:
+    """Edge-corrected dispersion statistics (Clark–Evans…) of the global point
+    set, when :mod:`fastsac.spatial.stats` is installed."""
+    try:
+        from .spatial.stats import dispersion
+    except ImportError:
+        return None
+    try:
+        d = dispersion(np.asarray(xy, np.float64).reshape(-1, 2), image_shape=tuple(shape),
+                       pixel_size_nm=px, multimer_cutoff_nm=multimer_cutoff_nm,
+                       backend=backend)
+        return d.as_dict()
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        log.warning("dispersion statistics skipped: %s", exc)
+        return None
 
 
 def analyze_montage(source, *, detector="classical", tile: int = 2048,
