@@ -77,6 +77,9 @@ _TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter default
 
 
 # --------------------------------------------------------------------------- sources
+_OPEN: dict = {}  # per-process cache of opened montages
+
+
 @dataclass(frozen=True)
 class MontageSource:
     """A picklable description of a 2-D montage that re-opens lazily anywhere.
@@ -98,9 +101,24 @@ class MontageSource:
         return Path(self.path).stem if self.path else "array"
 
     def open(self):
-        """A sliceable 2-D array (reads only what is sliced)."""
+        """A sliceable 2-D array (reads only what is sliced). File handles are
+        cached per process (a few), so chunk tasks do not reopen the file."""
         if self.kind == "array":
             return self.array
+        try:  # a rewritten file must not be served from the cache
+            stamp = os.stat(self.path).st_mtime_ns
+        except OSError:
+            stamp = None
+        k = (self.kind, self.path, self.key, stamp)
+        arr = _OPEN.get(k)
+        if arr is None:
+            arr = self._open()
+            if len(_OPEN) >= 4:
+                _OPEN.pop(next(iter(_OPEN)))
+            _OPEN[k] = arr
+        return arr
+
+    def _open(self):
         if self.kind == "npy":
             return np.load(self.path, mmap_mode="r")
         import zarr

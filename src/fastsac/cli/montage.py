@@ -14,6 +14,8 @@ def add_parser(sub):
     p.add_argument("input", metavar="INPUT", help="montage file/Zarr, or a folder of frames")
     p.add_argument("-o", "--out", required=True, help="output directory")
     add_detector_args(p)
+    # Exact tiling is implemented for the classical detector (see docs/montage.md).
+    p.set_defaults(detector="classical")
     p.add_argument("--tile", type=int, default=2048, metavar="N",
                    help="core edge in px; each core is read with a halo (default: %(default)s)")
     p.add_argument("--pixel-size", type=float, default=None, metavar="NM",
