@@ -566,7 +566,7 @@ def dispersion(xy, *, image_shape, pixel_size_nm: float | None = None, mask=None
     --------
     >>> s = dispersion([[10, 10], [14, 10], [60, 60]], image_shape=(100, 100), pixel_size_nm=0.05)
     >>> s.as_dict()["n_dimers"], round(s.as_dict()["nn_mean_nm"], 3)
-    (1, 1.316)
+    (1, 1.266)
     """
     pts = as_points(xy)
     if not np.isfinite(pts).all():
