@@ -166,10 +166,16 @@ def overlay_figure(image, xy, *, pixel_size_nm: float | None = None, color_by: s
     elif color_by == "score":
         if score is None:
             raise ValueError("color_by='score' needs score= (one value per atom)")
-        sc = ax.scatter(pts[:, 0], pts[:, 1], c=np.asarray(score, float), cmap="viridis",
-                        s=(2 * r) ** 2 * 0.35, facecolors="none", linewidths=1.3)
-        sc.set_facecolor("none")
-        fig.colorbar(sc, ax=ax, shrink=0.7, label="detector score")
+        from matplotlib import colormaps
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        v = np.asarray(score, float)
+        norm = Normalize(np.nanmin(v) if len(v) else 0, np.nanmax(v) if len(v) else 1)
+        sm = ScalarMappable(norm=norm, cmap=colormaps["viridis"])
+        ax.scatter(pts[:, 0], pts[:, 1], s=(2 * r) ** 2 * 0.35, facecolors="none",
+                   edgecolors=sm.to_rgba(v), linewidths=1.3)
+        fig.colorbar(sm, ax=ax, shrink=0.7, label="detector score")
     else:
         circles(pts, "#33bbee", "atoms")
     if handles:

@@ -12,7 +12,7 @@ Algorithm (all lengths physical when the pixel size is known):
 1. Heavily smooth the image (Gaussian, ``smooth_nm``) and take its log above
    a floor just below the darkest smoothed value; threshold it with Otsu.
 2. Local standard deviation of the high-pass image (image minus a 1.5 px
-   Gaussian), averaged over ``smooth_nm``.
+   Gaussian), averaged over ``smooth_nm / 3``.
 3. Decide whether vacuum exists at all: the dark Otsu class must be at least
    ``min_contrast`` darker (in units of the bright-dark range) *and* its median
    local std must be below ``max_texture_ratio`` times the bright class's.
@@ -170,8 +170,11 @@ def support_mask(image, *, pixel_size_nm: float | None = None, smooth_nm: float 
     lin = smooth - floor
     mu_d, mu_b = float(np.median(lin[dark])), float(np.median(lin[~dark]))
     contrast = (mu_b - mu_d) / mu_b
+    # Texture on a 3x lighter scale than the intensity: at the heavy scale a
+    # narrow strip of vacuum would borrow the support's variance.
+    fine = max(2.0, sigma / 3)
     hp = img - ndi.gaussian_filter(img, 1.5, mode="reflect")
-    local_sd = np.sqrt(ndi.gaussian_filter(hp * hp, sigma, mode="reflect"))
+    local_sd = np.sqrt(ndi.gaussian_filter(hp * hp, fine, mode="reflect"))
     sd_d, sd_b = float(np.median(local_sd[dark])), float(np.median(local_sd[~dark]))
     texture = sd_d / sd_b if sd_b > 0 else 1.0
     if contrast < min_contrast or texture > max_texture_ratio:
@@ -181,7 +184,6 @@ def support_mask(image, *, pixel_size_nm: float | None = None, smooth_nm: float 
     # smoothing of the intensity alone, only within 4 sigma of that vacuum.
     coarse = dark & (local_sd < np.sqrt(sd_d * sd_b))
     near = ndi.distance_transform_edt(~coarse) <= 4 * sigma
-    fine = max(2.0, sigma / 3)
     # The log-domain Otsu threshold sits close to the vacuum level: a sharp edge
     # moves ~1 fine sigma into the vacuum, but the thin, dark (yet textured)
     # support at a grain edge, where atoms do sit, stays support.
@@ -190,7 +192,10 @@ def support_mask(image, *, pixel_size_nm: float | None = None, smooth_nm: float 
     if open_r > 0:
         yy, xx = np.mgrid[-open_r:open_r + 1, -open_r:open_r + 1]
         disk = xx * xx + yy * yy <= open_r * open_r
-        vac = ndi.binary_opening(vac, structure=disk)
+        # Edge padding: scipy erodes as if outside the image were False, which
+        # would leave a one-pixel frame of "support" around a vacuum at the border.
+        pad = np.pad(vac, open_r + 1, mode="edge")
+        vac = ndi.binary_opening(pad, structure=disk)[open_r + 1:-open_r - 1, open_r + 1:-open_r - 1]
     vac = _drop_small(vac, min_region_px)
     support = _drop_small(~vac, min_region_px, keep_touching_border=True)
     if support.all() or not support.any():
