@@ -679,7 +679,7 @@ def load_analysis_folder(out_dir, *, n_sim: int = 99, seed: int = 0, recompute_m
     Reads ``OUT_DIR/<stem>/atoms.csv`` (columns ``x_px``, ``y_px`` and
     optionally ``score``, ``intensity``, ``amplitude``, ``species``) and
     ``OUT_DIR/<stem>/summary.json`` (looks for ``pixel_size_nm``, the image
-    shape as ``image_shape``/``shape`` or ``height_px``/``width_px``, and the
+    shape as ``shape_px``/``image_shape``/``shape`` or ``height_px``/``width_px``, and the
     image path as ``source``/``image``/``path``/``input``). Species are
     classified from the ``intensity`` column when ``elements``, ``n_species``
     or ``classify`` is given; a ``species`` column is shown as is. When the image
@@ -734,7 +734,7 @@ def load_analysis_folder(out_dir, *, n_sim: int = 99, seed: int = 0, recompute_m
         if image is not None:
             shape = image.shape
         else:
-            s = _find(summ, "image_shape", "shape")
+            s = _find(summ, "shape_px", "image_shape", "shape")
             if s is not None and len(s) == 2:
                 shape = (int(s[0]), int(s[1]))
             else:
@@ -772,6 +772,9 @@ def _replace(rep, **kw):
 
 def _flat_summary(summ: dict) -> dict:
     keep = ("detector", "n_atoms", "pixel_size_source", "source")
+    summ = dict(summ)
+    if isinstance(summ.get("detector"), dict):  # pipeline.analyze writes {"name", "params"}
+        summ["detector"] = summ["detector"].get("name")
     out = {k: summ[k] for k in keep if k in summ and isinstance(summ[k], (str, int, float))}
     if "source" in out:
         out["source"] = os.path.basename(str(out["source"]))
