@@ -526,7 +526,8 @@ def _render_overlay(rep: ImageReport) -> bytes:
 
 
 def write_html_report(path, results: Sequence[ImageReport], *, title: str = "fastsac report",
-                      sample: str | None = None, include_pooled: bool = True) -> Path:
+                      sample: str | None = None, include_pooled: bool = True,
+                      comparison=None, comparison_names: tuple = ("A", "B")) -> Path:
     """Write a self-contained HTML report of a batch of images, atomically.
 
     Parameters
@@ -540,6 +541,11 @@ def write_html_report(path, results: Sequence[ImageReport], *, title: str = "fas
         Sample name shown in the header.
     include_pooled : bool
         Add pooled (all images as one sample) values and plots.
+    comparison : SampleComparison, optional
+        Result of :func:`fastsac.spatial.compare_samples` (e.g. this batch
+        against another sample), shown as its own section.
+    comparison_names : (str, str)
+        Names of samples A and B in that section.
 
     Returns
     -------
@@ -607,6 +613,21 @@ def write_html_report(path, results: Sequence[ImageReport], *, title: str = "fas
         parts.append("<h2>Species (Gaussian mixture of integrated intensities)</h2>")
         parts.append(_table(["image", "species", "atoms", "fraction", "mean intensity", "sd", "mean confidence",
                              "ratio brightest/dimmest", "expected Z^1.7 ratio"], sp_rows))
+    if comparison is not None:
+        c = comparison.as_dict()
+        cu = c["length_unit"]
+        na, nb = (html.escape(str(x)) for x in comparison_names)
+        parts.append(f"<h2>Comparison: {na} vs {nb}</h2>")
+        parts.append(_table(["quantity", na, nb, f"difference ({nb} − {na})", "p-value", "test"], [
+            ["atoms", c["n_atoms_a"], c["n_atoms_b"], None, None, ""],
+            [f"density (/{cu}²)", c[f"density_a_per_{cu}2"], c[f"density_b_per_{cu}2"], None, None, ""],
+            [f"mean NN ({cu})", c[f"nn_mean_a_{cu}"], c[f"nn_mean_b_{cu}"], c[f"nn_mean_diff_{cu}"],
+             ("p", c["nn_mean_p_value"]), f"permutation ({c['n_perm']})"],
+            ["NN distribution", None, None, c["ks_statistic"], ("p", c["ks_p_value"]), "Kolmogorov–Smirnov (D)"],
+            ["multimer share", c["multimer_fraction_a"], c["multimer_fraction_b"], c["multimer_fraction_diff"],
+             ("p", c["multimer_p_value"]), f"permutation ({c['n_perm']})"]]))
+        parts.append("<p class='note'>NN distances shrink as 1/√density: read a shift of the NN distribution "
+                     "together with the densities and the Clark–Evans R of each sample.</p>")
     parts.append("<h2>Images</h2>")
     for r, d in zip(results, dicts):
         parts.append(f"<h3 id='{html.escape(r.name)}'>{html.escape(r.name)}</h3>")

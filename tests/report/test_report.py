@@ -166,3 +166,21 @@ def test_cli_report_bad_folder(tmp_path, capsys):
 
     assert main(["report", str(tmp_path)]) == 2
     assert "atoms.csv" in capsys.readouterr().err
+
+
+def test_cli_report_compares_two_samples(tmp_path, rng):
+    from fastsac.cli import main
+
+    _analyze_folder(tmp_path / "before", rng, with_image=False)
+    _analyze_folder(tmp_path / "after", rng, with_image=False)
+    rc = main(["report", str(tmp_path / "before"), "--compare", str(tmp_path / "after"), "--n-sim", "0",
+               "--n-perm", "199"])
+    assert rc == 0
+    data = json.loads((tmp_path / "before" / "report.json").read_text())
+    c = data["comparison"]
+    assert c["sample_a"] == "before" and c["sample_b"] == "after" and c["n_perm"] == 199
+    # Same positions in both samples: no difference at all.
+    assert c["nn_mean_diff_nm"] == pytest.approx(0) and c["ks_statistic"] == pytest.approx(0)
+    assert c["nn_mean_p_value"] == 1.0
+    assert "Comparison: before vs after" in (tmp_path / "before" / "report.html").read_text(encoding="utf-8")
+    assert main(["report", str(tmp_path / "before"), "--compare", str(tmp_path / "nowhere")]) == 2

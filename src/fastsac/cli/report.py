@@ -30,6 +30,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--n-species", type=int, default=None, help="number of species (default: by BIC)")
     p.add_argument("--species", action="store_true", help="classify species even without --elements")
     p.add_argument("--no-mask", action="store_true", help="do not recompute the support mask from the images")
+    p.add_argument("--compare", type=Path, default=None, metavar="OTHER_DIR",
+                   help="another analyze folder (e.g. after reaction): add a two-sample comparison "
+                        "(KS and permutation tests on NN distances and multimer share)")
+    p.add_argument("--n-perm", type=int, default=9999, help="permutations of the comparison (default 9999)")
     return p
 
 
@@ -37,7 +41,7 @@ def run(args) -> int:
     from ..errors import FastsacInputError
     from ..io import write_json
     from ..report import load_analysis_folder, write_html_report
-    from ..spatial.stats import pool_dispersion
+    from ..spatial.stats import compare_samples, pool_dispersion
 
     try:
         reports = load_analysis_folder(args.out_dir, n_sim=args.n_sim, seed=args.seed,
@@ -47,11 +51,26 @@ def run(args) -> int:
     except FastsacInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    comparison = None
+    names = (args.sample or args.out_dir.name, None)
+    if args.compare is not None:
+        try:
+            other = load_analysis_folder(args.compare, n_sim=0, recompute_mask=not args.no_mask,
+                                         multimer_cutoff_nm=args.multimer_cutoff_nm)
+            comparison = compare_samples([r.stats for r in reports], [r.stats for r in other],
+                                         n_perm=args.n_perm, seed=args.seed)
+        except (FastsacInputError, ValueError) as exc:
+            print(f"error: cannot compare with {args.compare}: {exc}", file=sys.stderr)
+            return 2
+        names = (names[0], args.compare.name)
     html_path = args.output or args.out_dir / "report.html"
-    write_html_report(html_path, reports, title=args.title, sample=args.sample)
+    write_html_report(html_path, reports, title=args.title, sample=args.sample, comparison=comparison,
+                      comparison_names=names)
     pooled = pool_dispersion([r.stats for r in reports], names=[r.name for r in reports]).as_dict()
     pooled.pop("per_image")
-    write_json(Path(html_path).with_suffix(".json"),
-               {"images": [r.as_dict() for r in reports], "pooled": pooled})
+    doc = {"images": [r.as_dict() for r in reports], "pooled": pooled}
+    if comparison is not None:
+        doc["comparison"] = comparison.as_dict() | {"sample_a": names[0], "sample_b": names[1]}
+    write_json(Path(html_path).with_suffix(".json"), doc)
     print(f"{html_path} ({len(reports)} images, {sum(r.stats.n_atoms for r in reports)} atoms)")
     return 0
