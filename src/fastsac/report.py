@@ -276,7 +276,8 @@ def nn_histogram_figure(stats, *, title: str | None = None):
         ax.text(0.5, 0.5, "fewer than 2 atoms", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel(f"nearest-neighbour distance ({unit})")
     ax.set_ylabel(f"density (1/{unit})")
-    ax.legend(fontsize=7, loc="upper right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper right")
     ax.set_title(title or "Nearest-neighbour distances", fontsize=10)
     return fig
 

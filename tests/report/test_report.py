@@ -184,3 +184,13 @@ def test_cli_report_compares_two_samples(tmp_path, rng):
     assert c["nn_mean_p_value"] == 1.0
     assert "Comparison: before vs after" in (tmp_path / "before" / "report.html").read_text(encoding="utf-8")
     assert main(["report", str(tmp_path / "before"), "--compare", str(tmp_path / "nowhere")]) == 2
+
+
+def test_html_report_with_empty_and_single_atom_images(tmp_path):
+    reps = [build_image_report("empty", np.zeros((0, 2)), image_shape=(64, 64), pixel_size_nm=0.1),
+            build_image_report("one", [[3.0, 3.0]], image_shape=(64, 64), pixel_size_nm=0.1),
+            build_image_report("two", [[3.0, 3.0], [30.0, 40.0]], image_shape=(64, 64), pixel_size_nm=0.1)]
+    text = write_html_report(tmp_path / "r.html", reps).read_text(encoding="utf-8")
+    assert "empty" in text and "fewer than 2 atoms" not in text   # plots are images, text is in the PNG
+    assert reps[0].as_dict()["n_atoms"] == 0 and reps[2].as_dict()["nn_mean_nm"] == pytest.approx(
+        np.hypot(27, 37) * 0.1)

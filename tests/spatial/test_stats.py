@@ -215,6 +215,12 @@ def test_dispersion_edge_cases_and_input_unchanged():
     d = dispersion(xy[::1], image_shape=(50, 50), pixel_size_nm=0.1)
     np.testing.assert_array_equal(xy, keep)
     assert d.as_dict()["density_per_nm2"] == pytest.approx(3 / 25.0)
+    # Non-contiguous float32 input gives the same numbers as contiguous float64.
+    big = np.random.default_rng(0).uniform(0, 50, (40, 2))
+    a = dispersion(big.astype(np.float32)[::2], image_shape=(50, 50), pixel_size_nm=0.1).as_dict()
+    b = dispersion(np.ascontiguousarray(big.astype(np.float32)[::2], np.float64), image_shape=(50, 50),
+                   pixel_size_nm=0.1).as_dict()
+    _close(a, b)
     with pytest.raises(ValueError, match="NaN"):
         dispersion([[np.nan, 1.0], [2, 2]], image_shape=(50, 50))
     with pytest.raises(ValueError, match="mask"):
