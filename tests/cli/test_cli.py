@@ -47,14 +47,16 @@ def test_analyze_batch_with_bad_file(batch, tmp_path, capsys):
     for stem, pts in truths.items():
         header = (out / stem / "atoms.csv").read_text().splitlines()[0].split(",")
         assert header == ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px",
-                          "intensity", "nn_dist_nm", "cluster_id", "cluster_size"]
+                          "intensity", "nn_dist_nm", "cluster_id", "cluster_size", "in_support"]
         rows = np.loadtxt(out / stem / "atoms.csv", delimiter=",", skiprows=1, ndmin=2)
         assert len(rows) == len(pts)
         np.testing.assert_allclose(rows[:, 2], rows[:, 0] * 0.0293, rtol=1e-4)
         s = json.loads((out / stem / "summary.json").read_text())
         assert s["n_atoms"] == len(pts)
         assert s["pixel_size_nm"] == pytest.approx(0.0293)
+        assert s["vacuum_fraction"] == 0.0  # uniform support: no vacuum invented
         assert s["density_per_nm2"] == pytest.approx(len(pts) / (200 * 200 * 0.0293**2))
+        assert s["multimer_fraction"] == 0.0 and s["n_monomers"] == len(pts)
         assert (out / stem / "overlay.png").read_bytes()[:4] == b"\x89PNG"
     lines = (out / "summary.csv").read_text().splitlines()
     assert len(lines) == 4 and any("broken" in ln and "error" in ln for ln in lines)
