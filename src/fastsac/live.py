@@ -87,6 +87,9 @@ class LiveSession:
         nothing that the frame carries unless ``override=True``).
     multimer_cutoff_nm : float
         NN distance below which an atom counts as part of a multimer.
+    support_mask : bool
+        Find vacuum per frame (as ``fastsac analyze``); densities are per
+        support area.
 
     Examples
     --------
@@ -96,8 +99,10 @@ class LiveSession:
     """
 
     def __init__(self, *, detector="default", pixel_size_nm: float | None = None,
-                 multimer_cutoff_nm: float = 0.23, override: bool = False):
+                 multimer_cutoff_nm: float = 0.23, override: bool = False,
+                 support_mask: bool = True):
         self.detector = get_detector(detector)
+        self.support_mask = bool(support_mask)
         self.pixel_size_nm = None if pixel_size_nm is None else float(pixel_size_nm)
         self.multimer_cutoff_nm = float(multimer_cutoff_nm)
         self.override = bool(override)
@@ -119,22 +124,26 @@ class LiveSession:
             m = Micrograph.from_array(frame, name=name)
         if m.pixel_size_nm is None and self.pixel_size_nm is not None:
             m = Micrograph(m.data, self.pixel_size_nm, "override", m.source, m.metadata)
-        res = analyze(m, detector=self.detector, multimer_cutoff_nm=self.multimer_cutoff_nm)
+        res = analyze(m, detector=self.detector, multimer_cutoff_nm=self.multimer_cutoff_nm,
+                      support_mask=self.support_mask)
         latency = time.perf_counter() - t0
         s = res.summary
-        u = s["length_unit"]
         idx = len(self.frames)
-        nm_scale = 1.0 if u == "nm" else (self.pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
-        nn_nm = res.nn_dist[np.isfinite(res.nn_dist)] * nm_scale
-        area_nm2 = s[f"field_area_{u}2"] * (1.0 if u == "nm" else nm_scale * nm_scale)
+        calibrated = bool(s.get("pixel_size_nm"))
+        # Uncalibrated frames are converted at the default pixel size (stated in stats()).
+        px = s["pixel_size_nm"] if calibrated else (self.pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
+        nn_px = res.nn_dist / px if calibrated else res.nn_dist
+        nn_nm = nn_px[np.isfinite(nn_px)] * px
+        support_nm2 = float(s["support_area_px2"]) * px * px
         self._nn.append(nn_nm)
         self.latencies.append(latency)
-        row = {"frame": idx, "name": name or m.name, "n_atoms": s["n_atoms"],
-               "multimer_atoms": s["multimer_atoms"], "area_nm2": area_nm2,
-               "density_per_nm2": s["n_atoms"] / area_nm2 if area_nm2 else None,
+        row = {"frame": idx, "name": name or m.name, "n_atoms": int(s["n_atoms"]),
+               "n_atoms_in_support": int(s["n_atoms_in_support"]),
+               "multimer_atoms": int(s["n_atoms_multimer"]), "support_area_nm2": support_nm2,
+               "density_per_nm2": s["n_atoms_in_support"] / support_nm2 if support_nm2 else None,
                "nn_mean_nm": float(nn_nm.mean()) if len(nn_nm) else None,
-               "multimer_share": s["multimer_share"], "latency_s": latency,
-               "calibrated": u == "nm"}
+               "multimer_share": s["multimer_fraction"], "latency_s": latency,
+               "calibrated": calibrated}
         self.frames.append(row)
         return FrameResult(idx, row["name"], res.detections, res.nn_dist, res.cluster_size, s,
                            latency, dict(s.get("timings_s", {})) | {"total": latency})
@@ -144,18 +153,20 @@ class LiveSession:
 
         ``nn_hist`` counts pooled per-frame NN distances in :data:`NN_BINS_NM`
         (the last bin is open); ``multimer_share`` = pooled multimer atoms /
-        pooled atoms; ``density_per_nm2`` = pooled atoms / pooled area. An
+        pooled atoms; ``density_per_nm2`` = pooled atoms on support / pooled
+        support area (the whole frame when ``support_mask=False``). An
         uncalibrated frame is converted at :data:`DEFAULT_PIXEL_SIZE_NM`.
         """
         n = sum(f["n_atoms"] for f in self.frames)
+        n_sup = sum(f["n_atoms_in_support"] for f in self.frames)
         mult = sum(f["multimer_atoms"] for f in self.frames)
-        area = sum(f["area_nm2"] for f in self.frames)
+        area = sum(f["support_area_nm2"] for f in self.frames)
         nn = np.concatenate(self._nn) if self._nn else np.zeros(0)
         hist = np.histogram(np.minimum(nn, NN_BINS_NM[-1] - 1e-12), bins=NN_BINS_NM)[0]
         lat = np.asarray(self.latencies)
         return {
             "n_frames": len(self.frames), "n_atoms": int(n),
-            "area_nm2": float(area), "density_per_nm2": n / area if area else None,
+            "support_area_nm2": float(area), "density_per_nm2": n_sup / area if area else None,
             "multimer_atoms": int(mult), "multimer_share": mult / n if n else None,
             "multimer_cutoff_nm": self.multimer_cutoff_nm,
             "nn_dist_nm": {"mean": float(nn.mean()) if len(nn) else None,

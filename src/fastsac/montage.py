@@ -664,64 +664,49 @@ def _finish(tables, t: ClassicalTiling, det, px):
 
 
 # --------------------------------------------------------------------------- statistics
-class _Field:
-    """The attributes of a Micrograph that the summary needs (no pixel data)."""
-
-    def __init__(self, shape, pixel_size_nm, name, source):
-        self.shape = tuple(shape)
-        self.pixel_size_nm = pixel_size_nm
-        self.pixel_size_source = "override" if pixel_size_nm else "none"
-        self.name = name
-        self.source = source
-
-
 def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
-                       multimer_cutoff_nm: float = 0.23, detections: Detections | None = None,
-                       name: str = "montage", source: str | None = None, backend: str = "auto"):
-    """Global NN distances, clusters, counts and density of a montage's point set.
+                       multimer_cutoff_nm: float = 0.23, name: str = "montage",
+                       source: str | None = None, backend: str = "auto"):
+    """Global NN distances, clusters, counts, density and dispersion statistics
+    of a montage's point set.
 
-    The same kernels and summary as :func:`fastsac.pipeline.analyze`, on the
-    global coordinates, so a montage that also fits as one image gives the
-    identical numbers.
+    The same kernels and summary keys as :func:`fastsac.pipeline.analyze` with
+    ``support_mask=False`` (see docs/statistics.md), on the global
+    coordinates, so a montage that also fits as one image gives identical
+    numbers. (The support mask is a whole-image operation with global
+    thresholds and is not computed for montages.)
 
     Returns
     -------
     (nn_dist (N,), cluster_id (N,), cluster_size (N,), summary dict)
+        ``nn_dist`` in nm when calibrated, else px.
     """
-    from .pipeline import _summary
+    from . import __version__
     from .spatial import clusters, nearest_neighbors
+    from .spatial.stats import dispersion
 
+    pts = np.asarray(xy, np.float64).reshape(-1, 2)
     px = pixel_size_nm
     cutoff_px = multimer_cutoff_nm / (px or DEFAULT_PIXEL_SIZE_NM)
-    nn = nearest_neighbors(xy, backend=backend)
-    cl = clusters(xy, cutoff=cutoff_px, backend=backend)
+    t0 = time.perf_counter()
+    nn = nearest_neighbors(pts, backend=backend)
+    cl = clusters(pts, cutoff=cutoff_px, backend=backend)
+    disp = dispersion(pts, image_shape=tuple(int(s) for s in shape), pixel_size_nm=px,
+                      mask=None, multimer_cutoff_px=cutoff_px, backend=backend)
     nn_dist = nn.distance * px if px else nn.distance
-    if detections is None:  # the summary only needs positions (and the count)
-        pts = np.asarray(xy, float).reshape(-1, 2)
-        detections = Detections(pts, *([np.full(len(pts), np.nan)] * 6))
-    summary = _summary(_Field(shape, px, name, source), detections, nn_dist, cl.labels, cl.sizes,
-                       multimer_cutoff_nm, cutoff_px)
-    summary["source"] = source
-    summary["image"] = name
-    summary["dispersion"] = _dispersion(xy, shape, px, multimer_cutoff_nm, backend)
+    summary = {
+        "fastsac_version": __version__,
+        "image": name,
+        "source": os.path.abspath(source) if source else None,
+        "shape_px": [int(s) for s in shape],
+        "pixel_size_nm": px,
+        "pixel_size_source": "override" if px else "none",
+        **disp.as_dict(),
+        "support": None,
+        "timings_s": {"statistics": time.perf_counter() - t0},
+        "backend": {"nearest_neighbors": nn.backend, "clusters": cl.backend},
+    }
     return nn_dist, cl.labels, cl.sizes, summary
-
-
-def _dispersion(xy, shape, px, multimer_cutoff_nm, backend) -> dict | None:
-    """Edge-corrected dispersion statistics (Clark–Evans…) of the global point
-    set, when :mod:`fastsac.spatial.stats` is installed."""
-    try:
-        from .spatial.stats import dispersion
-    except ImportError:
-        return None
-    try:
-        d = dispersion(np.asarray(xy, np.float64).reshape(-1, 2), image_shape=tuple(shape),
-                       pixel_size_nm=px, multimer_cutoff_nm=multimer_cutoff_nm,
-                       backend=backend)
-        return d.as_dict()
-    except (ValueError, TypeError, NotImplementedError) as exc:
-        log.warning("dispersion statistics skipped: %s", exc)
-        return None
 
 
 def analyze_montage(source, *, detector="classical", tile: int = 2048,
@@ -739,7 +724,7 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
     t0 = time.perf_counter()
     nn, cid, csz, summary = montage_statistics(
         dets.xy, shape=src.shape, pixel_size_nm=src.pixel_size_nm,
-        multimer_cutoff_nm=multimer_cutoff_nm, detections=dets, name=src.name, source=src.path)
+        multimer_cutoff_nm=multimer_cutoff_nm, name=src.name, source=src.path)
     tim = dict(dets.timings) | {"statistics": time.perf_counter() - t0}
     summary["detector"] = {"name": dets.detector, "params": dets.params}
     summary["montage"] = info | {"n_candidates": ncand}
@@ -900,8 +885,7 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
     shape = (int(math.ceil(y_hi - y_lo)), int(math.ceil(x_hi - x_lo)))
     nn, cid, csz, summary = montage_statistics(dets.xy, shape=shape, pixel_size_nm=px,
                                                multimer_cutoff_nm=multimer_cutoff_nm,
-                                               detections=dets, name=folder.name,
-                                               source=os.fspath(folder))
+                                               name=folder.name, source=os.fspath(folder))
     # The bounding box over-counts area where frames leave gaps; report the union too.
     summary["frames"] = len(pos)
     summary["dedup"] = {"method": dedup, "radius_px": r_px,

@@ -52,13 +52,14 @@ def test_running_stats_equal_pooled_stats(frames):
     refs = [analyze(f.astype(np.float32), detector=DET, pixel_size_nm=PX) for f in frames]
     st = s.stats()
     n = sum(r.summary["n_atoms"] for r in refs)
-    mult = sum(r.summary["multimer_atoms"] for r in refs)
-    area = sum(r.summary["field_area_nm2"] for r in refs)
+    mult = sum(r.summary["n_atoms_multimer"] for r in refs)
+    n_sup = sum(r.summary["n_atoms_in_support"] for r in refs)
+    area = sum(r.summary["support_area_nm2"] for r in refs)
     nn = np.concatenate([r.nn_dist[np.isfinite(r.nn_dist)] for r in refs])
     assert st["n_frames"] == 3 and st["n_atoms"] == n
     assert st["multimer_atoms"] == mult > 0
     assert st["multimer_share"] == pytest.approx(mult / n, rel=1e-12)
-    assert st["density_per_nm2"] == pytest.approx(n / area, rel=1e-12)
+    assert st["density_per_nm2"] == pytest.approx(n_sup / area, rel=1e-12)
     assert st["nn_dist_nm"]["median"] == pytest.approx(np.median(nn), rel=1e-12)
     assert st["nn_dist_nm"]["mean"] == pytest.approx(nn.mean(), rel=1e-12)
     hist = np.histogram(np.minimum(nn, NN_BINS_NM[-1] - 1e-12), bins=NN_BINS_NM)[0]

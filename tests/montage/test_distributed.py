@@ -32,7 +32,8 @@ def test_local_cluster_equals_single_process(tmp_path):
     np.testing.assert_array_equal(got.tile, ref.tile)
     np.testing.assert_array_equal(got.nn_dist, ref.nn_dist)
     np.testing.assert_array_equal(got.cluster_size, ref.cluster_size)
-    assert got.statistics["clusters"] == ref.statistics["clusters"]
+    stats = {k: v for k, v in got.statistics.items() if k not in ("timings_s", "montage")}
+    assert stats == {k: v for k, v in ref.statistics.items() if k not in ("timings_s", "montage")}
     assert got.params["cap"] == ref.params["cap"]
     assert list(tmp_path.glob("fastsac-montage-*")) == []  # scratch removed
 

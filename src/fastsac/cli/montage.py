@@ -84,9 +84,10 @@ def run(args) -> int:
     write_json(out / "summary.json", res.statistics)
     s = res.statistics
     u = s["length_unit"]
-    nn = s[f"nn_dist_{u}"]["mean"]
-    print(f"{s['n_atoms']} atoms in {res.shape[1]}×{res.shape[0]} px, "
-          f"density {s[f'density_per_{u}2']:.4g}/{u}², mean NN "
+    nn = s.get(f"nn_mean_{u}")
+    dens = s.get(f"density_per_{u}2")
+    print(f"{s['n_atoms']} atoms in {res.shape[1]}×{res.shape[0]} px, density "
+          f"{'n/a' if dens is None else f'{dens:.4g}'}/{u}², mean NN "
           f"{'n/a' if nn is None else f'{nn:.4g} {u}'} -> {out}")
     return 0
 
