@@ -63,6 +63,8 @@ class FrameResult:
         Seconds from the call to the finished result (end to end).
     timings : dict
         Seconds per stage (score_map, peaks, refine, spatial, …).
+    micrograph : Micrograph
+        The frame that was analysed.
     """
 
     index: int
@@ -73,6 +75,7 @@ class FrameResult:
     stats: dict
     latency_s: float
     timings: dict = field(default_factory=dict)
+    micrograph: Micrograph | None = field(default=None, repr=False)
 
 
 class LiveSession:
@@ -146,7 +149,8 @@ class LiveSession:
                "calibrated": calibrated}
         self.frames.append(row)
         return FrameResult(idx, row["name"], res.detections, res.nn_dist, res.cluster_size, s,
-                           latency, dict(s.get("timings_s", {})) | {"total": latency})
+                           latency, dict(s.get("timings_s", {})) | {"total": latency},
+                           res.micrograph)
 
     def stats(self) -> dict:
         """Running statistics over all frames so far (pooled, nm).
@@ -264,7 +268,8 @@ def _fmt(v) -> str:
 def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None,
           multimer_cutoff_nm: float = 0.23, poll_s: float = 1.0, once: bool = False,
           max_frames: int | None = None, settle_s: float = 5.0, overlay: bool = True,
-          refresh_s: int = 2, on_bad=None, on_frame=None, stop=None) -> WatchReport:
+          refresh_s: int = 2, support_mask: bool = True, on_bad=None, on_frame=None,
+          stop=None) -> WatchReport:
     """Analyse each new complete frame in ``folder`` as it appears.
 
     Writes to ``out``: ``atoms.csv`` (every atom so far, with its frame),
@@ -288,7 +293,7 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     session = LiveSession(detector=detector, pixel_size_nm=pixel_size_nm,
-                          multimer_cutoff_nm=multimer_cutoff_nm)
+                          multimer_cutoff_nm=multimer_cutoff_nm, support_mask=support_mask)
     watcher = FrameWatcher(folder, settle_s=settle_s)
     rep = WatchReport(out=out)
     atom_lines = [",".join(_ATOM_FIELDS)]
@@ -334,8 +339,7 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
                 if overlay:
                     from .report import save_overlay
 
-                    m_data = _read_data(path)
-                    last_overlay = save_overlay(out / "overlay.png", m_data, d.xy,
+                    last_overlay = save_overlay(out / "overlay.png", r.micrograph.data, d.xy,
                                                 pixel_size_nm=px, cluster_sizes=r.cluster_size,
                                                 title=r.name)
                 _write_dashboard(out / "index.html", stats, frame_rows, last_overlay,
@@ -363,12 +367,6 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
 
 def _log_bad(path, reason):
     log.warning("skipped %s: %s", path, reason)
-
-
-def _read_data(path):
-    from .io import read
-
-    return read(path).data
 
 
 def _write_frames_csv(path, rows):
