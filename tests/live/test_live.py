@@ -162,3 +162,19 @@ def test_cli_watch_once(tmp_path, frames, capsys):
     assert rc == 2
     assert "zz.tif" in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "out" / "atoms.csv").exists()
+
+
+def test_ctrl_c_stops_cleanly(tmp_path, frames):
+    for k, f in enumerate(frames):
+        (tmp_path / f"f{k}.tif").write_bytes(_tiff_bytes(f))
+
+    def interrupt(r):
+        raise KeyboardInterrupt  # as if Ctrl-C arrived after the first frame
+
+    rep = watch(tmp_path, tmp_path / "o", detector=DET, poll_s=0.05, overlay=False,
+                on_frame=interrupt)
+    assert rep.interrupted and len(rep.processed) == 1
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    assert stats["n_frames"] == 1  # outputs are complete and consistent
+    rows = (tmp_path / "o" / "atoms.csv").read_text().splitlines()
+    assert len(rows) - 1 == stats["n_atoms"]
