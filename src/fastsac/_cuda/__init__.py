@@ -1,0 +1,101 @@
+"""numba CUDA implementations of fastsac's kernels.
+
+Importing these modules is cheap and needs neither CUDA nor numba: the
+kernels are compiled on first use (``numba.cuda`` is imported there). Each
+module registers a ``"cuda"`` implementation on the existing
+:class:`fastsac._backend.Kernel` objects. They accept host (numpy) arrays —
+copied to the device and back — and device arrays exposing
+``__cuda_array_interface__`` (torch CUDA tensors, cupy, numba), which stay on
+the device (results come back as the same library's arrays).
+
+Under ``NUMBA_ENABLE_CUDASIM=1`` the same kernels run in numba's CUDA
+simulator on the CPU (slow; for tests on small inputs).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+
+@functools.lru_cache(maxsize=None)
+def cuda():
+    """The ``numba.cuda`` module (imported lazily)."""
+    from numba import cuda as _cuda
+
+    return _cuda
+
+
+def library(a) -> str:
+    """'numpy', 'torch', 'cupy' or 'numba' for an input array."""
+    mod = type(a).__module__.split(".")[0]
+    if mod == "torch":
+        return "torch"
+    if mod == "cupy":
+        return "cupy"
+    if hasattr(a, "__cuda_array_interface__") or hasattr(a, "copy_to_host"):
+        return "numba"  # numba device arrays (also the simulator's)
+    return "numpy"
+
+
+def to_device(a, dtype):
+    """A numba device array view (device input, no copy when the dtype and
+    layout already fit) or a fresh copy of host input."""
+    lib = library(a)
+    cu = cuda()
+    if lib == "torch":
+        if a.device.type != "cuda":
+            return cu.to_device(np.ascontiguousarray(a.numpy(), dtype))
+        import torch
+
+        t = a.detach().to(getattr(torch, np.dtype(dtype).name)).contiguous()
+        return cu.as_cuda_array(t)
+    if lib == "cupy":
+        import cupy
+
+        return cu.as_cuda_array(cupy.ascontiguousarray(a, dtype=dtype))
+    if lib == "numba":
+        d = a if hasattr(a, "copy_to_host") else cu.as_cuda_array(a)
+        if d.dtype == np.dtype(dtype) and d.is_c_contiguous():
+            return d
+        return cu.to_device(np.ascontiguousarray(d.copy_to_host(), dtype))
+    return cu.to_device(np.ascontiguousarray(a, dtype))
+
+
+def from_device(d, like_lib: str):
+    """Return device array ``d`` as the library of the input (host for numpy)."""
+    if like_lib == "numpy":
+        return d.copy_to_host()
+    if like_lib == "torch":
+        import torch
+
+        return torch.as_tensor(d, device="cuda")
+    if like_lib == "cupy":
+        import cupy
+
+        return cupy.asarray(d)
+    return d
+
+
+def on_device(a) -> bool:
+    lib = library(a)
+    if lib == "torch":
+        return a.device.type == "cuda"
+    return lib in ("cupy", "numba")
+
+
+def host(a) -> np.ndarray:
+    """Host numpy copy of any supported array."""
+    lib = library(a)
+    if lib == "torch":
+        return a.detach().cpu().numpy()
+    if lib == "cupy":
+        return a.get()
+    if lib == "numba":
+        return (a if hasattr(a, "copy_to_host") else cuda().as_cuda_array(a)).copy_to_host()
+    return np.asarray(a)
+
+
+def grid(n: int, threads: int = 128):
+    return (max(1, (int(n) + threads - 1) // threads), threads)
