@@ -418,7 +418,7 @@ class _Engine:
     :func:`predict_tiled` and :func:`detect_tiled`."""
 
     def __init__(self, source, predictor, *, plan, batch_size, device, dtype, preprocess,
-                 keep_raw, compile, channels_last, prefetch, progress):
+                 keep_raw, compile, channels_last, prefetch, progress, workers=None):
         torch = _torch()
         self.torch = torch
         self.src, self.plan, self.B = source, plan, batch_size
@@ -426,7 +426,13 @@ class _Engine:
         self.preprocess, self.keep_raw = preprocess, keep_raw
         self.cuda = device.type == "cuda"
         wh, ww = plan.window
-        nbuf = max(int(prefetch), 1) + 2
+        if workers is None:
+            # Windows are copied (and cast) by numpy, which releases the GIL: several
+            # readers keep a GPU fed; on CPU the network wants the cores.
+            workers = min(8, max(1, (os.cpu_count() or 2) // 2)) if device.type == "cuda" else 1
+        self.workers = max(1, int(workers))
+        self._lock = threading.Lock()
+        nbuf = max(int(prefetch), 1) + 1 + self.workers
         pin = self.cuda
         shape = (batch_size, 1, wh, ww)
         self.bufs = [torch.empty(shape, dtype=torch.float32, pin_memory=pin) for _ in range(nbuf)]
@@ -435,7 +441,7 @@ class _Engine:
         self.free: queue.Queue = queue.Queue()
         for i in range(nbuf):
             self.free.put(i)
-        self.ready: queue.Queue = queue.Queue(maxsize=max(int(prefetch), 1))
+        self.ready: queue.Queue = queue.Queue(maxsize=max(int(prefetch), 1) + self.workers)
         self.read_time = 0.0
         self.pre_time = 0.0
         self._stop = threading.Event()
@@ -455,12 +461,14 @@ class _Engine:
         self.predictor = predictor
         self.channels_last = channels_last and self.cuda
 
-    # -- reader thread
-    def _reader(self):
+    # -- reader threads
+    def _reader(self, worker: int):
         try:
             wins = self.plan.windows
             n = len(wins)
             for bi, start in enumerate(range(0, n, self.B)):
+                if bi % self.workers != worker:
+                    continue
                 idx = np.arange(start, min(start + self.B, n))
                 while True:
                     try:
@@ -469,24 +477,28 @@ class _Engine:
                     except queue.Empty:
                         if self._stop.is_set():
                             return
+                t_read = t_pre = 0.0
                 for j, t in enumerate(idx):
                     y0, y1, x0, x1 = wins[t]
                     t0 = time.perf_counter()
                     raw = self.src.read(y0, y1, x0, x1)
                     t1 = time.perf_counter()
-                    self.read_time += t1 - t0
+                    t_read += t1 - t0
                     x = raw
                     if self.preprocess is not None:
                         x = np.asarray(self.preprocess(raw), dtype=np.float32)
                         if x.shape != raw.shape:
                             raise ValueError(f"preprocess must keep the window shape {raw.shape}, "
                                              f"returned {x.shape}")
-                        self.pre_time += time.perf_counter() - t1
+                        t_pre += time.perf_counter() - t1
                     self.bufs[buf][j, 0].numpy()[...] = x
                     if self.keep_raw:
                         self.raw_bufs[buf][j, 0].numpy()[...] = raw
                 if self.compile and len(idx) < self.B:  # constant shapes: no recompiles
                     self.bufs[buf][len(idx):].zero_()
+                with self._lock:
+                    self.read_time += t_read
+                    self.pre_time += t_pre
                 self._put(_Batch(bi, idx, buf, buf))
             self._put(None)
         except BaseException as exc:  # surface reader errors in the main thread
@@ -501,18 +513,23 @@ class _Engine:
                 continue
 
     def batches(self) -> Iterator[_Batch]:
-        th = threading.Thread(target=self._reader, name="fastsac-tile-reader", daemon=True)
-        th.start()
+        threads = [threading.Thread(target=self._reader, args=(k,), daemon=True,
+                                    name=f"fastsac-tile-reader-{k}")
+                   for k in range(self.workers)]
+        for th in threads:
+            th.start()
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(self.plan), unit="tile", desc="tiles")
+        done = 0
         try:
-            while True:
+            while done < self.workers:
                 item = self.ready.get()
                 if item is None:
-                    break
+                    done += 1
+                    continue
                 if isinstance(item, BaseException):
                     raise item
                 yield item
@@ -520,7 +537,8 @@ class _Engine:
                     bar.update(len(item.tiles))
         finally:
             self._stop.set()
-            th.join()
+            for th in threads:
+                th.join()
             if bar is not None:
                 bar.close()
 
@@ -599,7 +617,7 @@ def _prepare(image, predictor, *, tile, halo, device, batch_size, dtype, extra_h
 def predict_tiled(image, predictor: Callable, *, tile=None, halo, device: str = "auto",
                   batch_size: int | None = None, dtype=None, out=None, compile: bool = False,
                   channels_last: bool = True, prefetch: int = 2, check_halo: bool = True,
-                  progress: bool = False) -> TiledPrediction:
+                  workers: int | None = None, progress: bool = False) -> TiledPrediction:
     """Apply ``predictor`` to ``image`` tile by tile; exact, no blending.
 
     Parameters
@@ -631,7 +649,9 @@ def predict_tiled(image, predictor: Callable, *, tile=None, halo, device: str = 
     channels_last : bool
         Use channels-last memory format on CUDA.
     prefetch : int
-        Batches read ahead by the reader thread.
+        Batches read ahead by the reader threads.
+    workers : int, optional
+        Reader threads (default: 1 on CPU, up to 8 on CUDA).
     check_halo : bool
         Probe the predictor's receptive field once and raise if it exceeds
         ``halo`` (skipped when the predictor declares ``receptive_field``).
@@ -663,7 +683,7 @@ def predict_tiled(image, predictor: Callable, *, tile=None, halo, device: str = 
                                        batch_size=batch_size, dtype=dtype, check_halo=check_halo)
     eng = _Engine(src, predictor, plan=plan, batch_size=bs, device=dev, dtype=amp, preprocess=None,
                   keep_raw=False, compile=compile, channels_last=channels_last, prefetch=prefetch,
-                  progress=progress)
+                  progress=progress, workers=workers)
     H, W = src.shape
     result = out
     squeeze = None
@@ -804,8 +824,8 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
                  fit_radius_px: int = 4, sigma_px: float = 1.5, exclude_border_px: int = 0,
                  channel: int = 0, tile=None, halo="auto", device: str = "auto",
                  batch_size: int | None = None, dtype=None, peaks_backend: str = "auto",
-                 compile: bool = False, prefetch: int = 2, progress: bool = False
-                 ) -> TiledDetections:
+                 compile: bool = False, prefetch: int = 2, workers: int | None = None,
+                 progress: bool = False) -> TiledDetections:
     """Streamed detection: per window preprocess → network → local maxima →
     sub-pixel refinement, keep candidates owned by the core, then one NMS.
 
@@ -868,7 +888,7 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
     host_backend = "auto" if pb in (Backend.AUTO,) else pb.value
     eng = _Engine(src, predictor, plan=plan, batch_size=bs, device=dev, dtype=amp,
                   preprocess=preprocess, keep_raw=refine != "none", compile=compile,
-                  channels_last=True, prefetch=prefetch, progress=progress)
+                  channels_last=True, prefetch=prefetch, progress=progress, workers=workers)
     tables: list[tuple] = []
     t_net = t_peaks = 0.0
     gpu_impl = None
@@ -893,9 +913,9 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
                 eng.release(b)
                 t_peaks += time.perf_counter() - t1
                 continue
+            # On CPU these alias the reader's buffer: release it only after the loop.
             s_host = s.cpu().numpy()
             raw_host = raw.cpu().numpy() if raw is not None else None
-            eng.release(b)
             t1 = time.perf_counter()
             t_net += t1 - t0
             for j, t in enumerate(b.tiles):
@@ -917,6 +937,7 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
                 wy0, _, wx0, _ = plan.windows[t]
                 off = np.array([wx0, wy0], np.float64)
                 tables.append((xy0 + off, vals, xy + off, *cols))
+            eng.release(b)
             t_peaks += time.perf_counter() - t1
     src.close()
     # One NMS over the whole candidate table, in the whole-image candidate order
