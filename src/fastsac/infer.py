@@ -90,6 +90,19 @@ class ArraySource:
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         return np.array(self.array[y0:y1, x0:x1], dtype=np.float32, copy=True)
 
+    def read_padded(self, y0: int, y1: int, x0: int, x1: int, mode: str | None) -> np.ndarray:
+        """Like :meth:`read`, for windows reaching outside the image: the missing
+        part is filled by numpy padding ``mode`` ("replicate" = "edge")."""
+        H, W = self.shape
+        if y0 >= 0 and x0 >= 0 and y1 <= H and x1 <= W:
+            return self.read(y0, y1, x0, x1)
+        if mode is None:
+            raise ValueError(f"window {(y0, y1, x0, x1)} leaves the {H}×{W} image")
+        iy0, iy1, ix0, ix1 = max(y0, 0), min(y1, H), max(x0, 0), min(x1, W)
+        inner = self.read(iy0, iy1, ix0, ix1)
+        np_mode = {"replicate": "edge", "constant": "constant", "reflect": "reflect"}[mode]
+        return np.pad(inner, ((iy0 - y0, y1 - iy1), (ix0 - x0, x1 - ix1)), mode=np_mode)
+
     def close(self) -> None:
         close = getattr(self.array, "close", None)
         if callable(close) and not isinstance(self.array, np.ndarray):
@@ -170,7 +183,8 @@ class TilePlan:
     """Core grid and fixed-size read windows.
 
     ``cores[i] = (y0, y1, x0, x1)`` partition the image; ``windows[i]`` is the
-    read window of core ``i`` (size ``window``; shifted to stay inside the image
+    read window of core ``i`` in image coordinates (size ``window``; shifted to
+    stay inside the image — or its virtual padding when ``pad_mode`` is set —
     so all windows have one shape and can be batched).
     """
 
@@ -180,34 +194,59 @@ class TilePlan:
     window: tuple[int, int]
     cores: np.ndarray
     windows: np.ndarray
+    pad_mode: str | None = None
 
     def __len__(self) -> int:
         return len(self.cores)
 
 
-def plan_tiles(shape, *, tile, halo: int) -> TilePlan:
+def plan_tiles(shape, *, tile, halo: int, pad_mode: str | None = None,
+               align: int = 1) -> TilePlan:
     """Cut an image of ``shape`` into cores of ``tile`` (last row/column may be
-    smaller) each read with ``halo`` pixels of context."""
+    smaller) each read with ``halo`` pixels of context.
+
+    Parameters
+    ----------
+    pad_mode : None or {"reflect", "replicate", "constant"}
+        None: windows stay inside the image (a window at the edge ends there).
+        Otherwise the image is virtually extended by ``halo`` on every side
+        (plus up to ``align - 1`` on the bottom/right) with that numpy/torch
+        padding mode, and windows are read from the extension: the tiled
+        result then equals the predictor applied to the padded whole image.
+    align : int
+        Window origins (in the padded frame) and sizes are multiples of it, so
+        networks that downsample by ``align`` see the whole-image pooling grid.
+    """
     H, W = (int(s) for s in shape)
     th, tw = (int(t) for t in per_axis(tile, 2, name="tile"))
     if th < 1 or tw < 1:
         raise ValueError(f"tile must be ≥ 1 pixel per axis, got {tile!r}")
-    halo = int(halo)
+    halo, align = int(halo), int(align)
     if halo < 0:
         raise ValueError(f"halo must be ≥ 0 pixels, got {halo}")
+    if align < 1:
+        raise ValueError(f"align must be ≥ 1, got {align}")
+    p = halo if pad_mode is not None else 0
+    if pad_mode is None and align > 1 and (H % align or W % align):
+        raise ValueError(f"the predictor needs sides that are multiples of {align} but the "
+                         f"image is {H}×{W}; pass pad_mode='reflect' (or crop the image)")
+    He = H + 2 * p + ((-(H + 2 * p)) % align if pad_mode is not None else 0)
+    We = W + 2 * p + ((-(W + 2 * p)) % align if pad_mode is not None else 0)
     th, tw = min(th, H), min(tw, W)
-    wh, ww = min(th + 2 * halo, H), min(tw + 2 * halo, W)
+    slack = align - 1
+    wh = min(-(-(th + 2 * halo + slack) // align) * align, He)
+    ww = min(-(-(tw + 2 * halo + slack) // align) * align, We)
     cores, wins = [], []
     for y0 in range(0, H, th):
         y1 = min(y0 + th, H)
-        wy0 = min(max(y0 - halo, 0), H - wh)
+        ey0 = min(max(y0 + p - halo, 0) // align * align, He - wh)
         for x0 in range(0, W, tw):
             x1 = min(x0 + tw, W)
-            wx0 = min(max(x0 - halo, 0), W - ww)
+            ex0 = min(max(x0 + p - halo, 0) // align * align, We - ww)
             cores.append((y0, y1, x0, x1))
-            wins.append((wy0, wy0 + wh, wx0, wx0 + ww))
+            wins.append((ey0 - p, ey0 - p + wh, ex0 - p, ex0 - p + ww))
     return TilePlan((H, W), (th, tw), halo, (wh, ww), np.asarray(cores, np.int64),
-                    np.asarray(wins, np.int64))
+                    np.asarray(wins, np.int64), pad_mode)
 
 
 # --------------------------------------------------------------------------- predictor helpers
@@ -481,7 +520,7 @@ class _Engine:
                 for j, t in enumerate(idx):
                     y0, y1, x0, x1 = wins[t]
                     t0 = time.perf_counter()
-                    raw = self.src.read(y0, y1, x0, x1)
+                    raw = self.src.read_padded(y0, y1, x0, x1, self.plan.pad_mode)
                     t1 = time.perf_counter()
                     t_read += t1 - t0
                     x = raw
@@ -582,7 +621,7 @@ def _validate_common(plan_shape, tile, halo, batch_size):
 
 
 def _prepare(image, predictor, *, tile, halo, device, batch_size, dtype, extra_halo=0,
-             check_halo=True):
+             check_halo=True, pad_mode=None, align=None):
     torch = _torch()
     src = open_source(image)
     dev = _resolve_device(device)
@@ -610,14 +649,20 @@ def _prepare(image, predictor, *, tile, halo, device, batch_size, dtype, extra_h
                                  f"the predictor ({rf} px); use halo ≥ {rf + int(extra_halo)}")
     del torch
     tile_hw, bs = _auto_tile(src.shape, halo, predictor, probe_dev, tile, batch_size)
-    plan = plan_tiles(src.shape, tile=tile_hw, halo=halo)
+    if align is None:
+        align = int(getattr(predictor, "pad_multiple", 1) or 1)
+    if pad_mode not in (None, "reflect", "replicate", "constant"):
+        raise ValueError(f"pad_mode must be None, 'reflect', 'replicate' or 'constant', "
+                         f"got {pad_mode!r}")
+    plan = plan_tiles(src.shape, tile=tile_hw, halo=halo, pad_mode=pad_mode, align=align)
     return src, dev, amp, plan, bs
 
 
 def predict_tiled(image, predictor: Callable, *, tile=None, halo, device: str = "auto",
                   batch_size: int | None = None, dtype=None, out=None, compile: bool = False,
                   channels_last: bool = True, prefetch: int = 2, check_halo: bool = True,
-                  workers: int | None = None, progress: bool = False) -> TiledPrediction:
+                  workers: int | None = None, pad_mode: str | None = None,
+                  align: int | None = None, progress: bool = False) -> TiledPrediction:
     """Apply ``predictor`` to ``image`` tile by tile; exact, no blending.
 
     Parameters
@@ -652,6 +697,14 @@ def predict_tiled(image, predictor: Callable, *, tile=None, halo, device: str = 
         Batches read ahead by the reader threads.
     workers : int, optional
         Reader threads (default: 1 on CPU, up to 8 on CUDA).
+    pad_mode : None or {"reflect", "replicate", "constant"}
+        None: windows end at the image edges (the network's own padding acts
+        there, as on the whole image). Otherwise the image is virtually padded
+        by ``halo`` (see :func:`plan_tiles`) and the result equals
+        ``predictor(pad(image))`` cropped back to the image.
+    align : int, optional
+        Window alignment for downsampling networks (default: the predictor's
+        ``pad_multiple`` attribute, else 1).
     check_halo : bool
         Probe the predictor's receptive field once and raise if it exceeds
         ``halo`` (skipped when the predictor declares ``receptive_field``).
@@ -680,7 +733,8 @@ def predict_tiled(image, predictor: Callable, *, tile=None, halo, device: str = 
     torch = _torch()
     t_start = time.perf_counter()
     src, dev, amp, plan, bs = _prepare(image, predictor, tile=tile, halo=halo, device=device,
-                                       batch_size=batch_size, dtype=dtype, check_halo=check_halo)
+                                       batch_size=batch_size, dtype=dtype, check_halo=check_halo,
+                                       pad_mode=pad_mode, align=align)
     eng = _Engine(src, predictor, plan=plan, batch_size=bs, device=dev, dtype=amp, preprocess=None,
                   keep_raw=False, compile=compile, channels_last=channels_last, prefetch=prefetch,
                   progress=progress, workers=workers)
@@ -808,6 +862,13 @@ def _refine_host(raw, xy0, *, min_distance_px, refine, fit_radius_px, sigma_px, 
     return np.asarray(xy, np.float64), cols
 
 
+def _inside(plan, t):
+    """The image part of window ``t``, in window coordinates."""
+    H, W = plan.shape
+    wy0, wy1, wx0, wx1 = plan.windows[t]
+    return max(-wy0, 0), min(H, wy1) - wy0, max(-wx0, 0), min(W, wx1) - wx0
+
+
 def _core_mask_limits(plan, t, exclude_border):
     """Core of tile ``t`` in window coordinates, shrunk by the image-edge exclusion."""
     H, W = plan.shape
@@ -825,6 +886,7 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
                  channel: int = 0, tile=None, halo="auto", device: str = "auto",
                  batch_size: int | None = None, dtype=None, peaks_backend: str = "auto",
                  compile: bool = False, prefetch: int = 2, workers: int | None = None,
+                 pad_mode: str | None = None, align: int | None = None,
                  progress: bool = False) -> TiledDetections:
     """Streamed detection: per window preprocess → network → local maxima →
     sub-pixel refinement, keep candidates owned by the core, then one NMS.
@@ -846,6 +908,10 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
         ``"auto"``: measured receptive field of the predictor (preprocessing
         included when it is a plain numpy function it is *not* measured: pass
         an int then) + 1, at least the refinement reach.
+    pad_mode, align
+        As :func:`predict_tiled`. With padding, the score map outside the
+        image is ignored and the refinement sees the image only (padded raw
+        pixels are NaN, which the refinement skips), as on the whole image.
     peaks_backend : str
         Backend of the peak kernels: on CUDA devices ``"auto"`` runs maxima
         (max-pooling) and refinement (numba CUDA) on the GPU so only peak
@@ -877,7 +943,7 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
                          f"use halo ≥ {reach}")
     src, dev, amp, plan, bs = _prepare(source, predictor, tile=tile, halo=halo, device=device,
                                        batch_size=batch_size, dtype=dtype, extra_halo=rf_extra,
-                                       check_halo=True)
+                                       check_halo=True, pad_mode=pad_mode, align=align)
     pb = resolve_option(peaks_backend, Backend, "peaks_backend")
     gpu_peaks = dev.type == "cuda" and pb in (Backend.AUTO, Backend.CUDA)
     if pb is Backend.CUDA and dev.type != "cuda":
@@ -901,6 +967,15 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
             if not 0 <= channel < y.shape[1]:
                 raise ValueError(f"channel={channel} but the predictor returns {y.shape[1]} channels")
             s = y[:, channel]
+            if plan.pad_mode is not None:
+                # Outside the image: no maxima, no suppression, no refinement pixels.
+                for j, t in enumerate(b.tiles):
+                    iy0, iy1, ix0, ix1 = _inside(plan, t)
+                    for arr in (s, raw) if raw is not None else (s,):
+                        arr[j, :iy0] = math.nan
+                        arr[j, iy1:] = math.nan
+                        arr[j, :, :ix0] = math.nan
+                        arr[j, :, ix1:] = math.nan
             if gpu_peaks:
                 t1 = time.perf_counter()
                 t_net += t1 - t0

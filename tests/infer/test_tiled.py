@@ -325,3 +325,59 @@ def test_detect_tiled_streams_bigtiff(tmp_path):
     b = infer.detect_tiled(tmp_path / "m.tif", net, **kw)
     np.testing.assert_array_equal(a.xy, b.xy)
     assert len(a) > 40
+
+
+# --------------------------------------------------------------------------- padding and alignment
+class _MiniUNet(torch.nn.Module):
+    """Downsamples by 4 (needs aligned windows); receptive field < 16 px."""
+
+    pad_multiple = 4
+    receptive_field = 16
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(9)
+        self.a = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.b = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.c = torch.nn.Conv2d(4, 1, 3, padding=1)
+        for m in (self.a, self.b, self.c):
+            with torch.no_grad():
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.5)
+
+    def forward(self, x):
+        e = torch.relu(self.a(x))
+        m = torch.relu(self.b(F.max_pool2d(F.max_pool2d(e, 2), 2)))
+        return self.c(F.interpolate(m, scale_factor=4, mode="nearest") + e)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_pad_mode_and_alignment_equal_padded_whole_image(mode):
+    img = np.random.default_rng(5).random((150, 131), dtype=np.float32)
+    net = _MiniUNet().eval()
+    h, w, p = 150, 131, 16
+    ph, pw = p + (-(h + 2 * p)) % 4, p + (-(w + 2 * p)) % 4
+    padded = F.pad(torch.from_numpy(img)[None, None], (p, pw, p, ph), mode=mode)
+    with torch.inference_mode():
+        ref = net(padded)[0, 0, p:p + h, p:p + w].numpy()
+    res = infer.predict_tiled(img, net, tile=40, halo=16, device="cpu", pad_mode=mode,
+                              batch_size=2)
+    assert ((res.plan.windows[:, [0, 2]] + p) % 4 == 0).all() and res.plan.window[0] % 4 == 0
+    assert np.abs(res.scores - ref).max() <= 1e-5
+    with pytest.raises(ValueError, match="multiples of 4"):
+        infer.predict_tiled(img, net, tile=40, halo=16, device="cpu")
+
+
+def test_detect_tiled_with_padding_equals_whole_image():
+    rng = np.random.default_rng(12)
+    img = _atoms_image(rng, (130, 150), 40)
+    net = _MatchedFilter().eval()
+    p = 12
+    padded = np.pad(img, p, mode="reflect")
+    score = _whole(net, padded)[0][p:-p, p:-p]
+    kw = dict(threshold=1.2, min_distance_px=4.0, refine="gaussian", fit_radius_px=4, sigma_px=1.4)
+    ref = postprocess_scores(score, img, backend="numpy", **kw)
+    got = infer.detect_tiled(img, net, tile=48, halo=p, device="cpu", pad_mode="reflect",
+                             peaks_backend="numpy", **kw)
+    assert len(ref["xy"]) > 20
+    np.testing.assert_array_equal(np.round(got.xy - ref["xy"], 9), 0)
+    np.testing.assert_array_equal(got.score, ref["score"])
