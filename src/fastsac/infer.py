@@ -756,7 +756,7 @@ def predict_tiled(image, predictor: Callable, *, tile=None, halo, device: str = 
             squeeze = C == 1
             result = np.empty((H, W) if squeeze else (C, H, W), np.float32)
         elif squeeze is None:
-            squeeze = np.ndim(result) == 2
+            squeeze = len(result.shape) == 2
             want = (H, W) if squeeze else (C, H, W)
             if tuple(result.shape) != want or (squeeze and C != 1):
                 raise ValueError(f"out must have shape {(C, H, W)} (or {(H, W)} for one "
