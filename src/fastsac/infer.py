@@ -103,6 +103,16 @@ class ArraySource:
         np_mode = {"replicate": "edge", "constant": "constant", "reflect": "reflect"}[mode]
         return np.pad(inner, ((iy0 - y0, y1 - iy1), (ix0 - x0, x1 - ix1)), mode=np_mode)
 
+    def read_into(self, dst: np.ndarray, y0: int, y1: int, x0: int, x1: int,
+                  mode: str | None = None) -> None:
+        """Read a window into ``dst`` (float32, the window's shape), casting on the fly."""
+        H, W = self.shape
+        if (y0 >= 0 and x0 >= 0 and y1 <= H and x1 <= W and isinstance(self.array, np.ndarray)
+                and type(self).read is ArraySource.read):
+            np.copyto(dst, self.array[y0:y1, x0:x1], casting="unsafe")
+        else:
+            dst[...] = self.read_padded(y0, y1, x0, x1, mode)
+
     def close(self) -> None:
         close = getattr(self.array, "close", None)
         if callable(close) and not isinstance(self.array, np.ndarray):
@@ -412,6 +422,10 @@ def _auto_tile(shape, halo, predictor, device, tile, batch_size):
     if batch_size is None:
         win_px = min(th + 2 * halo, H) * min(tw + 2 * halo, W)
         batch_size = int(max(1, min(64, budget // max(win_px * bpp, 1))))
+        # Host staging buffers hold batch × window pixels each (several in flight):
+        # ≤ 16 Mpx per batch keeps them small; big batches add nothing once the
+        # GPU is busy.
+        batch_size = max(1, min(batch_size, (16 * 2**20) // max(win_px, 1)))
         if device.type == "cpu":
             batch_size = min(batch_size, 2)
     return (int(th), int(tw)), int(batch_size)
@@ -444,6 +458,32 @@ class TiledPrediction:
     timings: dict = field(default_factory=dict)
 
 
+_POOL_LOCK = threading.Lock()
+_POOL: dict = {}
+
+
+def _host_buffers(shape, n, pin):
+    """``n`` float32 staging buffers of ``shape``, pinned on CUDA. Pinned
+    allocations are slow (page locking): the engine hands its set back when it
+    finishes (:func:`_return_buffers`) and the next engine of the same shape
+    takes it (exclusively, so concurrent engines never share buffers)."""
+    torch = _torch()
+    key = (tuple(shape), bool(pin))
+    with _POOL_LOCK:
+        bufs = _POOL.pop(key, []) if pin else []
+    if len(bufs) < n:
+        bufs = bufs + [torch.empty(shape, dtype=torch.float32, pin_memory=pin)
+                       for _ in range(n - len(bufs))]
+    return bufs
+
+
+def _return_buffers(shape, bufs, pin):
+    if pin:
+        with _POOL_LOCK:
+            _POOL.clear()  # keep one set: pinned host memory is a scarce resource
+            _POOL[(tuple(shape), True)] = bufs
+
+
 @dataclass
 class _Batch:
     index: int
@@ -474,9 +514,12 @@ class _Engine:
         nbuf = max(int(prefetch), 1) + 1 + self.workers
         pin = self.cuda
         shape = (batch_size, 1, wh, ww)
-        self.bufs = [torch.empty(shape, dtype=torch.float32, pin_memory=pin) for _ in range(nbuf)]
-        self.raw_bufs = ([torch.empty(shape, dtype=torch.float32, pin_memory=pin)
-                          for _ in range(nbuf)] if keep_raw else [])
+        # Without preprocessing the network input *is* the raw window: one buffer.
+        self.separate_raw = keep_raw and preprocess is not None
+        pool = _host_buffers(shape, 2 * nbuf if self.separate_raw else nbuf, pin)
+        self._pool = (shape, pool, pin)
+        self.bufs = pool[:nbuf]
+        self.raw_bufs = pool[nbuf:]
         self.free: queue.Queue = queue.Queue()
         for i in range(nbuf):
             self.free.put(i)
@@ -520,6 +563,11 @@ class _Engine:
                 for j, t in enumerate(idx):
                     y0, y1, x0, x1 = wins[t]
                     t0 = time.perf_counter()
+                    if self.preprocess is None:  # read straight into the staging buffer
+                        self.src.read_into(self.bufs[buf][j, 0].numpy(), y0, y1, x0, x1,
+                                           self.plan.pad_mode)
+                        t_read += time.perf_counter() - t0
+                        continue
                     raw = self.src.read_padded(y0, y1, x0, x1, self.plan.pad_mode)
                     t1 = time.perf_counter()
                     t_read += t1 - t0
@@ -531,7 +579,7 @@ class _Engine:
                                              f"returned {x.shape}")
                         t_pre += time.perf_counter() - t1
                     self.bufs[buf][j, 0].numpy()[...] = x
-                    if self.keep_raw:
+                    if self.separate_raw:
                         self.raw_bufs[buf][j, 0].numpy()[...] = raw
                 if self.compile and len(idx) < self.B:  # constant shapes: no recompiles
                     self.bufs[buf][len(idx):].zero_()
@@ -580,6 +628,9 @@ class _Engine:
                 th.join()
             if bar is not None:
                 bar.close()
+            if self.cuda:  # every H2D copy from these buffers was issued; wait for them
+                self.torch.cuda.current_stream(self.device).synchronize()
+            _return_buffers(*self._pool)
 
     def release(self, batch: _Batch):
         self.free.put(batch.buf)
@@ -592,8 +643,10 @@ class _Engine:
         xh = self.bufs[batch.buf][:n]
         x = xh.to(self.device, non_blocking=True)
         raw = None
-        if self.keep_raw:
+        if self.separate_raw:
             raw = self.raw_bufs[batch.buf][:n].to(self.device, non_blocking=True)
+        elif self.keep_raw:
+            raw = x
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.amp_dtype is not None:
