@@ -35,11 +35,11 @@ fi
 $PY -c "import fastsac, fastsac._backend as b; print('fastsac', fastsac.__file__); print({k.value: b.unavailable_reason(k) or 'ok' for k in b.Backend if k.value != 'auto'})" >> "$OUT/summary.txt" 2>&1
 
 # CUDA tests on the real GPU: parity (all of tests/cuda) including the gpu-marked ones.
-timeout 200 $PY -m pytest tests/cuda -q -rs -p no:cacheprovider > "$OUT/pytest_cuda.log" 2>&1
+timeout 120 $PY -m pytest tests/cuda -q -rs -p no:cacheprovider > "$OUT/pytest_cuda.log" 2>&1
 stamp "pytest tests/cuda rc=$? ($(tail -n 1 "$OUT/pytest_cuda.log"))"
 
 # Throughput: 2048², 8192², 32768² montage on the GPU; kernel comparison; baselines.
-timeout 300 $PY benchmarks/throughput.py --device cuda --size 2048 8192 32768 \
+timeout 240 $PY benchmarks/throughput.py --device cuda --size 2048 8192 32768 \
   --json "$OUT/throughput_gpu.json" > "$OUT/throughput_gpu.log" 2>&1
 stamp "throughput rc=$?"
 tail -n 30 "$OUT/throughput_gpu.log"

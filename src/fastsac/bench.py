@@ -428,7 +428,15 @@ def run_bench(config: BenchConfig | None = None) -> dict:
                        tile=cfg.tile, dtype=cfg.dtype if dev == "cuda" else None)
     for size in cfg.sizes:
         log.info("benchmark %d² on %s", size, dev)
-        out["sizes"].append(_bench_size(int(size), cfg, dev, predictor, pre))
+        try:
+            out["sizes"].append(_bench_size(int(size), cfg, dev, predictor, pre))
+            log.info("result %s", {k: v for k, v in out["sizes"][-1].items()
+                                   if k != "detect_timings"})
+        except Exception as exc:  # keep the other sizes' numbers (e.g. out of memory)
+            log.exception("size %d failed", size)
+            out["sizes"].append({"size": int(size), "error": f"{type(exc).__name__}: {exc}"})
+            if dev == "cuda":
+                torch.cuda.empty_cache()
     if cfg.baselines:
         out["baselines"] = _baselines(dev, cfg)
     if cfg.kernels:
@@ -452,12 +460,21 @@ def format_table(result: dict) -> str:
            f"{'e2e':>9}  {'atoms':>9} {'RSS MB':>8}"
     lines += ["throughput in Mpx/s", head]
     for r in result["sizes"]:
+        if "error" in r:
+            lines.append(f"{r['size']:>7} failed: {r['error']}")
+            continue
+
         def f(k):
             v = r.get(f"{k}_mpx_s")
             return f"{v:9.1f}" if v is not None else f"{'-':>9}"
         lines.append(f"{r['size']:>7} {f('read')} {f('preprocess')} {f('inference')} "
                      f"{f('peaks')} {f('spatial')} {f('end_to_end')}  {r['n_detected']:>9} "
                      f"{r['peak_rss_mb']:8.0f}")
+    for r in result["sizes"]:
+        if "end_to_end_s" in r:
+            lines.append(f"  {r['size']}²: e2e {r['end_to_end_s']:.2f} s (detect {r['detect_s']:.2f}, "
+                         f"spatial {r['spatial_s']:.2f} [{r['spatial_backend']}], peaks "
+                         f"[{r['peaks_backend']}]) tile {r['tile']} batch {r['batch_size']}")
     if "baselines" in result:
         lines.append("baselines")
         for k, v in result["baselines"].items():
