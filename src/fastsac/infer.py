@@ -1033,14 +1033,24 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
                 t1 = time.perf_counter()
                 t_net += t1 - t0
                 lims = [_core_mask_limits(plan, t, exclude_border_px) for t in b.tiles]
-                tab = gpu_impl.detect_batch(
-                    s, raw, lims, plan.windows[b.tiles], threshold=threshold,
-                    min_distance_px=min_distance_px, refine=refine, fit_radius_px=fit_radius_px,
-                    sigma_px=sigma_px, com_radius=com_r)
-                tables.append(tab)
-                eng.release(b)
-                t_peaks += time.perf_counter() - t1
-                continue
+                try:
+                    tab = gpu_impl.detect_batch(
+                        s, raw, lims, plan.windows[b.tiles], threshold=threshold,
+                        min_distance_px=min_distance_px, refine=refine,
+                        fit_radius_px=fit_radius_px, sigma_px=sigma_px, com_radius=com_r)
+                except Exception as exc:
+                    if pb is Backend.CUDA:
+                        raise
+                    # numba-cuda unusable here (toolkit/driver/version): host peaks instead.
+                    log.warning("GPU peak kernels failed (%s: %s); falling back to host "
+                                "post-processing", type(exc).__name__, exc)
+                    gpu_peaks = False
+                    t0 = t1
+                else:
+                    tables.append(tab)
+                    eng.release(b)
+                    t_peaks += time.perf_counter() - t1
+                    continue
             # On CPU these alias the reader's buffer: release it only after the loop.
             s_host = s.cpu().numpy()
             raw_host = raw.cpu().numpy() if raw is not None else None

@@ -27,6 +27,7 @@ def _real_gpu() -> bool:
 
 
 REAL_GPU = _real_gpu()
+os.environ.setdefault("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", "0")
 if not REAL_GPU and "numba.cuda" not in sys.modules:
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
     try:
@@ -60,3 +61,9 @@ def real_gpu():
     if why:
         pytest.skip(f"CUDA backend unusable: {why}")
     return True
+
+
+def pytest_configure(config):
+    # numba-cuda's own warning classes live outside numba.core (not covered by pyproject).
+    config.addinivalue_line("filterwarnings", "ignore:Grid size.*under-utilization")
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:numba_cuda.*")

@@ -22,8 +22,23 @@ import numpy as np
 @functools.lru_cache(maxsize=None)
 def cuda():
     """The ``numba.cuda`` module (imported lazily)."""
+    import os
+
+    # Small grids (few peaks) are fine here; the low-occupancy warning is noise.
+    os.environ.setdefault("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", "0")
+    if not hasattr(np, "row_stack"):
+        # numba-cuda releases up to 0.2x register an overload for np.row_stack, which
+        # numpy 2.4 removed; their typing registry then fails to import and no kernel
+        # compiles. It was an alias of vstack.
+        np.row_stack = np.vstack
     from numba import cuda as _cuda
 
+    try:  # the env var is read at numba import; set the live config too
+        from numba.core import config as _config
+
+        _config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+    except ImportError:
+        pass
     return _cuda
 
 
