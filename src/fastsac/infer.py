@@ -490,6 +490,7 @@ class _Batch:
     tiles: np.ndarray          # indices into the plan
     buf: int                   # index of the host buffer holding it
     raw_buf: int = -1          # host buffer of the raw windows (detect_tiled)
+    copied: Any = None         # CUDA event recorded after the host-to-device copies
 
 
 class _Engine:
@@ -633,6 +634,8 @@ class _Engine:
             _return_buffers(*self._pool)
 
     def release(self, batch: _Batch):
+        if batch.copied is not None:  # the H2D copies out of this buffer must be done
+            batch.copied.synchronize()
         self.free.put(batch.buf)
 
     def forward(self, batch: _Batch):
@@ -647,6 +650,9 @@ class _Engine:
             raw = self.raw_bufs[batch.buf][:n].to(self.device, non_blocking=True)
         elif self.keep_raw:
             raw = x
+        if self.cuda:
+            batch.copied = torch.cuda.Event()
+            batch.copied.record()
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.amp_dtype is not None:
@@ -1081,20 +1087,34 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
     # One NMS over the whole candidate table, in the whole-image candidate order
     # (row-major by integer position), so ties and output order match exactly.
     t2 = time.perf_counter()
-    if tables:
-        cat = [np.concatenate([np.asarray(t[k]) for t in tables]) for k in range(8)]
+    on_gpu = bool(tables) and all(isinstance(t[0], torch.Tensor) for t in tables)
+    if on_gpu:  # candidate tables never left the device: sort + NMS there too
+        cat = [torch.cat([t[k] for t in tables]) for k in range(8)]
+        key = cat[0][:, 1].to(torch.int64) * plan.shape[1] + cat[0][:, 0].to(torch.int64)
+        order = torch.sort(key).indices
+        keep = order[gpu_impl.nms_cuda(cat[0][order], cat[1][order], float(min_distance_px))]
+        cat = [c[keep].cpu().numpy() for c in cat]
+        n_cand = len(order)
+        keep = np.arange(len(cat[0]))
     else:
-        cat = [np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2))] + [np.zeros(0)] * 5
-    xy0, vals, xy = cat[0].reshape(-1, 2), cat[1], cat[2].reshape(-1, 2)
-    order = np.lexsort((xy0[:, 0], xy0[:, 1]))
-    nms_backend = "auto" if pb in (Backend.AUTO, Backend.CUDA) else pb.value
-    keep = order[peaks.nms(xy0[order], vals[order].astype(np.float32).astype(np.float64),
-                           radius=min_distance_px, backend=nms_backend)] if len(order) else order
+        tables = [tuple(x.cpu().numpy() if isinstance(x, torch.Tensor) else x for x in t)
+                  for t in tables]
+        if tables:
+            cat = [np.concatenate([np.asarray(t[k]) for t in tables]) for k in range(8)]
+        else:
+            cat = [np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2))] + [np.zeros(0)] * 5
+        xy0, vals = cat[0].reshape(-1, 2), cat[1]
+        order = np.lexsort((xy0[:, 0], xy0[:, 1]))
+        nms_backend = "auto" if pb in (Backend.AUTO, Backend.CUDA) else pb.value
+        keep = order[peaks.nms(xy0[order], vals[order], radius=min_distance_px,
+                               backend=nms_backend)] if len(order) else order
+        n_cand = len(order)
+    xy, vals = cat[2].reshape(-1, 2), cat[1]
     t3 = time.perf_counter()
     cols = [c[keep] for c in cat[3:]]
     timings = {"read": eng.read_time, "preprocess": eng.pre_time, "inference": t_net,
                "peaks": t_peaks, "nms": t3 - t2, "total": time.perf_counter() - t_start}
-    return TiledDetections(xy[keep], vals[keep], *cols, n_candidates=len(order), plan=plan,
+    return TiledDetections(xy[keep], vals[keep], *cols, n_candidates=n_cand, plan=plan,
                            device=str(dev), peaks_backend="cuda" if gpu_peaks else host_backend,
                            params={"threshold": float(threshold),
                                    "min_distance_px": float(min_distance_px), "refine": refine,

@@ -171,6 +171,7 @@ def test_detect_batch_matches_host(cuda_ok, rng):
     tab = gp.detect_batch(torch.from_numpy(score)[None], torch.from_numpy(img)[None], lims,
                           np.array([[10, 34, 20, 46]]), threshold=0.6, min_distance_px=2.0,
                           refine="gaussian", fit_radius_px=3, sigma_px=1.3, com_radius=2)
+    tab = [t.cpu().numpy() for t in tab]
     cand = peaks.local_maxima(score, threshold=0.6, backend="numpy")
     own = ((cand.xy[:, 1] >= 2) & (cand.xy[:, 1] < 22) & (cand.xy[:, 0] >= 3)
            & (cand.xy[:, 0] < 24))
@@ -234,3 +235,28 @@ def test_gpu_torch_tensors(real_gpu):
     np.testing.assert_allclose(out.cpu().numpy(),
                                peaks._refine_com_numpy_ref(img, before.cpu().numpy(), 3, 2),
                                atol=1e-9)
+
+
+@pytest.mark.gpu
+def test_gpu_detect_tiled_equals_whole_image(real_gpu):
+    """The device pipeline (max-pool maxima, CUDA refinement, device NMS) vs the
+    whole-image numpy post-processing, with an exact predictor (x + 1)."""
+    from fastsac import infer
+    from fastsac.detect import postprocess_scores
+
+    class PlusOne:
+        receptive_field = 0
+
+        def __call__(self, x):
+            return x + 1
+
+    rng = np.random.default_rng(21)
+    img, _ = _blobs(rng, (700, 650), 600, noise=0.03)
+    kw = dict(threshold=1.6, min_distance_px=3.0, refine="gaussian", fit_radius_px=3,
+              sigma_px=1.3)
+    ref = postprocess_scores(img + 1, img, backend="numpy", **kw)
+    got = infer.detect_tiled(img, PlusOne(), tile=128, halo=12, device="cuda", **kw)
+    assert got.peaks_backend == "cuda" and len(ref["xy"]) > 300
+    np.testing.assert_array_equal(got.score, ref["score"])
+    np.testing.assert_allclose(got.xy, ref["xy"], atol=1e-5)
+    np.testing.assert_allclose(got.intensity, ref["intensity"], rtol=1e-5, equal_nan=True)

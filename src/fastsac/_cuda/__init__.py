@@ -114,3 +114,69 @@ def host(a) -> np.ndarray:
 
 def grid(n: int, threads: int = 128):
     return (max(1, (int(n) + threads - 1) // threads), threads)
+
+
+# --------------------------------------------------------------------------- torch glue
+# Array work between kernels (sorting, compaction, prefix sums) uses torch on the
+# device; kernels see the same memory through __cuda_array_interface__ (no copies).
+# Under the simulator the glue runs on CPU tensors and kernels get copies.
+def simulated() -> bool:
+    import os
+
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
+
+
+def tdevice():
+    import torch
+
+    return torch.device("cpu" if simulated() or not torch.cuda.is_available() else "cuda")
+
+
+def as_torch(a, dtype):
+    """A contiguous torch tensor of ``dtype`` (numpy dtype) on the glue device."""
+    import torch
+
+    tdt = getattr(torch, np.dtype(dtype).name)
+    dev = tdevice()
+    lib = library(a)
+    if lib == "torch":
+        t = a.detach()
+    elif lib == "numpy":
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype))
+    elif dev.type == "cuda":  # cupy / numba device arrays
+        t = torch.as_tensor(a, device="cuda")
+    else:
+        t = torch.from_numpy(host(a))
+    return t.to(device=dev, dtype=tdt).contiguous()
+
+
+def to_lib(t, lib: str):
+    """Return torch tensor ``t`` as the caller's library (numpy for host input)."""
+    if lib == "numpy":
+        return t.cpu().numpy()
+    if lib == "cupy":
+        import cupy
+
+        return cupy.asarray(t)
+    if lib == "numba":
+        return cuda().as_cuda_array(t) if t.device.type == "cuda" else cuda().to_device(t.numpy())
+    return t
+
+
+def launch(kernel, griddim, blockdim, args, writes=()):
+    """Launch ``kernel`` on torch tensors (zero-copy views on a GPU; copies in and
+    back out of the simulator for the argument positions in ``writes``)."""
+    import torch
+
+    cu = cuda()
+    conv = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            conv.append(cu.as_cuda_array(a) if a.device.type == "cuda"
+                        else cu.to_device(a.numpy()))
+        else:
+            conv.append(a)
+    kernel[griddim, blockdim](*conv)
+    for i in writes:
+        if args[i].device.type != "cuda":
+            args[i].copy_(torch.from_numpy(conv[i].copy_to_host()))

@@ -29,33 +29,40 @@ import numpy as np
 from .. import peaks as _peaks
 cu = None  # numba.cuda, bound on first use by _kernels()
 
-from . import cuda, from_device, grid, host, library, to_device
+from . import as_torch, cuda, grid, launch, library, to_lib
 
 
-# --------------------------------------------------------------------------- cell grid (host)
-def cell_grid(xy: np.ndarray, cell: float):
-    """Sort points by uniform grid cell. Returns (perm, cellx, celly, start, nx, ny, cell).
+# --------------------------------------------------------------------------- cell grid (device)
+def cell_grid(xy, cell: float):
+    """Sort points (torch (N, 2) float64) by uniform grid cell, on the glue device.
 
-    ``cell`` is enlarged when the grid would have far more cells than points.
+    Returns (perm, cellx, celly, start, nx, ny, cell): ``perm`` sorts points by
+    cell; ``cellx/celly`` (int32) are the sorted points' cells; points of cell
+    ``c`` are ``perm[start[c]:start[c+1]]``. ``cell`` is enlarged when the grid
+    would have far more cells than points.
     """
+    import torch
+
     n = len(xy)
-    lo = xy.min(axis=0)
-    ext = np.maximum(xy.max(axis=0) - lo, 0.0)
+    lo = xy.min(dim=0).values
+    hi = xy.max(dim=0).values
+    lx, ly, hx, hy = (float(v) for v in torch.cat([lo, hi]).tolist())  # one sync
+    ext = (max(hx - lx, 0.0), max(hy - ly, 0.0))
     cell = float(cell)
     max_cells = 4 * n + 1024
     if cell <= 0 or (ext[0] / cell + 1) * (ext[1] / cell + 1) > max_cells:
-        cell = max(cell, float(np.sqrt((ext[0] + 1e-9) * (ext[1] + 1e-9) / max(n, 1))),
-                   float(max(ext.max(), 1e-9)) / 1e4, 1e-9)
+        cell = max(cell, math.sqrt((ext[0] + 1e-9) * (ext[1] + 1e-9) / max(n, 1)),
+                   max(ext[0], ext[1], 1e-9) / 1e4, 1e-9)
     nx = int(ext[0] / cell) + 1
     ny = int(ext[1] / cell) + 1
-    cx = np.clip(((xy[:, 0] - lo[0]) / cell).astype(np.int64), 0, nx - 1)
-    cy = np.clip(((xy[:, 1] - lo[1]) / cell).astype(np.int64), 0, ny - 1)
+    cx = ((xy[:, 0] - lx) / cell).to(torch.int64).clamp_(0, nx - 1)
+    cy = ((xy[:, 1] - ly) / cell).to(torch.int64).clamp_(0, ny - 1)
     cid = cy * nx + cx
-    perm = np.argsort(cid, kind="stable")
-    counts = np.bincount(cid, minlength=nx * ny)
-    start = np.zeros(nx * ny + 1, np.int64)
-    np.cumsum(counts, out=start[1:])
-    return perm, cx[perm].astype(np.int32), cy[perm].astype(np.int32), start, nx, ny, cell
+    perm = torch.sort(cid, stable=True).indices
+    start = torch.zeros(nx * ny + 1, dtype=torch.int64, device=xy.device)
+    start[1:] = torch.cumsum(torch.bincount(cid, minlength=nx * ny), 0)
+    return (perm, cx[perm].to(torch.int32).contiguous(), cy[perm].to(torch.int32).contiguous(),
+            start, nx, ny, cell)
 
 
 # --------------------------------------------------------------------------- kernels
@@ -304,97 +311,103 @@ def _kernels():
 
 
 # --------------------------------------------------------------------------- wrappers
-def _image_stack(image):
-    """(B, H, W) float32 device array from a 2-D or 3-D image."""
-    d = to_device(image, np.float32)
-    if d.ndim == 2:
-        d = d.reshape((1,) + d.shape)
-    return d
-
-
 def local_maxima_cuda(image, threshold, radius, exclude_border):
-    """CUDA ``local_maxima``: same candidates, row-major order (host tables)."""
-    k = _kernels()
-    d = to_device(image, np.float32)
-    h, w = d.shape
-    mask = cuda().device_array((h, w), np.uint8)
-    tpb = (16, 16)
-    bpg = ((h + 15) // 16, (w + 15) // 16)
-    k["maxima_mask"][bpg, tpb](d, np.float32(threshold), int(radius), int(exclude_border), mask)
-    rows, cols = np.nonzero(mask.copy_to_host())
-    xy = np.stack([cols, rows], axis=1).astype(np.int64)
-    vals = d.copy_to_host()[rows, cols].astype(np.float32) if len(rows) else np.zeros(0, np.float32)
-    return xy, vals
+    """CUDA ``local_maxima``: same candidates, row-major order. Host input →
+    numpy tables; device input (torch/cupy/numba) → tables on the device."""
+    import torch
+
+    lib = library(image)
+    img = as_torch(image, np.float32)
+    h, w = img.shape
+    mask = torch.empty((h, w), dtype=torch.uint8, device=img.device)
+    launch(_kernels()["maxima_mask"], ((h + 15) // 16, (w + 15) // 16), (16, 16),
+           (img, np.float32(threshold), int(radius), int(exclude_border), mask), writes=(4,))
+    rows, cols = torch.nonzero(mask, as_tuple=True)  # row-major, like np.nonzero
+    xy = torch.stack([cols, rows], dim=1).to(torch.int64)
+    return to_lib(xy, lib), to_lib(img[rows, cols].contiguous(), lib)
 
 
 def nms_cuda(xy, scores, radius):
     """CUDA ``nms``: identical kept indices and order to the numpy reference."""
-    pts = np.ascontiguousarray(host(xy), np.float64).reshape(-1, 2)
-    s = np.ascontiguousarray(host(scores), np.float64).reshape(-1)
-    finite = np.flatnonzero(np.isfinite(s))
-    if len(finite) == 0:
-        return np.zeros(0, np.int64)
-    order = finite[np.lexsort((finite, -s[finite]))]
-    rank_all = np.empty(len(s), np.int64)
-    rank_all[order] = np.arange(len(order))
-    sub = finite  # points taking part, by original index
-    p = pts[sub]
+    import torch
+
+    lib = library(xy)
+    pts = as_torch(xy, np.float64).reshape(-1, 2)
+    s = as_torch(scores, np.float64).reshape(-1)
+    dev = pts.device
+    n = len(s)
+    fin = torch.nonzero(torch.isfinite(s)).flatten()
+    if len(fin) == 0:
+        return to_lib(torch.zeros(0, dtype=torch.int64, device=dev), lib)
+    # Visiting order: descending score, ties by lower index (stable sort of an ascending index).
+    order = fin[torch.sort(-s[fin], stable=True).indices]
+    rank_all = torch.empty(n, dtype=torch.int64, device=dev)
+    rank_all[order] = torch.arange(len(order), device=dev)
+    p = pts[fin]
     r = float(radius)
     # Cell slightly larger than r: neighbours within r are then always in the 3×3 cells,
     # whatever the rounding of the cell coordinates.
-    perm, cx, cy, start, nx, ny, cell = cell_grid(p, r * (1 + 1e-12) if r > 0 else 1.0)
+    perm, cx, cy, start, nx, ny, _ = cell_grid(p, r * (1 + 1e-12) if r > 0 else 1.0)
     kring = 1 if r > 0 else 0  # cell ≥ r: the 3×3 block (the own cell when r = 0)
-    cu = cuda()
-    idx = sub[perm]
-    xs = cu.to_device(np.ascontiguousarray(p[perm, 0]))
-    ys = cu.to_device(np.ascontiguousarray(p[perm, 1]))
-    rank = cu.to_device(rank_all[idx])
-    status = cu.to_device(np.zeros(len(idx), np.int8))
-    d_cx, d_cy, d_start = cu.to_device(cx), cu.to_device(cy), cu.to_device(start)
-    remaining = cu.device_array(1, np.int64)
+    idx = fin[perm]
+    xs, ys = p[perm, 0].contiguous(), p[perm, 1].contiguous()
+    rank = rank_all[idx].contiguous()
+    status = torch.zeros(len(idx), dtype=torch.int8, device=dev)
+    remaining = torch.zeros(1, dtype=torch.int64, device=dev)
     kern = _kernels()["nms_round"]
+    g = grid(len(idx))
     while True:
-        remaining.copy_to_device(np.zeros(1, np.int64))
-        kern[grid(len(idx))](xs, ys, rank, status, d_cx, d_cy, d_start, nx, ny, kring, r * r,
-                             remaining)
-        if int(remaining.copy_to_host()[0]) == 0:
+        remaining.zero_()
+        launch(kern, g[0], g[1], (xs, ys, rank, status, cx, cy, start, nx, ny, kring, r * r,
+                                  remaining), writes=(3, 11))
+        if int(remaining.item()) == 0:
             break
-    st = status.copy_to_host()
-    kept = idx[st == 1]
-    return kept[np.argsort(rank_all[kept], kind="stable")].astype(np.int64)
+    kept = idx[status == 1]
+    kept = kept[torch.sort(rank_all[kept]).indices]
+    return to_lib(kept, lib)
+
+
+def _stack3(image):
+    t = as_torch(image, np.float32)
+    return t.reshape((1,) + tuple(t.shape)) if t.ndim == 2 else t
 
 
 def refine_com_cuda(image, xy, radius, iterations, *, img_idx=None):
     """CUDA ``refine_com``; ``image`` may be a (B, H, W) stack with ``img_idx`` (N,)."""
+    import torch
+
     lib = library(xy)
-    img = _image_stack(image)
-    src = to_device(xy, np.float64)
-    # The kernel works in place: always on a copy, inputs are never mutated.
-    pts = cuda().device_array(src.shape, np.float64)
-    pts.copy_to_device(src)
-    n = pts.shape[0]
-    ii = to_device(np.zeros(n, np.int64) if img_idx is None else img_idx, np.int64)
+    img = _stack3(image)
+    pts = as_torch(xy, np.float64).reshape(-1, 2).clone()  # in place on a copy
+    n = len(pts)
+    ii = (torch.zeros(n, dtype=torch.int64, device=pts.device) if img_idx is None
+          else as_torch(img_idx, np.int64))
     if n:
-        _kernels()["com"][grid(n)](img, ii, pts, int(radius), int(iterations))
-    return from_device(pts, lib)
+        g = grid(n)
+        launch(_kernels()["com"], g[0], g[1], (img, ii, pts, int(radius), int(iterations)),
+               writes=(2,))
+    return to_lib(pts, lib)
 
 
 def refine_gaussian_cuda(image, xy, radius, sigma, max_iter, *, img_idx=None):
     """CUDA ``refine_gaussian``: (params (N, 7), converged (N,)) like the reference."""
+    import torch
+
     lib = library(xy)
-    img = _image_stack(image)
-    pts = to_device(xy, np.float64)
-    n = pts.shape[0]
-    ii = to_device(np.zeros(n, np.int64) if img_idx is None else img_idx, np.int64)
-    cu = cuda()
-    out = cu.device_array((n, 7), np.float64)
-    conv = cu.device_array(n, np.uint8)
+    img = _stack3(image)
+    pts = as_torch(xy, np.float64).reshape(-1, 2)
+    n = len(pts)
+    dev = pts.device
+    ii = (torch.zeros(n, dtype=torch.int64, device=dev) if img_idx is None
+          else as_torch(img_idx, np.int64))
+    out = torch.empty((n, 7), dtype=torch.float64, device=dev)
+    conv = torch.empty(n, dtype=torch.uint8, device=dev)
     if n:
-        _kernels()["gauss"][grid(n, 64)](img, ii, pts, int(radius), float(sigma), int(max_iter),
-                                         out, conv)
-    if lib == "numpy":
-        return out.copy_to_host(), conv.copy_to_host().astype(bool)
-    return from_device(out, lib), from_device(conv, lib)
+        g = grid(n, 64)
+        launch(_kernels()["gauss"], g[0], g[1],
+               (img, ii, pts, int(radius), float(sigma), int(max_iter), out, conv),
+               writes=(6, 7))
+    return to_lib(out, lib), to_lib(conv.bool(), lib)
 
 
 _peaks._maxima_kernel.register("cuda")(local_maxima_cuda)
@@ -406,7 +419,7 @@ _peaks._gauss_kernel.register("cuda")(refine_gaussian_cuda)
 # --------------------------------------------------------------------------- engine helper
 def detect_batch(s, raw, lims, windows, *, threshold, min_distance_px, refine, fit_radius_px,
                  sigma_px, com_radius):
-    """Peaks of a batch of score windows on the GPU; only the tables come back.
+    """Peaks of a batch of score windows on the GPU; nothing leaves the device.
 
     Parameters
     ----------
@@ -417,13 +430,13 @@ def detect_batch(s, raw, lims, windows, *, threshold, min_distance_px, refine, f
     lims : list of (y0, y1, x0, x1)
         Owned core of each window in window coordinates.
     windows : (n, 4) int array
-        Window origins in the image (y0, y1, x0, x1).
+        Window positions in the image (y0, y1, x0, x1).
 
     Returns
     -------
-    tuple of numpy arrays (xy0, score, xy, amplitude, sigma, background, intensity, residual)
-        Candidates owned by the cores, image coordinates, before NMS;
-        refinement as in :func:`fastsac.detect.postprocess_scores`.
+    tuple of torch tensors (xy0, score, xy, amplitude, sigma, background, intensity, residual)
+        Candidates owned by the cores, image coordinates, before NMS, on the
+        tensors' device; refinement as in :func:`fastsac.detect.postprocess_scores`.
     """
     import torch
     import torch.nn.functional as F
@@ -440,37 +453,31 @@ def detect_batch(s, raw, lims, windows, *, threshold, min_distance_px, refine, f
             & (cols >= lim[:, 2, None, None]) & (cols < lim[:, 3, None, None]))
     mask = (s2 >= mp) & (s > threshold) & fin & core
     b, yy, xx = torch.nonzero(mask, as_tuple=True)
-    vals = s[b, yy, xx]
+    vals = s[b, yy, xx].to(torch.float64)
     xy0 = torch.stack([xx, yy], 1).to(torch.float64)
     m = len(b)
-    nanc = [np.full(m, np.nan) for _ in range(5)]
-    win = np.asarray(windows, np.int64).reshape(-1, 4)
-    off = np.stack([win[:, 2], win[:, 0]], 1).astype(np.float64)
-    b_h = b.cpu().numpy()
-    xy0_h = xy0.cpu().numpy()
-    vals_h = vals.cpu().numpy().astype(np.float64)
+    win = torch.as_tensor(np.asarray(windows, np.int64).reshape(-1, 4), device=dev)
+    off = torch.stack([win[:, 2], win[:, 0]], 1).to(torch.float64)[b]
+    nanc = [torch.full((m,), math.nan, dtype=torch.float64, device=dev) for _ in range(5)]
     if m == 0 or refine == "none":
-        return (xy0_h + off[b_h], vals_h, xy0_h + off[b_h], *nanc)
-    cu = cuda()
-    img = to_device(raw, np.float32)
-    ii = to_device(b, np.int64)
-    pts = cu.to_device(xy0_h)
+        return (xy0 + off, vals, xy0 + off, *nanc)
     k = _kernels()
-    k["com"][grid(m)](img, ii, pts, int(com_radius), 2)
-    xy = pts.copy_to_host()
-    moved = np.hypot(*(xy - xy0_h).T) > min_distance_px
-    xy[moved] = xy0_h[moved]
+    img = raw.to(torch.float32).contiguous()
+    xy = xy0.clone()
+    g = grid(m)
+    launch(k["com"], g[0], g[1], (img, b, xy, int(com_radius), 2), writes=(2,))
+    moved = torch.hypot(*(xy - xy0).T) > min_distance_px
+    xy = torch.where(moved[:, None], xy0, xy)
     if refine == "gaussian":
-        out = cu.device_array((m, 7), np.float64)
-        conv = cu.device_array(m, np.uint8)
-        k["gauss"][grid(m, 64)](img, ii, cu.to_device(xy), int(fit_radius_px), float(sigma_px),
-                                50, out, conv)
-        par = out.copy_to_host()
-        cv = conv.copy_to_host().astype(bool)
-        fxy = np.where(cv[:, None], par[:, :2], xy)
-        good = cv & (np.hypot(*(fxy - xy).T) <= min_distance_px)
-        xy = np.where(good[:, None], fxy, xy)
-        nanc = [par[:, c].copy() for c in (2, 3, 4, 5, 6)]
-        for a in nanc:
-            a[~good] = np.nan
-    return (xy0_h + off[b_h], vals_h, xy + off[b_h], *nanc)
+        out = torch.empty((m, 7), dtype=torch.float64, device=dev)
+        conv = torch.empty(m, dtype=torch.uint8, device=dev)
+        g = grid(m, 64)
+        launch(k["gauss"], g[0], g[1], (img, b, xy.contiguous(), int(fit_radius_px),
+                                        float(sigma_px), 50, out, conv), writes=(6, 7))
+        cv = conv.bool()
+        fxy = torch.where(cv[:, None], out[:, :2], xy)
+        good = cv & (torch.hypot(*(fxy - xy).T) <= min_distance_px)
+        xy = torch.where(good[:, None], fxy, xy)
+        nanc = [torch.where(good, out[:, c], torch.full_like(out[:, c], math.nan))
+                for c in (2, 3, 4, 5, 6)]
+    return (xy0 + off, vals, xy + off, *nanc)

@@ -24,7 +24,7 @@ import numpy as np
 from ..spatial import neighbors as _nb
 cu = None  # numba.cuda, bound on first use by _kernels()
 
-from . import cuda, grid, host
+from . import as_torch, cuda, grid, launch, library, to_lib
 from .peaks import cell_grid
 
 
@@ -123,50 +123,56 @@ def _kernels():
 
 
 def nearest_neighbors_cuda(xy):
-    """CUDA ``nearest_neighbors`` → (distance (N,) float64, index (N,) int64), host arrays."""
-    pts = np.ascontiguousarray(host(xy), np.float64).reshape(-1, 2)
+    """CUDA ``nearest_neighbors`` → (distance (N,) float64, index (N,) int64), as the
+    input's library (numpy for host input)."""
+    import torch
+
+    lib = library(xy)
+    pts = as_torch(xy, np.float64).reshape(-1, 2)
     n = len(pts)
+    dev = pts.device
     if n < 2:
-        return np.full(n, np.inf), np.full(n, -1, np.int64)
-    ext = pts.max(0) - pts.min(0)
-    cell = float(np.sqrt(max(ext[0], 1e-9) * max(ext[1], 1e-9) / n)) or 1.0
+        return (to_lib(torch.full((n,), math.inf, dtype=torch.float64, device=dev), lib),
+                to_lib(torch.full((n,), -1, dtype=torch.int64, device=dev), lib))
+    ext = (pts.max(0).values - pts.min(0).values).tolist()
+    cell = math.sqrt(max(ext[0], 1e-9) * max(ext[1], 1e-9) / n) or 1.0  # ~1 point per cell
     perm, cx, cy, start, nx, ny, cell = cell_grid(pts, max(cell, 1e-9))
-    cu = cuda()
-    dist = cu.device_array(n, np.float64)
-    nbr = cu.device_array(n, np.int64)
-    _kernels()["nn"][grid(n)](cu.to_device(np.ascontiguousarray(pts[perm, 0])),
-                              cu.to_device(np.ascontiguousarray(pts[perm, 1])),
-                              cu.to_device(perm.astype(np.int64)), cu.to_device(cx),
-                              cu.to_device(cy), cu.to_device(start), nx, ny, float(cell),
-                              dist, nbr)
-    return dist.copy_to_host(), nbr.copy_to_host()
+    dist = torch.empty(n, dtype=torch.float64, device=dev)
+    nbr = torch.empty(n, dtype=torch.int64, device=dev)
+    g = grid(n)
+    launch(_kernels()["nn"], g[0], g[1],
+           (pts[perm, 0].contiguous(), pts[perm, 1].contiguous(), perm, cx, cy, start, nx, ny,
+            float(cell), dist, nbr), writes=(9, 10))
+    return to_lib(dist, lib), to_lib(nbr, lib)
 
 
 def clusters_cuda(xy, cutoff):
     """CUDA ``clusters`` → (labels, sizes) (N,) int64, canonical as the reference."""
-    pts = np.ascontiguousarray(host(xy), np.float64).reshape(-1, 2)
+    import torch
+
+    lib = library(xy)
+    pts = as_torch(xy, np.float64).reshape(-1, 2)
     n = len(pts)
+    dev = pts.device
     if n == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        z = torch.zeros(0, dtype=torch.int64, device=dev)
+        return to_lib(z, lib), to_lib(z, lib)
     c = float(cutoff)
-    perm, cx, cy, start, nx, ny, cell = cell_grid(pts, c * (1 + 1e-12) if c > 0 else 1.0)
+    perm, cx, cy, start, nx, ny, _ = cell_grid(pts, c * (1 + 1e-12) if c > 0 else 1.0)
     k = 1 if c > 0 else 0
-    cu = cuda()
-    parent = cu.to_device(np.arange(n, dtype=np.int64))
+    parent = torch.arange(n, dtype=torch.int64, device=dev)
     kern = _kernels()
-    kern["link"][grid(n)](cu.to_device(np.ascontiguousarray(pts[perm, 0])),
-                          cu.to_device(np.ascontiguousarray(pts[perm, 1])),
-                          cu.to_device(perm.astype(np.int64)), cu.to_device(cx), cu.to_device(cy),
-                          cu.to_device(start), nx, ny, k, c * c, parent)
-    root = cu.device_array(n, np.int64)
-    kern["flatten"][grid(n)](parent, root)
-    root = root.copy_to_host()
+    g = grid(n)
+    launch(kern["link"], g[0], g[1],
+           (pts[perm, 0].contiguous(), pts[perm, 1].contiguous(), perm, cx, cy, start, nx, ny, k,
+            c * c, parent), writes=(10,))
+    root = torch.empty(n, dtype=torch.int64, device=dev)
+    launch(kern["flatten"], g[0], g[1], (parent, root), writes=(1,))
     # Roots are each component's lowest index: numbering roots in index order is canonical.
-    is_root = root == np.arange(n)
-    label_of = np.cumsum(is_root) - 1
-    labels = label_of[root].astype(np.int64)
-    sizes = np.bincount(labels)[labels].astype(np.int64)
-    return labels, sizes
+    is_root = root == torch.arange(n, device=dev)
+    labels = (torch.cumsum(is_root.to(torch.int64), 0) - 1)[root]
+    sizes = torch.bincount(labels)[labels]
+    return to_lib(labels, lib), to_lib(sizes, lib)
 
 
 _nb._nn_kernel.register("cuda")(nearest_neighbors_cuda)
