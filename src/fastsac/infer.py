@@ -423,9 +423,9 @@ def _auto_tile(shape, halo, predictor, device, tile, batch_size):
         win_px = min(th + 2 * halo, H) * min(tw + 2 * halo, W)
         batch_size = int(max(1, min(64, budget // max(win_px * bpp, 1))))
         # Host staging buffers hold batch × window pixels each (several in flight):
-        # ≤ 16 Mpx per batch keeps them small; big batches add nothing once the
+        # ≤ 48 Mpx per batch keeps them small; big batches add nothing once the
         # GPU is busy.
-        batch_size = max(1, min(batch_size, (16 * 2**20) // max(win_px, 1)))
+        batch_size = max(1, min(batch_size, (48 * 2**20) // max(win_px, 1)))
         if device.type == "cpu":
             batch_size = min(batch_size, 2)
     return (int(th), int(tw)), int(batch_size)
@@ -510,9 +510,10 @@ class _Engine:
             # Windows are copied (and cast) by numpy, which releases the GIL: several
             # readers keep a GPU fed; on CPU the network wants the cores.
             workers = min(8, max(1, (os.cpu_count() or 2) // 2)) if device.type == "cuda" else 1
-        self.workers = max(1, int(workers))
+        n_batches = -(-len(plan) // batch_size)
+        self.workers = max(1, min(int(workers), n_batches))
         self._lock = threading.Lock()
-        nbuf = max(int(prefetch), 1) + 1 + self.workers
+        nbuf = min(max(int(prefetch), 1) + 1 + self.workers, n_batches + 1)
         pin = self.cuda
         shape = (batch_size, 1, wh, ww)
         # Without preprocessing the network input *is* the raw window: one buffer.
@@ -714,6 +715,8 @@ def _prepare(image, predictor, *, tile, halo, device, batch_size, dtype, extra_h
         raise ValueError(f"pad_mode must be None, 'reflect', 'replicate' or 'constant', "
                          f"got {pad_mode!r}")
     plan = plan_tiles(src.shape, tile=tile_hw, halo=halo, pad_mode=pad_mode, align=align)
+    if batch_size is None:
+        bs = min(bs, len(plan))
     return src, dev, amp, plan, bs
 
 
@@ -1041,7 +1044,7 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
                 lims = [_core_mask_limits(plan, t, exclude_border_px) for t in b.tiles]
                 try:
                     tab = gpu_impl.detect_batch(
-                        s, raw, lims, plan.windows[b.tiles], threshold=threshold,
+                        s, raw, lims, threshold=threshold,
                         min_distance_px=min_distance_px, refine=refine,
                         fit_radius_px=fit_radius_px, sigma_px=sigma_px, com_radius=com_r)
                 except Exception as exc:
@@ -1053,7 +1056,8 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
                     gpu_peaks = False
                     t0 = t1
                 else:
-                    tables.append(tab)
+                    # Window index → plan tile (batches hold consecutive tiles).
+                    tables.append((tab[0] + int(b.tiles[0]),) + tuple(tab[1:]))
                     eng.release(b)
                     t_peaks += time.perf_counter() - t1
                     continue
@@ -1078,9 +1082,7 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
                                             sigma_px=sigma_px, backend=host_backend)
                 else:
                     xy, cols = xy0, [np.full(len(xy0), np.nan) for _ in range(5)]
-                wy0, _, wx0, _ = plan.windows[t]
-                off = np.array([wx0, wy0], np.float64)
-                tables.append((xy0 + off, vals, xy + off, *cols))
+                tables.append((np.full(len(xy0), t, np.int64), xy0, vals, xy, *cols))
             eng.release(b)
             t_peaks += time.perf_counter() - t1
     src.close()
@@ -1088,8 +1090,12 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
     # (row-major by integer position), so ties and output order match exactly.
     t2 = time.perf_counter()
     on_gpu = bool(tables) and all(isinstance(t[0], torch.Tensor) for t in tables)
+    # Window origins [x, y] of every tile: tables hold window coordinates.
+    origin = np.stack([plan.windows[:, 2], plan.windows[:, 0]], axis=1).astype(np.float64)
     if on_gpu:  # candidate tables never left the device: sort + NMS there too
-        cat = [torch.cat([t[k] for t in tables]) for k in range(8)]
+        cat = [torch.cat([t[k] for t in tables]) for k in range(9)]
+        off = torch.as_tensor(origin, device=cat[1].device)[cat[0]]
+        cat = [cat[1] + off, cat[2], cat[3] + off] + cat[4:]
         key = cat[0][:, 1].to(torch.int64) * plan.shape[1] + cat[0][:, 0].to(torch.int64)
         order = torch.sort(key).indices
         keep = order[gpu_impl.nms_cuda(cat[0][order], cat[1][order], float(min_distance_px))]
@@ -1100,7 +1106,9 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
         tables = [tuple(x.cpu().numpy() if isinstance(x, torch.Tensor) else x for x in t)
                   for t in tables]
         if tables:
-            cat = [np.concatenate([np.asarray(t[k]) for t in tables]) for k in range(8)]
+            cat = [np.concatenate([np.asarray(t[k]) for t in tables]) for k in range(9)]
+            off = origin[cat[0]]
+            cat = [cat[1].reshape(-1, 2) + off, cat[2], cat[3].reshape(-1, 2) + off] + cat[4:]
         else:
             cat = [np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2))] + [np.zeros(0)] * 5
         xy0, vals = cat[0].reshape(-1, 2), cat[1]

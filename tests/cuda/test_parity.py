@@ -169,9 +169,11 @@ def test_detect_batch_matches_host(cuda_ok, rng):
     score = img.copy()
     lims = [(2, 22, 3, 24)]
     tab = gp.detect_batch(torch.from_numpy(score)[None], torch.from_numpy(img)[None], lims,
-                          np.array([[10, 34, 20, 46]]), threshold=0.6, min_distance_px=2.0,
-                          refine="gaussian", fit_radius_px=3, sigma_px=1.3, com_radius=2)
+                          threshold=0.6, min_distance_px=2.0, refine="gaussian",
+                          fit_radius_px=3, sigma_px=1.3, com_radius=2)
     tab = [t.cpu().numpy() for t in tab]
+    assert (tab[0] == 0).all()  # window index
+    tab = tab[1:]
     cand = peaks.local_maxima(score, threshold=0.6, backend="numpy")
     own = ((cand.xy[:, 1] >= 2) & (cand.xy[:, 1] < 22) & (cand.xy[:, 0] >= 3)
            & (cand.xy[:, 0] < 24))
@@ -180,9 +182,9 @@ def test_detect_batch_matches_host(cuda_ok, rng):
                             sigma_px=1.3, backend="numpy")
     assert len(xy0) >= 2
     order = np.lexsort((tab[0][:, 0], tab[0][:, 1]))
-    np.testing.assert_array_equal(tab[0][order], xy0 + [20, 10])
+    np.testing.assert_array_equal(tab[0][order], xy0)
     np.testing.assert_array_equal(tab[1][order], cand.values[own])
-    np.testing.assert_allclose(tab[2][order], xy + [20, 10], atol=1e-6)
+    np.testing.assert_allclose(tab[2][order], xy, atol=1e-6)
     np.testing.assert_allclose(tab[6][order], cols[3], rtol=1e-6, equal_nan=True)
 
 
@@ -225,7 +227,8 @@ def test_gpu_torch_tensors(real_gpu):
     t = torch.as_tensor(pts, device="cuda")
     assert nb._nn_kernel.resolve("auto", data=t) is Backend.CUDA
     d, i = nb._nn_kernel(t)
-    np.testing.assert_array_equal(i, nb._nearest_neighbors_numpy_ref(pts)[1])
+    assert isinstance(i, torch.Tensor) and i.device.type == "cuda"  # stays on the device
+    np.testing.assert_array_equal(i.cpu().numpy(), nb._nearest_neighbors_numpy_ref(pts)[1])
     img, _ = _blobs(rng, (64, 64), 10)
     xy = torch.as_tensor(np.round(rng.uniform(5, 58, (10, 2))), device="cuda")
     before = xy.clone()

@@ -417,7 +417,7 @@ _peaks._gauss_kernel.register("cuda")(refine_gaussian_cuda)
 
 
 # --------------------------------------------------------------------------- engine helper
-def detect_batch(s, raw, lims, windows, *, threshold, min_distance_px, refine, fit_radius_px,
+def detect_batch(s, raw, lims, *, threshold, min_distance_px, refine, fit_radius_px,
                  sigma_px, com_radius):
     """Peaks of a batch of score windows on the GPU; nothing leaves the device.
 
@@ -429,14 +429,14 @@ def detect_batch(s, raw, lims, windows, *, threshold, min_distance_px, refine, f
         Raw windows for refinement.
     lims : list of (y0, y1, x0, x1)
         Owned core of each window in window coordinates.
-    windows : (n, 4) int array
-        Window positions in the image (y0, y1, x0, x1).
 
     Returns
     -------
-    tuple of torch tensors (xy0, score, xy, amplitude, sigma, background, intensity, residual)
-        Candidates owned by the cores, image coordinates, before NMS, on the
-        tensors' device; refinement as in :func:`fastsac.detect.postprocess_scores`.
+    tuple of torch tensors (window, xy0, score, xy, amplitude, sigma, background, intensity,
+    residual)
+        Candidates owned by the cores, before NMS, on the tensors' device, in
+        *window* coordinates (``window`` indexes the batch); refinement as in
+        :func:`fastsac.detect.postprocess_scores`.
     """
     import torch
     import torch.nn.functional as F
@@ -446,21 +446,19 @@ def detect_batch(s, raw, lims, windows, *, threshold, min_distance_px, refine, f
     fin = torch.isfinite(s)
     s2 = torch.where(fin, s, torch.full_like(s, -math.inf))
     mp = F.max_pool2d(s2[:, None], 3, stride=1, padding=1)[:, 0]
-    lim = torch.as_tensor(np.asarray(lims, np.int64).reshape(-1, 4), device=dev)
-    rows = torch.arange(h, device=dev)[None, :, None]
-    cols = torch.arange(w, device=dev)[None, None, :]
-    core = ((rows >= lim[:, 0, None, None]) & (rows < lim[:, 1, None, None])
-            & (cols >= lim[:, 2, None, None]) & (cols < lim[:, 3, None, None]))
+    # Core masks by slicing (no host-to-device copy: a pageable copy would
+    # synchronise the stream and stall the pipeline).
+    core = torch.zeros((n, h, w), dtype=torch.bool, device=dev)
+    for j, (y0, y1, x0, x1) in enumerate(lims):
+        core[j, max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
     mask = (s2 >= mp) & (s > threshold) & fin & core
     b, yy, xx = torch.nonzero(mask, as_tuple=True)
     vals = s[b, yy, xx].to(torch.float64)
     xy0 = torch.stack([xx, yy], 1).to(torch.float64)
     m = len(b)
-    win = torch.as_tensor(np.asarray(windows, np.int64).reshape(-1, 4), device=dev)
-    off = torch.stack([win[:, 2], win[:, 0]], 1).to(torch.float64)[b]
     nanc = [torch.full((m,), math.nan, dtype=torch.float64, device=dev) for _ in range(5)]
     if m == 0 or refine == "none":
-        return (xy0 + off, vals, xy0 + off, *nanc)
+        return (b, xy0, vals, xy0, *nanc)
     k = _kernels()
     img = raw.to(torch.float32).contiguous()
     xy = xy0.clone()
@@ -480,4 +478,4 @@ def detect_batch(s, raw, lims, windows, *, threshold, min_distance_px, refine, f
         xy = torch.where(good[:, None], fxy, xy)
         nanc = [torch.where(good, out[:, c], torch.full_like(out[:, c], math.nan))
                 for c in (2, 3, 4, 5, 6)]
-    return (xy0 + off, vals, xy + off, *nanc)
+    return (b, xy0, vals, xy, *nanc)
