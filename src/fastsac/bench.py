@@ -359,7 +359,7 @@ def _kernel_comparison(dev: str) -> dict:
     if dev != "cuda" or why:
         return {"skipped": why or "device is not CUDA"}
     rng = np.random.default_rng(0)
-    img, truth = synthetic_image(4096, density_per_mpx=3000, seed=3)
+    img, truth = synthetic_image(8192, density_per_mpx=3000, seed=3, device="cuda")
     cand = peaks.local_maxima(img, threshold=0.6, backend="auto")
     xy0 = cand.xy.astype(np.float64)
     pts = rng.uniform(0, 30000, (1_000_000, 2))

@@ -356,12 +356,22 @@ def nms_cuda(xy, scores, radius):
     remaining = torch.zeros(1, dtype=torch.int64, device=dev)
     kern = _kernels()["nms_round"]
     g = grid(len(idx))
-    while True:
-        remaining.zero_()
-        launch(kern, g[0], g[1], (xs, ys, rank, status, cx, cy, start, nx, ny, kring, r * r,
-                                  remaining), writes=(3, 11))
-        if int(remaining.item()) == 0:
-            break
+    args = (xs, ys, rank, status, cx, cy, start, nx, ny, kring, r * r, remaining)
+    if dev.type == "cuda":  # convert once; two rounds per host check (rounds are cheap)
+        cu = cuda()
+        dargs = [cu.as_cuda_array(a) if isinstance(a, torch.Tensor) else a for a in args]
+        while True:
+            remaining.zero_()
+            kern[g[0], g[1]](*dargs)
+            kern[g[0], g[1]](*dargs)
+            if int(remaining.item()) == 0:
+                break
+    else:
+        while True:
+            remaining.zero_()
+            launch(kern, g[0], g[1], args, writes=(3, 11))
+            if int(remaining.item()) == 0:
+                break
     kept = idx[status == 1]
     kept = kept[torch.sort(rank_all[kept]).indices]
     return to_lib(kept, lib)
