@@ -251,16 +251,23 @@ def _bench_size(size, cfg: BenchConfig, dev: str, predictor, pre) -> dict:
                                               check_halo=False, **kw), dev)
     res["inference_s"] = t
     res["tile"], res["batch_size"] = list(r.plan.tile), r.batch_size
-    # end to end: detection + spatial
-    t0 = time.perf_counter()
-    det = infer.detect_tiled(img, predictor, threshold=thr, min_distance_px=3.0,
-                             refine="com" if dev == "cpu" else "gaussian", fit_radius_px=3,
-                             sigma_px=1.4, halo=16, **kw)
-    t1 = time.perf_counter()
+    # end to end: detection + spatial. On CUDA the first pass also allocates the
+    # pinned staging buffers and autotunes cuDNN for this window shape: it is
+    # reported as "cold" and the second, steady-state pass is the measurement.
     sp_backend = "cuda" if dev == "cuda" else "auto"
-    nn = nearest_neighbors(det.xy, backend=sp_backend)
-    cl = clusters(det.xy, cutoff=10.0, backend=sp_backend)
-    t2 = time.perf_counter()
+    for attempt in range(2 if dev == "cuda" else 1):
+        _sync(dev)
+        t0 = time.perf_counter()
+        det = infer.detect_tiled(img, predictor, threshold=thr, min_distance_px=3.0,
+                                 refine="com" if dev == "cpu" else "gaussian", fit_radius_px=3,
+                                 sigma_px=1.4, halo=16, **kw)
+        t1 = time.perf_counter()
+        nn = nearest_neighbors(det.xy, backend=sp_backend)
+        cl = clusters(det.xy, cutoff=10.0, backend=sp_backend)
+        _sync(dev)
+        t2 = time.perf_counter()
+        if attempt == 0 and dev == "cuda":
+            res["end_to_end_cold_s"] = t2 - t0
     res.update({"end_to_end_s": t2 - t0, "detect_s": t1 - t0, "spatial_s": t2 - t1,
                 "peaks_s": det.timings["peaks"] + det.timings["nms"],
                 "n_detected": len(det), "n_clusters": cl.n_clusters,

@@ -423,9 +423,9 @@ def _auto_tile(shape, halo, predictor, device, tile, batch_size):
         win_px = min(th + 2 * halo, H) * min(tw + 2 * halo, W)
         batch_size = int(max(1, min(64, budget // max(win_px * bpp, 1))))
         # Host staging buffers hold batch × window pixels each (several in flight):
-        # ≤ 48 Mpx per batch keeps them small; big batches add nothing once the
+        # ≤ 16 Mpx per batch keeps them small; big batches add nothing once the
         # GPU is busy.
-        batch_size = max(1, min(batch_size, (48 * 2**20) // max(win_px, 1)))
+        batch_size = max(1, min(batch_size, (16 * 2**20) // max(win_px, 1)))
         if device.type == "cpu":
             batch_size = min(batch_size, 2)
     return (int(th), int(tw)), int(batch_size)
@@ -540,6 +540,9 @@ class _Engine:
         if getattr(predictor, "training", False):
             log.warning("predictor is in training mode; call .eval() for deterministic, "
                         "tile-independent results (batch norm, dropout)")
+        if self.cuda:
+            # Every batch has the same shape: let cuDNN pick the fastest kernels once.
+            torch.backends.cudnn.benchmark = True
         if compile:
             predictor = torch.compile(predictor, dynamic=False)
         self.predictor = predictor
