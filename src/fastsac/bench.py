@@ -33,7 +33,7 @@ import os
 import platform
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -493,7 +493,8 @@ def format_table(result: dict) -> str:
                      f"{r['peak_rss_mb']:8.0f}")
     for r in result["sizes"]:
         if "end_to_end_s" in r:
-            lines.append(f"  {r['size']}²: e2e {r['end_to_end_s']:.2f} s (detect {r['detect_s']:.2f}, "
+            lines.append(f"  {r['size']}²: e2e {r['end_to_end_s']:.2f} s "
+                         f"(detect {r['detect_s']:.2f}, "
                          f"spatial {r['spatial_s']:.2f} [{r['spatial_backend']}], peaks "
                          f"[{r['peaks_backend']}]) tile {r['tile']} batch {r['batch_size']}")
     if "baselines" in result:

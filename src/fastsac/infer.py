@@ -326,22 +326,34 @@ def _param_device(predictor):
     return None
 
 
+def _declared_rf(predictor) -> int | None:
+    """The receptive-field radius a predictor declares: ``receptive_field`` or
+    (fastsac's U-Net convention) an integer ``halo`` attribute."""
+    for name in ("receptive_field", "halo"):
+        v = getattr(predictor, name, None)
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+            return int(v)
+    return None
+
+
 def receptive_field(predictor, *, device="cpu", size: int = 129, seed: int = 0) -> int:
     """Measured receptive-field radius (pixels, Chebyshev) of ``predictor``.
 
-    Uses the predictor's ``receptive_field`` attribute when it has one;
+    Uses the predictor's ``receptive_field`` (or integer ``halo``) attribute when it has one;
     otherwise perturbs the centre pixel of a random ``size``² image and
     returns the largest distance at which the output changed (a lower bound
     of the true radius; exact for generic weights). If the response reaches
     the probe's edge, the radius is at least ``size // 2``; a larger probe is
     tried once.
     """
-    rf = getattr(predictor, "receptive_field", None)
+    rf = _declared_rf(predictor)
     if rf is not None:
-        return int(rf)
+        return rf
     torch = _torch()
     dev = torch.device(device)
+    m = int(getattr(predictor, "pad_multiple", 1) or 1)
     for probe in (int(size), 4 * int(size) + 1):
+        probe = -(-probe // m) * m + (1 if m == 1 else 0)  # odd, or the network's multiple
         g = torch.Generator().manual_seed(seed)
         x = torch.rand((1, 1, probe, probe), generator=g)
         x2 = x.clone()
@@ -698,7 +710,7 @@ def _prepare(image, predictor, *, tile, halo, device, batch_size, dtype, extra_h
         halo = int(halo)
         if halo < 0:
             raise ValueError(f"halo must be ≥ 0 pixels, got {halo}")
-        declared = getattr(predictor, "receptive_field", None)
+        declared = _declared_rf(predictor)
         if declared is not None and halo < int(declared) + int(extra_halo):
             raise ValueError(f"halo={halo} is smaller than the predictor's receptive field "
                              f"({int(declared)} px) + {int(extra_halo)} px of post-processing "
@@ -1030,7 +1042,8 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
             t0 = time.perf_counter()
             y, raw = eng.forward(b)
             if not 0 <= channel < y.shape[1]:
-                raise ValueError(f"channel={channel} but the predictor returns {y.shape[1]} channels")
+                raise ValueError(f"channel={channel} but the predictor returns "
+                                 f"{y.shape[1]} channels")
             s = y[:, channel]
             if plan.pad_mode is not None:
                 # Outside the image: no maxima, no suppression, no refinement pixels.

@@ -381,3 +381,24 @@ def test_detect_tiled_with_padding_equals_whole_image():
     assert len(ref["xy"]) > 20
     np.testing.assert_array_equal(np.round(got.xy - ref["xy"], 9), 0)
     np.testing.assert_array_equal(got.score, ref["score"])
+
+
+def test_receptive_field_declared_as_halo_and_probe_respects_multiple():
+    class Declared:
+        halo = 22  # fastsac U-Net convention
+
+        def __call__(self, x):
+            return x
+
+    assert infer.receptive_field(Declared()) == 22
+
+    class NeedsMultipleOf4(_MiniUNet):
+        receptive_field = None
+
+        def forward(self, x):
+            if x.shape[-1] % 4 or x.shape[-2] % 4:
+                raise ValueError("sides must be multiples of 4")
+            return super().forward(x)
+
+    r = infer.receptive_field(NeedsMultipleOf4().eval())
+    assert 4 <= r <= 16
