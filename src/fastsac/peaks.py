@@ -346,3 +346,7 @@ def refine_gaussian(image, xy, *, radius: int = 4, sigma: float = 1.5, max_iter:
     xy_out = np.where(conv[:, None], params[:, :2], pts)
     return GaussianFit(xy_out, params[:, 2], params[:, 3], params[:, 4], params[:, 5],
                        params[:, 6], conv, b.value)
+
+
+# CUDA implementations register themselves here (numba.cuda is imported only when they run).
+from ._cuda import peaks as _cuda_peaks  # noqa: E402,F401

@@ -129,3 +129,7 @@ def clusters(xy, *, cutoff: float, backend: str = "auto") -> ClusterResult:
     b = _cluster_kernel.resolve(backend, data=xy)
     lab, size = _cluster_kernel.impls[b](pts, float(cutoff))
     return ClusterResult(lab, size, float(cutoff), b.value)
+
+
+# CUDA implementations register themselves here (numba.cuda is imported only when they run).
+from .._cuda import spatial as _cuda_spatial  # noqa: E402,F401
