@@ -5,7 +5,7 @@ from fastsac import read, read_points
 from fastsac.detect import ClassicalDetector, Detections, get_detector
 from fastsac.evaluate import match_points, pool
 
-from conftest import ptnc_stems
+from fastsac_testdata import ptnc_stems
 
 
 def _spots(shape, xy, amp=400.0, sigma=2.0, bg=1000.0, noise=0.0, seed=0):

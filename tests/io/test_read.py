@@ -6,7 +6,7 @@ from PIL import Image
 from fastsac import FastsacInputError, read, read_points
 from fastsac.io import atomic_write_text, write_json, write_tiff
 
-from conftest import ptnc_stems
+from fastsac_testdata import ptnc_stems
 
 
 def test_real_tiff_calibration(ptnc_dir):
