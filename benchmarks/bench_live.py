@@ -49,18 +49,19 @@ def make_frame(size: int, seed: int = 0) -> np.ndarray:
         return img
 
 
-def measure(size: int, *, detector: str = "classical", repeat: int = 5) -> dict:
+def measure(size: int, *, detector: str = "classical", repeat: int = 5,
+            support_mask: bool = True) -> dict:
     from fastsac.live import LiveSession
 
     frame = make_frame(size)
-    s = LiveSession(detector=detector, pixel_size_nm=0.0293)
+    s = LiveSession(detector=detector, pixel_size_nm=0.0293, support_mask=support_mask)
     s.process(frame)  # warm-up: JIT, caches, thread pools
     lat, stages = [], []
     for _ in range(repeat):
         r = s.process(frame)
         lat.append(r.latency_s)
         stages.append({k: v for k, v in r.timings.items()
-                       if k in ("score_map", "peaks", "refine", "spatial")})
+                       if k in ("score_map", "peaks", "refine", "neighbors_mask", "statistics")})
     med = {k: statistics.median(st[k] for st in stages) for k in stages[0]}
     other = statistics.median(lat) - sum(med.values())
     med["other"] = max(other, 0.0)
@@ -91,6 +92,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--detector", default="classical")
+    ap.add_argument("--no-mask", action="store_true", help="skip the per-frame support mask")
     ap.add_argument("--threads", type=int, default=None,
                     help="OMP_NUM_THREADS for the C++ kernels (set before import)")
     a = ap.parse_args(argv)
@@ -102,12 +104,12 @@ def main(argv=None) -> int:
         thr = core().openmp_threads()
     except Exception:
         thr = "n/a"
-    print(f"fastsac live latency  detector={a.detector}  cpu cores={os.cpu_count()}  "
-          f"omp threads={thr}")
+    print(f"fastsac live latency  detector={a.detector}  support mask={not a.no_mask}  "
+          f"cpu cores={os.cpu_count()}  omp threads={thr}  load={os.getloadavg()[0]:.1f}")
     print(f"{'size':>6} {'median s':>9} {'min s':>7} {'atoms':>6}  stages (median s)")
     for size in a.sizes:
         t0 = time.perf_counter()
-        m = measure(size, detector=a.detector, repeat=a.repeat)
+        m = measure(size, detector=a.detector, repeat=a.repeat, support_mask=not a.no_mask)
         st = "  ".join(f"{k}={v:.3f}" for k, v in m["stages_s"].items())
         print(f"{size:>6} {m['median_s']:>9.3f} {m['min_s']:>7.3f} {m['n_atoms']:>6}  {st}  "
               f"-> {m['dominant']} dominates  ({time.perf_counter() - t0:.0f} s)", flush=True)
