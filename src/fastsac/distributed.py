@@ -95,9 +95,12 @@ def dask_runner(*, workers: int | None = None, scheduler: str | None = None,
     if workers is not None:
         if int(workers) < 1:
             raise ValueError(f"workers must be ≥ 1, got {workers}")
+        # One single-threaded process per core: OpenMP inside the C++ median
+        # would otherwise oversubscribe the cores.
+        single = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
         cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
                                host="127.0.0.1", memory_limit=memory_limit,
-                               dashboard_address=":0" if dashboard else None)
+                               dashboard_address=":0" if dashboard else None, env=single)
         client = Client(cluster)
     else:
         client = Client(scheduler)
