@@ -371,8 +371,6 @@ def chunk_detect(source: MontageSource, core, tiling: ClassicalTiling, scratch: 
                  cap: float, glob: float, index: int):
     """Pass 2 for one core: score map from the stored DoG, maxima owned by the
     core, sub-pixel refinement on the raw window. Global coordinates."""
-    H, W = source.shape
-    y0, y1, x0, x1 = core
     win = _grow(core, tiling.halo_noise, source.shape)
     dog = np.asarray(_scratch_array(scratch)[win[0]:win[1], win[2]:win[3]], dtype=np.float32)
     return _detect_from_dog(source, core, win, dog, tiling, cap, glob, index)
