@@ -106,13 +106,13 @@ class SimulationParams:
     z_exponent: float = 1.7
     cross_section_A2: float = 0.045
     atom_intensity_cv: float = 0.12
-    probe_fwhm_nm: float = 0.27
+    probe_fwhm_nm: float = 0.25
     atom_blur_cv: float = 0.12
     support_thickness_nm: float = 25.0
     support_haadf_per_nm: float = 9e-4
     thickness_variation: float = 0.2
     texture: float = 0.1
-    fine_texture: float = 0.05
+    fine_texture: float = 0.02
     vacuum: str = "edge"
     vacuum_fraction: float = 0.2
     edge_taper_nm: float = 5.0
