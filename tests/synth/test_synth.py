@@ -11,7 +11,7 @@ from fastsac.synth import SimulationParams, demo_image, element, simulate
 from fastsac.synth import _noise
 from fastsac.synth.render import Field
 
-FLAT = dict(vacuum="none", thickness_variation=0.0, texture=0.0, fine_texture=0.0,
+FLAT = dict(vacuum="none", thickness_variation=0.0, texture=0.0, fine_texture=0.0, atomic_texture=0.0,
             line_jitter_px=0.0, line_gain_jitter=0.0, noise=False, dtype="float32")
 
 

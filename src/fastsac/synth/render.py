@@ -139,8 +139,8 @@ class Field:
         fields = [self._d0(X, Y) - self._vac_level]
         fields.append(_noise.fbm_fast(self.seed, _S_THICK, X, Y, [10.0 / px, 4.0 / px],
                                       [p.thickness_variation, 0.5 * p.thickness_variation]))
-        fields.append(_noise.fbm_fast(self.seed, _S_TEX, X, Y, [3.0 / px, 1.2 / px],
-                                      [p.texture, 0.6 * p.texture]))
+        fields.append(_noise.fbm_fast(self.seed, _S_TEX, X, Y, [3.0 / px, 1.2 / px, 0.5 / px],
+                                      [p.texture, 0.6 * p.texture, p.atomic_texture]))
         if p.fringes:
             fields.append(_noise.fbm_fast(self.seed, _S_FRINGE, X, Y, [3.0 / px], [1.0]))
         # separable linear interpolation, nodes at global multiples of S
