@@ -224,7 +224,8 @@ def figure(real_img, sim_img, path: Path, real_name: str) -> None:
         a.set_title(title)
         a.axis("off")
     sl = np.s_[200:328, 200:328]
-    for a, im, title in ((ax[1, 0], real_img, "real, 128² crop"), (ax[1, 1], sim_img, "simulated, 128² crop")):
+    for a, im, title in ((ax[1, 0], real_img, "real, 128² crop"),
+                         (ax[1, 1], sim_img, "simulated, 128² crop")):
         a.imshow(im[sl], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
         a.set_title(title)
         a.axis("off")

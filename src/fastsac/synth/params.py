@@ -74,10 +74,12 @@ class SimulationParams:
         carbon), thickness_variation (relative, ~10 nm scale), texture
         (relative, amorphous ~1.2–3 nm blobs), atomic_texture (relative,
         ~0.5 nm: structure at the size of an atom image, what makes atoms
-        hard to tell from the support), fine_texture (relative, ~0.15 nm), vacuum ("edge" | "holes" | "none"), vacuum_fraction,
+        hard to tell from the support), fine_texture (relative, ~0.15 nm),
+        vacuum ("edge" | "holes" | "none"), vacuum_fraction,
         edge_taper_nm (thickness rises over this distance from the edge),
         vacuum_haadf (detected fraction everywhere, also over vacuum: stray
-        scattering and contamination; the real "vacuum" is ~12 e/px), fringes (bool), fringe_spacing_nm, fringe_amplitude.
+        scattering and contamination; the real "vacuum" is ~12 e/px),
+        fringes (bool), fringe_spacing_nm, fringe_amplitude.
     Detector and scan
         dose (incident electrons per Å²), gain (counts per detected electron),
         offset (dark level, counts), read_noise (counts, Gaussian),
@@ -151,8 +153,8 @@ class SimulationParams:
             s(self, name, check_positive(getattr(self, name), name=name))
         for name in ("loading_per_nm2", "min_separation_nm", "surface_margin_nm", "atom_intensity_cv",
                      "atom_blur_cv", "support_thickness_nm", "thickness_variation", "texture",
-                     "fine_texture", "atomic_texture", "fringe_amplitude", "vacuum_haadf", "gain_cv", "line_jitter_px",
-                     "line_gain_jitter"):
+                     "fine_texture", "atomic_texture", "fringe_amplitude", "vacuum_haadf",
+                     "gain_cv", "line_jitter_px", "line_gain_jitter"):
             s(self, name, check_positive(getattr(self, name), name=name, allow_zero=True))
         els = (self.elements,) if isinstance(self.elements, str) else tuple(self.elements)
         if not els:
