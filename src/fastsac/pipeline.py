@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io as _stdio
-import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,7 @@ __all__ = ["analyze", "AnalysisResult", "write_result", "ATOM_COLUMNS", "write_s
 
 #: Columns of atoms.csv, in order.
 ATOM_COLUMNS = ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px", "intensity",
-                "nn_dist_nm", "cluster_id", "cluster_size"]
+                "nn_dist_nm", "cluster_id", "cluster_size", "in_support"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class AnalysisResult:
     cluster_id: np.ndarray
     cluster_size: np.ndarray
     summary: dict = field(default_factory=dict)
+    support: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def pixel_size_nm(self) -> float | None:
@@ -60,20 +61,24 @@ class AnalysisResult:
             "intensity": d.intensity,
             "nn_dist_nm": self.nn_dist if px else np.full(len(d), np.nan),
             "cluster_id": self.cluster_id, "cluster_size": self.cluster_size,
+            "in_support": self.in_support(),
         }
 
-
-def _finite_stats(values: np.ndarray) -> dict:
-    v = values[np.isfinite(values)]
-    if not len(v):
-        return {"mean": None, "median": None, "std": None, "min": None, "max": None}
-    return {"mean": float(v.mean()), "median": float(np.median(v)), "std": float(v.std()),
-            "min": float(v.min()), "max": float(v.max())}
+    def in_support(self) -> np.ndarray:
+        """(N,) int 1/0: the atom lies on support (not vacuum); all 1 without a mask."""
+        xy = self.detections.xy
+        if self.support is None or not len(xy):
+            return np.ones(len(xy), np.int64)
+        h, w = self.support.shape
+        r = np.clip(np.floor(xy[:, 1] + 0.5).astype(int), 0, h - 1)
+        c = np.clip(np.floor(xy[:, 0] + 0.5).astype(int), 0, w - 1)
+        return self.support[r, c].astype(np.int64)
 
 
 def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
             multimer_cutoff_nm: float = 0.23, pixel_size_nm: float | None = None,
-            backend: str = "auto", detector_params: dict | None = None) -> AnalysisResult:
+            support_mask: bool = True, backend: str = "auto",
+            detector_params: dict | None = None) -> AnalysisResult:
     """Detect atoms and compute their organisation on one image.
 
     Parameters
@@ -87,11 +92,20 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
         converted with :data:`~fastsac.detect.DEFAULT_PIXEL_SIZE_NM`.
     pixel_size_nm : float, optional
         Overrides the micrograph's calibration.
+    support_mask : bool
+        Find vacuum (dark and flat) and report densities and Clark–Evans per
+        area of support (:func:`fastsac.spatial.mask.support_mask`).
 
     Returns
     -------
     AnalysisResult
+        ``summary`` holds the keys documented in docs/statistics.md
+        (:meth:`fastsac.spatial.stats.DispersionStats.as_dict`) plus image,
+        calibration, detector and timing information.
     """
+    from .spatial.mask import support_mask as find_support
+    from .spatial.stats import dispersion
+
     if not isinstance(micrograph, Micrograph):
         micrograph = Micrograph.from_array(micrograph, pixel_size_nm=pixel_size_nm)
     elif pixel_size_nm is not None:
@@ -102,58 +116,32 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
     found = det.detect(micrograph)
     t1 = time.perf_counter()
     px = micrograph.pixel_size_nm
-    unit_px = px if px else None
     cutoff_px = multimer_cutoff_nm / (px or DEFAULT_PIXEL_SIZE_NM)
     nn = nearest_neighbors(found.xy, backend=backend)
     cl = clusters(found.xy, cutoff=cutoff_px, backend=backend)
+    mask = find_support(micrograph.data, pixel_size_nm=px) if support_mask else None
     t2 = time.perf_counter()
-    nn_dist = nn.distance * unit_px if unit_px else nn.distance
-    summary = _summary(micrograph, found, nn_dist, cl.labels, cl.sizes, multimer_cutoff_nm,
-                       cutoff_px)
-    summary["detector"] = {"name": found.detector, "params": found.params}
-    summary["timings_s"] = {**found.timings, "detect_total": t1 - t0, "spatial": t2 - t1}
-    summary["backend"] = {"nearest_neighbors": nn.backend, "clusters": cl.backend}
-    return AnalysisResult(micrograph.name, micrograph, found, nn_dist, nn.index, cl.labels,
-                          cl.sizes, summary)
-
-
-def _summary(m: Micrograph, d: Detections, nn_dist, labels, sizes, cutoff_nm, cutoff_px) -> dict:
-    h, w = m.shape
-    px = m.pixel_size_nm
-    n = len(d)
-    unit = "nm" if px else "px"
-    area = h * w * (px * px if px else 1.0)
-    density = n / area
-    finite_nn = nn_dist[np.isfinite(nn_dist)]
-    cutoff = cutoff_nm if px else cutoff_px
-    multimer = int(np.sum(finite_nn < cutoff))
-    random_nn = 1.0 / (2.0 * math.sqrt(density)) if density > 0 else None
-    counts = np.bincount(labels) if n else np.zeros(0, int)
-    size_hist = {"monomers": int(np.sum(counts == 1)), "dimers": int(np.sum(counts == 2)),
-                 "trimers": int(np.sum(counts == 3)), "larger": int(np.sum(counts >= 4))}
-    atoms_in = {"monomer": int(np.sum(sizes == 1)), "dimer": int(np.sum(sizes == 2)),
-                "trimer": int(np.sum(sizes == 3)), "larger": int(np.sum(sizes >= 4))}
-    mean_nn = float(finite_nn.mean()) if len(finite_nn) else None
-    return {
+    disp = dispersion(found.xy, image_shape=micrograph.shape, pixel_size_nm=px,
+                      mask=None if mask is None else mask.mask,
+                      multimer_cutoff_px=cutoff_px, backend=backend)
+    t3 = time.perf_counter()
+    nn_dist = nn.distance * px if px else nn.distance
+    summary = {
         "fastsac_version": __version__,
-        "image": m.name,
-        "source": m.source,
-        "shape_px": [h, w],
+        "image": micrograph.name,
+        "source": os.path.abspath(micrograph.source) if micrograph.source else None,
+        "shape_px": list(micrograph.shape),
         "pixel_size_nm": px,
-        "pixel_size_source": m.pixel_size_source,
-        "length_unit": unit,
-        "n_atoms": n,
-        f"field_area_{unit}2": area,
-        f"density_per_{unit}2": density,
-        f"nn_dist_{unit}": _finite_stats(nn_dist),
-        f"multimer_cutoff_{unit}": cutoff,
-        "multimer_atoms": multimer,
-        "multimer_share": multimer / n if n else None,
-        f"random_nn_expectation_{unit}": random_nn,
-        "clark_evans_ratio_uncorrected": (mean_nn / random_nn) if (mean_nn and random_nn) else None,
-        "clusters": size_hist,
-        "atoms_in_clusters": atoms_in,
+        "pixel_size_source": micrograph.pixel_size_source,
+        **disp.as_dict(),
+        "support": None if mask is None else mask.as_dict(),
+        "detector": {"name": found.detector, "params": found.params},
+        "timings_s": {**found.timings, "detect_total": t1 - t0, "neighbors_mask": t2 - t1,
+                      "statistics": t3 - t2},
+        "backend": {"nearest_neighbors": nn.backend, "clusters": cl.backend},
     }
+    return AnalysisResult(micrograph.name, micrograph, found, nn_dist, nn.index, cl.labels,
+                          cl.sizes, summary, None if mask is None else mask.mask)
 
 
 def _atoms_csv(result: AnalysisResult) -> str:
@@ -166,7 +154,7 @@ def _atoms_csv(result: AnalysisResult) -> str:
         row = []
         for c, col in zip(ATOM_COLUMNS, cols):
             v = col[i]
-            if c in ("cluster_id", "cluster_size"):
+            if c in ("cluster_id", "cluster_size", "in_support"):
                 row.append(int(v))
             else:
                 row.append("" if not np.isfinite(v) else f"{float(v):.6g}")
@@ -187,28 +175,26 @@ def write_result(result: AnalysisResult, out_dir: str | Path, *, overlay: bool =
                                         result.detections.xy,
                                         pixel_size_nm=result.pixel_size_nm,
                                         cluster_sizes=result.cluster_size,
-                                        title=result.name)
+                                        mask=result.support, title=result.name)
     return paths
 
 
-SUMMARY_COLUMNS = ["image", "n_atoms", "pixel_size_nm", "pixel_size_source", "length_unit",
-                   "density", "nn_mean", "nn_median", "multimer_share", "random_nn_expectation",
-                   "clark_evans_ratio_uncorrected", "monomers", "dimers", "trimers", "larger",
-                   "detector", "status"]
+#: Columns of summary.csv (lengths in nm when calibrated; see docs/statistics.md).
+SUMMARY_COLUMNS = ["image", "status", "n_atoms", "n_atoms_in_support", "pixel_size_nm",
+                   "pixel_size_source", "length_unit", "support_area_nm2", "vacuum_fraction",
+                   "density_per_nm2", "density_per_px2", "nn_mean_nm", "nn_median_nm", "nn_mean_px",
+                   "expected_nn_random_nm", "multimer_cutoff_nm", "multimer_fraction",
+                   "clark_evans_R", "clark_evans_p_value", "n_monomers", "n_dimers", "n_trimers",
+                   "n_clusters_4plus", "atoms_in_dimers", "atoms_in_trimers", "atoms_in_4plus",
+                   "detector"]
 
 
 def summary_row(summary: dict) -> dict:
     """One flat row of ``summary.csv`` from a summary dict."""
-    u = summary["length_unit"]
-    nn = summary[f"nn_dist_{u}"]
-    return {"image": summary["image"], "n_atoms": summary["n_atoms"],
-            "pixel_size_nm": summary["pixel_size_nm"],
-            "pixel_size_source": summary["pixel_size_source"], "length_unit": u,
-            "density": summary[f"density_per_{u}2"], "nn_mean": nn["mean"],
-            "nn_median": nn["median"], "multimer_share": summary["multimer_share"],
-            "random_nn_expectation": summary[f"random_nn_expectation_{u}"],
-            "clark_evans_ratio_uncorrected": summary["clark_evans_ratio_uncorrected"],
-            **summary["clusters"], "detector": summary["detector"]["name"], "status": "ok"}
+    row = {k: summary.get(k) for k in SUMMARY_COLUMNS}
+    row["detector"] = summary["detector"]["name"]
+    row["status"] = "ok"
+    return row
 
 
 def write_summary_csv(path: str | Path, rows: list[dict]) -> Path:

@@ -17,6 +17,8 @@ def add_parser(sub):
     p.add_argument("--multimer-cutoff", type=float, default=0.23, metavar="NM",
                    help="NN distance below which an atom is in a multimer (default: %(default)s nm)")
     p.add_argument("--no-overlay", action="store_true", help="skip overlay PNGs")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip the batch HTML report OUT/report.html (g(r), envelopes, histograms)")
     return p
 
 
@@ -54,5 +56,11 @@ def run(args) -> int:
         # Rewritten after every image: a crash later keeps the finished rows.
         write_summary_csv(out / "summary.csv", rows)
     ok = len(files) - bad
+    if ok and not args.no_report:
+        from ..report import load_analysis_folder, write_html_report
+
+        # Built from the files just written, exactly as `fastsac report OUT` would.
+        write_html_report(out / "report.html", load_analysis_folder(
+            out, multimer_cutoff_nm=args.multimer_cutoff))
     print(f"analysed {ok}/{len(files)} images -> {out}")
     return 2 if bad else 0

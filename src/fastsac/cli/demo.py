@@ -12,7 +12,6 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    import json
     from pathlib import Path
 
     from ..evaluate import match_points
@@ -33,9 +32,13 @@ def run(args) -> int:
           f"{micrograph.pixel_size_nm:.4f} nm/px, {len(truth.xy)} true atoms")
     print(f"  detector {s['detector']['name']}: {s['n_atoms']} atoms, "
           f"precision {score.precision:.3f}, recall {score.recall:.3f}, F1 {score.f1:.3f} vs truth")
-    print(f"  density {s[f'density_per_{u}2']:.3f} /{u}², mean NN {s[f'nn_dist_{u}']['mean']:.3f} {u} "
-          f"(random expectation {s[f'random_nn_expectation_{u}']:.3f} {u}), "
-          f"multimer share {s['multimer_share']:.1%}")
-    print(f"  clusters: {json.dumps(s['clusters'])}")
+    print(f"  support {s['support_area_nm2']:.1f} nm² ({s['vacuum_fraction']:.0%} vacuum), "
+          f"density {s['density_per_nm2']:.3f} atoms/nm² of support")
+    print(f"  mean NN {s[f'nn_mean_{u}']:.3f} {u} (random expectation "
+          f"{s[f'expected_nn_random_{u}']:.3f} {u}), Clark–Evans R {s['clark_evans_R']:.2f} "
+          f"(p = {s['clark_evans_p_value']:.2g})")
+    print(f"  multimer share {s['multimer_fraction']:.1%} (NN < {s['multimer_cutoff_nm']} nm); "
+          f"monomers {s['n_monomers']}, dimers {s['n_dimers']}, trimers {s['n_trimers']}, "
+          f"≥4: {s['n_clusters_4plus']}")
     print(f"  wrote {out}/{micrograph.name}/atoms.csv, summary.json, overlay.png and {out}/summary.csv")
     return 0
