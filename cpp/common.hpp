@@ -35,6 +35,27 @@ inline int thread_id() {
 #endif
 }
 
+// Run body(i) for i in [0, n) in parallel (dynamic schedule) without touching
+// the GIL (call it with the GIL released). The first exception thrown by body
+// is rethrown after the loop.
+template <class F>
+void parallel_run(int64_t n, F&& body) {
+    std::exception_ptr err = nullptr;
+    std::mutex err_mutex;
+#ifdef FASTSAC_HAVE_OPENMP
+#pragma omp parallel for schedule(dynamic, 1)
+#endif
+    for (int64_t i = 0; i < n; ++i) {
+        try {
+            body(i);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(err_mutex);
+            if (!err) err = std::current_exception();
+        }
+    }
+    if (err) std::rethrow_exception(err);
+}
+
 // Run body(i) for i in [0, n) in parallel (dynamic schedule), `block` items at
 // a time. Must be called with the GIL held: the GIL is released while a block
 // runs and re-acquired between blocks to check for signals (KeyboardInterrupt
@@ -45,23 +66,10 @@ void parallel_for(int64_t n, int64_t block, F&& body) {
     if (block < 1) block = 1;
     for (int64_t start = 0; start < n; start += block) {
         const int64_t stop = std::min(n, start + block);
-        std::exception_ptr err = nullptr;
-        std::mutex err_mutex;
         {
             py::gil_scoped_release release;
-#ifdef FASTSAC_HAVE_OPENMP
-#pragma omp parallel for schedule(dynamic, 1)
-#endif
-            for (int64_t i = start; i < stop; ++i) {
-                try {
-                    body(i);
-                } catch (...) {
-                    std::lock_guard<std::mutex> lock(err_mutex);
-                    if (!err) err = std::current_exception();
-                }
-            }
+            parallel_run(stop - start, [&](int64_t j) { body(start + j); });
         }
-        if (err) std::rethrow_exception(err);
         if (PyErr_CheckSignals() != 0) throw py::error_already_set();
     }
 }
