@@ -86,6 +86,27 @@ void parallel_for_grained(int64_t n, int64_t grain, int64_t block, F&& body) {
     });
 }
 
+// Portable 64-bit popcount / count-trailing-zeros.
+inline int popcount64(uint64_t x) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_popcountll(x);
+#else
+    int c = 0;
+    for (; x; x &= x - 1) ++c;
+    return c;
+#endif
+}
+
+inline int ctz64(uint64_t x) {  // x != 0
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctzll(x);
+#else
+    int c = 0;
+    while (!(x & 1)) { x >>= 1; ++c; }
+    return c;
+#endif
+}
+
 // Shape checks (the Python wrappers coerce; these catch misuse of _core).
 inline void require(bool ok, const char* msg) {
     if (!ok) throw py::value_error(msg);

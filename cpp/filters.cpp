@@ -76,7 +76,7 @@ void radix_argsort(const std::vector<uint32_t>& key, std::vector<uint32_t>& orde
 // Position of the j-th (0-based) set bit of x (x must have more than j bits set).
 inline int select_bit(uint64_t x, int j) {
     for (; j > 0; --j) x &= x - 1;
-    return __builtin_ctzll(x);
+    return ctz64(x);
 }
 
 struct MedianWindow {
@@ -101,13 +101,13 @@ struct MedianWindow {
     }
     inline uint32_t median() {
         int64_t pc;
-        while (below + (pc = __builtin_popcountll(bits[word])) <= k) {
+        while (below + (pc = popcount64(bits[word])) <= k) {
             below += pc;
             ++word;
         }
         while (below > k) {
             --word;
-            below -= __builtin_popcountll(bits[word]);
+            below -= popcount64(bits[word]);
         }
         return static_cast<uint32_t>(word * 64 + select_bit(bits[word], static_cast<int>(k - below)));
     }

@@ -18,6 +18,7 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kTwoPi = 6.283185307179586;
 
 // ------------------------------------------------------------------ local maxima
 // 1-D running max over [i - r, i + r] with -inf outside [0, n) (van Herk /
@@ -158,6 +159,7 @@ py::tuple local_maxima(f32_array image, double threshold, int64_t radius, int64_
     const int64_t h = image.shape(0), w = image.shape(1);
     const float* img = image.data();
     const float thr = threshold_as_float32(threshold);
+    radius = std::min<int64_t>(radius, std::max<int64_t>(h, w));  // wider windows change nothing
     // Small windows: direct test with early exit; large ones: separable
     // van Herk / Gil-Werman max filter (constant cost per pixel).
     const bool direct = radius <= 4;
@@ -251,36 +253,47 @@ py::array_t<double> refine_com(f32_array image, f64_array xy_arr, int64_t radius
     const double* xy = xy_arr.data();
     py::array_t<double> result({static_cast<py::ssize_t>(n), py::ssize_t{2}});
     double* out = result.mutable_data();
-    const int64_t r2 = radius * radius;
+    // Half-width of the disc on each row offset: dx*dx + dy*dy <= r*r.
+    std::vector<int64_t> half(2 * radius + 1);
+    for (int64_t dy = -radius; dy <= radius; ++dy) {
+        int64_t hw = 0;
+        while ((hw + 1) * (hw + 1) + dy * dy <= radius * radius) ++hw;
+        half[dy + radius] = hw;
+    }
     parallel_for_grained(n, 256, 1 << 16, [&](int64_t i) {
         double x = xy[2 * i], y = xy[2 * i + 1];
         if (std::isfinite(x) && std::isfinite(y)) {
             for (int64_t it = 0; it < iterations; ++it) {
                 const int64_t xi = round_clamp(x, w), yi = round_clamp(y, h);
                 const int64_t ylo = std::max<int64_t>(yi - radius, 0), yhi = std::min(yi + radius + 1, h);
-                const int64_t xlo = std::max<int64_t>(xi - radius, 0), xhi = std::min(xi + radius + 1, w);
                 double vmin = std::numeric_limits<double>::infinity();
                 int64_t count = 0;
-                for (int64_t yy = ylo; yy < yhi; ++yy)
+                for (int64_t yy = ylo; yy < yhi; ++yy) {
+                    const int64_t hw = half[yy - yi + radius];
+                    const int64_t xlo = std::max<int64_t>(xi - hw, 0), xhi = std::min(xi + hw + 1, w);
+                    const float* row = img + yy * w;
                     for (int64_t xx = xlo; xx < xhi; ++xx) {
-                        if ((xx - xi) * (xx - xi) + (yy - yi) * (yy - yi) > r2) continue;
-                        const double v = img[yy * w + xx];
+                        const double v = row[xx];
                         if (!std::isfinite(v)) continue;
                         vmin = std::min(vmin, v);
                         ++count;
                     }
+                }
                 if (count == 0) break;
                 double tot = 0, sx = 0, sy = 0;
-                for (int64_t yy = ylo; yy < yhi; ++yy)
+                for (int64_t yy = ylo; yy < yhi; ++yy) {
+                    const int64_t hw = half[yy - yi + radius];
+                    const int64_t xlo = std::max<int64_t>(xi - hw, 0), xhi = std::min(xi + hw + 1, w);
+                    const float* row = img + yy * w;
                     for (int64_t xx = xlo; xx < xhi; ++xx) {
-                        if ((xx - xi) * (xx - xi) + (yy - yi) * (yy - yi) > r2) continue;
-                        const double v = img[yy * w + xx];
+                        const double v = row[xx];
                         if (!std::isfinite(v)) continue;
                         const double wgt = v - vmin;
                         tot += wgt;
                         sx += wgt * static_cast<double>(xx);
                         sy += wgt * static_cast<double>(yy);
                     }
+                }
                 if (tot <= 0) break;
                 x = sx / tot;
                 y = sy / tot;
@@ -450,7 +463,7 @@ py::tuple refine_gaussian(f32_array image, f64_array xy_arr, int64_t radius, dou
             o[2] = p[2];
             o[3] = p[3];
             o[4] = p[4];
-            o[5] = 2 * M_PI * p[2] * (p[3] * p[3]);
+            o[5] = kTwoPi * p[2] * (p[3] * p[3]);
             o[6] = f.rms;
             cv[i] = true;
         }

@@ -25,7 +25,6 @@ inline void nearest_one(const CellIndex& ci, double x, double y, int64_t self, d
     const Grid& g = ci.grid;
     const int64_t cx = g.ix(x), cy = g.iy(y);
     const double ux = x - g.x0, uy = y - g.y0, c = g.cell;
-    const double margin = 1e-9 * c;
     best = kInf;
     best_j = -1;
     // Candidates whose squared distance exceeds best_d2 by more than a few
@@ -62,6 +61,8 @@ inline void nearest_one(const CellIndex& ci, double x, double y, int64_t self, d
         if (cx + k + 1 < g.nx) bound = std::min(bound, static_cast<double>(cx + k + 1) * c - ux);
         if (cy - k - 1 >= 0) bound = std::min(bound, uy - static_cast<double>(cy - k) * c);
         if (cy + k + 1 < g.ny) bound = std::min(bound, static_cast<double>(cy + k + 1) * c - uy);
+        // Margin for the rounding of ux, uy and the cell edges (relative to their size).
+        const double margin = 1e-9 * (c * static_cast<double>(k + 2) + std::fabs(ux) + std::fabs(uy));
         if (best < bound - margin) return;
     }
 }
