@@ -197,6 +197,9 @@ py::array_t<float> median_filter(f32_array image, int64_t size) {
     const int64_t min_strips = 4 * n_threads();
     if (h / strip < min_strips) strip = std::max<int64_t>(8, h / min_strips);
     strip = std::min(strip, h);
+    // Ranks are uint32: the padded region of one strip must have fewer than 2**32 pixels.
+    require(static_cast<double>(strip + size - 1) * static_cast<double>(w + size - 1) < 4294967295.0,
+            "median_filter: size too large for this image (the padded strip exceeds 2**32 pixels)");
     const int64_t n_strips = (h + strip - 1) / strip;
     parallel_for(n_strips, 4 * n_threads(), [&](int64_t i) {
         const int64_t y0 = i * strip;
