@@ -43,7 +43,7 @@ void parallel_run(int64_t n, F&& body) {
     std::exception_ptr err = nullptr;
     std::mutex err_mutex;
 #ifdef FASTSAC_HAVE_OPENMP
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
 #endif
     for (int64_t i = 0; i < n; ++i) {
         try {
@@ -75,7 +75,9 @@ void parallel_for(int64_t n, int64_t block, F&& body) {
 }
 
 // Same, for cheap per-item work: items are grouped into chunks of `grain`
-// consecutive indices so scheduling overhead stays small.
+// consecutive indices so scheduling overhead stays small (and inputs of at
+// most one chunk run on the calling thread: waking a team costs more than the
+// work, especially on a busy machine).
 template <class F>
 void parallel_for_grained(int64_t n, int64_t grain, int64_t block, F&& body) {
     if (grain < 1) grain = 1;

@@ -102,7 +102,7 @@ struct CellIndex {
         sx.reset(new double[n]);
         sy.reset(new double[n]);
         start[nc] = n;
-        pfor(nb, [&](int64_t b) {
+        auto per_bucket = [&](int64_t b) {
             const int64_t c0 = b << shift, c1 = std::min(nc, (b + 1) << shift);
             std::vector<int64_t> cnt(c1 - c0 + 1, 0);
             for (int64_t p = boff[b]; p < boff[b + 1]; ++p) ++cnt[g.id(recs[p].x, recs[p].y) - c0 + 1];
@@ -114,7 +114,12 @@ struct CellIndex {
                 sx[q] = recs[p].x;
                 sy[q] = recs[p].y;
             }
-        });
+        };
+        if (n < 200000) {  // small inputs: not worth a thread team
+            for (int64_t b = 0; b < nb; ++b) per_bucket(b);
+        } else {
+            pfor(nb, per_bucket);
+        }
     }
 };
 

@@ -163,7 +163,9 @@ py::tuple local_maxima(f32_array image, double threshold, int64_t radius, int64_
     // Small windows: direct test with early exit; large ones: separable
     // van Herk / Gil-Werman max filter (constant cost per pixel).
     const bool direct = radius <= 4;
-    const int64_t strip = direct ? 64 : std::max<int64_t>(16, 4 * radius);
+    // Strips of at least ~256k pixels for the direct test (cheap per pixel).
+    const int64_t strip = direct ? std::max<int64_t>(64, (int64_t{1} << 18) / std::max<int64_t>(w, 1))
+                                 : std::max<int64_t>(16, 4 * radius);
     const int64_t n_strips = h > 0 ? (h + strip - 1) / strip : 0;
     std::vector<StripPeaks> parts(n_strips);
     if (w > 0)
@@ -260,7 +262,7 @@ py::array_t<double> refine_com(f32_array image, f64_array xy_arr, int64_t radius
         while ((hw + 1) * (hw + 1) + dy * dy <= radius * radius) ++hw;
         half[dy + radius] = hw;
     }
-    parallel_for_grained(n, 256, 1 << 16, [&](int64_t i) {
+    parallel_for_grained(n, 2048, 1 << 16, [&](int64_t i) {
         double x = xy[2 * i], y = xy[2 * i + 1];
         if (std::isfinite(x) && std::isfinite(y)) {
             for (int64_t it = 0; it < iterations; ++it) {
@@ -428,7 +430,7 @@ py::tuple refine_gaussian(f32_array image, f64_array xy_arr, int64_t radius, dou
     py::array_t<bool> conv(static_cast<py::ssize_t>(n));
     double* out = params.mutable_data();
     bool* cv = conv.mutable_data();
-    parallel_for_grained(n, 16, 1 << 14, [&](int64_t i) {
+    parallel_for_grained(n, 64, 1 << 14, [&](int64_t i) {
         double* o = out + 7 * i;
         const double x0 = xy[2 * i], y0 = xy[2 * i + 1];
         std::fill(o, o + 7, kNaN);

@@ -90,7 +90,7 @@ py::tuple nearest_neighbors(f64_array xy_arr) {
     // (interleaving the random writes with the queries was twice as slow).
     std::unique_ptr<double[]> bd(new double[n]);
     std::unique_ptr<int64_t[]> bj(new int64_t[n]);
-    parallel_for_grained(n, 1024, 1 << 20, [&](int64_t p) {
+    parallel_for_grained(n, 8192, 1 << 20, [&](int64_t p) {
         nearest_one(ci, ci.sx[p], ci.sy[p], ci.idx[p], bd[p], bj[p]);
     });
     {
@@ -145,7 +145,8 @@ py::tuple clusters(f64_array xy_arr, double cutoff) {
     // below cache-friendly), found in parallel over rows of cells with a half
     // stencil: same cell q > p, the right neighbour and three cells of the next row.
     std::vector<std::vector<std::pair<int64_t, int64_t>>> pairs(g.ny);
-    parallel_for(g.ny, 64 * n_threads(), [&](int64_t cy) {
+    const int64_t rows_per_task = std::max<int64_t>(1, 8192 / g.nx);  // ~8k cells per task
+    parallel_for_grained(g.ny, rows_per_task, 64 * n_threads() * rows_per_task, [&](int64_t cy) {
         auto& out = pairs[cy];
         for (int64_t cx = 0; cx < g.nx; ++cx) {
             const int64_t cell = cy * g.nx + cx;
