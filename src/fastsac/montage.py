@@ -280,6 +280,7 @@ class ClassicalTiling:
     halo_dog: int      # raw context of the DoG: median reach + surround reach
     halo_noise: int    # DoG context of the score map at the core ± 1 (3×3 maxima)
     reach: int         # raw context of the sub-pixel refinement
+    exclude_border: int = 0  # maxima this close to the *montage* edge are ignored
 
     @classmethod
     def from_detector(cls, det: ClassicalDetector, pixel_size_nm: float | None):
@@ -295,7 +296,8 @@ class ClassicalTiling:
         med_r = 0 if bg is None else bg // 2
         halo_dog = med_r + max(_gauss_reach(s), _gauss_reach(s2))
         return cls(bg, s, s2, ns, det.threshold, det.min_distance_nm / px, det.refine, fit_r,
-                   det.backend, halo_dog, _gauss_reach(ns) + 1, reach)
+                   det.backend, halo_dog, _gauss_reach(ns) + 1, reach,
+                   int(getattr(det, "exclude_border_px", 0)))
 
     @property
     def halo(self) -> int:
@@ -383,6 +385,10 @@ def _detect_from_dog(source, core, win, dog, tiling, cap, glob, index, arr=None)
     cx = cand.xy[:, 0] + win[2]
     cy = cand.xy[:, 1] + win[0]
     own = (cy >= y0) & (cy < y1) & (cx >= x0) & (cx < x1)
+    b = tiling.exclude_border
+    if b > 0:  # as local_maxima(exclude_border=b) on the whole image
+        H, W = source.shape
+        own &= (cy >= b) & (cy < H - b) & (cx >= b) & (cx < W - b)
     xy0 = np.stack([cx[own], cy[own]], axis=1).astype(np.float64).reshape(-1, 2)
     vals = cand.values[own].astype(np.float64)
     n = len(xy0)

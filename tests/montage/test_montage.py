@@ -270,3 +270,15 @@ def test_cli_montage_folder_mode(tmp_path, image):
     cols, summary = read_parquet(out / "atoms.parquet")
     assert summary["frames"] == 4 and len(cols["x_px"]) == summary["n_atoms"] > 50
     assert set(np.unique(cols["tile"])) == {0, 1, 2, 3}
+
+
+def test_montage_edge_exclusion_is_the_whole_image_edge(image):
+    img = image[0][:512, :512]
+    det = ClassicalDetector(background_nm=None, exclude_border_px=40)
+    ref = det.detect(img.astype(np.float32))
+    d, _, _, _ = detect_montage(img, detector=det, tile=128, progress=False)
+    assert len(d) == len(ref) > 100
+    np.testing.assert_allclose(d.xy, ref.xy, atol=1e-9)
+    # tile borders inside the montage are not excluded: atoms sit near x = 128, 256, 384
+    near = np.abs(d.xy[:, 0][:, None] - np.array([128, 256, 384])[None]).min(axis=1) < 3
+    assert near.sum() > 3
