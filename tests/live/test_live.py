@@ -155,7 +155,7 @@ def test_cli_watch_once(tmp_path, frames, capsys):
     from fastsac.cli import main
 
     (tmp_path / "good.tif").write_bytes(_tiff_bytes(frames[0]))
-    (tmp_path / "zz.tif").write_bytes(b"not a tiff")
+    (tmp_path / "zz.tif").write_bytes(b"II*\x00garbage" * 10)  # tifffile would log too
     rc = main(["watch", str(tmp_path), "-o", str(tmp_path / "out"), "--once", "--poll", "0.05",
                "--settle", "0.1", "--detector", "classical", "--no-overlay"])
     err = capsys.readouterr().err

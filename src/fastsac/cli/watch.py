@@ -48,6 +48,11 @@ def run(args) -> int:
         report_bad(None, exc)
         return 2
 
+    import logging
+
+    # tifffile logs its own warnings about broken files; the one-line report below says it.
+    logging.getLogger("tifffile").setLevel(logging.ERROR)
+
     def on_frame(r):
         print(f"[{r.index}] {r.name}: {len(r.detections)} atoms in {r.latency_s:.2f} s", flush=True)
 
