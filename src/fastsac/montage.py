@@ -833,8 +833,20 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
     from .io import read
 
     folder = Path(folder)
-    pos = positions if isinstance(positions, list) else read_positions(
-        positions, pixel_size_nm=pixel_size_nm)
+    if isinstance(positions, list):
+        pos = positions
+    else:
+        px_pos = pixel_size_nm
+        if px_pos is None:  # stage positions in nm: use the frames' own calibration
+            import csv
+
+            with open(positions, encoding="utf-8-sig", newline="") as fh:
+                first = next(csv.DictReader(fh), None)
+            fk = next((k for k in (first or {}) if k.strip().lower() in
+                       ("file", "filename", "name", "path")), None)
+            if first and fk and (folder / first[fk].strip()).is_file():
+                px_pos = read(folder / first[fk].strip()).pixel_size_nm
+        pos = read_positions(positions, pixel_size_nm=px_pos)
     det = get_detector(detector)
     if dedup not in ("ownership", "score"):
         raise ValueError(f"dedup must be 'ownership' or 'score', got {dedup!r}")

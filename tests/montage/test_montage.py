@@ -188,7 +188,8 @@ def _write_frames(tmp_path, img, frame, step, unit="px"):
     for y in range(0, H - frame + 1, step):
         for x in range(0, W - frame + 1, step):
             name = f"f_{y}_{x}.tif"
-            tifffile.imwrite(tmp_path / name, img[y:y + frame, x:x + frame])
+            tifffile.imwrite(tmp_path / name, img[y:y + frame, x:x + frame], imagej=True,
+                             resolution=(1 / PX, 1 / PX), metadata={"unit": "nm"})
             rows.append((name, x, y))
     pos = tmp_path / "positions.csv"
     with open(pos, "w", newline="") as fh:
@@ -208,8 +209,9 @@ def test_folder_with_positions_dedups_overlaps(tmp_path, image, dedup):
     truth = truth[(truth[:, 0] < 639.5) & (truth[:, 1] < 639.5)]
     pos = _write_frames(tmp_path, img, 384, 256, unit="nm" if dedup == "score" else "px")
     det = ClassicalDetector(background_nm=None)
-    res = analyze_frames(tmp_path, pos, detector=det, pixel_size_nm=PX, dedup=dedup,
-                         progress=False)
+    # nm positions: the pixel size comes from the frames' own calibration
+    res = analyze_frames(tmp_path, pos, detector=det, dedup=dedup, progress=False)
+    assert res.pixel_size_nm == pytest.approx(PX, rel=1e-6)
     assert res.statistics["frames"] == 4
     assert res.statistics["dedup"]["removed"] > 20  # the overlaps really held duplicates
     xy = res.detections.xy
