@@ -15,9 +15,13 @@ numbers are, if anything, optimistic.
 
 Usage::
 
-    PYTHONPATH=src python benchmarks/cv_detector.py --out cv.json [--steps 1500] [--device cpu]
+    PYTHONPATH=src python benchmarks/cv_detector.py --out cv.json [--steps N] [--device cpu]
 
 Takes ~4 × the training time (``fastsac train``) plus a minute of inference.
+Folds can run in parallel processes and be merged::
+
+    for k in 0 1 2 3; do python benchmarks/cv_detector.py --fold $k --out cv_$k.json & done; wait
+    python benchmarks/cv_detector.py --merge cv_0.json cv_1.json cv_2.json cv_3.json --out cv.json
 """
 
 from __future__ import annotations
@@ -72,6 +76,28 @@ def sac_scores(det, maps, truths, stems, thr):
     return res
 
 
+def _pool_counts(rows):
+    from fastsac.evaluate import MatchResult
+    return pool([MatchResult(tp, fp, fn, 0, 0, 0, float("nan")) for tp, fp, fn in rows])
+
+
+def merge(paths, out) -> int:
+    folds = []
+    for p in paths:
+        folds += json.loads(Path(p).read_text())["folds"]
+    first = json.loads(Path(paths[0]).read_text())
+    report = {k: first[k] for k in ("protocol", "config", "device")} | {"folds": folds}
+    report["cv_pooled"] = {}
+    for key, name in (("heatmap", "heatmap"), ("sac_cnn", "sac_cnn_threshold_from_train_folds"),
+                      ("sac_cnn_0.89", "sac_cnn_published_0.89")):
+        rows = [c for f in folds for c in f["held_out_counts"].get(key, [])]
+        if rows:
+            report["cv_pooled"][name] = _pool_counts(rows)
+    io.write_json(out, report)
+    print(json.dumps(report["cv_pooled"], indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     shared = Path(os.environ.get("FASTSAC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -85,7 +111,11 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--folds", type=int, default=4)
+    ap.add_argument("--fold", type=int, default=None, help="run only this fold (0-based)")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None, help="merge per-fold JSON files")
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(1)
 
@@ -106,6 +136,8 @@ def main(argv=None) -> int:
     sac_maps = sac_detections(sac, {s: by_stem[s]["raw"] for s in stems}, args.cache_dir) if sac else {}
     held_heat, held_sac, held_sac089 = [], [], []
     for k, test in enumerate(folds_of(stems, args.folds)):
+        if args.fold is not None and k != args.fold:
+            continue
         tr = [s for s in stems if s not in test]
         t1 = time.perf_counter()
         res = train(args.data / "images", args.data / "labels", stems=tr, config=cfg, progress=False,
@@ -130,6 +162,10 @@ def main(argv=None) -> int:
             held_sac089 += r_pub
             fold["sac_cnn"] = {"threshold": best_thr, "train_f1": best_f1, "test": pool(r_sel),
                                "test_at_0.89": pool(r_pub)}
+        fold["held_out_counts"] = {"heatmap": [[r.tp, r.fp, r.fn] for r in per.values()]}
+        if sac:
+            fold["held_out_counts"]["sac_cnn"] = [[r.tp, r.fp, r.fn] for r in r_sel]
+            fold["held_out_counts"]["sac_cnn_0.89"] = [[r.tp, r.fp, r.fn] for r in r_pub]
         report["folds"].append(fold)
         log.info("fold %d: heatmap F1 %.3f (thr %.2f, %.0fs)%s", k, fold["heatmap"]["test"]["f1"], res.threshold,
                  time.perf_counter() - t1,

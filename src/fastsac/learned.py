@@ -299,6 +299,8 @@ def _run_heatmap(model: torch.nn.Module, x: np.ndarray, device: str = "cpu") -> 
     t = torch.from_numpy(x * _INPUT_SCALE)[None, None].to(device)
     mode = "reflect" if min(h, w) > max(halo, ph, pw) else "replicate"
     t = F.pad(t, (halo, pw, halo, ph), mode=mode)
+    # channels_last is ~1.5-2x faster on CPU for thin (8-32 channel) convolutions.
+    t = t.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         y = torch.sigmoid(model(t))[0, 0, halo:halo + h, halo:halo + w]
     return y.cpu().numpy()
@@ -330,7 +332,7 @@ class HeatmapDetector(Detector):
                  background_nm: float = 40 * DEFAULT_PIXEL_SIZE_NM,
                  noise_sigma_nm: float = 16 * DEFAULT_PIXEL_SIZE_NM, refine: str = "gaussian",
                  device: str = "cpu", backend: str = "auto", source: str | None = None):
-        self.model = model.eval().to(device)
+        self.model = model.eval().to(device=device, memory_format=torch.channels_last)
         self.threshold = float(threshold)
         if not 0.0 <= self.threshold < 1.0:
             raise ValueError(f"threshold must be a heatmap value in [0, 1), got {threshold!r}")
