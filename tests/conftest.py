@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FASTSAC_SHARED", REPO.parent / "shared"))
-PTNC = SHARED / "data" / "ptnc-train"
-SAC_CNN_CKPT = SHARED / "models" / "sac_cnn_ptnc.ckpt"
-
-
-def ptnc_stems() -> list[str]:
-    return sorted(p.stem for p in (PTNC / "images").glob("*.tif"))
+from fastsac_testdata import PTNC, SAC_CNN_CKPT, SHARED, ptnc_stems  # noqa: F401
 
 
 @pytest.fixture(scope="session")

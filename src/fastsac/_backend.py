@@ -130,3 +130,19 @@ def core():
     if mod is None:
         raise RuntimeError(unavailable_reason(Backend.CPP))
     return mod
+
+
+def on_device(kernel: Kernel, backend, *arrays) -> Backend | None:
+    """CUDA when the first array lives on a GPU and ``backend`` allows it, else None.
+
+    Public wrappers call this before coercing inputs to numpy: device arrays
+    (torch, cupy, numba) then go to the CUDA kernel untouched and results stay
+    on the device.
+    """
+    if not arrays or not is_device_array(arrays[0]):
+        return None
+    b = resolve_option(backend, Backend, "backend")
+    if b not in (Backend.AUTO, Backend.CUDA):
+        raise ValueError(f"{kernel.name}: input lives on a CUDA device but backend={b.value!r}; "
+                         "use backend='cuda' or 'auto', or copy the data to the host first")
+    return kernel.resolve(Backend.CUDA)

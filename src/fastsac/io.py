@@ -131,7 +131,7 @@ def read(path: str | os.PathLike, *, pixel_size_nm: float | None = None) -> Micr
         else:
             raise FastsacInputError(
                 path, f"unsupported file type {suffix!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
-    except FastsacInputError:
+    except (FastsacInputError, ImportError):
         raise
     except Exception as exc:  # any decoder failure means a corrupt or foreign file
         raise FastsacInputError(path, f"cannot be read as {suffix or 'an image'} "

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._backend import Kernel, core
+from ._backend import Backend, Kernel, core, on_device
 from ._validate import as_float, as_points, check_image, check_positive
 
 __all__ = ["local_maxima", "nms", "refine_com", "refine_gaussian", "GaussianFit",
@@ -77,10 +77,15 @@ def local_maxima(image, *, threshold: float = -np.inf, radius: int = 1,
     exclude_border : int
         Skip pixels closer than this to the image edge.
     """
-    img = as_float(check_image(image, allow_nan=True)).astype(np.float32, copy=False)
     radius = int(radius)
     if radius < 1:
         raise ValueError(f"radius must be ≥ 1 pixel, got {radius}")
+    if on_device(_maxima_kernel, backend, image):
+        xy, vals = _maxima_kernel.impls[Backend.CUDA](image, float(threshold), radius,
+                                                      int(exclude_border))
+        return PeakCandidates(xy, vals, "cuda", {"threshold": float(threshold), "radius": radius,
+                                                 "exclude_border": int(exclude_border)})
+    img = as_float(check_image(image, allow_nan=True)).astype(np.float32, copy=False)
     b = _maxima_kernel.resolve(backend, data=image)
     xy, vals = _maxima_kernel.impls[b](img, float(threshold), radius, int(exclude_border))
     return PeakCandidates(xy, vals, b.value, {"threshold": float(threshold), "radius": radius,
@@ -128,6 +133,8 @@ def nms(xy, scores, *, radius: float, backend: str = "auto") -> np.ndarray:
     keep : (K,) int64 ndarray
         Indices into ``xy``, highest score first.
     """
+    if on_device(_nms_kernel, backend, xy):
+        return _nms_kernel.impls[Backend.CUDA](xy, scores, float(radius))
     pts = as_points(xy)
     s = np.ascontiguousarray(scores, dtype=np.float64).reshape(-1)
     if len(s) != len(pts):
@@ -200,6 +207,8 @@ def refine_com(image, xy, *, radius: int = 3, iterations: int = 2,
         return pts
     if int(radius) < 1 or int(iterations) < 1:
         raise ValueError("radius and iterations must be ≥ 1")
+    if not np.isfinite(pts).all():
+        raise ValueError("xy contains NaN or inf positions; drop them first")
     return _com_kernel(img, pts, int(radius), int(iterations), backend=backend)
 
 
@@ -334,6 +343,8 @@ def refine_gaussian(image, xy, *, radius: int = 4, sigma: float = 1.5, max_iter:
     check_positive(sigma, name="sigma")
     if int(radius) < 1:
         raise ValueError(f"radius must be ≥ 1, got {radius}")
+    if not np.isfinite(pts).all():
+        raise ValueError("xy contains NaN or inf positions; drop them first")
     b = _gauss_kernel.resolve(backend, data=image)
     if len(pts) == 0:
         params, conv = np.zeros((0, 7)), np.zeros(0, bool)
@@ -342,3 +353,7 @@ def refine_gaussian(image, xy, *, radius: int = 4, sigma: float = 1.5, max_iter:
     xy_out = np.where(conv[:, None], params[:, :2], pts)
     return GaussianFit(xy_out, params[:, 2], params[:, 3], params[:, 4], params[:, 5],
                        params[:, 6], conv, b.value)
+
+
+# CUDA implementations register themselves here (numba.cuda is imported only when they run).
+from ._cuda import peaks as _cuda_peaks  # noqa: E402,F401

@@ -23,7 +23,24 @@ __all__ = ["median_filter", "subtract_background", "normalize", "local_noise",
 
 
 def _median_filter_numpy_ref(image: np.ndarray, size: int) -> np.ndarray:
-    """Spec: ``scipy.ndimage.median_filter(image, size=size, mode="reflect")``."""
+    """Spec: ``scipy.ndimage.median_filter(image, size=size, mode="reflect")``.
+
+    The window of output pixel ``i`` covers ``i - size//2 … i - size//2 + size - 1``
+    on each axis; borders are half-sample reflected (``d c b a | a b c d | d c b a``,
+    repeated when the window is wider than the image); the result is the element
+    of 0-based rank ``size**2 // 2`` (upper median, never an average).
+
+    scipy (≤ 1.17 at least) reads uninitialised memory when the reflected border
+    is ≥ 4× the image extent (e.g. ``size=21`` on a 2-pixel-wide image), so for
+    windows at least as wide as the image we pad with the repeated reflection
+    ourselves (``np.pad(mode="symmetric")``) and crop.
+    """
+    a = size // 2
+    b = size - 1 - a
+    if a >= min(image.shape):
+        padded = np.pad(image, ((a, b), (a, b)), mode="symmetric")
+        out = ndi.median_filter(padded, size=size, mode="reflect")
+        return np.ascontiguousarray(out[a:a + image.shape[0], a:a + image.shape[1]])
     return ndi.median_filter(image, size=size, mode="reflect")
 
 

@@ -13,7 +13,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from .._backend import Kernel, core
+from .._backend import Backend, Kernel, core, on_device
 from .._validate import as_points, check_positive
 
 __all__ = ["nearest_neighbors", "clusters", "NeighborResult", "ClusterResult"]
@@ -69,6 +69,9 @@ def nearest_neighbors(xy, *, backend: str = "auto") -> NeighborResult:
     xy : (N, 2) array
         Positions in any length unit (pixels or nm); distances come back in it.
     """
+    if on_device(_nn_kernel, backend, xy):
+        d, j = _nn_kernel.impls[Backend.CUDA](xy)
+        return NeighborResult(d, j, "cuda")
     pts = as_points(xy)
     if not np.isfinite(pts).all():
         raise ValueError("xy contains NaN or inf positions; drop them first")
@@ -122,10 +125,17 @@ class ClusterResult:
 
 def clusters(xy, *, cutoff: float, backend: str = "auto") -> ClusterResult:
     """Group points closer than ``cutoff`` (≤, single linkage) into clusters."""
+    check_positive(cutoff, name="cutoff", allow_zero=True)
+    if on_device(_cluster_kernel, backend, xy):
+        lab, size = _cluster_kernel.impls[Backend.CUDA](xy, float(cutoff))
+        return ClusterResult(lab, size, float(cutoff), "cuda")
     pts = as_points(xy)
     if not np.isfinite(pts).all():
         raise ValueError("xy contains NaN or inf positions; drop them first")
-    check_positive(cutoff, name="cutoff", allow_zero=True)
     b = _cluster_kernel.resolve(backend, data=xy)
     lab, size = _cluster_kernel.impls[b](pts, float(cutoff))
     return ClusterResult(lab, size, float(cutoff), b.value)
+
+
+# CUDA implementations register themselves here (numba.cuda is imported only when they run).
+from .._cuda import spatial as _cuda_spatial  # noqa: E402,F401

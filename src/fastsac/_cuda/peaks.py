@@ -1,0 +1,491 @@
+"""numba CUDA kernels for :mod:`fastsac.peaks`: local maxima, NMS, centre-of-mass
+and Gaussian least-squares refinement.
+
+Agreement with the numpy references (the specs in :mod:`fastsac.peaks`):
+
+* ``local_maxima``, ``nms``: identical integer output (same indices, same order).
+* ``refine_com``: within 1e-9 px (sequential vs numpy's pairwise summation).
+* ``refine_gaussian``: same ``converged`` flags and parameters within 1e-6
+  (relative) on well-posed fits; the Levenberg–Marquardt path is the
+  reference's step for step, only the 5×5 solve (Gaussian elimination with
+  partial pivoting vs LAPACK) and summation order differ in rounding.
+
+NMS on the GPU: greedy NMS is sequential by nature. Here every point decides
+in parallel rounds: a point is *suppressed* as soon as a higher-priority kept
+point lies within the radius and *kept* once every higher-priority point
+within the radius is suppressed. Decisions are final, so the result is the
+greedy one exactly; the number of rounds is the longest chain of points
+closer than the radius with decreasing scores (a handful in micrographs).
+Neighbours come from a uniform cell grid (cell ≥ radius, 3×3 cells).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from .. import peaks as _peaks
+cu = None  # numba.cuda, bound on first use by _kernels()
+
+from . import as_torch, cuda, grid, launch, library, to_lib
+
+
+# --------------------------------------------------------------------------- cell grid (device)
+def cell_grid(xy, cell: float):
+    """Sort points (torch (N, 2) float64) by uniform grid cell, on the glue device.
+
+    Returns (perm, cellx, celly, start, nx, ny, cell): ``perm`` sorts points by
+    cell; ``cellx/celly`` (int32) are the sorted points' cells; points of cell
+    ``c`` are ``perm[start[c]:start[c+1]]``. ``cell`` is enlarged when the grid
+    would have far more cells than points.
+    """
+    import torch
+
+    n = len(xy)
+    lo = xy.min(dim=0).values
+    hi = xy.max(dim=0).values
+    lx, ly, hx, hy = (float(v) for v in torch.cat([lo, hi]).tolist())  # one sync
+    ext = (max(hx - lx, 0.0), max(hy - ly, 0.0))
+    cell = float(cell)
+    max_cells = 4 * n + 1024
+    if cell <= 0 or (ext[0] / cell + 1) * (ext[1] / cell + 1) > max_cells:
+        cell = max(cell, math.sqrt((ext[0] + 1e-9) * (ext[1] + 1e-9) / max(n, 1)),
+                   max(ext[0], ext[1], 1e-9) / 1e4, 1e-9)
+    nx = int(ext[0] / cell) + 1
+    ny = int(ext[1] / cell) + 1
+    cx = ((xy[:, 0] - lx) / cell).to(torch.int64).clamp_(0, nx - 1)
+    cy = ((xy[:, 1] - ly) / cell).to(torch.int64).clamp_(0, ny - 1)
+    cid = cy * nx + cx
+    perm = torch.sort(cid, stable=True).indices
+    start = torch.zeros(nx * ny + 1, dtype=torch.int64, device=xy.device)
+    start[1:] = torch.cumsum(torch.bincount(cid, minlength=nx * ny), 0)
+    return (perm, cx[perm].to(torch.int32).contiguous(), cy[perm].to(torch.int32).contiguous(),
+            start, nx, ny, cell)
+
+
+# --------------------------------------------------------------------------- kernels
+@functools.lru_cache(maxsize=None)
+def _kernels():
+    # Kernels must see numba.cuda as a module global (the simulator swaps globals).
+    global cu
+    cu = cuda()
+
+    @cu.jit
+    def maxima_mask(img, thr, radius, border, mask):
+        y, x = cu.grid(2)
+        h, w = img.shape
+        if y >= h or x >= w:
+            return
+        mask[y, x] = 0
+        v = img[y, x]
+        if math.isnan(v) or math.isinf(v) or not (v > thr):
+            return
+        if y < border or x < border or y >= h - border or x >= w - border:
+            return
+        for yy in range(max(y - radius, 0), min(y + radius + 1, h)):
+            for xx in range(max(x - radius, 0), min(x + radius + 1, w)):
+                u = img[yy, xx]
+                if not (math.isnan(u) or math.isinf(u)) and u > v:
+                    return
+        mask[y, x] = 1
+
+    @cu.jit
+    def nms_round(xs, ys, rank, status, cellx, celly, start, nx, ny, k, r2, remaining):
+        i = cu.grid(1)
+        n = xs.shape[0]
+        if i >= n or status[i] != 0:
+            return
+        decided = True
+        cxi, cyi = cellx[i], celly[i]
+        for gy in range(max(cyi - k, 0), min(cyi + k, ny - 1) + 1):
+            for gx in range(max(cxi - k, 0), min(cxi + k, nx - 1) + 1):
+                c = gy * nx + gx
+                for j in range(start[c], start[c + 1]):
+                    if rank[j] < rank[i]:
+                        dx = xs[j] - xs[i]
+                        dy = ys[j] - ys[i]
+                        if dx * dx + dy * dy <= r2:
+                            s = status[j]
+                            if s == 1:
+                                status[i] = 2
+                                return
+                            if s == 0:
+                                decided = False
+        if decided:
+            status[i] = 1
+        else:
+            cu.atomic.add(remaining, 0, 1)
+
+    @cu.jit
+    def com(img, img_idx, xy, radius, iterations):
+        i = cu.grid(1)
+        if i >= xy.shape[0]:
+            return
+        b = img_idx[i]
+        h, w = img.shape[1], img.shape[2]
+        x = xy[i, 0]
+        y = xy[i, 1]
+        r2 = radius * radius
+        for _ in range(iterations):
+            xi = min(max(int(math.floor(x + 0.5)), 0), w - 1)
+            yi = min(max(int(math.floor(y + 0.5)), 0), h - 1)
+            y_lo, y_hi = max(yi - radius, 0), min(yi + radius + 1, h)
+            x_lo, x_hi = max(xi - radius, 0), min(xi + radius + 1, w)
+            vmin = math.inf
+            found = False
+            for yy in range(y_lo, y_hi):
+                for xx in range(x_lo, x_hi):
+                    if (xx - xi) * (xx - xi) + (yy - yi) * (yy - yi) <= r2:
+                        v = float(img[b, yy, xx])
+                        if not (math.isnan(v) or math.isinf(v)):
+                            found = True
+                            vmin = min(vmin, v)
+            if not found:
+                break
+            tot = 0.0
+            sx = 0.0
+            sy = 0.0
+            for yy in range(y_lo, y_hi):
+                for xx in range(x_lo, x_hi):
+                    if (xx - xi) * (xx - xi) + (yy - yi) * (yy - yi) <= r2:
+                        v = float(img[b, yy, xx])
+                        if not (math.isnan(v) or math.isinf(v)):
+                            wgt = v - vmin
+                            tot += wgt
+                            sx += wgt * xx
+                            sy += wgt * yy
+            if tot <= 0:
+                break
+            x = sx / tot
+            y = sy / tot
+        xy[i, 0] = x
+        xy[i, 1] = y
+
+    @cu.jit(device=True)
+    def g_cost(img, b, y_lo, y_hi, x_lo, x_hi, p0, p1, p2, p3, p4):
+        c = 0.0
+        inv = 1.0 / (2.0 * p3 * p3)
+        for yy in range(y_lo, y_hi):
+            for xx in range(x_lo, x_hi):
+                v = float(img[b, yy, xx])
+                if math.isnan(v) or math.isinf(v):
+                    continue
+                r2 = (xx - p0) * (xx - p0) + (yy - p1) * (yy - p1)
+                r = p4 + p2 * math.exp(-r2 * inv) - v
+                c += r * r
+        return c
+
+    @cu.jit
+    def gauss(img, img_idx, xy, radius, sigma0, max_iter, out, conv):
+        i = cu.grid(1)
+        if i >= xy.shape[0]:
+            return
+        b = img_idx[i]
+        h, w = img.shape[1], img.shape[2]
+        x0 = xy[i, 0]
+        y0 = xy[i, 1]
+        for k in range(7):
+            out[i, k] = math.nan
+        out[i, 0] = x0
+        out[i, 1] = y0
+        conv[i] = 0
+        xi = min(max(int(math.floor(x0 + 0.5)), 0), w - 1)
+        yi = min(max(int(math.floor(y0 + 0.5)), 0), h - 1)
+        y_lo, y_hi = max(yi - radius, 0), min(yi + radius + 1, h)
+        x_lo, x_hi = max(xi - radius, 0), min(xi + radius + 1, w)
+        npx = 0
+        vmin = math.inf
+        vmax = -math.inf
+        for yy in range(y_lo, y_hi):
+            for xx in range(x_lo, x_hi):
+                v = float(img[b, yy, xx])
+                if not (math.isnan(v) or math.isinf(v)):
+                    npx += 1
+                    vmin = min(vmin, v)
+                    vmax = max(vmax, v)
+        if npx < 6:
+            return
+        p = cu.local.array(5, np.float64)
+        pn = cu.local.array(5, np.float64)
+        A = cu.local.array((5, 5), np.float64)
+        M = cu.local.array((5, 6), np.float64)
+        gr = cu.local.array(5, np.float64)
+        jr = cu.local.array(5, np.float64)
+        p[0] = x0
+        p[1] = y0
+        p[2] = max(vmax - vmin, 1e-12)
+        p[3] = sigma0
+        p[4] = vmin
+        lam = 1e-3
+        cost = g_cost(img, b, y_lo, y_hi, x_lo, x_hi, p[0], p[1], p[2], p[3], p[4])
+        ok = False
+        rel = 0.0
+        for _ in range(max_iter):
+            s2 = p[3] * p[3]
+            for a in range(5):
+                gr[a] = 0.0
+                for c in range(5):
+                    A[a, c] = 0.0
+            for yy in range(y_lo, y_hi):
+                for xx in range(x_lo, x_hi):
+                    v = float(img[b, yy, xx])
+                    if math.isnan(v) or math.isinf(v):
+                        continue
+                    r2 = (xx - p[0]) * (xx - p[0]) + (yy - p[1]) * (yy - p[1])
+                    g = math.exp(-r2 / (2 * s2))
+                    res = p[4] + p[2] * g - v
+                    jr[0] = p[2] * g * (xx - p[0]) / s2
+                    jr[1] = p[2] * g * (yy - p[1]) / s2
+                    jr[2] = g
+                    jr[3] = p[2] * g * r2 / (s2 * p[3])
+                    jr[4] = 1.0
+                    for a in range(5):
+                        gr[a] += jr[a] * res
+                        for c in range(5):
+                            A[a, c] += jr[a] * jr[c]
+            step_taken = False
+            while lam < 1e10:
+                for a in range(5):
+                    for c in range(5):
+                        M[a, c] = A[a, c]
+                    M[a, a] += lam * (A[a, a] + 1e-12)
+                    M[a, 5] = -gr[a]
+                singular = False
+                for col in range(5):  # Gaussian elimination, partial pivoting
+                    piv = col
+                    best = abs(M[col, col])
+                    for rr in range(col + 1, 5):
+                        if abs(M[rr, col]) > best:
+                            best = abs(M[rr, col])
+                            piv = rr
+                    if best == 0.0:
+                        singular = True
+                        break
+                    if piv != col:
+                        for cc in range(6):
+                            tmp = M[col, cc]
+                            M[col, cc] = M[piv, cc]
+                            M[piv, cc] = tmp
+                    for rr in range(col + 1, 5):
+                        f = M[rr, col] / M[col, col]
+                        for cc in range(col, 6):
+                            M[rr, cc] -= f * M[col, cc]
+                if singular:
+                    lam *= 10
+                    continue
+                for a in range(4, -1, -1):
+                    acc = M[a, 5]
+                    for cc in range(a + 1, 5):
+                        acc -= M[a, cc] * pn[cc]
+                    pn[a] = acc / M[a, a]
+                for a in range(5):
+                    pn[a] = p[a] + pn[a]
+                pn[3] = abs(pn[3])
+                cn = g_cost(img, b, y_lo, y_hi, x_lo, x_hi, pn[0], pn[1], pn[2], pn[3], pn[4])
+                if cn < cost:
+                    rel = (cost - cn) / max(cost, 1e-300)
+                    for a in range(5):
+                        p[a] = pn[a]
+                    cost = cn
+                    lam = max(lam / 10, 1e-7)
+                    step_taken = True
+                    break
+                lam *= 10
+            if not step_taken or rel < 1e-9:
+                ok = True
+                break
+        inside = abs(p[0] - xi) <= radius and abs(p[1] - yi) <= radius
+        if ok and inside and 0.2 < p[3] and p[3] <= 2 * radius and p[2] > 0:
+            out[i, 0] = p[0]
+            out[i, 1] = p[1]
+            out[i, 2] = p[2]
+            out[i, 3] = p[3]
+            out[i, 4] = p[4]
+            out[i, 5] = 2 * math.pi * p[2] * p[3] * p[3]
+            out[i, 6] = math.sqrt(cost / npx)
+            conv[i] = 1
+
+    return {"maxima_mask": maxima_mask, "nms_round": nms_round, "com": com, "gauss": gauss}
+
+
+# --------------------------------------------------------------------------- wrappers
+def local_maxima_cuda(image, threshold, radius, exclude_border):
+    """CUDA ``local_maxima``: same candidates, row-major order. Host input →
+    numpy tables; device input (torch/cupy/numba) → tables on the device."""
+    import torch
+
+    lib = library(image)
+    img = as_torch(image, np.float32)
+    h, w = img.shape
+    mask = torch.empty((h, w), dtype=torch.uint8, device=img.device)
+    launch(_kernels()["maxima_mask"], ((h + 15) // 16, (w + 15) // 16), (16, 16),
+           (img, np.float32(threshold), int(radius), int(exclude_border), mask), writes=(4,))
+    rows, cols = torch.nonzero(mask, as_tuple=True)  # row-major, like np.nonzero
+    xy = torch.stack([cols, rows], dim=1).to(torch.int64)
+    return to_lib(xy, lib), to_lib(img[rows, cols].contiguous(), lib)
+
+
+def nms_cuda(xy, scores, radius):
+    """CUDA ``nms``: identical kept indices and order to the numpy reference."""
+    import torch
+
+    lib = library(xy)
+    pts = as_torch(xy, np.float64).reshape(-1, 2)
+    s = as_torch(scores, np.float64).reshape(-1)
+    dev = pts.device
+    n = len(s)
+    fin = torch.nonzero(torch.isfinite(s)).flatten()
+    if len(fin) == 0:
+        return to_lib(torch.zeros(0, dtype=torch.int64, device=dev), lib)
+    # Visiting order: descending score, ties by lower index (stable sort of an ascending index).
+    order = fin[torch.sort(-s[fin], stable=True).indices]
+    rank_all = torch.empty(n, dtype=torch.int64, device=dev)
+    rank_all[order] = torch.arange(len(order), device=dev)
+    p = pts[fin]
+    r = float(radius)
+    # Cell slightly larger than r: neighbours within r are then always in the 3×3 cells,
+    # whatever the rounding of the cell coordinates.
+    perm, cx, cy, start, nx, ny, _ = cell_grid(p, r * (1 + 1e-12) if r > 0 else 1.0)
+    kring = 1 if r > 0 else 0  # cell ≥ r: the 3×3 block (the own cell when r = 0)
+    idx = fin[perm]
+    xs, ys = p[perm, 0].contiguous(), p[perm, 1].contiguous()
+    rank = rank_all[idx].contiguous()
+    status = torch.zeros(len(idx), dtype=torch.int8, device=dev)
+    remaining = torch.zeros(1, dtype=torch.int64, device=dev)
+    kern = _kernels()["nms_round"]
+    g = grid(len(idx))
+    args = (xs, ys, rank, status, cx, cy, start, nx, ny, kring, r * r, remaining)
+    if dev.type == "cuda":  # convert once; two rounds per host check (rounds are cheap)
+        cu = cuda()
+        dargs = [cu.as_cuda_array(a) if isinstance(a, torch.Tensor) else a for a in args]
+        while True:
+            remaining.zero_()
+            kern[g[0], g[1]](*dargs)
+            kern[g[0], g[1]](*dargs)
+            if int(remaining.item()) == 0:
+                break
+    else:
+        while True:
+            remaining.zero_()
+            launch(kern, g[0], g[1], args, writes=(3, 11))
+            if int(remaining.item()) == 0:
+                break
+    kept = idx[status == 1]
+    kept = kept[torch.sort(rank_all[kept]).indices]
+    return to_lib(kept, lib)
+
+
+def _stack3(image):
+    t = as_torch(image, np.float32)
+    return t.reshape((1,) + tuple(t.shape)) if t.ndim == 2 else t
+
+
+def refine_com_cuda(image, xy, radius, iterations, *, img_idx=None):
+    """CUDA ``refine_com``; ``image`` may be a (B, H, W) stack with ``img_idx`` (N,)."""
+    import torch
+
+    lib = library(xy)
+    img = _stack3(image)
+    pts = as_torch(xy, np.float64).reshape(-1, 2).clone()  # in place on a copy
+    n = len(pts)
+    ii = (torch.zeros(n, dtype=torch.int64, device=pts.device) if img_idx is None
+          else as_torch(img_idx, np.int64))
+    if n:
+        g = grid(n)
+        launch(_kernels()["com"], g[0], g[1], (img, ii, pts, int(radius), int(iterations)),
+               writes=(2,))
+    return to_lib(pts, lib)
+
+
+def refine_gaussian_cuda(image, xy, radius, sigma, max_iter, *, img_idx=None):
+    """CUDA ``refine_gaussian``: (params (N, 7), converged (N,)) like the reference."""
+    import torch
+
+    lib = library(xy)
+    img = _stack3(image)
+    pts = as_torch(xy, np.float64).reshape(-1, 2)
+    n = len(pts)
+    dev = pts.device
+    ii = (torch.zeros(n, dtype=torch.int64, device=dev) if img_idx is None
+          else as_torch(img_idx, np.int64))
+    out = torch.empty((n, 7), dtype=torch.float64, device=dev)
+    conv = torch.empty(n, dtype=torch.uint8, device=dev)
+    if n:
+        g = grid(n, 64)
+        launch(_kernels()["gauss"], g[0], g[1],
+               (img, ii, pts, int(radius), float(sigma), int(max_iter), out, conv),
+               writes=(6, 7))
+    return to_lib(out, lib), to_lib(conv.bool(), lib)
+
+
+_peaks._maxima_kernel.register("cuda")(local_maxima_cuda)
+_peaks._nms_kernel.register("cuda")(nms_cuda)
+_peaks._com_kernel.register("cuda")(refine_com_cuda)
+_peaks._gauss_kernel.register("cuda")(refine_gaussian_cuda)
+
+
+# --------------------------------------------------------------------------- engine helper
+def detect_batch(s, raw, lims, *, threshold, min_distance_px, refine, fit_radius_px,
+                 sigma_px, com_radius):
+    """Peaks of a batch of score windows on the GPU; nothing leaves the device.
+
+    Parameters
+    ----------
+    s : (n, h, w) float32 torch tensor
+        Score windows (CUDA; CPU works for tests under the simulator).
+    raw : (n, h, w) float32 torch tensor or None
+        Raw windows for refinement.
+    lims : list of (y0, y1, x0, x1)
+        Owned core of each window in window coordinates.
+
+    Returns
+    -------
+    tuple of torch tensors (window, xy0, score, xy, amplitude, sigma, background, intensity,
+    residual)
+        Candidates owned by the cores, before NMS, on the tensors' device, in
+        *window* coordinates (``window`` indexes the batch); refinement as in
+        :func:`fastsac.detect.postprocess_scores`.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n, h, w = s.shape
+    dev = s.device
+    fin = torch.isfinite(s)
+    s2 = torch.where(fin, s, torch.full_like(s, -math.inf))
+    mp = F.max_pool2d(s2[:, None], 3, stride=1, padding=1)[:, 0]
+    # Core masks by slicing (no host-to-device copy: a pageable copy would
+    # synchronise the stream and stall the pipeline).
+    core = torch.zeros((n, h, w), dtype=torch.bool, device=dev)
+    for j, (y0, y1, x0, x1) in enumerate(lims):
+        core[j, max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
+    mask = (s2 >= mp) & (s > threshold) & fin & core
+    b, yy, xx = torch.nonzero(mask, as_tuple=True)
+    vals = s[b, yy, xx].to(torch.float64)
+    xy0 = torch.stack([xx, yy], 1).to(torch.float64)
+    m = len(b)
+    nanc = [torch.full((m,), math.nan, dtype=torch.float64, device=dev) for _ in range(5)]
+    if m == 0 or refine == "none":
+        return (b, xy0, vals, xy0, *nanc)
+    k = _kernels()
+    img = raw.to(torch.float32).contiguous()
+    xy = xy0.clone()
+    g = grid(m)
+    launch(k["com"], g[0], g[1], (img, b, xy, int(com_radius), 2), writes=(2,))
+    moved = torch.hypot(*(xy - xy0).T) > min_distance_px
+    xy = torch.where(moved[:, None], xy0, xy)
+    if refine == "gaussian":
+        out = torch.empty((m, 7), dtype=torch.float64, device=dev)
+        conv = torch.empty(m, dtype=torch.uint8, device=dev)
+        g = grid(m, 64)
+        launch(k["gauss"], g[0], g[1], (img, b, xy.contiguous(), int(fit_radius_px),
+                                        float(sigma_px), 50, out, conv), writes=(6, 7))
+        cv = conv.bool()
+        fxy = torch.where(cv[:, None], out[:, :2], xy)
+        good = cv & (torch.hypot(*(fxy - xy).T) <= min_distance_px)
+        xy = torch.where(good[:, None], fxy, xy)
+        nanc = [torch.where(good, out[:, c], torch.full_like(out[:, c], math.nan))
+                for c in (2, 3, 4, 5, 6)]
+    return (b, xy0, vals, xy, *nanc)

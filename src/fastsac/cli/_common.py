@@ -1,0 +1,44 @@
+"""Helpers shared by sub-commands: expanding inputs, reporting bad files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files as given; directories expanded to the supported images inside (sorted)."""
+    from ..io import SUPPORTED_SUFFIXES
+
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.iterdir() if f.suffix.lower() in SUPPORTED_SUFFIXES)
+        else:
+            out.append(p)
+    return out
+
+
+def report_bad(path, exc: BaseException) -> None:
+    """One line per bad input on stderr (no traceback)."""
+    msg = str(exc)
+    if path is not None and str(path) not in msg:
+        msg = f"{path}: {msg}"
+    print(f"fastsac: skipped {msg}", file=sys.stderr)
+
+
+def add_detector_args(p) -> None:
+    p.add_argument("--detector", default="default",
+                   help="classical | default | PATH to a checkpoint (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="detector score threshold (detector's own default if omitted)")
+    p.add_argument("--backend", default="auto", choices=["auto", "cpp", "numba", "cuda", "numpy"],
+                   help="kernel backend (default: %(default)s)")
+
+
+def detector_from_args(args):
+    from ..detect import get_detector
+
+    params = {} if args.threshold is None else {"threshold": args.threshold}
+    return get_detector(args.detector, **params)

@@ -1,0 +1,96 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastsac.cli import main
+from fastsac.io import write_tiff
+
+
+def _spot_image(n=12, size=200, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    img = 1000 + rng.normal(0, 10, (size, size))
+    pts = []
+    while len(pts) < n:
+        p = rng.uniform(15, size - 15, 2)
+        if all(np.hypot(*(p - q)) > 15 for q in pts):
+            pts.append(p)
+    for x, y in pts:
+        img += 300 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 8.0)
+    return img.astype(np.float32), np.array(pts)
+
+
+@pytest.fixture
+def batch(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    truths = {}
+    for i in range(2):
+        img, pts = _spot_image(seed=i)
+        write_tiff(d / f"img{i}.tif", img, pixel_size_nm=0.0293)
+        truths[f"img{i}"] = pts
+    (d / "broken.tif").write_bytes(b"II*\x00garbage")
+    return d, truths
+
+
+def test_analyze_batch_with_bad_file(batch, tmp_path, capsys):
+    d, truths = batch
+    out = tmp_path / "out"
+    rc = main(["analyze", str(d), "-o", str(out), "--detector", "classical"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "broken.tif" in err and "Traceback" not in err
+    for stem, pts in truths.items():
+        header = (out / stem / "atoms.csv").read_text().splitlines()[0].split(",")
+        assert header == ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px",
+                          "intensity", "nn_dist_nm", "cluster_id", "cluster_size", "in_support"]
+        rows = np.loadtxt(out / stem / "atoms.csv", delimiter=",", skiprows=1, ndmin=2)
+        assert len(rows) == len(pts)
+        np.testing.assert_allclose(rows[:, 2], rows[:, 0] * 0.0293, rtol=1e-4)
+        s = json.loads((out / stem / "summary.json").read_text())
+        assert s["n_atoms"] == len(pts)
+        assert s["pixel_size_nm"] == pytest.approx(0.0293)
+        assert s["vacuum_fraction"] == 0.0  # uniform support: no vacuum invented
+        assert s["density_per_nm2"] == pytest.approx(len(pts) / (200 * 200 * 0.0293**2))
+        assert s["multimer_fraction"] == 0.0 and s["n_monomers"] == len(pts)
+        assert (out / stem / "overlay.png").read_bytes()[:4] == b"\x89PNG"
+    lines = (out / "summary.csv").read_text().splitlines()
+    assert len(lines) == 4 and any("broken" in ln and "error" in ln for ln in lines)
+    assert not list(out.rglob("*.tmp*"))
+
+
+def test_evaluate_json(batch, tmp_path, capsys):
+    d, truths = batch
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for stem, pts in truths.items():
+        (labels / f"{stem}.csv").write_text(" ,X,Y\n" + "".join(
+            f"{i},{x:.2f},{y:.2f}\n" for i, (x, y) in enumerate(pts, 1)))
+    rc = main(["evaluate", "--images", str(d), "--labels", str(labels), "--detector",
+               "classical", "--json"])
+    assert rc == 0  # broken.tif has no label file, so it is not part of the evaluation
+    out = json.loads(capsys.readouterr().out)
+    assert out["f1"] == pytest.approx(1.0)
+    assert out["tp"] == sum(len(p) for p in truths.values())
+    assert set(out["per_image"]) == set(truths)
+
+
+def test_entry_point_help():
+    exe = shutil.which("fastsac")
+    cmd = [exe] if exe else [sys.executable, "-m", "fastsac"]
+    proc = subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    for name in ("analyze", "evaluate", "demo"):
+        assert name in proc.stdout
+
+
+def test_missing_detector_checkpoint(batch, tmp_path, capsys):
+    d, _ = batch
+    rc = main(["analyze", str(d / "img0.tif"), "-o", str(tmp_path / "o"), "--detector",
+               str(tmp_path / "nope.ckpt")])
+    assert rc == 2
+    assert "nope.ckpt" in capsys.readouterr().err

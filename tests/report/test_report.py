@@ -1,0 +1,196 @@
+"""Reports: overlay PNGs, plots, the self-contained HTML and `fastsac report`."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fastsac.report import (build_image_report, cluster_size_figure, load_analysis_folder, nn_histogram_figure,
+                            pair_correlation_figure, save_figure, save_overlay, write_html_report)
+from fastsac.spatial.stats import dispersion, pool_dispersion
+
+
+def synthetic_image(rng, shape=(128, 160)):
+    img = 1000 + 50 * rng.normal(size=shape)
+    img[:30, :] = 200 + 3 * rng.normal(size=(30, shape[1]))    # vacuum strip on top
+    xy = np.array([[40.0, 60.0], [45.0, 60.0], [100.0, 90.0], [120.0, 50.0], [70.0, 100.0], [73.0, 104.0],
+                   [76.0, 100.0]])
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    for x, y in xy:
+        img += 2000 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5**2))
+    mask = np.ones(shape, bool)
+    mask[:30] = False
+    return img, xy, mask
+
+
+@pytest.mark.parametrize("color_by", ["cluster-class", "species", "score", "none"])
+def test_save_overlay(tmp_path, rng, color_by):
+    img, xy, mask = synthetic_image(rng)
+    keep = img.copy()
+    out = save_overlay(tmp_path / "o.png", img, xy, pixel_size_nm=0.03, color_by=color_by, mask=mask,
+                       species=[0, 0, 1, 1, 0, 1, -1], score=np.linspace(1, 5, 7), cluster_cutoff_nm=0.2)
+    np.testing.assert_array_equal(img, keep)
+    im = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    assert im.shape[0] > 300 and im.shape[1] > 300
+    # Vacuum (the top 30 of 128 rows) is shaded blue: ~ a fifth of the picture is bluish.
+    bluish = (im[..., 2] > im[..., 0] + 40).mean()
+    assert 0.1 < bluish < 0.35
+    assert list(tmp_path.iterdir()) == [out]        # atomic: no temporary files left
+
+
+def test_overlay_validates(tmp_path, rng):
+    img, xy, mask = synthetic_image(rng)
+    with pytest.raises(ValueError, match="color_by"):
+        save_overlay(tmp_path / "o.png", img, xy, color_by="rainbow")
+    with pytest.raises(ValueError, match="species"):
+        save_overlay(tmp_path / "o.png", img, xy, color_by="species")
+    with pytest.raises(ValueError, match="mask"):
+        save_overlay(tmp_path / "o.png", img, xy, mask=mask[:10])
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_plots(tmp_path, rng):
+    img, xy, mask = synthetic_image(rng)
+    rep = build_image_report("s", xy, image=img, pixel_size_nm=0.03, n_sim=19)
+    assert rep.mask is not None and not rep.mask[:25].any() and rep.mask[40:].all()
+    for name, fig in (("nn", nn_histogram_figure(rep.stats)), ("cl", cluster_size_figure(rep.stats)),
+                      ("g", pair_correlation_figure(rep.pattern)),
+                      ("pooled", nn_histogram_figure(pool_dispersion([rep.stats, rep.stats])))):
+        p = save_figure(tmp_path / f"{name}.png", fig)
+        assert Image.open(p).size[0] >= 400
+    d = rep.as_dict()
+    assert d["n_trimers"] == 1 and d["n_dimers"] == 1 and d["n_monomers"] == 2
+    assert d["pattern_n_sim"] == 19 and 0 < d["vacuum_fraction"] < 0.3
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.links, self.tables, self.stack = [], [], 0, []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+        if tag in ("link", "script") or (tag == "a" and "href" in a):
+            self.links.append((tag, a))
+        if tag == "table":
+            self.tables += 1
+
+
+def _reports(rng, n=2):
+    out = []
+    for i in range(n):
+        img, xy, mask = synthetic_image(rng)
+        out.append(build_image_report(f"img<{i}>", xy, image=img, pixel_size_nm=0.03, n_sim=9,
+                                      intensity=rng.normal(10, 1, len(xy)), summary={"detector": "test"}))
+    return out
+
+
+def test_html_report_is_self_contained(tmp_path, rng):
+    reps = _reports(rng)
+    path = write_html_report(tmp_path / "r.html", reps, title="T & S", sample="before")
+    text = path.read_text(encoding="utf-8")
+    p = _Collect()
+    p.feed(text)
+    assert p.imgs and all(s.startswith("data:image/png;base64,") for s in p.imgs)
+    assert not p.links                                   # no external assets or scripts
+    assert "http://" not in text and "https://" not in text
+    assert "img&lt;0&gt;" in text and "<h1>T &amp; S</h1>" in text   # names are escaped
+    # Per image: overlay (+ species overlay when > 1 species), NN histogram, cluster bars, g(r);
+    # pooled: 2 plots.
+    n_sp = sum(r.species.n_species > 1 for r in reps)
+    assert len(p.imgs) == 2 * 4 + n_sp + 2
+    assert "Species (Gaussian mixture" in text
+    assert p.tables >= 2
+    m = re.search(r"<pre>(.*)</pre>", text, re.S)
+    data = json.loads(m.group(1).replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">")
+                      .replace("&#x27;", "'").replace("&amp;", "&"))
+    assert data["pooled"]["n_atoms"] == 14 and len(data["images"]) == 2
+
+
+def _analyze_folder(root: Path, rng, with_image: bool):
+    """A folder laid out like `fastsac analyze` output (what the lead's pipeline writes)."""
+    import tifffile
+
+    for i in range(2):
+        img, xy, mask = synthetic_image(rng)
+        d = root / f"frame{i}"
+        d.mkdir(parents=True)
+        st = dispersion(xy, image_shape=img.shape, pixel_size_nm=0.03)
+        rows = ["x_px,y_px,x_nm,y_nm,score,amplitude,sigma_px,intensity,nn_dist_nm,cluster_id,cluster_size"]
+        for k, (x, y) in enumerate(xy):
+            rows.append(f"{x},{y},{x * 0.03},{y * 0.03},3.0,2000,1.5,{28000 + 100 * k},"
+                        f"{st.nn_distance_px[k] * 0.03},{st.clusters.labels[k]},{st.clusters.sizes[k]}")
+        (d / "atoms.csv").write_text("\n".join(rows) + "\n")
+        summ = {"pixel_size_nm": 0.03, "n_atoms": len(xy), "detector": "classical",
+                "image_shape": list(img.shape)}
+        if with_image:
+            tifffile.imwrite(root / f"frame{i}.tif", img.astype(np.float32))
+            summ["source"] = str(root / f"frame{i}.tif")
+        else:
+            save_overlay(d / "overlay.png", img, xy, pixel_size_nm=0.03)
+        (d / "summary.json").write_text(json.dumps(summ))
+    (root / "summary.csv").write_text("stem,n_atoms\nframe0,7\nframe1,7\n")
+
+
+@pytest.mark.parametrize("with_image", [True, False])
+def test_cli_report_rebuilds_from_analyze_folder(tmp_path, rng, with_image, capsys):
+    from fastsac.cli import main
+
+    _analyze_folder(tmp_path / "out", rng, with_image)
+    rc = main(["report", str(tmp_path / "out"), "--n-sim", "9", "--sample", "demo"])
+    assert rc == 0
+    html_text = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [d["name"] for d in data["images"]] == ["frame0", "frame1"]
+    img0 = data["images"][0]
+    assert img0["n_atoms"] == 7 and img0["n_dimers"] == 1 and img0["n_trimers"] == 1
+    assert img0["pixel_size_nm"] == 0.03 and img0["pattern_n_sim"] == 9
+    assert data["pooled"]["n_atoms"] == 14
+    # The support mask is recomputed only when the image can be read.
+    assert (img0["vacuum_fraction"] > 0.1) == with_image
+    assert "frame1" in html_text and "report.html" in capsys.readouterr().out
+    reps = load_analysis_folder(tmp_path / "out", n_sim=0, elements=["Pt", "Ni"], progress=False)
+    assert reps[0].species is not None and reps[0].species.elements == ["Ni", "Pt"]
+
+
+def test_cli_report_bad_folder(tmp_path, capsys):
+    from fastsac.cli import main
+
+    assert main(["report", str(tmp_path)]) == 2
+    assert "atoms.csv" in capsys.readouterr().err
+
+
+def test_cli_report_compares_two_samples(tmp_path, rng):
+    from fastsac.cli import main
+
+    _analyze_folder(tmp_path / "before", rng, with_image=False)
+    _analyze_folder(tmp_path / "after", rng, with_image=False)
+    rc = main(["report", str(tmp_path / "before"), "--compare", str(tmp_path / "after"), "--n-sim", "0",
+               "--n-perm", "199"])
+    assert rc == 0
+    data = json.loads((tmp_path / "before" / "report.json").read_text())
+    c = data["comparison"]
+    assert c["sample_a"] == "before" and c["sample_b"] == "after" and c["n_perm"] == 199
+    # Same positions in both samples: no difference at all.
+    assert c["nn_mean_diff_nm"] == pytest.approx(0) and c["ks_statistic"] == pytest.approx(0)
+    assert c["nn_mean_p_value"] == 1.0
+    assert "Comparison: before vs after" in (tmp_path / "before" / "report.html").read_text(encoding="utf-8")
+    assert main(["report", str(tmp_path / "before"), "--compare", str(tmp_path / "nowhere")]) == 2
+
+
+def test_html_report_with_empty_and_single_atom_images(tmp_path):
+    reps = [build_image_report("empty", np.zeros((0, 2)), image_shape=(64, 64), pixel_size_nm=0.1),
+            build_image_report("one", [[3.0, 3.0]], image_shape=(64, 64), pixel_size_nm=0.1),
+            build_image_report("two", [[3.0, 3.0], [30.0, 40.0]], image_shape=(64, 64), pixel_size_nm=0.1)]
+    text = write_html_report(tmp_path / "r.html", reps).read_text(encoding="utf-8")
+    assert "empty" in text and "fewer than 2 atoms" not in text   # plots are images, text is in the PNG
+    assert reps[0].as_dict()["n_atoms"] == 0 and reps[2].as_dict()["nn_mean_nm"] == pytest.approx(
+        np.hypot(27, 37) * 0.1)
