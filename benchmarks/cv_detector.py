@@ -41,8 +41,7 @@ import torch
 from fastsac import io
 from fastsac.evaluate import match_points, pool
 from fastsac.learned import (HeatmapDetector, SacCnnDetector, TrainConfig, _detect_prepared,
-                             _load_training_images, evaluate_threshold_sweep, load_detector,
-                             sac_cnn_preprocess, train)
+                             _load_training_images, load_detector, sac_cnn_preprocess, train)
 
 log = logging.getLogger("cv_detector")
 GRID = np.round(np.arange(0.1, 0.91, 0.02), 2)
@@ -57,6 +56,10 @@ def sac_detections(det: SacCnnDetector, images, cache_dir):
     """Probability maps of every image (cached), for threshold sweeps."""
     maps = {}
     for stem, raw in images.items():
+        q = Path(cache_dir) / f"{stem}_sacprob.npy" if cache_dir else None
+        if q is not None and q.is_file():
+            maps[stem] = np.load(q)
+            continue
         p = Path(cache_dir) / f"{stem}_sacnorm.npy" if cache_dir else None
         if p is not None and p.is_file():
             norm = np.load(p)
@@ -65,6 +68,8 @@ def sac_detections(det: SacCnnDetector, images, cache_dir):
             if p is not None:
                 np.save(p, norm)
         maps[stem] = det.probability_map(norm)
+        if q is not None:
+            np.save(q, maps[stem])
     return maps
 
 

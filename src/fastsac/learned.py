@@ -51,10 +51,6 @@ log = logging.getLogger(__name__)
 DEFAULT_WEIGHTS = "fastsac_heatmap_v1.pt"
 
 
-def _torch_threads_ctx():
-    return torch.inference_mode()
-
-
 def _refine_points(raw, xy0, *, refine, sigma_px, fit_radius_px, max_shift_px, backend):
     """Sub-pixel refinement as in :func:`~fastsac.detect.postprocess_scores` (COM, then Gaussian fit)."""
     n = len(xy0)
