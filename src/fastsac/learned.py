@@ -261,22 +261,28 @@ def _resample(img: np.ndarray, out_shape) -> np.ndarray:
 def heatmap_preprocess(image, *, pixel_size_nm: float | None, working_pixel_nm: float = DEFAULT_PIXEL_SIZE_NM,
                        background_nm: float = 40 * DEFAULT_PIXEL_SIZE_NM,
                        noise_sigma_nm: float = 16 * DEFAULT_PIXEL_SIZE_NM, backend: str = "auto") -> _Prepared:
-    """Network input of :class:`HeatmapDetector`: resample to the working scale (when the
-    calibration is known and differs by > 2 %), median background subtraction and
-    division by the local noise level. Values are in local-noise units.
+    """Network input of :class:`HeatmapDetector`: median background subtraction and division
+    by the local noise level (windows given in nm), then resampling to the working scale when
+    the calibration is known and differs by > 2 %. Values are in local-noise units.
     """
     img = as_float(check_image(image)).astype(np.float32)
     h, w = img.shape
     scale = 1.0 if not pixel_size_nm else float(pixel_size_nm) / working_pixel_nm
-    if abs(scale - 1.0) > 0.02:
+    if abs(scale - 1.0) <= 0.02:
+        scale = 1.0
+    # Background and noise are estimated at the native pixel size (window sizes scaled), and
+    # only the normalised image is resampled: interpolation correlates and shrinks the noise,
+    # so a noise level measured after upsampling would inflate every blob's signal-to-noise.
+    bg_px = max(3, int(round(background_nm / (working_pixel_nm * scale))))
+    sub = preprocess.subtract_background(img, method="median", size_px=bg_px, backend=backend).image
+    x = preprocess.normalize(sub, method="local_noise",
+                             noise_sigma_px=noise_sigma_nm / (working_pixel_nm * scale))
+    if scale != 1.0:
         oh, ow = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-        img = _resample(img, (oh, ow))
+        x = _resample(x, (oh, ow))
         sy, sx = oh / h, ow / w
     else:
         sy = sx = 1.0
-    bg_px = max(3, int(round(background_nm / working_pixel_nm)))
-    sub = preprocess.subtract_background(img, method="median", size_px=bg_px, backend=backend).image
-    x = preprocess.normalize(sub, method="local_noise", noise_sigma_px=noise_sigma_nm / working_pixel_nm)
     return _Prepared(np.ascontiguousarray(x, np.float32), (sy, sx), (h, w))
 
 
