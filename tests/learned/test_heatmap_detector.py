@@ -112,3 +112,25 @@ def test_load_detector_overrides_and_roundtrip(tmp_path):
     assert d.threshold == 0.6 and d.min_distance_nm == 0.2
     with pytest.raises(ValueError, match="threshold"):
         load_detector(p, threshold=1.5)
+
+
+def test_train_is_seeded_and_writes_a_loadable_checkpoint(tmp_path):
+    from dataclasses import replace
+
+    from fastsac.learned import TrainConfig, train
+    rng = np.random.default_rng(3)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for k in range(2):
+        img, xy = _synthetic(rng, shape=(96, 96), n=8)
+        io.write_tiff(tmp_path / "images" / f"s{k}.tif", img, pixel_size_nm=0.0293)
+        rows = "\n".join(f"{i + 1},{x:.2f},{y:.2f}" for i, (x, y) in enumerate(xy))
+        (tmp_path / "labels" / f"s{k}.csv").write_text(" ,X,Y\n" + rows + "\n")
+    cfg = replace(TrainConfig(), steps=4, batch=4, patch=32)
+    a = train(tmp_path / "images", config=cfg, out=tmp_path / "a.pt", progress=False)
+    b = train(tmp_path / "images", config=cfg, progress=False)
+    for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+    assert a.losses == b.losses and len(a.losses) == 4
+    d = load_detector(tmp_path / "a.pt")
+    assert isinstance(d, HeatmapDetector) and d.threshold == pytest.approx(a.threshold)
