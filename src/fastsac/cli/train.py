@@ -26,6 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, default=Path("fastsac_heatmap.pt"), help="checkpoint to write")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the shipped recipe)")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--widths", type=str, default=None,
+                   help="U-Net channels at full, 1/2, 1/4 resolution, e.g. 8,16,32")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1)")
     p.add_argument("--device", default="cpu", help="torch device (shipped weights: cpu)")
     p.add_argument("--cache-dir", type=Path, default=None, help="cache of pre-processed inputs")
@@ -40,6 +42,8 @@ def run(args) -> int:
     cfg = TrainConfig()
     over = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("threads", args.threads))
             if v is not None}
+    if args.widths:
+        over["widths"] = tuple(int(w) for w in args.widths.split(","))
     cfg = replace(cfg, **over)
     try:
         res = train(args.images, args.labels, config=cfg, out=args.out, cache_dir=args.cache_dir,
