@@ -41,7 +41,7 @@ from .errors import FastsacInputError
 from .models import BasicCNN, Checkpoint, DenseSacCnn, HeatmapUNet, load_checkpoint, save_checkpoint
 from .models.sac_cnn import ATOM_CLASS, HALO, WINDOW
 
-__all__ = ["SacCnnDetector", "HeatmapDetector", "default_detector", "load_detector",
+__all__ = ["SacCnnDetector", "HeatmapDetector", "HeatmapPredictor", "default_detector", "load_detector",
            "sliding_window_probabilities", "sac_cnn_preprocess", "heatmap_preprocess",
            "TrainConfig", "TrainResult", "train", "DEFAULT_WEIGHTS", "evaluate_threshold_sweep"]
 
@@ -291,21 +291,46 @@ _INPUT_SCALE = 0.25
 
 
 def _run_heatmap(model: torch.nn.Module, x: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """Sigmoid heatmap of a prepared image; reflect-pads to a multiple of 4 plus the halo."""
+    """Sigmoid heatmap of a prepared image.
+
+    Reflect-pads by the halo rounded up to a multiple of ``pad_multiple`` in front (so image
+    pixel (0, 0) sits on the pooling grid, as it does in tiles that start at multiples of 4)
+    and up to the next multiple behind.
+    """
     h, w = x.shape
-    m = getattr(model, "pad_multiple", 4)
-    halo = getattr(model, "halo", 0)
-    # Reflect padding by the halo keeps border atoms as well detected as interior ones.
-    ph = halo + (-(h + 2 * halo)) % m
-    pw = halo + (-(w + 2 * halo)) % m
+    m = int(getattr(model, "pad_multiple", 4))
+    halo = int(getattr(model, "halo", 0))
+    front = -(-halo // m) * m
+    ph = front + (-(h + 2 * front)) % m
+    pw = front + (-(w + 2 * front)) % m
     t = torch.from_numpy(x * _INPUT_SCALE)[None, None].to(device)
-    mode = "reflect" if min(h, w) > max(halo, ph, pw) else "replicate"
-    t = F.pad(t, (halo, pw, halo, ph), mode=mode)
+    # Reflect padding by the halo keeps border atoms as well detected as interior ones.
+    mode = "reflect" if min(h, w) > max(front, ph, pw) else "replicate"
+    t = F.pad(t, (front, pw, front, ph), mode=mode)
     # channels_last is ~1.5-2x faster on CPU for thin (8-32 channel) convolutions.
     t = t.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        y = torch.sigmoid(model(t))[0, 0, halo:halo + h, halo:halo + w]
+        y = torch.sigmoid(model(t))[0, 0, front:front + h, front:front + w]
     return y.cpu().numpy()
+
+
+class HeatmapPredictor(torch.nn.Module):
+    """The heatmap network as a plain predictor for tiled inference.
+
+    Maps (B, 1, H, W) pre-processed images (:func:`heatmap_preprocess`, local-noise units)
+    to (B, 1, H, W) heatmaps in [0, 1]. ``halo`` (receptive-field radius, px) and
+    ``pad_multiple`` are those of the wrapped network; H and W must be multiples of
+    ``pad_multiple``.
+    """
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+        self.halo = int(getattr(net, "halo", 0))
+        self.pad_multiple = int(getattr(net, "pad_multiple", 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(x * _INPUT_SCALE))
 
 
 class HeatmapDetector(Detector):
@@ -353,6 +378,10 @@ class HeatmapDetector(Detector):
                 "atom_sigma_nm": self.atom_sigma_nm, "working_pixel_nm": self.working_pixel_nm,
                 "background_nm": self.background_nm, "noise_sigma_nm": self.noise_sigma_nm,
                 "refine": self.refine, "weights": self.source}
+
+    def as_predictor(self) -> HeatmapPredictor:
+        """The network (input scaling and sigmoid included) for ``fastsac.infer.predict_tiled``."""
+        return HeatmapPredictor(self.model).eval()
 
     def score_map(self, image, *, pixel_size_nm=None) -> np.ndarray:
         """Heatmap (H, W) float32 in [0, 1] on the input's pixel grid."""

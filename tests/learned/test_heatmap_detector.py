@@ -134,3 +134,15 @@ def test_train_is_seeded_and_writes_a_loadable_checkpoint(tmp_path):
     assert a.losses == b.losses and len(a.losses) == 4
     d = load_detector(tmp_path / "a.pt")
     assert isinstance(d, HeatmapDetector) and d.threshold == pytest.approx(a.threshold)
+
+
+def test_predictor_matches_score_map(det, rng):
+    from fastsac.learned import heatmap_preprocess
+    img, _ = _synthetic(rng, shape=(96, 128))
+    prep = heatmap_preprocess(img, pixel_size_nm=None)
+    pred = det.as_predictor()
+    assert pred.halo == HeatmapUNet.halo and pred.pad_multiple == 4
+    # Any padding that keeps pixel (0, 0) on the 4-px pooling grid and covers the halo agrees.
+    with torch.inference_mode():
+        y = pred(torch.from_numpy(np.pad(prep.image, 32, mode="reflect"))[None, None])[0, 0, 32:-32, 32:-32]
+    np.testing.assert_allclose(y.numpy(), det.score_map(img), atol=1e-5)
