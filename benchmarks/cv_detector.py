@@ -130,7 +130,8 @@ def main(argv=None) -> int:
                               widths=tuple(int(w) for w in args.widths.split(","))),
                   **{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(args.config).items()})
     data = _load_training_images(args.data / "images", args.data / "labels", stems,
-                                 working_pixel_nm=0.0293, backend="auto", cache_dir=args.cache_dir)
+                                 working_pixel_nm=0.0293, backend="auto", cache_dir=args.cache_dir,
+                                 noise_sigma_nm=cfg.noise_sigma_nm, background_nm=cfg.background_nm)
     by_stem = {d["stem"]: d for d in data}
     report = {"protocol": "leave-images-out CV, folds = sorted stems [k::4], threshold chosen on training "
                           "images (max pooled F1 at 6 px), pooled over held-out images",
@@ -147,7 +148,8 @@ def main(argv=None) -> int:
         t1 = time.perf_counter()
         res = train(args.data / "images", args.data / "labels", stems=tr, config=cfg, progress=False,
                     cache_dir=args.cache_dir, device=args.device)
-        det = HeatmapDetector(res.model, threshold=0.05, min_distance_nm=cfg.min_distance_nm)
+        det = HeatmapDetector(res.model, threshold=0.05, min_distance_nm=cfg.min_distance_nm,
+                              noise_sigma_nm=cfg.noise_sigma_nm, background_nm=cfg.background_nm)
         dets = {s: _detect_prepared(det, by_stem[s]) for s in test}
         per = {s: match_points(dets[s].xy[dets[s].score >= res.threshold], truths[s], tolerance_px=6)
                for s in test}

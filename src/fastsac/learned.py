@@ -483,6 +483,8 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1
     min_distance_nm: float = 0.15
+    noise_sigma_nm: float = 16 * DEFAULT_PIXEL_SIZE_NM
+    background_nm: float = 40 * DEFAULT_PIXEL_SIZE_NM
 
 
 @dataclass(frozen=True)
@@ -550,7 +552,8 @@ def _sample_batch(data, cfg: TrainConfig, rng: np.random.Generator):
 
 
 def _load_training_images(image_dir: Path, label_dir: Path, stems, *, working_pixel_nm: float, backend: str,
-                          cache_dir=None):
+                          cache_dir=None, noise_sigma_nm: float = 16 * DEFAULT_PIXEL_SIZE_NM,
+                          background_nm: float = 40 * DEFAULT_PIXEL_SIZE_NM):
     from .io import read, read_points
     data = []
     for stem in stems:
@@ -559,13 +562,15 @@ def _load_training_images(image_dir: Path, label_dir: Path, stems, *, working_pi
             raise FastsacInputError(image_dir / stem, "training image not found")
         mic = read(cands[0])
         pts = read_points(label_dir / f"{stem}.csv")
-        cached = Path(cache_dir) / f"{stem}.npz" if cache_dir is not None else None
+        key = f"{stem}_bg{background_nm:.4f}_n{noise_sigma_nm:.4f}"
+        cached = Path(cache_dir) / f"{key}.npz" if cache_dir is not None else None
         if cached is not None and cached.is_file():
             with np.load(cached) as z:
                 prep = _Prepared(z["image"], tuple(z["scale"]), tuple(z["shape"]))
         else:
             prep = heatmap_preprocess(mic.data, pixel_size_nm=mic.pixel_size_nm,
-                                      working_pixel_nm=working_pixel_nm, backend=backend)
+                                      working_pixel_nm=working_pixel_nm, background_nm=background_nm,
+                                      noise_sigma_nm=noise_sigma_nm, backend=backend)
             if cached is not None:
                 # The median background dominates loading; caching it makes repeated runs (CV) cheap.
                 cached.parent.mkdir(parents=True, exist_ok=True)
@@ -646,7 +651,8 @@ def train(image_dir, label_dir=None, *, stems=None, config: TrainConfig | None =
     torch.set_num_threads(cfg.threads)
     try:
         data = _load_training_images(image_dir, label_dir, stems, working_pixel_nm=DEFAULT_PIXEL_SIZE_NM,
-                                     backend=backend, cache_dir=cache_dir)
+                                     backend=backend, cache_dir=cache_dir, noise_sigma_nm=cfg.noise_sigma_nm,
+                                     background_nm=cfg.background_nm)
         pairs = [(d["input"], d["labels_work"]) for d in data]
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
@@ -672,7 +678,8 @@ def train(image_dir, label_dir=None, *, stems=None, config: TrainConfig | None =
             if step % 250 == 0:
                 log.info("step %d loss %.4f", step, float(np.mean(losses[-50:])))
         model = model.to("cpu", memory_format=torch.contiguous_format).eval()
-        det = HeatmapDetector(model, threshold=0.05, min_distance_nm=cfg.min_distance_nm, backend=backend)
+        det = HeatmapDetector(model, threshold=0.05, min_distance_nm=cfg.min_distance_nm, backend=backend,
+                              noise_sigma_nm=cfg.noise_sigma_nm, background_nm=cfg.background_nm)
         dets = [_detect_prepared(det, d) for d in data]
         grid = np.round(np.arange(0.1, 0.91, 0.02), 2)
         rows = evaluate_threshold_sweep(dets, [d["labels"] for d in data], grid)
@@ -686,8 +693,8 @@ def train(image_dir, label_dir=None, *, stems=None, config: TrainConfig | None =
         save_checkpoint(out, model, arch={"name": "heatmap_unet", "widths": list(cfg.widths)},
                         detector={"threshold": best["threshold"], "min_distance_nm": cfg.min_distance_nm,
                                   "atom_sigma_nm": 0.045, "working_pixel_nm": DEFAULT_PIXEL_SIZE_NM,
-                                  "background_nm": 40 * DEFAULT_PIXEL_SIZE_NM,
-                                  "noise_sigma_nm": 16 * DEFAULT_PIXEL_SIZE_NM},
+                                  "background_nm": cfg.background_nm,
+                                  "noise_sigma_nm": cfg.noise_sigma_nm},
                         meta={"train_config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg_d.items()},
                               "train_images": list(stems), "train_f1": best["f1"],
                               "train_seconds": round(seconds, 1), "torch": str(torch.__version__)})
