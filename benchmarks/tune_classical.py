@@ -3,9 +3,10 @@
 For every image i: choose the threshold that maximises pooled F1 (6 px) on the
 other 10 images, then detect on image i with it. The pooled held-out counts
 are the honest estimate; the threshold chosen on all 11 images is the shipped
-default. Structural parameters (atom sigma, surround ratio, noise window) were
-fixed beforehand by a coarse grid on all images (see docs) — the grid is small
-(3×2×3), so the bias it adds is small but nonzero; say so when quoting.
+default. Structural parameters (atom sigma, surround ratio, noise window,
+1-px border exclusion) were fixed beforehand by a coarse grid on all images
+(about 50 combinations) — small, so the bias it adds is small but nonzero;
+say so when quoting.
 
 Usage: python benchmarks/tune_classical.py [--shared PATH] [--json OUT.json]
 """
@@ -45,7 +46,8 @@ def main() -> None:
     # matches[s][t] for every image and threshold
     matches = {}
     for s in stems:
-        cand = peaks.local_maxima(maps[s], threshold=thresholds[0])
+        cand = peaks.local_maxima(maps[s], threshold=thresholds[0],
+                                  exclude_border=det.exclude_border_px)
         keep = peaks.nms(cand.xy, cand.values, radius=nms_px[s])
         xy, v = cand.xy[keep], cand.values[keep]
         matches[s] = [match_points(xy[v > t], labels[s], tolerance_px=args.tolerance_px)

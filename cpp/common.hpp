@@ -35,6 +35,27 @@ inline int thread_id() {
 #endif
 }
 
+// Run body(i) for i in [0, n) in parallel (dynamic schedule) without touching
+// the GIL (call it with the GIL released). The first exception thrown by body
+// is rethrown after the loop.
+template <class F>
+void parallel_run(int64_t n, F&& body) {
+    std::exception_ptr err = nullptr;
+    std::mutex err_mutex;
+#ifdef FASTSAC_HAVE_OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+#endif
+    for (int64_t i = 0; i < n; ++i) {
+        try {
+            body(i);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(err_mutex);
+            if (!err) err = std::current_exception();
+        }
+    }
+    if (err) std::rethrow_exception(err);
+}
+
 // Run body(i) for i in [0, n) in parallel (dynamic schedule), `block` items at
 // a time. Must be called with the GIL held: the GIL is released while a block
 // runs and re-acquired between blocks to check for signals (KeyboardInterrupt
@@ -45,29 +66,18 @@ void parallel_for(int64_t n, int64_t block, F&& body) {
     if (block < 1) block = 1;
     for (int64_t start = 0; start < n; start += block) {
         const int64_t stop = std::min(n, start + block);
-        std::exception_ptr err = nullptr;
-        std::mutex err_mutex;
         {
             py::gil_scoped_release release;
-#ifdef FASTSAC_HAVE_OPENMP
-#pragma omp parallel for schedule(dynamic, 1)
-#endif
-            for (int64_t i = start; i < stop; ++i) {
-                try {
-                    body(i);
-                } catch (...) {
-                    std::lock_guard<std::mutex> lock(err_mutex);
-                    if (!err) err = std::current_exception();
-                }
-            }
+            parallel_run(stop - start, [&](int64_t j) { body(start + j); });
         }
-        if (err) std::rethrow_exception(err);
         if (PyErr_CheckSignals() != 0) throw py::error_already_set();
     }
 }
 
 // Same, for cheap per-item work: items are grouped into chunks of `grain`
-// consecutive indices so scheduling overhead stays small.
+// consecutive indices so scheduling overhead stays small (and inputs of at
+// most one chunk run on the calling thread: waking a team costs more than the
+// work, especially on a busy machine).
 template <class F>
 void parallel_for_grained(int64_t n, int64_t grain, int64_t block, F&& body) {
     if (grain < 1) grain = 1;
@@ -76,6 +86,27 @@ void parallel_for_grained(int64_t n, int64_t grain, int64_t block, F&& body) {
         const int64_t lo = c * grain, hi = std::min(n, lo + grain);
         for (int64_t i = lo; i < hi; ++i) body(i);
     });
+}
+
+// Portable 64-bit popcount / count-trailing-zeros.
+inline int popcount64(uint64_t x) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_popcountll(x);
+#else
+    int c = 0;
+    for (; x; x &= x - 1) ++c;
+    return c;
+#endif
+}
+
+inline int ctz64(uint64_t x) {  // x != 0
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctzll(x);
+#else
+    int c = 0;
+    while (!(x & 1)) { x >>= 1; ++c; }
+    return c;
+#endif
 }
 
 // Shape checks (the Python wrappers coerce; these catch misuse of _core).

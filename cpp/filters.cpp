@@ -76,7 +76,7 @@ void radix_argsort(const std::vector<uint32_t>& key, std::vector<uint32_t>& orde
 // Position of the j-th (0-based) set bit of x (x must have more than j bits set).
 inline int select_bit(uint64_t x, int j) {
     for (; j > 0; --j) x &= x - 1;
-    return __builtin_ctzll(x);
+    return ctz64(x);
 }
 
 struct MedianWindow {
@@ -101,13 +101,13 @@ struct MedianWindow {
     }
     inline uint32_t median() {
         int64_t pc;
-        while (below + (pc = __builtin_popcountll(bits[word])) <= k) {
+        while (below + (pc = popcount64(bits[word])) <= k) {
             below += pc;
             ++word;
         }
         while (below > k) {
             --word;
-            below -= __builtin_popcountll(bits[word]);
+            below -= popcount64(bits[word]);
         }
         return static_cast<uint32_t>(word * 64 + select_bit(bits[word], static_cast<int>(k - below)));
     }
@@ -197,6 +197,9 @@ py::array_t<float> median_filter(f32_array image, int64_t size) {
     const int64_t min_strips = 4 * n_threads();
     if (h / strip < min_strips) strip = std::max<int64_t>(8, h / min_strips);
     strip = std::min(strip, h);
+    // Ranks are uint32: the padded region of one strip must have fewer than 2**32 pixels.
+    require(static_cast<double>(strip + size - 1) * static_cast<double>(w + size - 1) < 4294967295.0,
+            "median_filter: size too large for this image (the padded strip exceeds 2**32 pixels)");
     const int64_t n_strips = (h + strip - 1) / strip;
     parallel_for(n_strips, 4 * n_threads(), [&](int64_t i) {
         const int64_t y0 = i * strip;

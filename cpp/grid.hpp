@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <vector>
 
 namespace fastsac {
@@ -64,31 +65,60 @@ inline Grid make_grid(const double* xy, int64_t n, double min_cell, double point
     return g;
 }
 
-// Points bucketed by cell (counting sort, stable: indices ascend within a cell),
-// with coordinates copied in bucket order for cache-friendly scans.
+// Points bucketed by cell (stable: indices ascend within a cell), with
+// coordinates copied in bucket order for cache-friendly scans. Built with a
+// two-level counting sort (coarse buckets of consecutive cells first, written
+// as a few thousand sequential streams, then cells inside each bucket in
+// cache) because a one-level scatter of millions of points into millions of
+// cells is dominated by cache misses.
 struct CellIndex {
     Grid grid;
-    std::vector<int64_t> start;  // n_cells + 1
-    std::vector<int64_t> idx;    // original index, bucket order
-    std::vector<double> sx, sy;  // coordinates, bucket order
+    // Uninitialised buffers (every entry is written by build()).
+    std::unique_ptr<int64_t[]> start;  // n_cells + 1
+    std::unique_ptr<int64_t[]> idx;    // original index, bucket order
+    std::unique_ptr<double[]> sx, sy;  // coordinates, bucket order
 
-    void build(const double* xy, int64_t n, const Grid& g) {
+    template <class ParallelFor>
+    void build(const double* xy, int64_t n, const Grid& g, ParallelFor&& pfor) {
         grid = g;
         const int64_t nc = g.n_cells();
-        std::vector<int64_t> cid(n);
-        for (int64_t i = 0; i < n; ++i) cid[i] = g.id(xy[2 * i], xy[2 * i + 1]);
-        start.assign(nc + 1, 0);
-        for (int64_t i = 0; i < n; ++i) ++start[cid[i] + 1];
-        for (int64_t c = 0; c < nc; ++c) start[c + 1] += start[c];
-        std::vector<int64_t> fill(start.begin(), start.end() - 1);
-        idx.resize(n);
-        sx.resize(n);
-        sy.resize(n);
-        for (int64_t i = 0; i < n; ++i) {
-            const int64_t p = fill[cid[i]]++;
-            idx[p] = i;
-            sx[p] = xy[2 * i];
-            sy[p] = xy[2 * i + 1];
+        int shift = 0;
+        while (((nc - 1) >> shift) >= 4096) ++shift;
+        const int64_t nb = ((nc - 1) >> shift) + 1;
+        struct Rec { double x, y; int64_t i; };
+        std::vector<int64_t> boff(nb + 1, 0);
+        for (int64_t i = 0; i < n; ++i) ++boff[(g.id(xy[2 * i], xy[2 * i + 1]) >> shift) + 1];
+        for (int64_t b = 0; b < nb; ++b) boff[b + 1] += boff[b];
+        std::unique_ptr<Rec[]> recs(new Rec[n]);
+        {
+            std::vector<int64_t> fill(boff.begin(), boff.end() - 1);
+            for (int64_t i = 0; i < n; ++i) {
+                const double x = xy[2 * i], y = xy[2 * i + 1];
+                recs[fill[g.id(x, y) >> shift]++] = Rec{x, y, i};
+            }
+        }
+        start.reset(new int64_t[nc + 1]);
+        idx.reset(new int64_t[n]);
+        sx.reset(new double[n]);
+        sy.reset(new double[n]);
+        start[nc] = n;
+        auto per_bucket = [&](int64_t b) {
+            const int64_t c0 = b << shift, c1 = std::min(nc, (b + 1) << shift);
+            std::vector<int64_t> cnt(c1 - c0 + 1, 0);
+            for (int64_t p = boff[b]; p < boff[b + 1]; ++p) ++cnt[g.id(recs[p].x, recs[p].y) - c0 + 1];
+            for (int64_t k = 0; k < c1 - c0; ++k) cnt[k + 1] += cnt[k];
+            for (int64_t k = 0; k < c1 - c0; ++k) start[c0 + k] = boff[b] + cnt[k];
+            for (int64_t p = boff[b]; p < boff[b + 1]; ++p) {
+                const int64_t q = boff[b] + cnt[g.id(recs[p].x, recs[p].y) - c0]++;
+                idx[q] = recs[p].i;
+                sx[q] = recs[p].x;
+                sy[q] = recs[p].y;
+            }
+        };
+        if (n < 200000) {  // small inputs: not worth a thread team
+            for (int64_t b = 0; b < nb; ++b) per_bucket(b);
+        } else {
+            pfor(nb, per_bucket);
         }
     }
 };

@@ -6,6 +6,7 @@
 #include <array>
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <numeric>
 #include <vector>
@@ -17,6 +18,7 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kTwoPi = 6.283185307179586;
 
 // ------------------------------------------------------------------ local maxima
 // 1-D running max over [i - r, i + r] with -inf outside [0, n) (van Herk /
@@ -92,6 +94,57 @@ void maxima_strip(const float* img, int64_t h, int64_t w, float thr, int64_t r, 
     }
 }
 
+// Direct test for small radii: only pixels above the threshold are examined,
+// and a pixel is rejected at the first finite neighbour larger than it (the
+// 3x3 ring first), so background costs one comparison per pixel.
+void maxima_strip_direct(const float* img, int64_t h, int64_t w, float thr, int64_t r,
+                         int64_t border, int64_t y0, int64_t y1, StripPeaks& res) {
+    // Window offsets sorted by Chebyshev distance: near neighbours reject fastest.
+    std::vector<std::pair<int64_t, int64_t>> offs;
+    for (int64_t k = 1; k <= r; ++k)
+        for (int64_t dy = -k; dy <= k; ++dy)
+            for (int64_t dx = -k; dx <= k; ++dx)
+                if (std::max(std::abs(dx), std::abs(dy)) == k) offs.emplace_back(dy, dx);
+    const int64_t xlo = border > 0 ? border : 0, xhi = border > 0 ? w - border : w;
+    for (int64_t y = y0; y < y1; ++y) {
+        if (border > 0 && (y < border || y >= h - border)) continue;
+        const float* row = img + y * w;
+        const bool inner_y = (y >= r && y + r < h);
+        for (int64_t x = xlo; x < xhi; ++x) {
+            // Skip runs of 16 pixels none of which is above the threshold
+            // (a vectorised test; NaN compares false and is skipped too).
+            while (x + 16 <= xhi) {
+                int any = 0;
+                for (int k = 0; k < 16; ++k) any |= (row[x + k] > thr);
+                if (any) break;
+                x += 16;
+            }
+            if (x >= xhi) break;
+            const float v = row[x];
+            if (!(v > thr) || !std::isfinite(v)) continue;
+            bool is_max = true;
+            if (inner_y && x >= r && x + r < w) {
+                for (const auto& o : offs) {
+                    const float u = row[o.first * w + x + o.second];
+                    if (u > v && std::isfinite(u)) { is_max = false; break; }
+                }
+            } else {
+                for (const auto& o : offs) {
+                    const int64_t yy = y + o.first, xx = x + o.second;
+                    if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
+                    const float u = img[yy * w + xx];
+                    if (u > v && std::isfinite(u)) { is_max = false; break; }
+                }
+            }
+            if (is_max) {
+                res.x.push_back(x);
+                res.y.push_back(y);
+                res.v.push_back(v);
+            }
+        }
+    }
+}
+
 // numpy compares a float32 array with a Python float in float32 (NEP 50).
 float threshold_as_float32(double t) {
     if (std::isnan(t)) return std::numeric_limits<float>::quiet_NaN();
@@ -106,14 +159,23 @@ py::tuple local_maxima(f32_array image, double threshold, int64_t radius, int64_
     const int64_t h = image.shape(0), w = image.shape(1);
     const float* img = image.data();
     const float thr = threshold_as_float32(threshold);
-    const int64_t strip = std::max<int64_t>(16, 4 * radius);
+    radius = std::min<int64_t>(radius, std::max<int64_t>(h, w));  // wider windows change nothing
+    // Small windows: direct test with early exit; large ones: separable
+    // van Herk / Gil-Werman max filter (constant cost per pixel).
+    const bool direct = radius <= 4;
+    // Strips of at least ~256k pixels for the direct test (cheap per pixel).
+    const int64_t strip = direct ? std::max<int64_t>(64, (int64_t{1} << 18) / std::max<int64_t>(w, 1))
+                                 : std::max<int64_t>(16, 4 * radius);
     const int64_t n_strips = h > 0 ? (h + strip - 1) / strip : 0;
     std::vector<StripPeaks> parts(n_strips);
     if (w > 0)
         parallel_for(n_strips, 8 * n_threads(), [&](int64_t s) {
             const int64_t y0 = s * strip;
-            maxima_strip(img, h, w, thr, radius, exclude_border, y0, std::min(h, y0 + strip),
-                         parts[s]);
+            const int64_t y1 = std::min(h, y0 + strip);
+            if (direct)
+                maxima_strip_direct(img, h, w, thr, radius, exclude_border, y0, y1, parts[s]);
+            else
+                maxima_strip(img, h, w, thr, radius, exclude_border, y0, y1, parts[s]);
         });
     size_t n = 0;
     for (const auto& p : parts) n += p.x.size();
@@ -193,36 +255,47 @@ py::array_t<double> refine_com(f32_array image, f64_array xy_arr, int64_t radius
     const double* xy = xy_arr.data();
     py::array_t<double> result({static_cast<py::ssize_t>(n), py::ssize_t{2}});
     double* out = result.mutable_data();
-    const int64_t r2 = radius * radius;
-    parallel_for_grained(n, 256, 1 << 16, [&](int64_t i) {
+    // Half-width of the disc on each row offset: dx*dx + dy*dy <= r*r.
+    std::vector<int64_t> half(2 * radius + 1);
+    for (int64_t dy = -radius; dy <= radius; ++dy) {
+        int64_t hw = 0;
+        while ((hw + 1) * (hw + 1) + dy * dy <= radius * radius) ++hw;
+        half[dy + radius] = hw;
+    }
+    parallel_for_grained(n, 2048, 1 << 16, [&](int64_t i) {
         double x = xy[2 * i], y = xy[2 * i + 1];
         if (std::isfinite(x) && std::isfinite(y)) {
             for (int64_t it = 0; it < iterations; ++it) {
                 const int64_t xi = round_clamp(x, w), yi = round_clamp(y, h);
                 const int64_t ylo = std::max<int64_t>(yi - radius, 0), yhi = std::min(yi + radius + 1, h);
-                const int64_t xlo = std::max<int64_t>(xi - radius, 0), xhi = std::min(xi + radius + 1, w);
                 double vmin = std::numeric_limits<double>::infinity();
                 int64_t count = 0;
-                for (int64_t yy = ylo; yy < yhi; ++yy)
+                for (int64_t yy = ylo; yy < yhi; ++yy) {
+                    const int64_t hw = half[yy - yi + radius];
+                    const int64_t xlo = std::max<int64_t>(xi - hw, 0), xhi = std::min(xi + hw + 1, w);
+                    const float* row = img + yy * w;
                     for (int64_t xx = xlo; xx < xhi; ++xx) {
-                        if ((xx - xi) * (xx - xi) + (yy - yi) * (yy - yi) > r2) continue;
-                        const double v = img[yy * w + xx];
+                        const double v = row[xx];
                         if (!std::isfinite(v)) continue;
                         vmin = std::min(vmin, v);
                         ++count;
                     }
+                }
                 if (count == 0) break;
                 double tot = 0, sx = 0, sy = 0;
-                for (int64_t yy = ylo; yy < yhi; ++yy)
+                for (int64_t yy = ylo; yy < yhi; ++yy) {
+                    const int64_t hw = half[yy - yi + radius];
+                    const int64_t xlo = std::max<int64_t>(xi - hw, 0), xhi = std::min(xi + hw + 1, w);
+                    const float* row = img + yy * w;
                     for (int64_t xx = xlo; xx < xhi; ++xx) {
-                        if ((xx - xi) * (xx - xi) + (yy - yi) * (yy - yi) > r2) continue;
-                        const double v = img[yy * w + xx];
+                        const double v = row[xx];
                         if (!std::isfinite(v)) continue;
                         const double wgt = v - vmin;
                         tot += wgt;
                         sx += wgt * static_cast<double>(xx);
                         sy += wgt * static_cast<double>(yy);
                     }
+                }
                 if (tot <= 0) break;
                 x = sx / tot;
                 y = sy / tot;
@@ -357,7 +430,7 @@ py::tuple refine_gaussian(f32_array image, f64_array xy_arr, int64_t radius, dou
     py::array_t<bool> conv(static_cast<py::ssize_t>(n));
     double* out = params.mutable_data();
     bool* cv = conv.mutable_data();
-    parallel_for_grained(n, 16, 1 << 14, [&](int64_t i) {
+    parallel_for_grained(n, 64, 1 << 14, [&](int64_t i) {
         double* o = out + 7 * i;
         const double x0 = xy[2 * i], y0 = xy[2 * i + 1];
         std::fill(o, o + 7, kNaN);
@@ -392,7 +465,7 @@ py::tuple refine_gaussian(f32_array image, f64_array xy_arr, int64_t radius, dou
             o[2] = p[2];
             o[3] = p[3];
             o[4] = p[4];
-            o[5] = 2 * M_PI * p[2] * (p[3] * p[3]);
+            o[5] = kTwoPi * p[2] * (p[3] * p[3]);
             o[6] = f.rms;
             cv[i] = true;
         }

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <vector>
 
@@ -24,9 +25,11 @@ inline void nearest_one(const CellIndex& ci, double x, double y, int64_t self, d
     const Grid& g = ci.grid;
     const int64_t cx = g.ix(x), cy = g.iy(y);
     const double ux = x - g.x0, uy = y - g.y0, c = g.cell;
-    const double margin = 1e-9 * c;
     best = kInf;
     best_j = -1;
+    // Candidates whose squared distance exceeds best_d2 by more than a few
+    // ulps cannot round to a square root <= best: skip their sqrt.
+    double best_d2_cut = kInf;
     const int64_t kmax = std::max({cx, g.nx - 1 - cx, cy, g.ny - 1 - cy});
     for (int64_t k = 0; k <= kmax; ++k) {
         const int64_t ylo = cy - k, yhi = cy + k, xlo = cx - k, xhi = cx + k;
@@ -40,10 +43,13 @@ inline void nearest_one(const CellIndex& ci, double x, double y, int64_t self, d
                     const int64_t j = ci.idx[p];
                     if (j == self) continue;
                     const double dx = ci.sx[p] - x, dy = ci.sy[p] - y;
-                    const double d = std::sqrt(dx * dx + dy * dy);
+                    const double d2 = dx * dx + dy * dy;
+                    if (d2 > best_d2_cut) continue;
+                    const double d = std::sqrt(d2);
                     if (d < best || (d == best && j < best_j)) {
                         best = d;
                         best_j = j;
+                        best_d2_cut = d2 * (1 + 1e-14);
                     }
                 }
             }
@@ -55,6 +61,8 @@ inline void nearest_one(const CellIndex& ci, double x, double y, int64_t self, d
         if (cx + k + 1 < g.nx) bound = std::min(bound, static_cast<double>(cx + k + 1) * c - ux);
         if (cy - k - 1 >= 0) bound = std::min(bound, uy - static_cast<double>(cy - k) * c);
         if (cy + k + 1 < g.ny) bound = std::min(bound, static_cast<double>(cy + k + 1) * c - uy);
+        // Margin for the rounding of ux, uy and the cell edges (relative to their size).
+        const double margin = 1e-9 * (c * static_cast<double>(k + 2) + std::fabs(ux) + std::fabs(uy));
         if (best < bound - margin) return;
     }
 }
@@ -74,13 +82,25 @@ py::tuple nearest_neighbors(f64_array xy_arr) {
     CellIndex ci;
     {
         py::gil_scoped_release release;
-        ci.build(xy, n, make_grid(xy, n, 0.0, 2.0));
+        ci.build(xy, n, make_grid(xy, n, 0.0, 2.0),
+                 [](int64_t m, auto&& f) { parallel_run(m, f); });
     }
-    // Queries in bucket order so consecutive queries touch the same cells.
-    parallel_for_grained(n, 1024, 1 << 20, [&](int64_t p) {
-        const int64_t i = ci.idx[p];
-        nearest_one(ci, ci.sx[p], ci.sy[p], i, pd[i], pi[i]);
+    // Queries in bucket order so consecutive queries touch the same cells;
+    // results are written in that order and permuted back in one tight pass
+    // (interleaving the random writes with the queries was twice as slow).
+    std::unique_ptr<double[]> bd(new double[n]);
+    std::unique_ptr<int64_t[]> bj(new int64_t[n]);
+    parallel_for_grained(n, 8192, 1 << 20, [&](int64_t p) {
+        nearest_one(ci, ci.sx[p], ci.sy[p], ci.idx[p], bd[p], bj[p]);
     });
+    {
+        py::gil_scoped_release release;
+        for (int64_t p = 0; p < n; ++p) {
+            const int64_t i = ci.idx[p];
+            pd[i] = bd[p];
+            pi[i] = bj[p];
+        }
+    }
     return py::make_tuple(dist, index);
 }
 
@@ -116,25 +136,27 @@ py::tuple clusters(f64_array xy_arr, double cutoff) {
     CellIndex ci;
     {
         py::gil_scoped_release release;
-        ci.build(xy, n, make_grid(xy, n, cutoff * (1 + 1e-6), 1.0));
+        ci.build(xy, n, make_grid(xy, n, cutoff * (1 + 1e-6), 1.0),
+                 [](int64_t m, auto&& f) { parallel_run(m, f); });
     }
     const Grid& g = ci.grid;
     const double r2 = cutoff * cutoff;  // linked when dx*dx + dy*dy <= cutoff**2 (as cKDTree)
-    // Linked pairs, found in parallel over rows of cells with a half stencil
-    // (same cell j > i, then right, and the three cells of the next row).
-    const int64_t n_rows = g.ny;
-    std::vector<std::vector<std::pair<int64_t, int64_t>>> pairs(n_rows);
-    parallel_for(n_rows, 64 * n_threads(), [&](int64_t cy) {
+    // Linked pairs (positions in bucket order, which keeps the union-find
+    // below cache-friendly), found in parallel over rows of cells with a half
+    // stencil: same cell q > p, the right neighbour and three cells of the next row.
+    std::vector<std::vector<std::pair<int64_t, int64_t>>> pairs(g.ny);
+    const int64_t rows_per_task = std::max<int64_t>(1, 8192 / g.nx);  // ~8k cells per task
+    parallel_for_grained(g.ny, rows_per_task, 64 * n_threads() * rows_per_task, [&](int64_t cy) {
         auto& out = pairs[cy];
         for (int64_t cx = 0; cx < g.nx; ++cx) {
             const int64_t cell = cy * g.nx + cx;
+            const int64_t nb[4][2] = {{cx + 1, cy}, {cx - 1, cy + 1}, {cx, cy + 1}, {cx + 1, cy + 1}};
             for (int64_t p = ci.start[cell]; p < ci.start[cell + 1]; ++p) {
                 const double x = ci.sx[p], y = ci.sy[p];
                 for (int64_t q = p + 1; q < ci.start[cell + 1]; ++q) {
                     const double dx = ci.sx[q] - x, dy = ci.sy[q] - y;
                     if (dx * dx + dy * dy <= r2) out.emplace_back(p, q);
                 }
-                const int64_t nb[4][2] = {{cx + 1, cy}, {cx - 1, cy + 1}, {cx, cy + 1}, {cx + 1, cy + 1}};
                 for (const auto& c2 : nb) {
                     if (c2[0] < 0 || c2[0] >= g.nx || c2[1] >= g.ny) continue;
                     const int64_t other = c2[1] * g.nx + c2[0];
@@ -148,24 +170,37 @@ py::tuple clusters(f64_array xy_arr, double cutoff) {
     });
     {
         py::gil_scoped_release release;
-        // Union on original indices; canonical labels number clusters in order
-        // of their lowest point index.
         DisjointSet ds(n);
         for (auto& v : pairs) {
-            for (const auto& pq : v) ds.unite(ci.idx[pq.first], ci.idx[pq.second]);
+            for (const auto& pq : v) ds.unite(pq.first, pq.second);
             std::vector<std::pair<int64_t, int64_t>>().swap(v);
         }
-        std::vector<int64_t> root_label(n, -1), count;
-        for (int64_t i = 0; i < n; ++i) {
-            const int64_t root = ds.find(i);
-            if (root_label[root] < 0) {
-                root_label[root] = static_cast<int64_t>(count.size());
-                count.push_back(0);
+        // Roots are the lowest position of their cluster and precede its members,
+        // so one ascending pass flattens the forest and gathers per-root data.
+        std::vector<int64_t>& comp = ds.parent;
+        std::unique_ptr<int64_t[]> min_orig(new int64_t[n]), csize(new int64_t[n]);
+        for (int64_t p = 0; p < n; ++p) {
+            const int64_t r = comp[p] = comp[comp[p]];
+            if (r == p) {
+                min_orig[p] = ci.idx[p];
+                csize[p] = 1;
+            } else {
+                min_orig[r] = std::min(min_orig[r], ci.idx[p]);
+                ++csize[r];
             }
-            pl[i] = root_label[root];
-            ++count[pl[i]];
         }
-        for (int64_t i = 0; i < n; ++i) ps[i] = count[pl[i]];
+        // Canonical labels: clusters numbered in order of their lowest original index.
+        std::vector<int64_t> owner(n, -1);  // lowest original index -> root position
+        for (int64_t p = 0; p < n; ++p)
+            if (comp[p] == p) owner[min_orig[p]] = p;
+        int64_t next = 0;
+        for (int64_t i = 0; i < n; ++i)
+            if (owner[i] >= 0) min_orig[owner[i]] = next++;  // min_orig now holds the label
+        for (int64_t p = 0; p < n; ++p) {
+            const int64_t r = comp[p], i = ci.idx[p];
+            pl[i] = min_orig[r];
+            ps[i] = csize[r];
+        }
     }
     return py::make_tuple(labels, sizes);
 }

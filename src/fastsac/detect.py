@@ -175,6 +175,10 @@ class ClassicalDetector(Detector):
         NMS radius, nm: two maxima closer than this are one atom.
     noise_sigma_nm : float
         Width of the local noise estimate, nm.
+    exclude_border_px : int
+        Ignore maxima this close to the frame edge: the outermost scan line
+        often has a different gain, which the reflected filters turn into
+        false atoms.
     refine : {"gaussian", "com", "none"}
     """
 
@@ -183,7 +187,7 @@ class ClassicalDetector(Detector):
     def __init__(self, *, threshold: float = 3.9, atom_sigma_nm: float = 0.0586,
                  surround_ratio: float = 3.0, background_nm: float | None = 1.17,
                  min_distance_nm: float = 0.176, noise_sigma_nm: float = 0.94,
-                 refine: str = "gaussian", backend: str = "auto"):
+                 exclude_border_px: int = 1, refine: str = "gaussian", backend: str = "auto"):
         self.threshold = float(threshold)
         self.atom_sigma_nm = check_positive(atom_sigma_nm, name="atom_sigma_nm")
         self.surround_ratio = check_positive(surround_ratio, name="surround_ratio")
@@ -191,6 +195,9 @@ class ClassicalDetector(Detector):
                               else check_positive(background_nm, name="background_nm"))
         self.min_distance_nm = check_positive(min_distance_nm, name="min_distance_nm")
         self.noise_sigma_nm = check_positive(noise_sigma_nm, name="noise_sigma_nm")
+        self.exclude_border_px = int(exclude_border_px)
+        if self.exclude_border_px < 0:
+            raise ValueError(f"exclude_border_px must be ≥ 0, got {exclude_border_px}")
         if refine not in ("gaussian", "com", "none"):
             raise ValueError(f"refine must be 'gaussian', 'com' or 'none', got {refine!r}")
         self.refine = refine
@@ -200,7 +207,7 @@ class ClassicalDetector(Detector):
         return {"threshold": self.threshold, "atom_sigma_nm": self.atom_sigma_nm,
                 "surround_ratio": self.surround_ratio, "background_nm": self.background_nm,
                 "min_distance_nm": self.min_distance_nm, "noise_sigma_nm": self.noise_sigma_nm,
-                "refine": self.refine}
+                "exclude_border_px": self.exclude_border_px, "refine": self.refine}
 
     def _px(self, nm: float, pixel_size_nm: float | None) -> float:
         return nm / (pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
@@ -228,7 +235,7 @@ class ClassicalDetector(Detector):
                                  min_distance_px=self._px(self.min_distance_nm, px),
                                  refine=self.refine, sigma_px=sigma_px,
                                  fit_radius_px=max(2, int(np.ceil(2.0 * sigma_px))),
-                                 backend=self.backend)
+                                 exclude_border_px=self.exclude_border_px, backend=self.backend)
         timings = {"score_map": t1 - t0, **out.pop("timings")}
         return Detections(**out, detector=self.name, params=self.params() | {
             "pixel_size_nm_used": px or DEFAULT_PIXEL_SIZE_NM}, timings=timings)

@@ -268,13 +268,15 @@ def write_tiff(path: str | os.PathLike, image: np.ndarray, *, pixel_size_nm: flo
 
     image = np.asarray(image)
     kwargs: dict[str, Any] = {}
-    imagej = not bigtiff and tile is None
+    # ImageJ hyperstacks hold only uint8/uint16/float32; other dtypes (e.g. the
+    # uint32 of many STEM exports) are calibrated by resolution tags instead.
+    imagej = not bigtiff and tile is None and image.dtype in (np.uint8, np.uint16, np.float32)
     if pixel_size_nm and imagej:
         kwargs["resolution"] = (1.0 / pixel_size_nm, 1.0 / pixel_size_nm)
         kwargs["metadata"] = {"unit": "nm"}
     elif pixel_size_nm:
-        # BigTIFF/tiled files cannot be ImageJ hyperstacks: calibrate by the
-        # standard resolution tags in pixels per centimetre.
+        # Not an ImageJ file: calibrate by the standard resolution tags in
+        # pixels per centimetre.
         kwargs["resolution"] = (1e7 / pixel_size_nm, 1e7 / pixel_size_nm)
         kwargs["resolutionunit"] = "CENTIMETER"
     with atomic_path(path) as tmp:

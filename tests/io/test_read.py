@@ -143,3 +143,12 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temp files left
     atomic_write_text(target, "new")
     assert target.read_text() == "new"
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.float64, np.int32])
+def test_write_tiff_dtypes_imagej_cannot_hold(tmp_path, dtype):
+    img = (np.arange(48 * 40).reshape(48, 40) % 997).astype(dtype)
+    write_tiff(tmp_path / "u.tif", img, pixel_size_nm=0.0293)
+    m = read(tmp_path / "u.tif")
+    np.testing.assert_array_equal(m.data, img.astype(np.float32))
+    assert m.pixel_size_nm == pytest.approx(0.0293, rel=1e-6)

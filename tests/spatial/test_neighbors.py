@@ -41,6 +41,8 @@ def point_sets(rng):
     yield "decimal-grid", np.round(rng.random((300, 2)) * 3, 1)
     yield "clustered", np.r_[rng.normal(0, 0.01, (100, 2)), rng.normal(1000, 0.01, (100, 2))]
     yield "far-outlier", np.r_[rng.random((200, 2)), [[1e6, -1e6]]]
+    yield "large-offset", rng.random((300, 2)) * 10 + 1e7
+    yield "tiny-scale", rng.random((300, 2)) * 1e-9
     yield "two", np.array([[0.0, 0.0], [3.0, 4.0]])
     yield "one", np.array([[1.0, 1.0]])
     yield "empty", np.zeros((0, 2))

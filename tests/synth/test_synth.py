@@ -11,7 +11,7 @@ from fastsac.synth import SimulationParams, demo_image, element, simulate
 from fastsac.synth import _noise
 from fastsac.synth.render import Field
 
-FLAT = dict(vacuum="none", thickness_variation=0.0, texture=0.0, fine_texture=0.0,
+FLAT = dict(vacuum="none", thickness_variation=0.0, texture=0.0, fine_texture=0.0, atomic_texture=0.0,
             line_jitter_px=0.0, line_gain_jitter=0.0, noise=False, dtype="float32")
 
 
@@ -173,3 +173,17 @@ def test_demo_image():
     assert m.pixel_size_nm == pytest.approx(0.0293)
     assert len(t) > 20 and (t.cluster_size == 2).any()
     assert (~Field(SimulationParams(**t.params)).support_mask()).mean() > 0.1  # has vacuum
+
+
+def test_lattice_fringes_have_the_asked_spacing():
+    kw = dict(size=256, seed=2, loading_per_nm2=0.0, noise=False, vacuum="none", dtype="float32",
+              fringe_amplitude=0.3)
+    plain, _ = simulate(fringes=False, **kw)
+    fr, _ = simulate(fringes=True, **kw)
+    diff = fr.astype(float) - plain
+    assert np.abs(diff).max() > 0
+    spec = np.abs(np.fft.fftshift(np.fft.fft2(diff)))
+    spec[128, 128] = 0
+    ky, kx = np.unravel_index(np.argmax(spec), spec.shape)
+    f = np.hypot(kx - 128, ky - 128) / 256  # cycles per px
+    assert abs(1 / f * 0.0293 - 0.34) < 0.03

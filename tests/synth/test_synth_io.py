@@ -76,3 +76,12 @@ def test_noisy_montage_has_no_seam_step(tmp_path):
     assert border.max() < inner.mean() + 4 * inner.std()
     rstep = np.abs(np.diff(img, axis=0)).mean(axis=1)
     assert rstep[127::128][:3].max() < np.delete(rstep, np.r_[127:511:128]).mean() * 1.3
+
+
+def test_montage_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="suffix|.tif"):
+        write_montage(tmp_path / "m.png", size=64, tile=32, progress=False)
+    with pytest.raises(ValueError, match="tile"):
+        write_montage(tmp_path / "m.tif", size=64, tile=30, progress=False)
+    with pytest.raises(ValueError, match="formats"):
+        write_montage(tmp_path / "m", size=64, tile=32, formats=("png",), progress=False)

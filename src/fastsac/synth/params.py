@@ -72,11 +72,14 @@ class SimulationParams:
         support_thickness_nm (mean), support_haadf_per_nm (fraction of the
         incident electrons scattered onto the HAADF detector per nm of
         carbon), thickness_variation (relative, ~10 nm scale), texture
-        (relative, amorphous ~0.6–1.5 nm blobs), fine_texture (relative,
-        ~0.15 nm), vacuum ("edge" | "holes" | "none"), vacuum_fraction,
+        (relative, amorphous ~1.2–3 nm blobs), atomic_texture (relative,
+        ~0.5 nm: structure at the size of an atom image, what makes atoms
+        hard to tell from the support), fine_texture (relative, ~0.15 nm),
+        vacuum ("edge" | "holes" | "none"), vacuum_fraction,
         edge_taper_nm (thickness rises over this distance from the edge),
         vacuum_haadf (detected fraction everywhere, also over vacuum: stray
-        scattering and contamination; the real "vacuum" is ~12 e/px), fringes (bool), fringe_spacing_nm, fringe_amplitude.
+        scattering and contamination; the real "vacuum" is ~12 e/px),
+        fringes (bool), fringe_spacing_nm, fringe_amplitude.
     Detector and scan
         dose (incident electrons per Å²), gain (counts per detected electron),
         offset (dark level, counts), read_noise (counts, Gaussian),
@@ -92,7 +95,7 @@ class SimulationParams:
     pixel_size_nm: float = 0.0293
     elements: tuple = ("Pt",)
     element_fractions: tuple | None = None
-    loading_per_nm2: float = 0.3
+    loading_per_nm2: float = 0.25
     pattern: str = "random"
     dimer_fraction: float = 0.0
     trimer_fraction: float = 0.0
@@ -104,18 +107,19 @@ class SimulationParams:
     min_separation_nm: float = 0.2
     surface_margin_nm: float = 0.15
     z_exponent: float = 1.7
-    cross_section_A2: float = 0.045
-    atom_intensity_cv: float = 0.12
-    probe_fwhm_nm: float = 0.27
-    atom_blur_cv: float = 0.12
+    cross_section_A2: float = 0.046
+    atom_intensity_cv: float = 0.08
+    probe_fwhm_nm: float = 0.25
+    atom_blur_cv: float = 0.05
     support_thickness_nm: float = 25.0
     support_haadf_per_nm: float = 9e-4
     thickness_variation: float = 0.2
-    texture: float = 0.1
-    fine_texture: float = 0.05
+    texture: float = 0.08
+    atomic_texture: float = 0.04
+    fine_texture: float = 0.02
     vacuum: str = "edge"
     vacuum_fraction: float = 0.2
-    edge_taper_nm: float = 5.0
+    edge_taper_nm: float = 2.5
     vacuum_haadf: float = 3.5e-3
     fringes: bool = False
     fringe_spacing_nm: float = 0.34
@@ -149,8 +153,8 @@ class SimulationParams:
             s(self, name, check_positive(getattr(self, name), name=name))
         for name in ("loading_per_nm2", "min_separation_nm", "surface_margin_nm", "atom_intensity_cv",
                      "atom_blur_cv", "support_thickness_nm", "thickness_variation", "texture",
-                     "fine_texture", "fringe_amplitude", "vacuum_haadf", "gain_cv", "line_jitter_px",
-                     "line_gain_jitter"):
+                     "fine_texture", "atomic_texture", "fringe_amplitude", "vacuum_haadf",
+                     "gain_cv", "line_jitter_px", "line_gain_jitter"):
             s(self, name, check_positive(getattr(self, name), name=name, allow_zero=True))
         els = (self.elements,) if isinstance(self.elements, str) else tuple(self.elements)
         if not els:

@@ -103,8 +103,8 @@ class Field:
         if p.vacuum == "edge":
             c, s = np.cos(self._edge_angle), np.sin(self._edge_angle)
             base = (c * (x - self.width / 2) + s * (y - self.height / 2)) * px
-            wob = _noise.fbm_fast(self.seed, _S_EDGE, x, y, [6.0 / px, 1.2 / px, 0.4 / px],
-                                  [1.0, 0.15, 0.05])
+            wob = _noise.fbm_fast(self.seed, _S_EDGE, x, y, [6.0 / px, 1.5 / px],
+                                  [1.0, 0.15])
             return base + wob
         if p.vacuum == "holes":
             return _noise.fbm_fast(self.seed, _S_HOLES, x, y, [12.0 / px, 5.0 / px], [3.0, 1.0])
@@ -139,8 +139,8 @@ class Field:
         fields = [self._d0(X, Y) - self._vac_level]
         fields.append(_noise.fbm_fast(self.seed, _S_THICK, X, Y, [10.0 / px, 4.0 / px],
                                       [p.thickness_variation, 0.5 * p.thickness_variation]))
-        fields.append(_noise.fbm_fast(self.seed, _S_TEX, X, Y, [1.5 / px, 0.6 / px],
-                                      [p.texture, 0.6 * p.texture]))
+        fields.append(_noise.fbm_fast(self.seed, _S_TEX, X, Y, [3.0 / px, 1.2 / px, 0.5 / px],
+                                      [p.texture, 0.6 * p.texture, p.atomic_texture]))
         if p.fringes:
             fields.append(_noise.fbm_fast(self.seed, _S_FRINGE, X, Y, [3.0 / px], [1.0]))
         # separable linear interpolation, nodes at global multiples of S
@@ -177,7 +177,7 @@ class Field:
         Y = np.ascontiguousarray(Y, dtype=np.float64)
         if p.fine_texture:
             _noise.octave_add(tex, self.seed, _S_FINE * 64, X, Y, 0.15 / px, p.fine_texture)
-        taper = np.where(dist > 0, 0.1 + 0.9 * _smoothstep(dist / p.edge_taper_nm), 0.0)
+        taper = _smoothstep(dist / p.edge_taper_nm)  # continuous: no step at the edge
         t_nm = p.support_thickness_nm * np.maximum(1.0 + thick, 0.05) * taper
         frac = t_nm * p.support_haadf_per_nm * np.maximum(1.0 + tex, 0.0) + p.vacuum_haadf
         if p.fringes:

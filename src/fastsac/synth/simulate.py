@@ -137,7 +137,7 @@ def simulate(params: SimulationParams | None = None, **kwargs) -> tuple[np.ndarr
 
 
 DEMO_PARAMS = dict(size=512, vacuum="edge", vacuum_fraction=0.25, loading_per_nm2=0.3,
-                   pattern="clustered", dimer_fraction=0.15, trimer_fraction=0.06,
+                   pattern="clustered", dimer_fraction=0.25, trimer_fraction=0.15,
                    sites_per_cluster=2.0, cluster_radius_nm=1.5, dose=8e4)
 
 

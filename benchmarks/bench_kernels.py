@@ -1,0 +1,133 @@
+"""pytest-benchmark for the C++ kernels vs their numpy references (sizes × backend).
+
+Run::
+
+    PYTHONPATH=src python -m pytest benchmarks/bench_kernels.py --benchmark-enable \
+        --benchmark-json=bench_kernels.json
+
+Every benchmark first asserts parity with the numpy reference on a small input.
+The numpy references of the median filter and the Python-loop kernels are only
+timed at the small sizes (scipy's 40×40 median takes minutes at 2048²; see
+``benchmarks/throughput_kernels.py`` for the large-size ratios).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastsac import peaks, preprocess
+from fastsac.spatial import neighbors
+
+BACKENDS = ["numpy", "cpp"]
+
+
+def _need(kernel, backend):
+    if backend not in kernel.available():
+        pytest.skip(f"{backend} not available for {kernel.name}")
+
+
+def spot_image(n, rng, spacing=16, sigma=1.2, amplitude=100.0):
+    """(n, n) float32 image of Gaussian spots on a jittered lattice, with noise; and the centres."""
+    g = np.arange(spacing // 2, n - spacing // 2, spacing, dtype=float)
+    cx, cy = np.meshgrid(g, g)
+    xy = np.c_[cx.ravel(), cy.ravel()] + rng.uniform(-3, 3, (cx.size, 2))
+    img = np.full(n * n, 10.0)
+    r = 4
+    oy, ox = np.mgrid[-r:r + 1, -r:r + 1]
+    base = np.round(xy).astype(np.int64)
+    px = np.clip(base[:, 0, None] + ox.ravel(), 0, n - 1)
+    py = np.clip(base[:, 1, None] + oy.ravel(), 0, n - 1)
+    val = amplitude * np.exp(-((px - xy[:, 0, None]) ** 2 + (py - xy[:, 1, None]) ** 2) / (2 * sigma ** 2))
+    img += np.bincount((py * n + px).ravel(), weights=val.ravel(), minlength=n * n)
+    img = img.reshape(n, n)
+    img += np.sqrt(img) * rng.standard_normal(img.shape)
+    return img.astype(np.float32), xy
+
+
+@pytest.mark.parametrize("n", [128, 512, 2048])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_median_filter_40(benchmark, backend, n):
+    _need(preprocess._median_kernel, backend)
+    if backend == "numpy" and n > 128:
+        pytest.skip("scipy's median takes minutes here; see throughput_kernels.py")
+    rng = np.random.default_rng(0)
+    img = rng.gamma(2.0, 10.0, (n, n)).astype(np.float32)
+    small = img[:96, :96].copy()
+    assert np.array_equal(preprocess.median_filter(small, size=40, backend=backend),
+                          preprocess._median_filter_numpy_ref(small, 40))
+    benchmark.pedantic(preprocess.median_filter, args=(img,), kwargs={"size": 40, "backend": backend},
+                       rounds=3, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("n", [512, 2048])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_local_maxima(benchmark, backend, n):
+    _need(peaks._maxima_kernel, backend)
+    img, _ = spot_image(n, np.random.default_rng(1))
+    ref = peaks._local_maxima_numpy_ref(img[:200, :200].copy(), 40.0, 2, 0)
+    got = peaks.local_maxima(img[:200, :200], threshold=40.0, radius=2, backend=backend)
+    assert np.array_equal(got.xy, ref[0])
+    benchmark.pedantic(peaks.local_maxima, args=(img,),
+                       kwargs={"threshold": 40.0, "radius": 2, "backend": backend}, rounds=5, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("n", [2000, 20000])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nms(benchmark, backend, n):
+    _need(peaks._nms_kernel, backend)
+    if backend == "numpy" and n > 2000:
+        pytest.skip("the Python-loop reference is quadratic")
+    rng = np.random.default_rng(2)
+    xy = rng.random((n, 2)) * np.sqrt(n) * 4
+    s = rng.random(n)
+    assert np.array_equal(peaks.nms(xy[:500], s[:500], radius=3.0, backend=backend),
+                          peaks._nms_numpy_ref(xy[:500], s[:500], 3.0))
+    benchmark.pedantic(peaks.nms, args=(xy, s), kwargs={"radius": 3.0, "backend": backend},
+                       rounds=5, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("n", [1000, 16000])
+@pytest.mark.parametrize("method", ["com", "gaussian"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_refinement(benchmark, backend, method, n):
+    kernel = peaks._com_kernel if method == "com" else peaks._gauss_kernel
+    _need(kernel, backend)
+    if backend == "numpy" and n > 1000:
+        pytest.skip("the Python-loop reference takes too long")
+    rng = np.random.default_rng(3)
+    img, xy = spot_image(2048, rng)
+    start = np.round(xy[:n])
+    if method == "com":
+        fn, kw = peaks.refine_com, {"radius": 3, "iterations": 2}
+        np.testing.assert_allclose(fn(img, start[:50], backend=backend, **kw),
+                                   peaks._refine_com_numpy_ref(img, start[:50], 3, 2), atol=1e-9)
+    else:
+        fn, kw = peaks.refine_gaussian, {"radius": 4, "sigma": 1.5}
+        ref, ok = peaks._refine_gaussian_numpy_ref(img, start[:50], 4, 1.5, 50)
+        got = fn(img, start[:50], backend=backend, **kw)
+        assert np.array_equal(got.converged, ok)
+        np.testing.assert_allclose(got.xy[ok], ref[ok, :2], atol=1e-4)
+    benchmark.pedantic(fn, args=(img, start), kwargs={**kw, "backend": backend}, rounds=3, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("n", [10_000, 100_000, 1_000_000])
+@pytest.mark.parametrize("what", ["nearest_neighbors", "clusters"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_spatial(benchmark, backend, what, n):
+    kernel = neighbors._nn_kernel if what == "nearest_neighbors" else neighbors._cluster_kernel
+    _need(kernel, backend)
+    if backend == "numpy" and n > 100_000:
+        pytest.skip("reference too slow at this size")
+    rng = np.random.default_rng(4)
+    xy = rng.random((n, 2)) * np.sqrt(n)
+    small = xy[:5000]
+    if what == "nearest_neighbors":
+        fn, kw = neighbors.nearest_neighbors, {}
+        got, ref = fn(small, backend=backend), neighbors._nearest_neighbors_numpy_ref(small)
+        assert np.array_equal(got.index, ref[1]) and np.array_equal(got.distance, ref[0])
+    else:
+        fn, kw = neighbors.clusters, {"cutoff": 0.5}
+        got, ref = fn(small, cutoff=0.5, backend=backend), neighbors._clusters_numpy_ref(small, 0.5)
+        assert np.array_equal(got.labels, ref[0])
+    benchmark.pedantic(fn, args=(xy,), kwargs={**kw, "backend": backend}, rounds=3, warmup_rounds=1)

@@ -1,0 +1,431 @@
+"""Live analysis during acquisition: per-frame detection with running statistics.
+
+:class:`LiveSession` analyses frames one at a time (arrays or micrographs) and
+keeps pooled statistics — the NN-distance distribution, the multimer share and
+the density over every frame so far — equal to the statistics of the pooled
+per-frame results. :func:`watch` polls a folder the microscope writes into and
+feeds each *complete* new frame to a session, keeping a running atoms table,
+``stats.json``, an overlay of the latest frame and a small self-refreshing
+HTML dashboard up to date.
+
+A file is complete when either the writer used the ``.tmp``/``.part`` →
+rename convention (such names and dot-files are never read), or its size and
+mtime were unchanged across two polls *and* it reads cleanly. A stable file
+that does not read is retried until it has been stable for ``settle_s``
+seconds, then reported once as bad and skipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io as _stdio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .detect import DEFAULT_PIXEL_SIZE_NM, Detections, get_detector
+from .errors import FastsacInputError
+from .io import Micrograph, atomic_write_text, write_json
+
+__all__ = ["LiveSession", "FrameResult", "watch", "WatchReport", "FrameWatcher",
+           "NN_BINS_NM"]
+
+log = logging.getLogger(__name__)
+
+#: Bin edges of the running NN-distance histogram, nm (0–2 nm in 0.025 nm steps).
+NN_BINS_NM = np.round(np.arange(0.0, 2.0 + 1e-9, 0.025), 6)
+_IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".lock")
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """One analysed frame.
+
+    Attributes
+    ----------
+    index : int
+        Frame number in the session (0-based).
+    name : str
+    detections : Detections
+    nn_dist : (N,) float64
+        NN distance of each atom within the frame (nm when calibrated, else px).
+    cluster_size : (N,) int64
+    stats : dict
+        Per-frame summary (n_atoms, density, NN stats, multimer share…; the
+        ``summary.json`` of ``fastsac analyze``).
+    latency_s : float
+        Seconds from the call to the finished result (end to end).
+    timings : dict
+        Seconds per stage (score_map, peaks, refine, spatial, …).
+    micrograph : Micrograph
+        The frame that was analysed.
+    """
+
+    index: int
+    name: str
+    detections: Detections
+    nn_dist: np.ndarray
+    cluster_size: np.ndarray
+    stats: dict
+    latency_s: float
+    timings: dict = field(default_factory=dict)
+    micrograph: Micrograph | None = field(default=None, repr=False)
+
+
+class LiveSession:
+    """Analyse frames as they arrive and keep pooled statistics.
+
+    Parameters
+    ----------
+    detector : str or Detector
+        As :func:`fastsac.detect.get_detector`; resolved once.
+    pixel_size_nm : float, optional
+        Calibration applied to frames without their own (and overriding
+        nothing that the frame carries unless ``override=True``).
+    multimer_cutoff_nm : float
+        NN distance below which an atom counts as part of a multimer.
+    support_mask : bool
+        Find vacuum per frame (as ``fastsac analyze``); densities are per
+        support area.
+
+    Examples
+    --------
+    >>> s = LiveSession(detector="classical", pixel_size_nm=0.0293)   # doctest: +SKIP
+    >>> r = s.process(frame)                                         # doctest: +SKIP
+    >>> r.latency_s, s.stats()["multimer_share"]                     # doctest: +SKIP
+    """
+
+    def __init__(self, *, detector="default", pixel_size_nm: float | None = None,
+                 multimer_cutoff_nm: float = 0.23, override: bool = False,
+                 support_mask: bool = True):
+        self.detector = get_detector(detector)
+        self.support_mask = bool(support_mask)
+        self.pixel_size_nm = None if pixel_size_nm is None else float(pixel_size_nm)
+        self.multimer_cutoff_nm = float(multimer_cutoff_nm)
+        self.override = bool(override)
+        self.frames: list[dict] = []
+        self._nn: list[np.ndarray] = []
+        self.latencies: list[float] = []
+
+    def process(self, frame, *, name: str | None = None) -> FrameResult:
+        """Analyse one frame ((H, W) array, :class:`~fastsac.io.Micrograph` or path)."""
+        from .io import read
+        from .pipeline import analyze
+
+        t0 = time.perf_counter()
+        if isinstance(frame, (str, os.PathLike)):
+            m = read(frame, pixel_size_nm=self.pixel_size_nm if self.override else None)
+        elif isinstance(frame, Micrograph):
+            m = frame
+        else:
+            m = Micrograph.from_array(frame, name=name)
+        if m.pixel_size_nm is None and self.pixel_size_nm is not None:
+            m = Micrograph(m.data, self.pixel_size_nm, "override", m.source, m.metadata)
+        res = analyze(m, detector=self.detector, multimer_cutoff_nm=self.multimer_cutoff_nm,
+                      support_mask=self.support_mask)
+        latency = time.perf_counter() - t0
+        s = res.summary
+        idx = len(self.frames)
+        calibrated = bool(s.get("pixel_size_nm"))
+        # Uncalibrated frames are converted at the default pixel size (stated in stats()).
+        px = s["pixel_size_nm"] if calibrated else (self.pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
+        nn_px = res.nn_dist / px if calibrated else res.nn_dist
+        nn_nm = nn_px[np.isfinite(nn_px)] * px
+        support_nm2 = float(s["support_area_px2"]) * px * px
+        self._nn.append(nn_nm)
+        self.latencies.append(latency)
+        row = {"frame": idx, "name": name or m.name, "n_atoms": int(s["n_atoms"]),
+               "n_atoms_in_support": int(s["n_atoms_in_support"]),
+               "multimer_atoms": int(s["n_atoms_multimer"]), "support_area_nm2": support_nm2,
+               "density_per_nm2": s["n_atoms_in_support"] / support_nm2 if support_nm2 else None,
+               "nn_mean_nm": float(nn_nm.mean()) if len(nn_nm) else None,
+               "multimer_share": s["multimer_fraction"], "latency_s": latency,
+               "calibrated": calibrated}
+        self.frames.append(row)
+        return FrameResult(idx, row["name"], res.detections, res.nn_dist, res.cluster_size, s,
+                           latency, dict(s.get("timings_s", {})) | {"total": latency},
+                           res.micrograph)
+
+    def stats(self) -> dict:
+        """Running statistics over all frames so far (pooled, nm).
+
+        ``nn_hist`` counts pooled per-frame NN distances in :data:`NN_BINS_NM`
+        (the last bin is open); ``multimer_share`` = pooled multimer atoms /
+        pooled atoms; ``density_per_nm2`` = pooled atoms on support / pooled
+        support area (the whole frame when ``support_mask=False``). An
+        uncalibrated frame is converted at :data:`DEFAULT_PIXEL_SIZE_NM`.
+        """
+        n = sum(f["n_atoms"] for f in self.frames)
+        n_sup = sum(f["n_atoms_in_support"] for f in self.frames)
+        mult = sum(f["multimer_atoms"] for f in self.frames)
+        area = sum(f["support_area_nm2"] for f in self.frames)
+        nn = np.concatenate(self._nn) if self._nn else np.zeros(0)
+        hist = np.histogram(np.minimum(nn, NN_BINS_NM[-1] - 1e-12), bins=NN_BINS_NM)[0]
+        lat = np.asarray(self.latencies)
+        return {
+            "n_frames": len(self.frames), "n_atoms": int(n),
+            "support_area_nm2": float(area), "density_per_nm2": n_sup / area if area else None,
+            "multimer_atoms": int(mult), "multimer_share": mult / n if n else None,
+            "multimer_cutoff_nm": self.multimer_cutoff_nm,
+            "nn_dist_nm": {"mean": float(nn.mean()) if len(nn) else None,
+                           "median": float(np.median(nn)) if len(nn) else None,
+                           "std": float(nn.std()) if len(nn) else None, "n": int(len(nn))},
+            "nn_hist": {"edges_nm": NN_BINS_NM.tolist(), "counts": hist.tolist()},
+            "latency_s": {"last": float(lat[-1]) if len(lat) else None,
+                          "median": float(np.median(lat)) if len(lat) else None,
+                          "max": float(lat.max()) if len(lat) else None},
+        }
+
+
+# --------------------------------------------------------------------------- folder watching
+class FrameWatcher:
+    """Finds complete new frames in a folder (see the module docstring)."""
+
+    def __init__(self, folder, *, settle_s: float = 5.0, suffixes=None):
+        from .io import SUPPORTED_SUFFIXES
+
+        self.folder = Path(folder)
+        self.settle_s = float(settle_s)
+        self.suffixes = tuple(suffixes or SUPPORTED_SUFFIXES)
+        self._seen: dict[str, tuple[int, int]] = {}    # last (size, mtime_ns)
+        self._stable_since: dict[str, float] = {}
+        self.done: set[str] = set()
+
+    def _candidates(self):
+        try:
+            entries = list(os.scandir(self.folder))
+        except FileNotFoundError:
+            return []
+        out = []
+        for e in entries:
+            n = e.name
+            if n.startswith(".") or n.lower().endswith(_IGNORED_SUFFIXES) or n in self.done:
+                continue
+            if not n.lower().endswith(self.suffixes) or not e.is_file():
+                continue
+            try:
+                st = e.stat()
+            except FileNotFoundError:
+                continue
+            out.append((n, st.st_size, st.st_mtime_ns))
+        return sorted(out, key=lambda t: (t[2], t[0]))  # oldest first
+
+    def poll(self) -> list[Path]:
+        """Files whose size and mtime did not change since the previous poll."""
+        now = time.monotonic()
+        ready = []
+        for n, size, mtime in self._candidates():
+            prev = self._seen.get(n)
+            self._seen[n] = (size, mtime)
+            if prev == (size, mtime) and size > 0:
+                self._stable_since.setdefault(n, now)
+                ready.append(self.folder / n)
+            else:
+                self._stable_since.pop(n, None)
+        return ready
+
+    def stable_for(self, path: Path) -> float:
+        t = self._stable_since.get(path.name)
+        return 0.0 if t is None else time.monotonic() - t
+
+    def mark_done(self, path: Path) -> None:
+        self.done.add(path.name)
+        self._seen.pop(path.name, None)
+        self._stable_since.pop(path.name, None)
+
+    def pending(self) -> int:
+        return len(self._candidates())
+
+
+@dataclass
+class WatchReport:
+    """What :func:`watch` did: frames analysed, bad frames (name → reason), outputs."""
+
+    processed: list[str] = field(default_factory=list)
+    bad: dict[str, str] = field(default_factory=dict)
+    interrupted: bool = False
+    out: Path | None = None
+
+
+_ATOM_FIELDS = ["frame", "image", "x_px", "y_px", "x_nm", "y_nm", "score", "intensity",
+                "nn_dist_nm", "cluster_size"]
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, str):
+        return v
+    return "" if v is None or not np.isfinite(v) else f"{float(v):.6g}"
+
+
+def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None,
+          multimer_cutoff_nm: float = 0.23, poll_s: float = 1.0, once: bool = False,
+          max_frames: int | None = None, settle_s: float = 5.0, overlay: bool = True,
+          refresh_s: int = 2, support_mask: bool = True, on_bad=None, on_frame=None,
+          stop=None) -> WatchReport:
+    """Analyse each new complete frame in ``folder`` as it appears.
+
+    Writes to ``out``: ``atoms.csv`` (every atom so far, with its frame),
+    ``frames.csv`` (one row per frame: counts, density, latency), ``stats.json``
+    (:meth:`LiveSession.stats`), ``overlay.png`` (latest frame) and
+    ``index.html`` (self-contained dashboard, refreshes every ``refresh_s`` s).
+    All are rewritten atomically after each frame.
+
+    Parameters
+    ----------
+    once : bool
+        Process the frames that are complete now and return (files still
+        being written are waited for up to ``settle_s``).
+    max_frames : int, optional
+        Stop after this many analysed frames.
+    on_bad : callable, optional
+        ``f(path, reason)`` for a frame that cannot be analysed (default: log).
+    stop : threading.Event, optional
+        Set it to stop the loop (Ctrl-C also stops it cleanly).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    session = LiveSession(detector=detector, pixel_size_nm=pixel_size_nm,
+                          multimer_cutoff_nm=multimer_cutoff_nm, support_mask=support_mask)
+    watcher = FrameWatcher(folder, settle_s=settle_s)
+    rep = WatchReport(out=out)
+    atom_lines = [",".join(_ATOM_FIELDS)]
+    frame_rows: list[dict] = []
+    last_overlay = None
+    first = True
+    t_active, n_done = time.monotonic(), 0
+    try:
+        while True:
+            if stop is not None and stop.is_set():
+                break
+            ready = watcher.poll()
+            for path in ready:
+                if max_frames is not None and len(rep.processed) >= max_frames:
+                    break
+                try:
+                    r = session.process(path)
+                except FastsacInputError as exc:
+                    # Stable but unreadable: maybe a writer paused mid-file. Retry
+                    # until it has been stable for settle_s, then report once.
+                    if watcher.stable_for(path) < settle_s:
+                        continue
+                    watcher.mark_done(path)
+                    rep.bad[path.name] = exc.reason
+                    (on_bad or _log_bad)(path, exc.reason)
+                    continue
+                watcher.mark_done(path)
+                rep.processed.append(path.name)
+                d = r.detections
+                px = r.stats.get("pixel_size_nm")
+                scale = px if px else np.nan
+                nn_nm = r.nn_dist if px else np.full(len(d), np.nan)
+                for i in range(len(d)):
+                    atom_lines.append(",".join(_fmt(v) for v in (
+                        r.index, r.name, d.xy[i, 0], d.xy[i, 1], d.xy[i, 0] * scale,
+                        d.xy[i, 1] * scale, d.score[i], d.intensity[i], nn_nm[i],
+                        int(r.cluster_size[i]))))
+                frame_rows.append(session.frames[-1])
+                atomic_write_text(out / "atoms.csv", "\n".join(atom_lines) + "\n")
+                _write_frames_csv(out / "frames.csv", frame_rows)
+                stats = session.stats()
+                write_json(out / "stats.json", stats)
+                if overlay:
+                    from .report import save_overlay
+
+                    last_overlay = save_overlay(out / "overlay.png", r.micrograph.data, d.xy,
+                                                pixel_size_nm=px, cluster_sizes=r.cluster_size,
+                                                title=r.name)
+                _write_dashboard(out / "index.html", stats, frame_rows, last_overlay,
+                                 refresh_s=refresh_s)
+                if on_frame is not None:
+                    on_frame(r)
+            if max_frames is not None and len(rep.processed) >= max_frames:
+                break
+            if once:
+                # Done when nothing is left, or nothing has moved (no frame done,
+                # no file still growing) for longer than a bad file takes to settle.
+                left = watcher.pending()
+                if len(rep.processed) + len(rep.bad) > n_done or left > len(ready):
+                    n_done, t_active = len(rep.processed) + len(rep.bad), time.monotonic()
+                if not first and (left == 0 or time.monotonic() - t_active > settle_s + 2 * poll_s):
+                    break
+            first = False
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        rep.interrupted = True
+    if not frame_rows:
+        _write_dashboard(out / "index.html", session.stats(), [], None, refresh_s=refresh_s)
+    return rep
+
+
+def _log_bad(path, reason):
+    log.warning("skipped %s: %s", path, reason)
+
+
+def _write_frames_csv(path, rows):
+    buf = _stdio.StringIO()
+    cols = list(rows[0]) if rows else ["frame"]
+    wr = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    wr.writeheader()
+    for r in rows:
+        wr.writerow({k: _fmt(v) if not isinstance(v, bool) else str(v) for k, v in r.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _svg_hist(counts, edges, width=420, height=140) -> str:
+    counts = np.asarray(counts, float)
+    top = counts.max() if len(counts) and counts.max() > 0 else 1.0
+    bw = width / max(len(counts), 1)
+    bars = "".join(
+        f'<rect x="{i * bw:.1f}" y="{height - c / top * (height - 14):.1f}" width="{bw - 1:.1f}" '
+        f'height="{c / top * (height - 14):.1f}" fill="#3b82f6"/>' for i, c in enumerate(counts))
+    ticks = "".join(f'<text x="{i / (len(edges) - 1) * width:.1f}" y="{height + 12}" '
+                    f'font-size="10" text-anchor="middle">{edges[i]:g}</text>'
+                    for i in range(0, len(edges), 8))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 16}">'
+            f'{bars}{ticks}</svg>')
+
+
+def _write_dashboard(path, stats, rows, overlay_png, *, refresh_s: int = 2) -> None:
+    """Self-contained HTML (inline PNG + SVG) with a meta refresh."""
+    img = ""
+    if overlay_png is not None and Path(overlay_png).exists():
+        b64 = base64.b64encode(Path(overlay_png).read_bytes()).decode("ascii")
+        img = f'<img alt="latest frame" src="data:image/png;base64,{b64}" style="max-width:480px">'
+
+    def f(v, fmt="{:.4g}"):
+        return "–" if v is None else fmt.format(v)
+
+    nn = stats["nn_dist_nm"]
+    recent = "".join(
+        f"<tr><td>{r['frame']}</td><td>{html.escape(str(r['name']))}</td><td>{r['n_atoms']}</td>"
+        f"<td>{f(r['density_per_nm2'])}</td><td>{f(r['multimer_share'])}</td>"
+        f"<td>{f(r['latency_s'], '{:.3f}')}</td></tr>" for r in rows[-10:][::-1])
+    page = f"""<!doctype html><html><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="{int(refresh_s)}">
+<title>fastsac live</title>
+<style>body{{font-family:sans-serif;margin:1em}}td,th{{padding:2px 8px;text-align:right}}
+.k{{font-size:1.6em;font-weight:bold}}.box{{display:inline-block;margin-right:2em}}</style>
+</head><body><h2>fastsac live — {stats['n_frames']} frames</h2>
+<div class="box"><div class="k">{stats['n_atoms']}</div>atoms</div>
+<div class="box"><div class="k">{f(stats['density_per_nm2'])}</div>atoms / nm²</div>
+<div class="box"><div class="k">{f(stats['multimer_share'], '{:.1%}')}</div>multimer share
+(NN &lt; {stats['multimer_cutoff_nm']:g} nm)</div>
+<div class="box"><div class="k">{f(nn['mean'], '{:.3f}')}</div>mean NN, nm</div>
+<div class="box"><div class="k">{f(stats['latency_s']['last'], '{:.2f}')} s</div>last latency</div>
+<h3>NN distance distribution (nm, pooled)</h3>
+{_svg_hist(stats['nn_hist']['counts'], stats['nn_hist']['edges_nm'])}
+<h3>Latest frame</h3>{img}
+<h3>Recent frames</h3><table><tr><th>frame</th><th>name</th><th>atoms</th><th>density</th>
+<th>multimer</th><th>latency s</th></tr>{recent}</table>
+<p style="color:#888">updated {time.strftime('%Y-%m-%d %H:%M:%S')}</p></body></html>
+"""
+    atomic_write_text(path, page)
+

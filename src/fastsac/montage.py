@@ -1,0 +1,939 @@
+"""Gigapixel montages: streamed, exactly tiled detection and global statistics.
+
+A montage is read one window at a time (BigTIFF through ``tifffile``'s Zarr
+view, Zarr / OME-Zarr arrays, numpy arrays or memmaps) and cut into a grid of
+non-overlapping *cores* (``tile`` × ``tile`` px). Each core is processed with a
+*halo* of context, and every detection is *owned* by the core that holds its
+integer score-map maximum, so nothing is counted twice and nothing is lost at
+tile borders.
+
+Exactness (the contract, tested in ``tests/montage``): the detections of a
+montage equal those of :meth:`ClassicalDetector.detect` on the whole image —
+same points, same order — and so do the nearest-neighbour distances, clusters
+and counts. Three things make that true:
+
+1. **Halo ≥ the score map's context.** The classical score map is median
+   background (window ``b`` px, reach ``b/2``) → difference of Gaussians
+   (reach ``⌊4σ_surround + ½⌋``) → local noise (Gaussian, reach
+   ``⌊4σ_noise + ½⌋``). :func:`classical_halo` adds these up (173 px at
+   0.0293 nm/px: 20 + 24 + 128, + 1 for the 3×3 maximum test). Windows are
+   clipped at the image edge, so scipy's reflected borders act exactly where
+   they act on the whole image.
+2. **The score map's global constants are computed globally.** The local
+   noise estimate clips the squared residual at the 98th percentile of
+   ``|DoG|`` over the *whole image* and floors it at 10⁻³ × the global RMS.
+   A per-tile percentile would differ, so we run two passes: pass 1 computes
+   the DoG per core (stored in a scratch Zarr array), a histogram over the
+   float32 bit patterns and per-bin sums; the exact 98th percentile is then
+   selected from the few values in the bins around its rank and interpolated
+   by ``numpy.quantile`` itself. Pass 2 computes the noise and score maps
+   from the stored DoG with the global constants. (The global RMS is summed
+   in float64 rather than numpy's float32 pairwise order; it only acts as a
+   floor at 0.1 % of the RMS, which real images never reach.)
+3. **NMS runs once over the candidate table** (as in :mod:`fastsac.infer`):
+   greedy NMS is order dependent along chains of close candidates, so a
+   per-tile NMS cannot be exact. Candidates (maxima above the threshold,
+   refined on the raw window whose reach covers the refinement) are few; one
+   exact, cell-grid NMS over all of them in the whole-image order costs
+   little.
+
+Memory: a few windows of ``(tile + 2·halo)²`` float32 plus the candidate
+table; the montage itself is never loaded. Chunk work is a pure function of
+``(source spec, core)`` so it runs the same in-process or as Dask tasks
+(:mod:`fastsac.distributed`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from . import peaks, preprocess
+from .detect import DEFAULT_PIXEL_SIZE_NM, ClassicalDetector, Detections, get_detector
+from .errors import FastsacInputError
+
+__all__ = ["MontageSource", "open_montage", "plan_cores", "classical_halo", "ClassicalTiling",
+           "MontageResult", "detect_montage", "analyze_montage", "montage_statistics",
+           "write_parquet", "read_parquet", "PARQUET_COLUMNS", "read_positions",
+           "analyze_frames", "grid_nms"]
+
+log = logging.getLogger(__name__)
+
+#: Columns of the montage Parquet table, in order (``tile`` = owning core / frame index).
+PARQUET_COLUMNS = ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px", "intensity",
+                   "background", "residual", "nn_dist_nm", "cluster_id", "cluster_size", "tile"]
+
+_TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter default
+
+
+# --------------------------------------------------------------------------- sources
+_OPEN: dict = {}  # per-process cache of opened montages
+
+
+@dataclass(frozen=True)
+class MontageSource:
+    """A picklable description of a 2-D montage that re-opens lazily anywhere.
+
+    ``kind`` is ``"tiff"``, ``"zarr"``, ``"npy"`` or ``"array"`` (``array``
+    holds the numpy array itself: in-process and tests only).
+    """
+
+    kind: str
+    path: str | None
+    shape: tuple[int, int]
+    dtype: str
+    pixel_size_nm: float | None = None
+    array: Any = field(default=None, repr=False, compare=False)
+    key: str | None = None  # array inside a Zarr group (OME-Zarr level)
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).stem if self.path else "array"
+
+    def open(self):
+        """A sliceable 2-D array (reads only what is sliced). File handles are
+        cached per process (a few), so chunk tasks do not reopen the file."""
+        if self.kind == "array":
+            return self.array
+        try:  # a rewritten file must not be served from the cache
+            stamp = os.stat(self.path).st_mtime_ns
+        except OSError:
+            stamp = None
+        k = (self.kind, self.path, self.key, stamp)
+        arr = _OPEN.get(k)
+        if arr is None:
+            arr = self._open()
+            if len(_OPEN) >= 4:
+                _OPEN.pop(next(iter(_OPEN)))
+            _OPEN[k] = arr
+        return arr
+
+    def _open(self):
+        if self.kind == "npy":
+            return np.load(self.path, mmap_mode="r")
+        import zarr
+
+        if self.kind == "tiff":
+            import tifffile
+
+            store = tifffile.imread(self.path, aszarr=True)
+            z = zarr.open(store, mode="r")
+        else:
+            z = zarr.open(self.path, mode="r")
+        if self.key is not None:
+            z = z[self.key]
+        return z
+
+    def read(self, y0: int, y1: int, x0: int, x1: int, arr=None) -> np.ndarray:
+        a = self.open() if arr is None else arr
+        return np.ascontiguousarray(a[y0:y1, x0:x1], dtype=np.float32)
+
+
+def _tiff_pixel_size(path: Path) -> float | None:
+    """Calibration from the tags only (never decodes pixel data)."""
+    import tifffile
+
+    from .io import _unit_to_nm
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        tags = page.tags
+        xres = tags.get("XResolution")
+        ppu = None
+        if xres is not None:
+            num, den = xres.value if isinstance(xres.value, tuple) else (xres.value, 1)
+            ppu = num / den if num and den else None
+        ij = tif.imagej_metadata or {}
+        u = _unit_to_nm(ij.get("unit")) if ij else None
+        if u and ppu:
+            return u / ppu
+        resunit = tags.get("ResolutionUnit")
+        if ppu and resunit is not None and int(resunit.value) == 3:
+            return 1e7 / ppu
+    return None
+
+
+def open_montage(source, *, pixel_size_nm: float | None = None) -> MontageSource:
+    """Describe a montage for streamed reading.
+
+    Parameters
+    ----------
+    source : path, (H, W) array or MontageSource
+        A (Big)TIFF (tiled or striped; read through ``tifffile``'s Zarr view),
+        a Zarr array or OME-Zarr group (level ``0``), a ``.npy`` file
+        (memory-mapped) or an in-memory array.
+    pixel_size_nm : float, optional
+        Overrides the file's calibration.
+
+    Raises
+    ------
+    FastsacInputError
+        Missing, unreadable or non-2-D input.
+    """
+    if isinstance(source, MontageSource):
+        if pixel_size_nm is not None:
+            from dataclasses import replace
+            return replace(source, pixel_size_nm=float(pixel_size_nm))
+        return source
+    if not isinstance(source, (str, os.PathLike)):
+        arr = np.asarray(source) if not hasattr(source, "shape") else source
+        if len(arr.shape) != 2:
+            raise ValueError(f"montage must be a 2-D array, got shape {arr.shape}")
+        return MontageSource("array", None, tuple(int(s) for s in arr.shape), str(arr.dtype),
+                             pixel_size_nm, arr)
+    path = Path(source)
+    if not path.exists():
+        raise FastsacInputError(path, "montage not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            kind, key, px = "tiff", None, _tiff_pixel_size(path)
+        elif suffix == ".npy":
+            kind, key, px = "npy", None, None
+        elif path.is_dir() or suffix == ".zarr":
+            kind, key, px = "zarr", None, None
+            import zarr
+
+            z = zarr.open(path, mode="r")
+            if not hasattr(z, "shape"):  # OME-Zarr multiscale group: level 0 = full resolution
+                ms = z.attrs.get("multiscales") or z.attrs.get("ome", {}).get("multiscales")
+                key = ms[0]["datasets"][0]["path"] if ms else "0"
+                px = _ome_pixel_size(ms)
+            else:
+                px = z.attrs.get("pixel_size_nm")
+        else:
+            raise FastsacInputError(path, f"unsupported montage type {suffix!r}; "
+                                          "use a (Big)TIFF, Zarr/OME-Zarr or .npy")
+        spec = MontageSource(kind, os.fspath(path), (0, 0), "float32", None, None, key)
+        arr = spec.open()
+    except FastsacInputError:
+        raise
+    except Exception as exc:
+        raise FastsacInputError(path, f"cannot be opened as a montage ({type(exc).__name__}: "
+                                      f"{exc})") from exc
+    shape = tuple(int(s) for s in arr.shape)
+    if len(shape) != 2:
+        raise FastsacInputError(path, f"expected a 2-D montage, got shape {shape}")
+    if pixel_size_nm is not None:
+        px = float(pixel_size_nm)
+    return MontageSource(kind, os.fspath(path), shape, str(arr.dtype),
+                         float(px) if px else None, None, key)
+
+
+def _ome_pixel_size(ms) -> float | None:
+    try:
+        axes = ms[0]["axes"]
+        scale = ms[0]["datasets"][0]["coordinateTransformations"][0]["scale"]
+        from .io import _unit_to_nm
+
+        u = _unit_to_nm(axes[-1].get("unit"))
+        return float(scale[-1]) * u if u else None
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+# --------------------------------------------------------------------------- planning
+def plan_cores(shape, *, tile: int) -> list[tuple[int, int, int, int]]:
+    """Non-overlapping cores ``(y0, y1, x0, x1)`` covering ``shape``, row-major."""
+    tile = int(tile)
+    if tile < 16:
+        raise ValueError(f"tile must be ≥ 16 px, got {tile}")
+    H, W = shape
+    return [(y, min(y + tile, H), x, min(x + tile, W))
+            for y in range(0, H, tile) for x in range(0, W, tile)]
+
+
+def _grow(core, r: int, shape):
+    y0, y1, x0, x1 = core
+    H, W = shape
+    return max(y0 - r, 0), min(y1 + r, H), max(x0 - r, 0), min(x1 + r, W)
+
+
+def _gauss_reach(sigma: float) -> int:
+    return int(_TRUNCATE * float(sigma) + 0.5)
+
+
+@dataclass(frozen=True)
+class ClassicalTiling:
+    """Resolved pixel parameters of a :class:`ClassicalDetector` and the halos
+    that make tiled detection exact (see :func:`classical_halo`)."""
+
+    bg_size: int | None
+    sigma: float
+    surround: float
+    noise_sigma: float
+    threshold: float
+    min_distance: float
+    refine: str
+    fit_radius: int
+    backend: str
+    halo_dog: int      # raw context of the DoG: median reach + surround reach
+    halo_noise: int    # DoG context of the score map at the core ± 1 (3×3 maxima)
+    reach: int         # raw context of the sub-pixel refinement
+    exclude_border: int = 0  # maxima this close to the *montage* edge are ignored
+
+    @classmethod
+    def from_detector(cls, det: ClassicalDetector, pixel_size_nm: float | None):
+        px = pixel_size_nm or DEFAULT_PIXEL_SIZE_NM
+        bg = None if det.background_nm is None else max(3, int(round(det.background_nm / px)))
+        s = det.atom_sigma_nm / px
+        s2 = s * det.surround_ratio
+        ns = det.noise_sigma_nm / px
+        fit_r = max(2, int(np.ceil(2.0 * s)))
+        com_r = max(2, int(round(s * 1.5)))
+        reach = (2 * com_r + fit_r + 2) if det.refine != "none" else 0
+        # scipy's median of even size n covers offsets -n/2 … n/2-1; odd: ±n//2.
+        med_r = 0 if bg is None else bg // 2
+        halo_dog = med_r + max(_gauss_reach(s), _gauss_reach(s2))
+        return cls(bg, s, s2, ns, det.threshold, det.min_distance_nm / px, det.refine, fit_r,
+                   det.backend, halo_dog, _gauss_reach(ns) + 1, reach,
+                   int(getattr(det, "exclude_border_px", 0)))
+
+    @property
+    def halo(self) -> int:
+        """Total raw context of one core (what a single-pass scheme would need)."""
+        return max(self.halo_dog + self.halo_noise, self.reach)
+
+    def dog(self, raw: np.ndarray) -> np.ndarray:
+        """Stage A of :meth:`ClassicalDetector.score_map` (background + DoG), float32."""
+        img = raw.astype(np.float32, copy=False)
+        if self.bg_size is not None:
+            img = preprocess.subtract_background(img, method="median", size_px=self.bg_size,
+                                                 backend=self.backend).image
+        d = ndi.gaussian_filter(img, self.sigma, mode="reflect")
+        d -= ndi.gaussian_filter(img, self.surround, mode="reflect")
+        return d
+
+    def score(self, dog: np.ndarray, cap: np.float32, glob: float) -> np.ndarray:
+        """Stage B: ``dog / local_noise(dog)`` with the whole image's ``cap`` and RMS."""
+        r = dog.astype(np.float32, copy=False)
+        sq = np.minimum(r * r, cap * cap)
+        var = ndi.gaussian_filter(sq, sigma=self.noise_sigma, mode="reflect")
+        noise = np.sqrt(np.maximum(var, (1e-3 * glob) ** 2)).astype(np.float32)
+        return (r / noise).astype(np.float32)
+
+
+def classical_halo(detector=None, *, pixel_size_nm: float | None = None) -> int:
+    """Raw-pixel halo for exact tiling of a :class:`ClassicalDetector`."""
+    det = get_detector("classical" if detector is None else detector)
+    if not isinstance(det, ClassicalDetector):
+        raise TypeError(f"classical_halo needs a ClassicalDetector, got {type(det).__name__}")
+    return ClassicalTiling.from_detector(det, pixel_size_nm).halo
+
+
+# --------------------------------------------------------------------------- chunk work
+# Each is a pure, picklable function of (source, core, …): the same code runs
+# in-process and as a Dask task. The DoG scratch is a Zarr array on disk.
+
+_NBINS = 1 << 16  # histogram over the top 16 bits of |DoG| as float32 (monotone for x ≥ 0)
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return (np.abs(a).astype(np.float32).view(np.uint32) >> 16).astype(np.int64)
+
+
+def chunk_dog(source: MontageSource, core, tiling: ClassicalTiling, scratch: str | None):
+    """Pass 1 for one core: DoG of the core (written to ``scratch``), the
+    histogram of ``|DoG|`` bit patterns and per-bin sums of DoG² (float64)."""
+    arr = source.open()
+    win = _grow(core, tiling.halo_dog, source.shape)
+    raw = source.read(*win, arr=arr)
+    d = tiling.dog(raw)
+    y0, y1, x0, x1 = core
+    d = d[y0 - win[0]:y1 - win[0], x0 - win[2]:x1 - win[2]]
+    if scratch is not None:
+        _scratch_array(scratch, mode="r+")[y0:y1, x0:x1] = d
+    b = _bits(d).ravel()
+    sq = (d * d).astype(np.float64).ravel()
+    counts = np.bincount(b, minlength=_NBINS)
+    sums = np.bincount(b, weights=sq, minlength=_NBINS)
+    nz = np.flatnonzero(counts)
+    return nz, counts[nz], sums[nz], (d if scratch is None else None)
+
+
+def chunk_select(source: MontageSource, core, scratch: str, lo_bin: int, hi_bin: int):
+    """Values of ``|DoG|`` in the histogram bins ``lo_bin … hi_bin`` (float32)."""
+    y0, y1, x0, x1 = core
+    d = np.abs(np.asarray(_scratch_array(scratch)[y0:y1, x0:x1], dtype=np.float32)).ravel()
+    b = _bits(d)
+    return d[(b >= lo_bin) & (b <= hi_bin)]
+
+
+def chunk_detect(source: MontageSource, core, tiling: ClassicalTiling, scratch: str,
+                 cap: float, glob: float, index: int):
+    """Pass 2 for one core: score map from the stored DoG, maxima owned by the
+    core, sub-pixel refinement on the raw window. Global coordinates."""
+    win = _grow(core, tiling.halo_noise, source.shape)
+    dog = np.asarray(_scratch_array(scratch)[win[0]:win[1], win[2]:win[3]], dtype=np.float32)
+    return _detect_from_dog(source, core, win, dog, tiling, cap, glob, index)
+
+
+def _detect_from_dog(source, core, win, dog, tiling, cap, glob, index, arr=None):
+    y0, y1, x0, x1 = core
+    s = tiling.score(dog, np.float32(cap), glob)
+    cand = peaks.local_maxima(s, threshold=tiling.threshold, radius=1, backend=tiling.backend)
+    cx = cand.xy[:, 0] + win[2]
+    cy = cand.xy[:, 1] + win[0]
+    own = (cy >= y0) & (cy < y1) & (cx >= x0) & (cx < x1)
+    b = tiling.exclude_border
+    if b > 0:  # as local_maxima(exclude_border=b) on the whole image
+        H, W = source.shape
+        own &= (cy >= b) & (cy < H - b) & (cx >= b) & (cx < W - b)
+    xy0 = np.stack([cx[own], cy[own]], axis=1).astype(np.float64).reshape(-1, 2)
+    vals = cand.values[own].astype(np.float64)
+    n = len(xy0)
+    cols = [np.full(n, np.nan) for _ in range(5)]
+    xy = xy0.copy()
+    if n and tiling.refine != "none":
+        rwin = _grow(core, tiling.reach, source.shape)
+        raw = source.read(*rwin, arr=arr)
+        off = np.array([rwin[2], rwin[0]], np.float64)
+        xy, cols = _refine(raw, xy0 - off, tiling)
+        xy = xy + off
+    return {"xy0": xy0, "score": vals, "xy": xy, "amplitude": cols[0], "sigma_px": cols[1],
+            "background": cols[2], "intensity": cols[3], "residual": cols[4],
+            "tile": np.full(n, index, np.int64)}
+
+
+def _refine(raw, xy0, t: ClassicalTiling):
+    """The refinement half of :func:`fastsac.detect.postprocess_scores`, per point."""
+    n = len(xy0)
+    cols = [np.full(n, np.nan) for _ in range(5)]
+    xy = peaks.refine_com(raw, xy0, radius=max(2, int(round(t.sigma * 1.5))), iterations=2,
+                          backend=t.backend)
+    moved = np.hypot(*(xy - xy0).T) > t.min_distance
+    xy[moved] = xy0[moved]
+    if t.refine == "gaussian":
+        fit = peaks.refine_gaussian(raw, xy, radius=t.fit_radius, sigma=t.sigma,
+                                    backend=t.backend)
+        good = fit.converged & (np.hypot(*(fit.xy - xy).T) <= t.min_distance)
+        xy = np.where(good[:, None], fit.xy, xy)
+        cols = [fit.amplitude.copy(), fit.sigma.copy(), fit.background.copy(),
+                fit.intensity.copy(), fit.residual.copy()]
+        for a in cols:
+            a[~good] = np.nan
+    return np.asarray(xy, np.float64), cols
+
+
+def _scratch_array(path: str, mode: str = "r"):
+    import zarr
+
+    return zarr.open_array(path, mode=mode)
+
+
+def _make_scratch(root: str | None, shape, tile: int) -> tuple[str, str]:
+    import zarr
+
+    tmpdir = tempfile.mkdtemp(prefix="fastsac-montage-", dir=root)
+    path = os.path.join(tmpdir, "dog.zarr")
+    zarr.create_array(path, shape=shape, chunks=(tile, tile), dtype="float32",
+                      compressors=None, fill_value=0.0)
+    return tmpdir, path
+
+
+# --------------------------------------------------------------------------- global constants
+def quantile_from_histogram(counts: np.ndarray, n: int, q: float):
+    """Rank bins for ``numpy.quantile(a, q)`` (linear method) of ``n`` values
+    from the histogram ``counts``: returns ``(lo_rank, hi_rank, lo_bin, hi_bin,
+    below)`` where ``below`` = number of values in bins < ``lo_bin``."""
+    virtual = (n - 1) * np.asarray(q, np.float64)
+    lo = int(np.floor(virtual))
+    hi = min(lo + 1, n - 1)
+    cum = np.cumsum(counts)
+    lo_bin = int(np.searchsorted(cum, lo, side="right"))
+    hi_bin = int(np.searchsorted(cum, hi, side="right"))
+    below = int(cum[lo_bin - 1]) if lo_bin > 0 else 0
+    return lo, hi, lo_bin, hi_bin, below
+
+
+def exact_quantile(selected: np.ndarray, n: int, q: float, lo: int, below: int) -> np.float32:
+    """``numpy.quantile(a, q)`` of ``n`` float32 values from the sorted values
+    around its rank (``selected`` holds every value of ranks ``below …``)."""
+    v = np.sort(selected.astype(np.float32))
+    virtual = (n - 1) * np.asarray(q, np.float64)
+    frac = virtual - np.floor(virtual)
+    a = v[lo - below]
+    b = v[min(lo - below + 1, len(v) - 1)]
+    # numpy's own interpolation on the two neighbours, so rounding is identical.
+    # A Python-float q takes numpy's weak-promotion path (float32 arithmetic),
+    # exactly as np.percentile(a, 98) with an int q does.
+    return np.float32(np.quantile(np.array([a, b], np.float32), float(frac)))
+
+
+# --------------------------------------------------------------------------- NMS over the table
+def grid_nms(xy: np.ndarray, scores: np.ndarray, *, radius: float) -> np.ndarray:
+    """Exactly :func:`fastsac.peaks.nms` (greedy, descending score, ties to the
+    lower index, distance ≤ radius) with a cell grid, for large candidate tables.
+
+    Returns kept indices in visiting order.
+    """
+    n = len(xy)
+    if n < 4000 or "cpp" in peaks._nms_kernel.available():
+        return peaks.nms(xy, scores, radius=radius)  # the C++ kernel is a cell grid already
+    order = np.lexsort((np.arange(n), -np.nan_to_num(scores, nan=-np.inf)))
+    order = order[np.isfinite(scores[order])]
+    cell = max(float(radius), 1e-9)
+    cx = np.floor(xy[:, 0] / cell).astype(np.int64)
+    cy = np.floor(xy[:, 1] / cell).astype(np.int64)
+    grid: dict[tuple[int, int], list[int]] = {}
+    r2 = radius * radius
+    kept = []
+    X, Y = xy[:, 0].tolist(), xy[:, 1].tolist()
+    CX, CY = cx.tolist(), cy.tolist()
+    for i in order.tolist():
+        x, y, gx, gy = X[i], Y[i], CX[i], CY[i]
+        hit = False
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                for j in grid.get((gx + dx, gy + dy), ()):
+                    ddx, ddy = X[j] - x, Y[j] - y
+                    if ddx * ddx + ddy * ddy <= r2:
+                        hit = True
+                        break
+                if hit:
+                    break
+            if hit:
+                break
+        if not hit:
+            kept.append(i)
+            grid.setdefault((gx, gy), []).append(i)
+    return np.asarray(kept, np.int64)
+
+
+# --------------------------------------------------------------------------- driver
+@dataclass(frozen=True)
+class MontageResult:
+    """Detections of a whole montage in global pixel coordinates.
+
+    ``detections`` are in the order whole-image detection would give them;
+    ``tile`` (N,) is the index of the owning core (or frame in folder mode);
+    ``statistics`` is the montage summary (same keys as ``summary.json`` of
+    ``fastsac analyze``); ``nn_dist``, ``cluster_id``, ``cluster_size`` per atom.
+    """
+
+    source: str
+    shape: tuple[int, int]
+    pixel_size_nm: float | None
+    detections: Detections
+    tile: np.ndarray
+    nn_dist: np.ndarray
+    cluster_id: np.ndarray
+    cluster_size: np.ndarray
+    statistics: dict
+    n_candidates: int = 0
+    params: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    def table(self) -> dict[str, np.ndarray]:
+        """Columns of :data:`PARQUET_COLUMNS`."""
+        d = self.detections
+        px = self.pixel_size_nm
+        scale = px if px else np.nan
+        return {"x_px": d.xy[:, 0], "y_px": d.xy[:, 1], "x_nm": d.xy[:, 0] * scale,
+                "y_nm": d.xy[:, 1] * scale, "score": d.score, "amplitude": d.amplitude,
+                "sigma_px": d.sigma_px, "intensity": d.intensity, "background": d.background,
+                "residual": d.residual,
+                "nn_dist_nm": self.nn_dist if px else np.full(len(d), np.nan),
+                "cluster_id": self.cluster_id, "cluster_size": self.cluster_size,
+                "tile": self.tile}
+
+
+class _Runner:
+    """Runs chunk functions in-process (sequentially, tqdm) — the default; the
+    Dask runner in :mod:`fastsac.distributed` has the same ``map`` signature."""
+
+    name = "local"
+
+    def __init__(self, progress: bool = True):
+        self.progress = progress
+
+    def map(self, fn: Callable, args: list[tuple], *, desc: str) -> Iterable:
+        from tqdm import tqdm
+
+        for a in tqdm(args, desc=desc, unit="tile", disable=not self.progress or len(args) < 2):
+            yield fn(*a)
+
+
+def detect_montage(source, *, detector="classical", tile: int = 2048,
+                   pixel_size_nm: float | None = None, runner=None, scratch_dir: str | None = None,
+                   progress: bool = True) -> tuple[Detections, np.ndarray, int, dict]:
+    """Streamed detection over a montage, exactly equal to whole-image detection.
+
+    Parameters
+    ----------
+    source : path, array or MontageSource
+    detector : "classical", "default" or a ClassicalDetector
+        Detectors other than :class:`ClassicalDetector` are tiled by
+        :func:`fastsac.infer.detect_tiled` when available (raises otherwise).
+    tile : int
+        Core edge in px; each core is read with :func:`classical_halo` px of
+        context (≈ 173 px at 0.0293 nm/px), so larger tiles waste less.
+    runner : optional
+        Object with ``map(fn, args, desc=...)`` yielding results (in any order
+        is fine: results are re-sorted); default in-process.
+    scratch_dir : str, optional
+        Where the DoG scratch array (4 bytes/px) lives; must be visible to all
+        workers. Default: the system temp dir. Removed afterwards.
+
+    Returns
+    -------
+    (Detections, tile_index (N,), n_candidates, timings)
+    """
+    src = open_montage(source, pixel_size_nm=pixel_size_nm)
+    det = get_detector(detector)
+    if not isinstance(det, ClassicalDetector):
+        raise NotImplementedError(
+            f"montage tiling is implemented for the classical detector; got "
+            f"{type(det).__name__}. Use fastsac.infer.detect_tiled for learned detectors.")
+    px = src.pixel_size_nm
+    t = ClassicalTiling.from_detector(det, px)
+    runner = runner or _Runner(progress)
+    H, W = src.shape
+    n = H * W
+    cores = plan_cores(src.shape, tile=tile)
+    tim: dict[str, float] = {}
+    t0 = time.perf_counter()
+    tmpdir, scratch = _make_scratch(scratch_dir, src.shape, int(tile))
+    try:
+        counts = np.zeros(_NBINS, np.int64)
+        sums = np.zeros(_NBINS, np.float64)
+        for nz, c, s, _ in runner.map(chunk_dog, [(src, c, t, scratch) for c in cores],
+                                      desc="pass 1/2 (DoG)"):
+            counts[nz] += c
+            sums[nz] += s
+        t1 = time.perf_counter()
+        lo, hi, lo_bin, hi_bin, below = quantile_from_histogram(counts, n, 0.98)
+        sel = [v for v in runner.map(chunk_select,
+                                     [(src, c, scratch, lo_bin, hi_bin) for c in cores],
+                                     desc="percentile")]
+        vals = np.concatenate(sel) if sel else np.zeros(0, np.float32)
+        cap = exact_quantile(vals, n, 0.98, lo, below)
+        cap2 = np.float32(cap) * np.float32(cap)
+        # Σ min(d², cap²): full bins below, exact within the selected bins, cap² above.
+        sel_sq = (vals * vals).astype(np.float64)
+        in_sel = sel_sq <= float(cap2)
+        n_le = below + int(in_sel.sum())
+        total = float(sums[:lo_bin].sum()) + float(sel_sq[in_sel].sum()) + (n - n_le) * float(cap2)
+        glob = float(np.sqrt(np.float32(total / n))) or 1.0
+        t2 = time.perf_counter()
+        tables = sorted(runner.map(chunk_detect,
+                                   [(src, c, t, scratch, float(cap), glob, i)
+                                    for i, c in enumerate(cores)], desc="pass 2/2 (detect)"),
+                        key=lambda r: int(r["tile"][0]) if len(r["tile"]) else -1)
+        t3 = time.perf_counter()
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    dets, owner, ncand = _finish(tables, t, det, px)
+    tim.update({"pass1_dog": t1 - t0, "percentile": t2 - t1, "pass2_detect": t3 - t2,
+                "nms": time.perf_counter() - t3, "total": time.perf_counter() - t0})
+    info = {"cap": float(cap), "global_rms": glob, "halo_dog": t.halo_dog,
+            "halo_noise": t.halo_noise, "reach": t.reach, "tile": int(tile),
+            "n_tiles": len(cores), "runner": getattr(runner, "name", "custom")}
+    return replace_timings(dets, tim), owner, ncand, info
+
+
+def replace_timings(d: Detections, tim: dict) -> Detections:
+    from dataclasses import replace
+    return replace(d, timings=dict(tim))
+
+
+def _finish(tables, t: ClassicalTiling, det, px):
+    keys = ["xy0", "score", "xy", "amplitude", "sigma_px", "background", "intensity",
+            "residual", "tile"]
+    if tables:
+        cat = {k: np.concatenate([np.asarray(r[k]) for r in tables]) for k in keys}
+    else:
+        cat = {k: np.zeros(0) for k in keys}
+    xy0 = cat["xy0"].reshape(-1, 2)
+    xy = cat["xy"].reshape(-1, 2)
+    # Whole-image candidate order is row-major by integer position.
+    order = np.lexsort((xy0[:, 0], xy0[:, 1]))
+    sc = cat["score"][order].astype(np.float32).astype(np.float64)
+    keep = order[grid_nms(xy0[order], sc, radius=t.min_distance)] if len(order) else order
+    d = Detections(xy[keep].reshape(-1, 2), cat["score"][keep], cat["amplitude"][keep],
+                   cat["sigma_px"][keep], cat["background"][keep], cat["intensity"][keep],
+                   cat["residual"][keep], det.name,
+                   det.params() | {"pixel_size_nm_used": px or DEFAULT_PIXEL_SIZE_NM}, {})
+    return d, cat["tile"][keep].astype(np.int64), len(order)
+
+
+# --------------------------------------------------------------------------- statistics
+def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
+                       multimer_cutoff_nm: float = 0.23, name: str = "montage",
+                       source: str | None = None, backend: str = "auto"):
+    """Global NN distances, clusters, counts, density and dispersion statistics
+    of a montage's point set.
+
+    The same kernels and summary keys as :func:`fastsac.pipeline.analyze` with
+    ``support_mask=False`` (see docs/statistics.md), on the global
+    coordinates, so a montage that also fits as one image gives identical
+    numbers. (The support mask is a whole-image operation with global
+    thresholds and is not computed for montages.)
+
+    Returns
+    -------
+    (nn_dist (N,), cluster_id (N,), cluster_size (N,), summary dict)
+        ``nn_dist`` in nm when calibrated, else px.
+    """
+    from . import __version__
+    from .spatial import clusters, nearest_neighbors
+    from .spatial.stats import dispersion
+
+    pts = np.asarray(xy, np.float64).reshape(-1, 2)
+    px = pixel_size_nm
+    cutoff_px = multimer_cutoff_nm / (px or DEFAULT_PIXEL_SIZE_NM)
+    t0 = time.perf_counter()
+    nn = nearest_neighbors(pts, backend=backend)
+    cl = clusters(pts, cutoff=cutoff_px, backend=backend)
+    disp = dispersion(pts, image_shape=tuple(int(s) for s in shape), pixel_size_nm=px,
+                      mask=None, multimer_cutoff_px=cutoff_px, backend=backend)
+    nn_dist = nn.distance * px if px else nn.distance
+    summary = {
+        "fastsac_version": __version__,
+        "image": name,
+        "source": os.path.abspath(source) if source else None,
+        "shape_px": [int(s) for s in shape],
+        "pixel_size_nm": px,
+        "pixel_size_source": "override" if px else "none",
+        **disp.as_dict(),
+        "support": None,
+        "timings_s": {"statistics": time.perf_counter() - t0},
+        "backend": {"nearest_neighbors": nn.backend, "clusters": cl.backend},
+    }
+    return nn_dist, cl.labels, cl.sizes, summary
+
+
+def analyze_montage(source, *, detector="classical", tile: int = 2048,
+                    pixel_size_nm: float | None = None, multimer_cutoff_nm: float = 0.23,
+                    runner=None, scratch_dir: str | None = None,
+                    progress: bool = True) -> MontageResult:
+    """Detect atoms on a montage and compute its global statistics.
+
+    See :func:`detect_montage` for the tiling and :func:`montage_statistics`
+    for the statistics. Returns a :class:`MontageResult`.
+    """
+    src = open_montage(source, pixel_size_nm=pixel_size_nm)
+    dets, owner, ncand, info = detect_montage(src, detector=detector, tile=tile, runner=runner,
+                                              scratch_dir=scratch_dir, progress=progress)
+    t0 = time.perf_counter()
+    nn, cid, csz, summary = montage_statistics(
+        dets.xy, shape=src.shape, pixel_size_nm=src.pixel_size_nm,
+        multimer_cutoff_nm=multimer_cutoff_nm, name=src.name, source=src.path)
+    tim = dict(dets.timings) | {"statistics": time.perf_counter() - t0}
+    summary["detector"] = {"name": dets.detector, "params": dets.params}
+    summary["montage"] = info | {"n_candidates": ncand}
+    summary["timings_s"] = tim
+    return MontageResult(src.path or "array", src.shape, src.pixel_size_nm, dets, owner, nn, cid,
+                         csz, summary, ncand, info, tim)
+
+
+# --------------------------------------------------------------------------- parquet
+def write_parquet(path, result: MontageResult) -> Path:
+    """Write the detections (global coordinates, :data:`PARQUET_COLUMNS`) atomically,
+    with the summary as JSON in the file's key-value metadata."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .io import _json_default, atomic_path
+
+    tab = result.table()
+    types = {"cluster_id": pa.int64(), "cluster_size": pa.int64(), "tile": pa.int64()}
+    arrays = [pa.array(np.asarray(tab[c]), type=types.get(c, pa.float64()))
+              for c in PARQUET_COLUMNS]
+    table = pa.Table.from_arrays(arrays, names=PARQUET_COLUMNS)
+    meta = {b"fastsac.summary": json.dumps(result.statistics, default=_json_default).encode()}
+    table = table.replace_schema_metadata(meta)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return Path(path)
+
+
+def read_parquet(path) -> tuple[dict[str, np.ndarray], dict]:
+    """Columns and summary written by :func:`write_parquet`."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path)
+    meta = t.schema.metadata or {}
+    summary = json.loads(meta.get(b"fastsac.summary", b"{}"))
+    return {c: t.column(c).to_numpy() for c in t.column_names}, summary
+
+
+# --------------------------------------------------------------------------- folder mode
+def read_positions(path, *, pixel_size_nm: float | None = None) -> list[tuple[str, float, float]]:
+    """Frame positions: a CSV with a file column (``file``/``filename``/``name``)
+    and the frame's top-left corner as ``x_px,y_px`` (or ``x,y``: pixels) or
+    ``x_nm,y_nm`` (stage coordinates in nm; needs the pixel size).
+
+    Returns ``[(file, x0_px, y0_px), …]``.
+    """
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise FastsacInputError(path, "positions CSV not found")
+    rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines()))
+    if not rows:
+        raise FastsacInputError(path, "positions CSV has no rows")
+    cols = {c.strip().lower(): c for c in rows[0]}
+    fk = next((cols[k] for k in ("file", "filename", "name", "path") if k in cols), None)
+    if fk is None:
+        raise FastsacInputError(path, f"positions CSV needs a file column, found {list(cols)}")
+    if "x_nm" in cols and "y_nm" in cols:
+        if not pixel_size_nm:
+            raise FastsacInputError(path, "positions are in nm (x_nm, y_nm) but the pixel size "
+                                          "is unknown; pass pixel_size_nm / --pixel-size")
+        xk, yk, scale = cols["x_nm"], cols["y_nm"], 1.0 / pixel_size_nm
+    else:
+        xk = cols.get("x_px", cols.get("x"))
+        yk = cols.get("y_px", cols.get("y"))
+        scale = 1.0
+        if xk is None or yk is None:
+            raise FastsacInputError(path, "positions CSV needs x_px,y_px (or x,y) or x_nm,y_nm")
+    out = []
+    for n, r in enumerate(rows, start=2):
+        try:
+            out.append((r[fk].strip(), float(r[xk]) * scale, float(r[yk]) * scale))
+        except (TypeError, ValueError):
+            raise FastsacInputError(path, f"line {n}: cannot read a position from {r}") from None
+    return out
+
+
+def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: float | None = None,
+                   multimer_cutoff_nm: float = 0.23, dedup: str = "ownership",
+                   dedup_radius_nm: float | None = None, progress: bool = True) -> MontageResult:
+    """A montage given as overlapping frames with stage positions.
+
+    Each frame is detected whole; detections are shifted by the frame's
+    position into global pixels. In overlaps each atom is seen by several
+    frames; ``dedup`` keeps one:
+
+    - ``"ownership"``: a detection is kept only by the frame whose centre is
+      nearest to it among the frames that contain it (for a regular grid: the
+      overlap's mid-line), then any two survivors closer than the radius
+      (an atom straddling the mid-line) are merged, keeping the higher score.
+    - ``"score"``: detections from different frames closer than the radius
+      are merged, keeping the highest score.
+
+    ``dedup_radius_nm`` defaults to the detector's NMS distance.
+    """
+    from .io import read
+
+    folder = Path(folder)
+    if isinstance(positions, list):
+        pos = positions
+    else:
+        px_pos = pixel_size_nm
+        if px_pos is None:  # stage positions in nm: use the frames' own calibration
+            import csv
+
+            with open(positions, encoding="utf-8-sig", newline="") as fh:
+                first = next(csv.DictReader(fh), None)
+            fk = next((k for k in (first or {}) if k.strip().lower() in
+                       ("file", "filename", "name", "path")), None)
+            if first and fk and (folder / first[fk].strip()).is_file():
+                px_pos = read(folder / first[fk].strip()).pixel_size_nm
+        pos = read_positions(positions, pixel_size_nm=px_pos)
+    det = get_detector(detector)
+    if dedup not in ("ownership", "score"):
+        raise ValueError(f"dedup must be 'ownership' or 'score', got {dedup!r}")
+    from tqdm import tqdm
+
+    parts, frames, px_seen = [], [], pixel_size_nm
+    t0 = time.perf_counter()
+    for i, (fname, x0, y0) in enumerate(tqdm(pos, desc="frames", unit="frame",
+                                            disable=not progress or len(pos) < 2)):
+        m = read(folder / fname, pixel_size_nm=pixel_size_nm)
+        px_seen = px_seen or m.pixel_size_nm
+        d = det.detect(m)
+        h, w = m.shape
+        frames.append((x0, y0, w, h))
+        parts.append((i, d.subset(np.arange(len(d))), np.array([x0, y0])))
+    frames_a = np.asarray(frames, np.float64).reshape(-1, 4)
+    xs, keep_cols, owner = [], [], []
+    for i, d, off in parts:
+        g = d.xy + off
+        if dedup == "ownership" and len(g):
+            cx = frames_a[:, 0] + (frames_a[:, 2] - 1) / 2
+            cy = frames_a[:, 1] + (frames_a[:, 3] - 1) / 2
+            inside = ((g[:, None, 0] >= frames_a[None, :, 0])
+                      & (g[:, None, 0] <= frames_a[None, :, 0] + frames_a[None, :, 2] - 1)
+                      & (g[:, None, 1] >= frames_a[None, :, 1])
+                      & (g[:, None, 1] <= frames_a[None, :, 1] + frames_a[None, :, 3] - 1))
+            d2 = (g[:, None, 0] - cx[None]) ** 2 + (g[:, None, 1] - cy[None]) ** 2
+            d2 = np.where(inside, d2, np.inf)
+            mine = np.argmin(d2, axis=1) == i  # argmin: ties to the lower frame index
+            d = d.subset(mine)
+            g = g[mine]
+        xs.append(g)
+        keep_cols.append(d)
+        owner.append(np.full(len(g), i, np.int64))
+    xy = np.concatenate(xs) if xs else np.zeros((0, 2))
+    cat = {k: np.concatenate([getattr(d, k) for d in keep_cols]) if keep_cols else np.zeros(0)
+           for k in ("score", "amplitude", "sigma_px", "background", "intensity", "residual")}
+    own = np.concatenate(owner) if owner else np.zeros(0, np.int64)
+    px = px_seen
+    r_px = (dedup_radius_nm if dedup_radius_nm is not None
+            else getattr(det, "min_distance_nm", 0.176)) / (px or DEFAULT_PIXEL_SIZE_NM)
+    # Merge cross-frame duplicates within the radius, highest score first.
+    keep = _dedup_across(xy, cat["score"], own, r_px) if len(xy) else np.zeros(0, np.int64)
+    keep = np.sort(keep)
+    dets = Detections(xy[keep].reshape(-1, 2), *(cat[k][keep] for k in
+                      ("score", "amplitude", "sigma_px", "background", "intensity", "residual")),
+                      det.name, det.params(), {"detect": time.perf_counter() - t0})
+    x_hi = float((frames_a[:, 0] + frames_a[:, 2]).max()) if len(frames_a) else 0.0
+    y_hi = float((frames_a[:, 1] + frames_a[:, 3]).max()) if len(frames_a) else 0.0
+    x_lo = float(frames_a[:, 0].min()) if len(frames_a) else 0.0
+    y_lo = float(frames_a[:, 1].min()) if len(frames_a) else 0.0
+    shape = (int(math.ceil(y_hi - y_lo)), int(math.ceil(x_hi - x_lo)))
+    nn, cid, csz, summary = montage_statistics(dets.xy, shape=shape, pixel_size_nm=px,
+                                               multimer_cutoff_nm=multimer_cutoff_nm,
+                                               name=folder.name, source=os.fspath(folder))
+    # The bounding box over-counts area where frames leave gaps; report the union too.
+    summary["frames"] = len(pos)
+    summary["dedup"] = {"method": dedup, "radius_px": r_px,
+                        "removed": int(sum(len(d) for _, d, _ in parts) - len(dets))}
+    summary["detector"] = {"name": dets.detector, "params": dets.params}
+    return MontageResult(os.fspath(folder), shape, px, dets, own[keep], nn, cid, csz, summary,
+                         len(xy), {"dedup": dedup}, dict(dets.timings))
+
+
+def _dedup_across(xy, score, frame, radius):
+    """Greedy by descending score: drop a point within ``radius`` of a kept
+    point *from another frame* (same-frame neighbours were already resolved by
+    the detector's own NMS)."""
+    from scipy.spatial import cKDTree
+
+    order = np.lexsort((np.arange(len(xy)), -np.nan_to_num(score, nan=-np.inf)))
+    tree = cKDTree(xy)
+    pairs = tree.query_pairs(radius, output_type="ndarray")
+    pairs = pairs[frame[pairs[:, 0]] != frame[pairs[:, 1]]]
+    if not len(pairs):
+        return np.arange(len(xy))
+    nbrs: dict[int, list[int]] = {}
+    for a, b in pairs.tolist():
+        nbrs.setdefault(a, []).append(b)
+        nbrs.setdefault(b, []).append(a)
+    alive = np.ones(len(xy), bool)
+    kept = np.zeros(len(xy), bool)
+    for i in order.tolist():
+        if not alive[i]:
+            continue
+        kept[i] = True
+        for j in nbrs.get(i, ()):
+            if not kept[j]:
+                alive[j] = False
+    return np.flatnonzero(kept)

@@ -1,0 +1,286 @@
+"""Montage tiling is exact: tiled detection and global statistics equal the
+single-image run (including atoms on tile borders); sources, Parquet, folder mode."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from fastsac import peaks
+from fastsac.detect import ClassicalDetector
+from fastsac.montage import (PARQUET_COLUMNS, analyze_frames, analyze_montage, classical_halo,
+                             detect_montage, exact_quantile, grid_nms, open_montage,
+                             plan_cores, quantile_from_histogram, read_parquet, read_positions,
+                             write_parquet)
+from fastsac.montage import _NBINS, _bits
+from fastsac.pipeline import analyze
+
+from ._synth import spots
+
+PX = 0.0293
+
+
+@pytest.fixture(scope="module")
+def image():
+    img, truth = spots((1024, 1024), seed=3)
+    return img, truth
+
+
+@pytest.fixture(scope="module")
+def whole(image):
+    # montages have no support mask (a whole-image operation): compare without it
+    return analyze(image[0].astype(np.float32), detector="classical", pixel_size_nm=PX,
+                   support_mask=False)
+
+
+_NOT_COMPARED = {"timings_s", "source", "image", "detector", "montage", "backend",
+                 "pixel_size_source"}
+
+
+def _assert_same_summary(got: dict, ref: dict):
+    keys = set(ref) - _NOT_COMPARED
+    assert keys <= set(got)
+    for k in sorted(keys):
+        a, b = got[k], ref[k]
+        if isinstance(b, float) and isinstance(a, float):
+            assert a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True), k
+        else:
+            assert a == b, k
+
+
+@pytest.fixture(scope="module")
+def tiled(image):
+    return analyze_montage(image[0], detector="classical", tile=256, pixel_size_nm=PX,
+                           progress=False)
+
+
+def test_halo_is_derived_from_the_detector():
+    # median 40 px (reach 20) + DoG surround σ=6 (reach 24) + noise σ≈32 (reach 128) + 1
+    assert classical_halo(ClassicalDetector(), pixel_size_nm=PX) == 20 + 24 + 128 + 1
+    assert classical_halo(ClassicalDetector(background_nm=None), pixel_size_nm=PX) == 24 + 129
+
+
+def test_tiled_detection_equals_whole_image(whole, tiled):
+    w, t = whole.detections, tiled.detections
+    assert len(w) > 500
+    assert len(t) == len(w)
+    # same points in the same order; scores bit-identical, positions to float rounding
+    np.testing.assert_array_equal(t.score, w.score)
+    np.testing.assert_allclose(t.xy, w.xy, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(t.intensity, w.intensity, rtol=1e-9, equal_nan=True)
+    # the test means something: atoms sit on and around the tile borders
+    border = np.minimum(np.abs((t.xy + 0.5) % 256 - 0.5), 256 - (t.xy + 0.5) % 256).min(axis=1)
+    assert (border < 3).sum() >= 10
+    assert len(np.unique(tiled.tile)) == 16
+
+
+def test_global_statistics_equal_whole_image(whole, tiled):
+    np.testing.assert_allclose(tiled.nn_dist, whole.nn_dist, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(tiled.cluster_id, whole.cluster_id)
+    np.testing.assert_array_equal(tiled.cluster_size, whole.cluster_size)
+    s, r = tiled.statistics, whole.summary
+    assert s["n_atoms"] == r["n_atoms"]
+    assert s["n_atoms_multimer"] == r["n_atoms_multimer"] > 0
+    assert s["n_dimers"] == r["n_dimers"] > 0
+    _assert_same_summary(s, r)  # every statistic, incl. Clark–Evans and cluster classes
+
+
+def test_uneven_tiles_and_sources_agree(tmp_path, image):
+    img = image[0][:700, :650]
+    det = ClassicalDetector(background_nm=None)
+    ref = det.detect(img.astype(np.float32))
+    tif = tmp_path / "m.tif"
+    from fastsac.io import write_tiff
+
+    write_tiff(tif, img, pixel_size_nm=PX, bigtiff=True, tile=(128, 128))
+    strip = tmp_path / "s.tif"
+    import tifffile
+
+    tifffile.imwrite(strip, img, rowsperstrip=37)
+    import zarr
+
+    z = zarr.create_array(str(tmp_path / "m.zarr"), shape=img.shape, chunks=(100, 100),
+                          dtype=img.dtype, attributes={"pixel_size_nm": PX})
+    z[:] = img
+    g = zarr.open_group(str(tmp_path / "ome.zarr"), mode="w")
+    g.attrs["multiscales"] = [{"axes": [{"name": "y", "unit": "nanometer"},
+                                        {"name": "x", "unit": "nanometer"}],
+                               "datasets": [{"path": "0", "coordinateTransformations": [
+                                   {"type": "scale", "scale": [PX, PX]}]}]}]
+    g.create_array("0", shape=img.shape, chunks=(128, 128), dtype=img.dtype)[:] = img
+    for src in (tif, strip, tmp_path / "m.zarr", tmp_path / "ome.zarr"):
+        m = open_montage(src)
+        assert m.shape == img.shape
+        np.testing.assert_array_equal(m.read(33, 290, 101, 400), img[33:290, 101:400])
+        if src != strip:
+            assert m.pixel_size_nm == pytest.approx(PX, rel=1e-6)
+    d, owner, _, info = detect_montage(tif, detector=det, tile=300, pixel_size_nm=PX,
+                                      progress=False)
+    assert info["n_tiles"] == 9
+    assert len(d) == len(ref) > 200
+    np.testing.assert_allclose(d.xy, ref.xy, atol=1e-9)
+
+
+def test_exact_percentile_matches_numpy():
+    rng = np.random.default_rng(0)
+    for k in range(60):
+        n = int(rng.integers(2, 50000))
+        a = np.abs(rng.standard_t(3, size=n)).astype(np.float32)
+        if k % 3 == 0:
+            a = np.round(a, 1).astype(np.float32)  # many ties
+        b = _bits(a)
+        lo, _, lb, hb, below = quantile_from_histogram(np.bincount(b, minlength=_NBINS), n, 0.98)
+        got = exact_quantile(a[(b >= lb) & (b <= hb)], n, 0.98, lo, below)
+        assert got == np.percentile(a, 98)
+
+
+def test_grid_nms_equals_reference(rng):
+    xy = rng.uniform(0, 400, size=(5000, 2))
+    xy[::7] = np.round(xy[::7])
+    s = np.round(rng.uniform(0, 5, 5000), 2)  # ties
+    from fastsac.peaks import _nms_numpy_ref
+
+    ref = _nms_numpy_ref(xy, s, 6.0)
+    np.testing.assert_array_equal(grid_nms(xy, s, radius=6.0), ref)
+    np.testing.assert_array_equal(peaks.nms(xy, s, radius=6.0), ref)
+
+
+def test_plan_cores_cover_once():
+    cores = plan_cores((700, 650), tile=256)
+    cover = np.zeros((700, 650), int)
+    for y0, y1, x0, x1 in cores:
+        cover[y0:y1, x0:x1] += 1
+    assert (cover == 1).all()
+    with pytest.raises(ValueError, match="tile"):
+        plan_cores((10, 10), tile=4)
+
+
+def test_parquet_schema_and_global_coordinates(tmp_path, tiled, image):
+    p = write_parquet(tmp_path / "atoms.parquet", tiled)
+    cols, summary = read_parquet(p)
+    assert list(cols) == PARQUET_COLUMNS
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(p)
+    assert str(schema.field("x_px").type) == "double"
+    assert str(schema.field("cluster_size").type) == "int64"
+    assert summary["n_atoms"] == len(tiled.detections)
+    np.testing.assert_allclose(cols["x_nm"], cols["x_px"] * PX)
+    # global coordinates: detections land on the true atoms everywhere in the montage
+    truth = image[1]
+    from fastsac.evaluate import match_points
+
+    m = match_points(np.stack([cols["x_px"], cols["y_px"]], 1), truth, tolerance_px=2.0)
+    assert m.f1 > 0.8
+    far = (truth[:, 0] > 768) & (truth[:, 1] > 768)  # the last tile: offsets were applied
+    mf = match_points(np.stack([cols["x_px"], cols["y_px"]], 1)[
+        (cols["x_px"] > 768) & (cols["y_px"] > 768)], truth[far], tolerance_px=2.0)
+    assert mf.recall > 0.8
+
+
+def _write_frames(tmp_path, img, frame, step, unit="px"):
+    import tifffile
+
+    rows = []
+    H, W = img.shape
+    for y in range(0, H - frame + 1, step):
+        for x in range(0, W - frame + 1, step):
+            name = f"f_{y}_{x}.tif"
+            tifffile.imwrite(tmp_path / name, img[y:y + frame, x:x + frame], imagej=True,
+                             resolution=(1 / PX, 1 / PX), metadata={"unit": "nm"})
+            rows.append((name, x, y))
+    pos = tmp_path / "positions.csv"
+    with open(pos, "w", newline="") as fh:
+        wr = csv.writer(fh)
+        if unit == "px":
+            wr.writerow(["file", "x_px", "y_px"])
+            wr.writerows(rows)
+        else:
+            wr.writerow(["file", "x_nm", "y_nm"])
+            wr.writerows([(n, x * PX, y * PX) for n, x, y in rows])
+    return pos
+
+
+@pytest.mark.parametrize("dedup", ["ownership", "score"])
+def test_folder_with_positions_dedups_overlaps(tmp_path, image, dedup):
+    img, truth = image[0][:640, :640], image[1]
+    truth = truth[(truth[:, 0] < 639.5) & (truth[:, 1] < 639.5)]
+    pos = _write_frames(tmp_path, img, 384, 256, unit="nm" if dedup == "score" else "px")
+    det = ClassicalDetector(background_nm=None)
+    # nm positions: the pixel size comes from the frames' own calibration
+    res = analyze_frames(tmp_path, pos, detector=det, dedup=dedup, progress=False)
+    assert res.pixel_size_nm == pytest.approx(PX, rel=1e-6)
+    assert res.statistics["frames"] == 4
+    assert res.statistics["dedup"]["removed"] > 20  # the overlaps really held duplicates
+    xy = res.detections.xy
+    from scipy.spatial import cKDTree
+
+    assert len(cKDTree(xy).query_pairs(2.0)) == 0  # no atom counted twice
+    from fastsac.evaluate import match_points
+
+    whole = det.detect(img.astype(np.float32))
+    assert abs(len(xy) - len(whole)) <= 0.02 * len(whole)
+    assert match_points(xy, truth, tolerance_px=2.0).f1 > 0.8
+    assert res.shape == (640, 640)
+
+
+def test_read_positions_units(tmp_path):
+    p = tmp_path / "p.csv"
+    p.write_text("filename,x_nm,y_nm\na.tif,2.93,0\n")
+    assert read_positions(p, pixel_size_nm=PX) == [("a.tif", pytest.approx(100.0), 0.0)]
+    from fastsac.errors import FastsacInputError
+
+    with pytest.raises(FastsacInputError, match="pixel size"):
+        read_positions(p)
+    p.write_text("file,x_px,y_px\na.tif,oops,0\n")
+    with pytest.raises(FastsacInputError, match="line 2"):
+        read_positions(p)
+
+
+def test_cli_montage(tmp_path, image):
+    from fastsac.cli import main
+
+    np.save(tmp_path / "m.npy", image[0][:512, :512])
+    out = tmp_path / "out"
+    rc = main(["montage", str(tmp_path / "m.npy"), "-o", str(out), "--tile", "200",
+               "--detector", "classical", "--pixel-size", str(PX), "--no-progress"])
+    assert rc == 0
+    cols, summary = read_parquet(out / "atoms.parquet")
+    ref = analyze(image[0][:512, :512].astype(np.float32), detector="classical",
+                  pixel_size_nm=PX, support_mask=False)
+    assert len(cols["x_px"]) == summary["n_atoms"] == ref.summary["n_atoms"]
+    import json
+
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_atoms_multimer"] == ref.summary["n_atoms_multimer"]
+    assert main(["montage", str(tmp_path / "missing.tif"), "-o", str(out)]) == 2
+
+
+def test_cli_montage_folder_mode(tmp_path, image):
+    from fastsac.cli import main
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    pos = _write_frames(frames, image[0][:512, :512], 320, 192)
+    out = tmp_path / "out"
+    assert main(["montage", str(frames), "-o", str(out)]) == 2  # no positions
+    rc = main(["montage", str(frames), "-o", str(out), "--positions", str(pos),
+               "--detector", "classical", "--pixel-size", str(PX), "--no-progress"])
+    assert rc == 0
+    cols, summary = read_parquet(out / "atoms.parquet")
+    assert summary["frames"] == 4 and len(cols["x_px"]) == summary["n_atoms"] > 50
+    assert set(np.unique(cols["tile"])) == {0, 1, 2, 3}
+
+
+def test_montage_edge_exclusion_is_the_whole_image_edge(image):
+    img = image[0][:512, :512]
+    det = ClassicalDetector(background_nm=None, exclude_border_px=40)
+    ref = det.detect(img.astype(np.float32))
+    d, _, _, _ = detect_montage(img, detector=det, tile=128, progress=False)
+    assert len(d) == len(ref) > 100
+    np.testing.assert_allclose(d.xy, ref.xy, atol=1e-9)
+    # tile borders inside the montage are not excluded: atoms sit near x = 128, 256, 384
+    near = np.abs(d.xy[:, 0][:, None] - np.array([128, 256, 384])[None]).min(axis=1) < 3
+    assert near.sum() > 3
