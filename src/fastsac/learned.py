@@ -13,7 +13,8 @@
   shared :func:`~fastsac.detect.postprocess_scores` (maxima → NMS → sub-pixel
   fit). Per-atom score = heatmap peak value. Images are resampled to the
   model's working pixel size when their calibration is known.
-* :func:`default_detector` returns the shipped heatmap model
+* :func:`default_detector` returns the shipped heatmap model (``--detector heatmap``;
+  ``"default"`` stays classical until a learned model beats it under cross-validation)
   (``fastsac/weights/fastsac_heatmap_v1.pt``) or None; :func:`load_detector`
   builds a detector from a checkpoint recognised by its keys; :func:`train`
   trains the heatmap model from scratch (seeded; ``fastsac train``).

@@ -37,7 +37,9 @@ def test_default_loads_without_network(monkeypatch):
     d = default_detector()
     assert isinstance(d, HeatmapDetector)
     assert d.source.endswith("fastsac_heatmap_v1.pt")
-    assert isinstance(get_detector("default"), HeatmapDetector)
+    assert isinstance(get_detector("heatmap"), HeatmapDetector)
+    # "default" is the best cross-validated detector, which is still the classical one
+    assert get_detector("default").name == "classical"
 
 
 def test_shipped_model_on_real_images(det, ptnc_dir):
