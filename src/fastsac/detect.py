@@ -94,24 +94,9 @@ def postprocess_scores(score_map: np.ndarray, raw: np.ndarray, *, threshold: flo
     xy0 = cand.xy[keep].astype(np.float64)
     score = cand.values[keep].astype(np.float64)
     t1 = time.perf_counter()
-    n = len(xy0)
-    nan = np.full(n, np.nan)
-    amp = sig = bg = inten = res = nan
-    xy = xy0
-    if n and refine in ("com", "gaussian"):
-        xy = peaks.refine_com(raw, xy0, radius=max(2, int(round(sigma_px * 1.5))), iterations=2,
-                              backend=backend)
-        # Keep the refinement honest: a centroid that wandered off the peak is discarded.
-        moved = np.hypot(*(xy - xy0).T) > min_distance_px
-        xy[moved] = xy0[moved]
-    if n and refine == "gaussian":
-        fit = peaks.refine_gaussian(raw, xy, radius=fit_radius_px, sigma=sigma_px, backend=backend)
-        good = fit.converged & (np.hypot(*(fit.xy - xy).T) <= min_distance_px)
-        xy = np.where(good[:, None], fit.xy, xy)
-        amp, sig, bg = fit.amplitude.copy(), fit.sigma.copy(), fit.background.copy()
-        inten, res = fit.intensity.copy(), fit.residual.copy()
-        for a in (amp, sig, bg, inten, res):
-            a[~good] = np.nan
+    xy, (amp, sig, bg, inten, res) = peaks.refine_positions(
+        raw, xy0, min_distance_px=min_distance_px, refine=refine, fit_radius_px=fit_radius_px,
+        sigma_px=sigma_px, backend=backend)
     t2 = time.perf_counter()
     return {"xy": xy, "score": score, "amplitude": amp, "sigma_px": sig, "background": bg,
             "intensity": inten, "residual": res,

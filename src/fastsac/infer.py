@@ -919,24 +919,9 @@ def _refine_host(raw, xy0, *, min_distance_px, refine, fit_radius_px, sigma_px, 
     window-local (so it can run on candidates before NMS)."""
     from . import peaks
 
-    n = len(xy0)
-    nan = np.full(n, np.nan)
-    cols = [nan.copy() for _ in range(5)]
-    xy = xy0
-    if n and refine in ("com", "gaussian"):
-        xy = peaks.refine_com(raw, xy0, radius=max(2, int(round(sigma_px * 1.5))), iterations=2,
-                              backend=backend)
-        moved = np.hypot(*(xy - xy0).T) > min_distance_px
-        xy[moved] = xy0[moved]
-    if n and refine == "gaussian":
-        fit = peaks.refine_gaussian(raw, xy, radius=fit_radius_px, sigma=sigma_px, backend=backend)
-        good = fit.converged & (np.hypot(*(fit.xy - xy).T) <= min_distance_px)
-        xy = np.where(good[:, None], fit.xy, xy)
-        cols = [fit.amplitude.copy(), fit.sigma.copy(), fit.background.copy(),
-                fit.intensity.copy(), fit.residual.copy()]
-        for a in cols:
-            a[~good] = np.nan
-    return np.asarray(xy, np.float64), cols
+    return peaks.refine_positions(raw, xy0, min_distance_px=min_distance_px, refine=refine,
+                                  fit_radius_px=fit_radius_px, sigma_px=sigma_px,
+                                  backend=backend)
 
 
 def _inside(plan, t):

@@ -407,22 +407,9 @@ def _detect_from_dog(source, core, win, dog, tiling, cap, glob, index, arr=None)
 
 def _refine(raw, xy0, t: ClassicalTiling):
     """The refinement half of :func:`fastsac.detect.postprocess_scores`, per point."""
-    n = len(xy0)
-    cols = [np.full(n, np.nan) for _ in range(5)]
-    xy = peaks.refine_com(raw, xy0, radius=max(2, int(round(t.sigma * 1.5))), iterations=2,
-                          backend=t.backend)
-    moved = np.hypot(*(xy - xy0).T) > t.min_distance
-    xy[moved] = xy0[moved]
-    if t.refine == "gaussian":
-        fit = peaks.refine_gaussian(raw, xy, radius=t.fit_radius, sigma=t.sigma,
-                                    backend=t.backend)
-        good = fit.converged & (np.hypot(*(fit.xy - xy).T) <= t.min_distance)
-        xy = np.where(good[:, None], fit.xy, xy)
-        cols = [fit.amplitude.copy(), fit.sigma.copy(), fit.background.copy(),
-                fit.intensity.copy(), fit.residual.copy()]
-        for a in cols:
-            a[~good] = np.nan
-    return np.asarray(xy, np.float64), cols
+    return peaks.refine_positions(raw, xy0, min_distance_px=t.min_distance, refine=t.refine,
+                                  fit_radius_px=t.fit_radius, sigma_px=t.sigma,
+                                  backend=t.backend)
 
 
 def _scratch_array(path: str, mode: str = "r"):

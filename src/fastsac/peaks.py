@@ -16,7 +16,7 @@ from scipy import ndimage as ndi
 from ._backend import Backend, Kernel, core, on_device
 from ._validate import as_float, as_points, check_image, check_positive
 
-__all__ = ["local_maxima", "nms", "refine_com", "refine_gaussian", "GaussianFit",
+__all__ = ["local_maxima", "nms", "refine_com", "refine_gaussian", "refine_positions", "GaussianFit",
            "PeakCandidates"]
 
 
@@ -353,6 +353,42 @@ def refine_gaussian(image, xy, *, radius: int = 4, sigma: float = 1.5, max_iter:
     xy_out = np.where(conv[:, None], params[:, :2], pts)
     return GaussianFit(xy_out, params[:, 2], params[:, 3], params[:, 4], params[:, 5],
                        params[:, 6], conv, b.value)
+
+
+def refine_positions(raw, xy0, *, min_distance_px: float, refine: str = "gaussian",
+                     fit_radius_px: int = 4, sigma_px: float = 1.5, backend: str = "auto"):
+    """The detectors' refinement step: centre of mass, then a Gaussian fit.
+
+    A centroid or fit that moved further than ``min_distance_px`` from its
+    integer maximum has wandered onto another feature and is discarded (the
+    earlier position is kept); fit parameters of failed or discarded fits are
+    NaN. Points are independent, so the result for a point does not depend on
+    which other points are refined with it (tiled engines rely on this).
+
+    Returns
+    -------
+    xy : (N, 2) float64
+    fit_columns : list of five (N,) float64 arrays
+        amplitude, sigma, background, intensity, residual.
+    """
+    xy0 = np.asarray(xy0, np.float64).reshape(-1, 2)
+    n = len(xy0)
+    cols = [np.full(n, np.nan) for _ in range(5)]
+    xy = xy0
+    if n and refine in ("com", "gaussian"):
+        xy = refine_com(raw, xy0, radius=max(2, int(round(sigma_px * 1.5))), iterations=2,
+                        backend=backend)
+        moved = np.hypot(*(xy - xy0).T) > min_distance_px
+        xy[moved] = xy0[moved]
+    if n and refine == "gaussian":
+        fit = refine_gaussian(raw, xy, radius=fit_radius_px, sigma=sigma_px, backend=backend)
+        good = fit.converged & (np.hypot(*(fit.xy - xy).T) <= min_distance_px)
+        xy = np.where(good[:, None], fit.xy, xy)
+        cols = [fit.amplitude.copy(), fit.sigma.copy(), fit.background.copy(),
+                fit.intensity.copy(), fit.residual.copy()]
+        for a in cols:
+            a[~good] = np.nan
+    return np.asarray(xy, np.float64), cols
 
 
 # CUDA implementations register themselves here (numba.cuda is imported only when they run).

@@ -17,7 +17,7 @@ from fastsac.detect import ClassicalDetector
 from fastsac.live import NN_BINS_NM, FrameWatcher, LiveSession, watch
 from fastsac.pipeline import analyze
 
-from ._synth import spots
+from fastsac_testdata import spots
 
 PX = 0.0293
 DET = ClassicalDetector(background_nm=None)

@@ -8,7 +8,7 @@ import pytest
 from fastsac.detect import ClassicalDetector
 from fastsac.montage import analyze_montage
 
-from ._synth import spots
+from fastsac_testdata import spots
 
 pytest.importorskip("distributed")
 

@@ -17,7 +17,7 @@ from fastsac.montage import (PARQUET_COLUMNS, analyze_frames, analyze_montage, c
 from fastsac.montage import _NBINS, _bits
 from fastsac.pipeline import analyze
 
-from ._synth import spots
+from fastsac_testdata import spots
 
 PX = 0.0293
 
