@@ -38,7 +38,13 @@ def add_detector_args(p) -> None:
 
 
 def detector_from_args(args):
+    """The detector the arguments ask for, or None after a one-line error message."""
     from ..detect import get_detector
+    from ..errors import FastsacInputError
 
     params = {} if args.threshold is None else {"threshold": args.threshold}
-    return get_detector(args.detector, **params)
+    try:
+        return get_detector(args.detector, **params)
+    except (FastsacInputError, ValueError) as exc:
+        report_bad(None, exc)
+        return None

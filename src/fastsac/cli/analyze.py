@@ -36,10 +36,8 @@ def run(args) -> int:
     if not files:
         print("fastsac analyze: no input images found")
         return 2
-    try:
-        detector = detector_from_args(args)
-    except (FastsacInputError, ValueError) as exc:
-        report_bad(None, exc)
+    detector = detector_from_args(args)
+    if detector is None:
         return 2
     rows, bad = [], 0
     for path in tqdm(files, desc="analyze", unit="img", disable=len(files) < 2):

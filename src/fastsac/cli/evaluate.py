@@ -38,10 +38,8 @@ def run(args) -> int:
     if not pairs:
         print(f"fastsac evaluate: no image in {args.images} has a label file <stem>.csv in {args.labels}")
         return 2
-    try:
-        detector = detector_from_args(args)
-    except (FastsacInputError, ValueError) as exc:
-        report_bad(None, exc)
+    detector = detector_from_args(args)
+    if detector is None:
         return 2
     results, per_image, bad = [], {}, 0
     for im, lb in tqdm(pairs, desc="evaluate", unit="img", disable=args.json or len(pairs) < 2):

@@ -47,10 +47,8 @@ def run(args) -> int:
 
     out = Path(args.out)
     src = Path(args.input)
-    try:
-        detector = detector_from_args(args)
-    except (FastsacInputError, ValueError) as exc:
-        report_bad(None, exc)
+    detector = detector_from_args(args)
+    if detector is None:
         return 2
     progress = not args.no_progress
     try:

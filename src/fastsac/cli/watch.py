@@ -42,10 +42,8 @@ def run(args) -> int:
     if not folder.is_dir():
         report_bad(folder, FastsacInputError(folder, "not a directory"))
         return 2
-    try:
-        detector = detector_from_args(args)
-    except (FastsacInputError, ValueError) as exc:
-        report_bad(None, exc)
+    detector = detector_from_args(args)
+    if detector is None:
         return 2
 
     import logging
