@@ -486,6 +486,33 @@ class TrainConfig:
     min_distance_nm: float = 0.15
     noise_sigma_nm: float = 16 * DEFAULT_PIXEL_SIZE_NM
     background_nm: float = 40 * DEFAULT_PIXEL_SIZE_NM
+    #: Simulated frames (fastsac.synth, exact truth) mixed into training, with
+    #: domain randomisation over dose, blur, loading and clustering; 0 = real only.
+    synth_frames: int = 0
+    #: Probability that a training patch comes from a simulated frame.
+    synth_fraction: float = 0.5
+
+
+def _simulated_training_frames(cfg: TrainConfig, backend: str) -> list:
+    """(network input, truth in working pixels) for ``cfg.synth_frames`` simulated frames.
+
+    Domain randomisation: dose over a decade around the real images', probe blur,
+    loading, clustering and vacuum vary frame to frame (seeded by ``cfg.seed``).
+    """
+    from .synth import simulate
+
+    rng = np.random.default_rng([cfg.seed, 7])
+    out = []
+    for i in range(cfg.synth_frames):
+        img, truth = simulate(
+            size=512, seed=int(rng.integers(2**31)), dose=float(np.exp(rng.uniform(np.log(1.5e4), np.log(2e5)))),
+            probe_fwhm_nm=float(rng.uniform(0.18, 0.3)), loading_per_nm2=float(rng.uniform(0.1, 0.5)),
+            pattern=str(rng.choice(["random", "clustered"])))
+        prep = heatmap_preprocess(img.astype(np.float32), pixel_size_nm=DEFAULT_PIXEL_SIZE_NM,
+                                  working_pixel_nm=DEFAULT_PIXEL_SIZE_NM, background_nm=cfg.background_nm,
+                                  noise_sigma_nm=cfg.noise_sigma_nm, backend=backend)
+        out.append((prep.image, np.asarray(truth.xy, np.float64)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -655,6 +682,7 @@ def train(image_dir, label_dir=None, *, stems=None, config: TrainConfig | None =
                                      backend=backend, cache_dir=cache_dir, noise_sigma_nm=cfg.noise_sigma_nm,
                                      background_nm=cfg.background_nm)
         pairs = [(d["input"], d["labels_work"]) for d in data]
+        synth_pairs = _simulated_training_frames(cfg, backend) if cfg.synth_frames else []
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         model = HeatmapUNet(tuple(cfg.widths))
@@ -665,7 +693,8 @@ def train(image_dir, label_dir=None, *, stems=None, config: TrainConfig | None =
         losses = []
         model.train()
         for step in tqdm(range(cfg.steps), desc="train", disable=not progress, mininterval=5):
-            x, y = _sample_batch(pairs, cfg, rng)
+            use_synth = bool(synth_pairs) and rng.random() < cfg.synth_fraction
+            x, y = _sample_batch(synth_pairs if use_synth else pairs, cfg, rng)
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             y = y.to(device)
             logits = model(x)
