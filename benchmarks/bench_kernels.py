@@ -18,6 +18,7 @@ import pytest
 
 from fastsac import peaks, preprocess
 from fastsac.spatial import neighbors
+from throughput_kernels import spot_image  # the same spot scene as the throughput script
 
 BACKENDS = ["numpy", "cpp"]
 
@@ -25,24 +26,6 @@ BACKENDS = ["numpy", "cpp"]
 def _need(kernel, backend):
     if backend not in kernel.available():
         pytest.skip(f"{backend} not available for {kernel.name}")
-
-
-def spot_image(n, rng, spacing=16, sigma=1.2, amplitude=100.0):
-    """(n, n) float32 image of Gaussian spots on a jittered lattice, with noise; and the centres."""
-    g = np.arange(spacing // 2, n - spacing // 2, spacing, dtype=float)
-    cx, cy = np.meshgrid(g, g)
-    xy = np.c_[cx.ravel(), cy.ravel()] + rng.uniform(-3, 3, (cx.size, 2))
-    img = np.full(n * n, 10.0)
-    r = 4
-    oy, ox = np.mgrid[-r:r + 1, -r:r + 1]
-    base = np.round(xy).astype(np.int64)
-    px = np.clip(base[:, 0, None] + ox.ravel(), 0, n - 1)
-    py = np.clip(base[:, 1, None] + oy.ravel(), 0, n - 1)
-    val = amplitude * np.exp(-((px - xy[:, 0, None]) ** 2 + (py - xy[:, 1, None]) ** 2) / (2 * sigma ** 2))
-    img += np.bincount((py * n + px).ravel(), weights=val.ravel(), minlength=n * n)
-    img = img.reshape(n, n)
-    img += np.sqrt(img) * rng.standard_normal(img.shape)
-    return img.astype(np.float32), xy
 
 
 @pytest.mark.parametrize("n", [128, 512, 2048])

@@ -53,29 +53,12 @@ DEFAULT_WEIGHTS = "fastsac_heatmap_v1.pt"
 
 
 def _refine_points(raw, xy0, *, refine, sigma_px, fit_radius_px, max_shift_px, backend):
-    """Sub-pixel refinement as in :func:`~fastsac.detect.postprocess_scores` (COM, then Gaussian fit)."""
-    n = len(xy0)
-    nan = np.full(n, np.nan)
-    out = {"xy": xy0, "amplitude": nan, "sigma_px": nan, "background": nan, "intensity": nan,
-           "residual": nan}
-    if not n or refine == "none":
-        return out
-    xy = peaks.refine_com(raw, xy0, radius=max(2, int(round(sigma_px * 1.5))), iterations=2,
-                          backend=backend)
-    moved = np.hypot(*(xy - xy0).T) > max_shift_px
-    xy[moved] = xy0[moved]
-    out["xy"] = xy
-    if refine == "gaussian":
-        fit = peaks.refine_gaussian(raw, xy, radius=fit_radius_px, sigma=sigma_px, backend=backend)
-        good = fit.converged & (np.hypot(*(fit.xy - xy).T) <= max_shift_px)
-        out["xy"] = np.where(good[:, None], fit.xy, xy)
-        for key, arr in (("amplitude", fit.amplitude), ("sigma_px", fit.sigma),
-                         ("background", fit.background), ("intensity", fit.intensity),
-                         ("residual", fit.residual)):
-            a = np.asarray(arr, np.float64).copy()
-            a[~good] = np.nan
-            out[key] = a
-    return out
+    """Sub-pixel refinement as in :func:`~fastsac.detect.postprocess_scores`, as a dict of columns."""
+    xy, cols = peaks.refine_positions(raw, xy0, min_distance_px=max_shift_px, refine=refine,
+                                      fit_radius_px=fit_radius_px, sigma_px=sigma_px,
+                                      backend=backend)
+    return {"xy": xy, **dict(zip(("amplitude", "sigma_px", "background", "intensity", "residual"),
+                                 cols))}
 
 
 def _check_refine(refine: str) -> str:
