@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from . import peaks, preprocess
 from ._validate import as_float, check_image, check_positive
@@ -171,7 +170,7 @@ class ClassicalDetector(Detector):
     name = "classical"
 
     def __init__(self, *, threshold: float = 3.9, atom_sigma_nm: float = 0.0586,
-                 surround_ratio: float = 3.0, background_nm: float | None = 1.17,
+                 surround_ratio: float = 3.0, background_nm: float | None = None,
                  min_distance_nm: float = 0.176, noise_sigma_nm: float = 0.94,
                  exclude_border_px: int = 1, refine: str = "gaussian", backend: str = "auto"):
         self.threshold = float(threshold)
@@ -198,18 +197,38 @@ class ClassicalDetector(Detector):
     def _px(self, nm: float, pixel_size_nm: float | None) -> float:
         return nm / (pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
 
+    def pixel_params(self, pixel_size_nm: float | None) -> dict:
+        """The filter widths in pixels at ``pixel_size_nm`` (what :meth:`dog` and
+        :meth:`snr` use; the montage engine derives its halos from them)."""
+        s = self._px(self.atom_sigma_nm, pixel_size_nm)
+        bg = (None if self.background_nm is None
+              else max(3, int(round(self._px(self.background_nm, pixel_size_nm)))))
+        return {"sigma_px": s, "surround_px": s * self.surround_ratio, "background_px": bg,
+                "noise_sigma_px": self._px(self.noise_sigma_nm, pixel_size_nm)}
+
+    def dog(self, image, *, pixel_size_nm=None) -> np.ndarray:
+        """Stage 1 of the score map: optional median background, then the
+        centre-surround difference of Gaussians, float32 (H, W)."""
+        p = self.pixel_params(pixel_size_nm)
+        img = as_float(check_image(image)).astype(np.float32)
+        if p["background_px"] is not None:
+            img = preprocess.subtract_background(img, method="median", size_px=p["background_px"],
+                                                 backend=self.backend).image
+        d = preprocess.gaussian_filter(img, p["sigma_px"], backend=self.backend)
+        d -= preprocess.gaussian_filter(img, p["surround_px"], backend=self.backend)
+        return d
+
+    def snr(self, dog: np.ndarray, *, pixel_size_nm=None, cap: float | None = None,
+            global_rms: float | None = None) -> np.ndarray:
+        """Stage 2: the DoG in units of its local noise. ``cap``/``global_rms``
+        default to this image's own (see :func:`fastsac.preprocess.local_noise`)."""
+        noise = preprocess.local_noise(dog, sigma_px=self.pixel_params(pixel_size_nm)["noise_sigma_px"],
+                                       cap=cap, global_rms=global_rms, backend=self.backend)
+        return (dog / noise).astype(np.float32)
+
     def score_map(self, image, *, pixel_size_nm=None) -> np.ndarray:
         """Local signal-to-noise of the DoG-filtered image, float32 (H, W)."""
-        img = as_float(check_image(image)).astype(np.float32)
-        if self.background_nm is not None:
-            bg_px = max(3, int(round(self._px(self.background_nm, pixel_size_nm))))
-            img = preprocess.subtract_background(img, method="median", size_px=bg_px,
-                                                 backend=self.backend).image
-        s = self._px(self.atom_sigma_nm, pixel_size_nm)
-        dog = ndi.gaussian_filter(img, s, mode="reflect")
-        dog -= ndi.gaussian_filter(img, s * self.surround_ratio, mode="reflect")
-        noise = preprocess.local_noise(dog, sigma_px=self._px(self.noise_sigma_nm, pixel_size_nm))
-        return (dog / noise).astype(np.float32)
+        return self.snr(self.dog(image, pixel_size_nm=pixel_size_nm), pixel_size_nm=pixel_size_nm)
 
     def detect(self, micrograph, *, pixel_size_nm=None) -> Detections:
         img, px = _as_micrograph(micrograph, pixel_size_nm)
