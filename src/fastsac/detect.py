@@ -165,6 +165,12 @@ class ClassicalDetector(Detector):
         often has a different gain, which the reflected filters turn into
         false atoms.
     refine : {"gaussian", "com", "none"}
+    device : {"cpu", "auto", "cuda"}
+        Where :meth:`detect` computes: ``"cpu"`` runs the C++/numpy kernels;
+        ``"cuda"`` runs the score map as torch convolutions and the peak
+        kernels in numba CUDA through the tiled engine (:meth:`detect_tiled`),
+        so only the peak table leaves the GPU; ``"auto"`` picks CUDA when torch
+        sees a GPU. Needs ``background_nm=None`` (the default).
     """
 
     name = "classical"
@@ -172,7 +178,8 @@ class ClassicalDetector(Detector):
     def __init__(self, *, threshold: float = 3.9, atom_sigma_nm: float = 0.0586,
                  surround_ratio: float = 3.0, background_nm: float | None = None,
                  min_distance_nm: float = 0.176, noise_sigma_nm: float = 0.94,
-                 exclude_border_px: int = 1, refine: str = "gaussian", backend: str = "auto"):
+                 exclude_border_px: int = 1, refine: str = "gaussian", backend: str = "auto",
+                 device: str = "cpu"):
         self.threshold = float(threshold)
         self.atom_sigma_nm = check_positive(atom_sigma_nm, name="atom_sigma_nm")
         self.surround_ratio = check_positive(surround_ratio, name="surround_ratio")
@@ -187,6 +194,10 @@ class ClassicalDetector(Detector):
             raise ValueError(f"refine must be 'gaussian', 'com' or 'none', got {refine!r}")
         self.refine = refine
         self.backend = backend
+        if device not in ("cpu", "auto", "cuda"):
+            raise ValueError(f"device must be 'cpu', 'auto' or 'cuda', got {device!r}")
+        self.device = device
+        self._nets: dict = {}
 
     def params(self) -> dict:
         return {"threshold": self.threshold, "atom_sigma_nm": self.atom_sigma_nm,
@@ -230,20 +241,76 @@ class ClassicalDetector(Detector):
         """Local signal-to-noise of the DoG-filtered image, float32 (H, W)."""
         return self.snr(self.dog(image, pixel_size_nm=pixel_size_nm), pixel_size_nm=pixel_size_nm)
 
+    def _resolved_device(self) -> str:
+        if self.device == "cpu":
+            return "cpu"
+        from .infer import _resolve_device
+
+        return _resolve_device(self.device).type
+
+    def _tail_params(self, px) -> dict:
+        sigma_px = self._px(self.atom_sigma_nm, px)
+        return {"threshold": self.threshold, "min_distance_px": self._px(self.min_distance_nm, px),
+                "refine": self.refine, "sigma_px": sigma_px,
+                "fit_radius_px": max(2, int(np.ceil(2.0 * sigma_px))),
+                "exclude_border_px": self.exclude_border_px}
+
+    def as_predictor(self, pixel_size_nm: float | None = None):
+        """The score map as a torch module (:class:`fastsac.models.classical.ClassicalScoreNet`)
+        for :func:`fastsac.infer.detect_tiled`; calibrate it on the image first
+        (:func:`fastsac.models.classical.calibrate`). Cached per pixel size."""
+        from .models.classical import ClassicalScoreNet
+
+        key = float(pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
+        if key not in self._nets:
+            self._nets[key] = ClassicalScoreNet.from_detector(self, pixel_size_nm).eval()
+        return self._nets[key]
+
+    def detect_tiled(self, source, *, pixel_size_nm: float | None = None, device: str | None = None,
+                     tile=None, batch_size: int | None = None, progress: bool = False,
+                     exact_max_px: int = 1 << 26):
+        """Detect on an image of any size through the tiled torch engine
+        (GPU when ``device`` resolves to CUDA): calibrate the global noise
+        statistics (:func:`fastsac.models.classical.calibrate`: exact for images
+        up to ``exact_max_px`` in memory, one streamed histogram pass beyond),
+        then :func:`fastsac.infer.detect_tiled`. Returns
+        :class:`fastsac.infer.TiledDetections` in image coordinates."""
+        from . import infer
+        from .models.classical import calibrate
+
+        dev = device or (self.device if self.device != "cpu" else "cpu")
+        net = self.as_predictor(pixel_size_nm)
+        t0 = time.perf_counter()
+        stats = calibrate(source, net, device=dev, exact_max_px=exact_max_px, tile=tile,
+                          batch_size=batch_size, progress=progress)
+        t1 = time.perf_counter()
+        tail = self._tail_params(pixel_size_nm)
+        com_r = max(2, int(round(tail["sigma_px"] * 1.5)))
+        reach = 2 * com_r + tail["fit_radius_px"] + 2
+        res = infer.detect_tiled(source, net, halo=max(net.receptive_field + 1, reach), tile=tile,
+                                 device=dev, batch_size=batch_size, progress=progress, **tail)
+        res.timings["calibrate"] = t1 - t0
+        res.params["calibration"] = stats
+        return res
+
     def detect(self, micrograph, *, pixel_size_nm=None) -> Detections:
         img, px = _as_micrograph(micrograph, pixel_size_nm)
+        params = self.params() | {"pixel_size_nm_used": px or DEFAULT_PIXEL_SIZE_NM}
+        if self.device != "cpu" and self._resolved_device() == "cuda":
+            # One window holding the whole frame (tiles only when it is huge).
+            res = self.detect_tiled(img, pixel_size_nm=px, device="cuda",
+                                    tile=None if img.size > (1 << 26) else max(img.shape))
+            t = res.timings
+            timings = {"score_map": t["calibrate"] + t["inference"] + t["read"],
+                       "peaks": t["peaks"] + t["nms"], "refine": 0.0}
+            return Detections(**res.as_dict(), detector=self.name,
+                              params=params | {"device": res.device}, timings=timings)
         t0 = time.perf_counter()
         score = self.score_map(img, pixel_size_nm=px)
         t1 = time.perf_counter()
-        sigma_px = self._px(self.atom_sigma_nm, px)
-        out = postprocess_scores(score, img, threshold=self.threshold,
-                                 min_distance_px=self._px(self.min_distance_nm, px),
-                                 refine=self.refine, sigma_px=sigma_px,
-                                 fit_radius_px=max(2, int(np.ceil(2.0 * sigma_px))),
-                                 exclude_border_px=self.exclude_border_px, backend=self.backend)
+        out = postprocess_scores(score, img, backend=self.backend, **self._tail_params(px))
         timings = {"score_map": t1 - t0, **out.pop("timings")}
-        return Detections(**out, detector=self.name, params=self.params() | {
-            "pixel_size_nm_used": px or DEFAULT_PIXEL_SIZE_NM}, timings=timings)
+        return Detections(**out, detector=self.name, params=params, timings=timings)
 
 
 def get_detector(spec="default", **params) -> Detector:
