@@ -26,6 +26,23 @@ def _map(net, img):
         return net(torch.as_tensor(np.asarray(img, np.float32))[None, None])[0, 0].numpy()
 
 
+@pytest.mark.parametrize("method", ["conv", "fft"])
+@pytest.mark.parametrize("shape", [(2, 1, 90, 70), (1, 1, 7, 9), (1, 1, 1, 30)])
+def test_torch_gaussian_equals_scipy(method, shape, monkeypatch):
+    from scipy import ndimage as ndi
+
+    from fastsac.models.classical import _Gaussian
+
+    monkeypatch.setattr(_Gaussian, "method", method)
+    x = np.random.default_rng(2).gamma(2.0, 50.0, shape).astype(np.float32)
+    x[0, 0, 0, 0] = 5e3  # a bright corner pixel: borders are reflected, not zero
+    for sigma in (0.4, 2.0, 6.0, 32.0):   # radius 2 … 128, wider than these images
+        got = _Gaussian(sigma)(torch.as_tensor(x)).numpy()
+        ref = np.stack([ndi.gaussian_filter(x[i, 0], sigma, mode="reflect")
+                        for i in range(shape[0])])[:, None]
+        np.testing.assert_allclose(got, ref, atol=2e-6 * x.max(), err_msg=f"σ={sigma}")
+
+
 def test_score_map_equals_the_cpu_detector(real):
     img, px = real
     det = ClassicalDetector()
