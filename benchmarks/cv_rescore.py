@@ -88,6 +88,17 @@ def agreement(tables, truths, stems, thr=3.9):
         for q in truths[s][fn]:
             d = np.hypot(*(tab.xy - q).T)
             fn_s.append(float(tab.score[d <= 6].max()) if (d <= 6).any() else 0.0)
+    # Per-feature AUC (labelled vs unlabelled) among the ambiguous candidates.
+    from scipy.stats import mannwhitneyu
+
+    from fastsac.rescore import FEATURES
+    X = np.concatenate([tables[s][0].features for s in stems])
+    band = (sc > 3.3) & (sc < 4.6)
+    auc = {}
+    for j, name in enumerate(FEATURES):
+        a, yy = X[band, j], y[band]
+        u = mannwhitneyu(a[yy == 1], a[yy == 0]).statistic
+        auc[name] = round(float(u / ((yy == 1).sum() * (yy == 0).sum())), 3)
     fb = [thr, 4.5, 5.0, 6.0, 1e9]
     nb = [0.0, 2.5, 3.0, 3.5, thr, 1e9]
     return {"label_rate_by_score": rate,
@@ -95,7 +106,8 @@ def agreement(tables, truths, stems, thr=3.9):
                             zip(fb[:-1], fb[1:], np.histogram(fp_s, fb)[0])},
             "fn_by_best_nearby_score": {f"{a}-{b if b < 1e9 else 'inf'}": int(c) for a, b, c in
                                         zip(nb[:-1], nb[1:], np.histogram(fn_s, nb)[0])},
-            "note": "fn_by_best_nearby_score 0.0-2.5: no stage-1 candidate within 6 px of the label"}
+            "auc_in_band_3.3_4.6": {"n": int(band.sum()), "labelled": int(y[band].sum()), "auc": auc},
+            "note": "auc: 0.5 = no information, < 0.5 = lower values more often labelled; fn_by_best_nearby_score 0.0-2.5: no stage-1 candidate within 6 px of the label"}
 
 
 def learning_curve(tables, cl, truths, stems, args, sizes=(3, 5, 7, 10), draws=5, seed=0):
@@ -209,6 +221,7 @@ def main(argv=None) -> int:
     print("\nP(labelled | classical SNR) of stage-1 candidates:")
     for row in report["agreement"]["label_rate_by_score"]:
         print(f"  SNR {row['bin'][0]:>4}–{row['bin'][1]:<5} n {row['n']:>4}  labelled {row['rate']:.2f}")
+    print("AUC in SNR band 3.3–4.6:", report["agreement"]["auc_in_band_3.3_4.6"])
     print("classical @3.9: FP by SNR", report["agreement"]["fp_by_score"],
           "; FN by best candidate SNR within 6 px", report["agreement"]["fn_by_best_nearby_score"])
     full = train_rescore(None, stems=stems, tables=tables, l2=args.l2, candidate_threshold=args.candidate_threshold)
