@@ -206,11 +206,12 @@ def candidate_features(image, *, pixel_size_nm: float | None = None, candidate_t
     dd, ii = dd.reshape(n, -1) * to_ref, ii.reshape(n, -1)
     f["d_higher"] = np.minimum(np.where(score[ii] > score[:, None], dd, np.inf).min(1), 40.0)
     strong = score > _STRONG
-    if strong.sum() >= 2 or (strong.sum() == 1 and not strong.all()):
-        ds, js = cKDTree(xy0[strong]).query(xy0, k=min(2, int(strong.sum())))
-        ds, js = ds.reshape(n, -1) * to_ref, js.reshape(n, -1)
-        self_hit = ds[:, 0] < 1e-6
-        nearest = np.where(self_hit, ds[:, -1] if ds.shape[1] > 1 else np.inf, ds[:, 0])
+    if strong.any():
+        # Nearest *other* confident candidate (a confident candidate finds itself at distance 0).
+        k = min(2, int(strong.sum()))
+        ds, _ = cKDTree(xy0[strong]).query(xy0, k=k)
+        ds = ds.reshape(n, k) * to_ref
+        nearest = np.where(ds[:, 0] < 1e-6, ds[:, k - 1] if k > 1 else np.inf, ds[:, 0])
         f["d_strong"] = np.minimum(nearest, 60.0)
     else:
         f["d_strong"] = np.full(n, 60.0)
