@@ -107,7 +107,8 @@ def agreement(tables, truths, stems, thr=3.9):
             "fn_by_best_nearby_score": {f"{a}-{b if b < 1e9 else 'inf'}": int(c) for a, b, c in
                                         zip(nb[:-1], nb[1:], np.histogram(fn_s, nb)[0])},
             "auc_in_band_3.3_4.6": {"n": int(band.sum()), "labelled": int(y[band].sum()), "auc": auc},
-            "note": "auc: 0.5 = no information, < 0.5 = lower values more often labelled; fn_by_best_nearby_score 0.0-2.5: no stage-1 candidate within 6 px of the label"}
+            "note": "auc: 0.5 = no information, < 0.5 = lower values more often labelled; "
+                    "fn_by_best_nearby_score 0.0-2.5: no stage-1 candidate within 6 px of the label"}
 
 
 def learning_curve(tables, cl, truths, stems, args, sizes=(3, 5, 7, 10), draws=5, seed=0):

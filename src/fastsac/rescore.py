@@ -36,7 +36,6 @@ from . import io, peaks, preprocess
 from ._validate import as_float, check_image, check_positive
 from .detect import DEFAULT_PIXEL_SIZE_NM, ClassicalDetector, Detections, Detector, _as_micrograph
 from .errors import FastsacInputError
-from .evaluate import match_points
 
 __all__ = ["FEATURES", "CandidateTable", "candidate_features", "RescoreModel", "RescoreDetector",
            "fit_logistic", "choose_threshold", "train_rescore", "load_rescore", "default_rescore",
@@ -76,6 +75,8 @@ class CandidateTable:
         Columns in :data:`FEATURES` order.
     fit : dict of (N,) float64
         Gaussian-fit columns (amplitude, sigma_px, background, intensity, residual).
+    timings : dict
+        Seconds per stage (score_map, candidates, features).
     """
 
     xy: np.ndarray
@@ -349,9 +350,9 @@ class RescoreDetector(Detector):
         t0 = time.perf_counter()
         k = prob >= self.threshold
         t1 = time.perf_counter()
-        return Detections(tab.xy[k], prob[k], *(tab.fit[c][k] for c in
-                                                ("amplitude", "sigma_px", "background", "intensity", "residual")),
-                          detector=self.name, params=self.params() | {"pixel_size_nm_used": px or DEFAULT_PIXEL_SIZE_NM},
+        fit = [tab.fit[c][k] for c in ("amplitude", "sigma_px", "background", "intensity", "residual")]
+        return Detections(tab.xy[k], prob[k], *fit, detector=self.name,
+                          params=self.params() | {"pixel_size_nm_used": px or DEFAULT_PIXEL_SIZE_NM},
                           timings=tab.timings | {"rescore": t1 - t0})
 
 
@@ -389,6 +390,8 @@ def fit_logistic(X, y, *, l2: float = 1.0, max_iter: int = 100, tol: float = 1e-
 
 
 def _targets(tab: CandidateTable, labels, tolerance_px: float) -> np.ndarray:
+    """1 for the candidates Hungarian-matched to a label, else 0."""
+    from .evaluate import match_points  # evaluation sits downstream of detection (one-way imports)
     y = np.zeros(len(tab.xy))
     r = match_points(tab.xy, labels, tolerance_px=tolerance_px)
     y[r.pairs[:, 0]] = 1.0
