@@ -9,7 +9,8 @@ Two ways to run it:
 * as a script, printing median latency per size and the stage that dominates::
 
       PYTHONPATH=src python benchmarks/bench_live.py [--sizes 1024 2048 4096] [--repeat 5]
-          [--detector classical] [--threads 2]
+          [--detector classical] [--threads 2] [--device cuda] [--mask-working-px 24]
+          [--json out.json]
 
 The latency is what a user waits for: array in → detections, neighbours,
 clusters and per-frame statistics out (no file I/O; ``fastsac watch`` adds
@@ -50,11 +51,12 @@ def make_frame(size: int, seed: int = 0) -> np.ndarray:
 
 
 def measure(size: int, *, detector: str = "classical", repeat: int = 5,
-            support_mask: bool = True) -> dict:
+            support_mask: bool = True, device: str = "cpu", mask_params: dict | None = None) -> dict:
     from fastsac.live import LiveSession
 
     frame = make_frame(size)
-    s = LiveSession(detector=detector, pixel_size_nm=0.0293, support_mask=support_mask)
+    s = LiveSession(detector=detector, pixel_size_nm=0.0293, support_mask=support_mask,
+                    device=device, mask_params=mask_params)
     s.process(frame)  # warm-up: JIT, caches, thread pools
     lat, stages = [], []
     for _ in range(repeat):
@@ -65,7 +67,8 @@ def measure(size: int, *, detector: str = "classical", repeat: int = 5,
     med = {k: statistics.median(st[k] for st in stages) for k in stages[0]}
     other = statistics.median(lat) - sum(med.values())
     med["other"] = max(other, 0.0)
-    return {"size": size, "median_s": statistics.median(lat), "min_s": min(lat),
+    return {"size": size, "device": device, "support_mask": support_mask,
+            "mask_params": mask_params or {}, "median_s": statistics.median(lat), "min_s": min(lat),
             "n_atoms": len(r.detections), "stages_s": med,
             "dominant": max(med, key=med.get)}
 
@@ -95,6 +98,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-mask", action="store_true", help="skip the per-frame support mask")
     ap.add_argument("--threads", type=int, default=None,
                     help="OMP_NUM_THREADS for the C++ kernels (set before import)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "auto", "cuda"],
+                    help="where the classical detector runs (cuda: torch + numba CUDA)")
+    ap.add_argument("--mask-working-px", type=float, default=None,
+                    help="support-mask working scale (default 6 px: 2x binning at 0.0293 nm/px)")
+    ap.add_argument("--json", default=None, help="append the results to this JSON file")
     a = ap.parse_args(argv)
     if a.threads:
         os.environ["OMP_NUM_THREADS"] = str(a.threads)
@@ -104,15 +112,26 @@ def main(argv=None) -> int:
         thr = core().openmp_threads()
     except Exception:
         thr = "n/a"
-    print(f"fastsac live latency  detector={a.detector}  support mask={not a.no_mask}  "
+    mask_params = {} if a.mask_working_px is None else {"working_px": a.mask_working_px}
+    print(f"fastsac live latency  detector={a.detector}  device={a.device}  "
+          f"support mask={not a.no_mask} {mask_params or ''}  "
           f"cpu cores={os.cpu_count()}  omp threads={thr}  load={os.getloadavg()[0]:.1f}")
     print(f"{'size':>6} {'median s':>9} {'min s':>7} {'atoms':>6}  stages (median s)")
+    results = []
     for size in a.sizes:
         t0 = time.perf_counter()
-        m = measure(size, detector=a.detector, repeat=a.repeat, support_mask=not a.no_mask)
+        m = measure(size, detector=a.detector, repeat=a.repeat, support_mask=not a.no_mask,
+                    device=a.device, mask_params=mask_params)
+        results.append(m)
         st = "  ".join(f"{k}={v:.3f}" for k, v in m["stages_s"].items())
         print(f"{size:>6} {m['median_s']:>9.3f} {m['min_s']:>7.3f} {m['n_atoms']:>6}  {st}  "
               f"-> {m['dominant']} dominates  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    if a.json:
+        import json
+
+        old = json.load(open(a.json)) if os.path.exists(a.json) else []
+        with open(a.json, "w") as fh:
+            json.dump(old + results, fh, indent=1)
     return 0
 
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One self-contained GPU check (< 8 min worst case by its timeouts; 102 s on an H200): build, CUDA tests on the real GPU,
-# throughput benchmark (GPU pipeline + CUDA-vs-C++ kernels). Everything lands in $OUT.
+# One self-contained GPU check: build, CUDA tests on the real GPU, the torch Gaussian
+# micro-benchmark, live latency per frame on the GPU, and the throughput benchmark of
+# the default detector (2048², 8192², 32768²) with the CUDA-vs-C++ kernel comparison.
+# At most 7 files land in $OUT (the device tool returns 8).
 #
 #   OUT=/some/dir bash benchmarks/gpu_check.sh
 #
@@ -12,35 +14,52 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 PY="${PYTHON:-python3}"
 T0=$(date +%s)
-stamp() { echo "[gpu_check +$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/summary.txt"; }
+S="$OUT/summary.txt"
+stamp() { echo "[gpu_check +$(( $(date +%s) - T0 ))s] $*" | tee -a "$S"; }
 
 {
-  nvidia-smi || true
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+  nproc
   $PY -c "import sys, torch, numba, numpy; print(sys.version); print('torch', torch.__version__, torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else ''); print('numba', numba.__version__, 'numpy', numpy.__version__)"
-  $PY -c "from numba import cuda; print('numba.cuda available:', cuda.is_available()); cuda.detect()" 2>&1
-  for m in cupy scipy skimage tifffile zarr trackpy pandas psutil; do
+  $PY -c "from numba import cuda; print('numba.cuda available:', cuda.is_available())" 2>&1
+  for m in cupy scipy skimage tifffile zarr trackpy pandas; do
     $PY -c "import $m; print('$m', getattr($m, '__version__', '?'))" 2>/dev/null || echo "$m: missing"
   done
-} > "$OUT/env.txt" 2>&1
+} >> "$S" 2>&1
 stamp "env done"
 
 # Build: install (C++ extension via CMake); fall back to an in-place build.
-if timeout 150 $PY -m pip install --no-build-isolation --no-deps -q . > "$OUT/install.log" 2>&1; then
+if timeout 120 $PY -m pip install --no-build-isolation --no-deps -q . > /tmp/install.log 2>&1; then
   stamp "pip install ok"
 else
-  stamp "pip install failed; trying build_ext --inplace"
-  timeout 150 $PY setup.py -q build_ext --inplace >> "$OUT/install.log" 2>&1 || stamp "build_ext failed (C++ kernels unavailable)"
+  stamp "pip install failed; trying build_ext --inplace"; tail -n 20 /tmp/install.log >> "$S"
+  timeout 120 $PY setup.py -q build_ext --inplace >> /tmp/install.log 2>&1 || stamp "build_ext failed"
   export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 fi
-$PY -c "import fastsac, fastsac._backend as b; print('fastsac', fastsac.__file__); print({k.value: b.unavailable_reason(k) or 'ok' for k in b.Backend if k.value != 'auto'})" >> "$OUT/summary.txt" 2>&1
+cd /tmp  # import the installed package, not ./src
+R="$OLDPWD"
+$PY -c "import fastsac, fastsac._backend as b; print('fastsac', fastsac.__file__); print({k.value: b.unavailable_reason(k) or 'ok' for k in b.Backend if k.value != 'auto'})" >> "$S" 2>&1
 
-# CUDA tests on the real GPU: parity (all of tests/cuda) including the gpu-marked ones.
-timeout 120 $PY -m pytest tests/cuda -q -rs -p no:cacheprovider > "$OUT/pytest_cuda.log" 2>&1
-stamp "pytest tests/cuda rc=$? ($(tail -n 1 "$OUT/pytest_cuda.log"))"
+# CUDA tests on the real GPU (numba kernels + the classical score map on torch CUDA).
+timeout 100 $PY -m pytest "$R/tests/cuda" "$R/tests/models/test_classical_net.py" -q -rs -p no:cacheprovider \
+  --rootdir "$R" -c "$R/pyproject.toml" > "$OUT/pytest_cuda.log" 2>&1
+stamp "pytest cuda rc=$? ($(tail -n 1 "$OUT/pytest_cuda.log"))"
 
-# Throughput: 2048², 8192², 32768² montage on the GPU; kernel comparison; baselines.
-timeout 190 $PY benchmarks/throughput.py --device cuda --size 2048 8192 32768 \
+timeout 40 $PY "$R/benchmarks/bench_torch_gaussian.py" --device cuda > "$OUT/gauss.log" 2>&1
+stamp "torch gaussian rc=$?"; cat "$OUT/gauss.log" >> "$S"
+
+# Live latency per frame, default detector on the GPU: with the support mask (CPU,
+# overlapped), with a coarse mask, and without.
+( timeout 60 $PY "$R/benchmarks/bench_live.py" --device cuda --sizes 1024 2048 4096 --repeat 7 --json "$OUT/live_gpu.json"
+  timeout 25 $PY "$R/benchmarks/bench_live.py" --device cuda --sizes 2048 --repeat 7 --mask-working-px 1.5 --json "$OUT/live_gpu.json"
+  timeout 25 $PY "$R/benchmarks/bench_live.py" --device cuda --sizes 2048 --repeat 7 --no-mask --json "$OUT/live_gpu.json"
+  timeout 20 $PY "$R/benchmarks/bench_live.py" --device cpu --sizes 2048 --repeat 3 --json "$OUT/live_gpu.json"
+) > "$OUT/live_gpu.log" 2>&1
+stamp "live done"; grep -E "^ +[0-9]+ " "$OUT/live_gpu.log" >> "$S"
+
+# Throughput of the default detector: 2048², 8192², 32768²; kernels CUDA vs C++; baselines.
+timeout 180 $PY "$R/benchmarks/throughput.py" --device cuda --size 2048 8192 32768 \
   --json "$OUT/throughput_gpu.json" > "$OUT/throughput_gpu.log" 2>&1
 stamp "throughput rc=$?"
-tail -n 30 "$OUT/throughput_gpu.log"
+grep -v "INFO" "$OUT/throughput_gpu.log" | tail -n 40 >> "$S"
 stamp "done"

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from . import peaks, preprocess
 from ._validate import as_float, check_image, check_positive
@@ -167,14 +166,21 @@ class ClassicalDetector(Detector):
         often has a different gain, which the reflected filters turn into
         false atoms.
     refine : {"gaussian", "com", "none"}
+    device : {"cpu", "auto", "cuda"}
+        Where :meth:`detect` computes: ``"cpu"`` runs the C++/numpy kernels;
+        ``"cuda"`` runs the score map as torch convolutions and the peak
+        kernels in numba CUDA through the tiled engine (:meth:`detect_tiled`),
+        so only the peak table leaves the GPU; ``"auto"`` picks CUDA when torch
+        sees a GPU. Needs ``background_nm=None`` (the default).
     """
 
     name = "classical"
 
     def __init__(self, *, threshold: float = 3.9, atom_sigma_nm: float = 0.0586,
-                 surround_ratio: float = 3.0, background_nm: float | None = 1.17,
+                 surround_ratio: float = 3.0, background_nm: float | None = None,
                  min_distance_nm: float = 0.176, noise_sigma_nm: float = 0.94,
-                 exclude_border_px: int = 1, refine: str = "gaussian", backend: str = "auto"):
+                 exclude_border_px: int = 1, refine: str = "gaussian", backend: str = "auto",
+                 device: str = "cpu"):
         self.threshold = float(threshold)
         self.atom_sigma_nm = check_positive(atom_sigma_nm, name="atom_sigma_nm")
         self.surround_ratio = check_positive(surround_ratio, name="surround_ratio")
@@ -189,6 +195,10 @@ class ClassicalDetector(Detector):
             raise ValueError(f"refine must be 'gaussian', 'com' or 'none', got {refine!r}")
         self.refine = refine
         self.backend = backend
+        if device not in ("cpu", "auto", "cuda"):
+            raise ValueError(f"device must be 'cpu', 'auto' or 'cuda', got {device!r}")
+        self.device = device
+        self._nets: dict = {}
 
     def params(self) -> dict:
         return {"threshold": self.threshold, "atom_sigma_nm": self.atom_sigma_nm,
@@ -199,33 +209,109 @@ class ClassicalDetector(Detector):
     def _px(self, nm: float, pixel_size_nm: float | None) -> float:
         return nm / (pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
 
+    def pixel_params(self, pixel_size_nm: float | None) -> dict:
+        """The filter widths in pixels at ``pixel_size_nm`` (what :meth:`dog` and
+        :meth:`snr` use; the montage engine derives its halos from them)."""
+        s = self._px(self.atom_sigma_nm, pixel_size_nm)
+        bg = (None if self.background_nm is None
+              else max(3, int(round(self._px(self.background_nm, pixel_size_nm)))))
+        return {"sigma_px": s, "surround_px": s * self.surround_ratio, "background_px": bg,
+                "noise_sigma_px": self._px(self.noise_sigma_nm, pixel_size_nm)}
+
+    def dog(self, image, *, pixel_size_nm=None) -> np.ndarray:
+        """Stage 1 of the score map: optional median background, then the
+        centre-surround difference of Gaussians, float32 (H, W)."""
+        p = self.pixel_params(pixel_size_nm)
+        img = as_float(check_image(image)).astype(np.float32)
+        if p["background_px"] is not None:
+            img = preprocess.subtract_background(img, method="median", size_px=p["background_px"],
+                                                 backend=self.backend).image
+        d = preprocess.gaussian_filter(img, p["sigma_px"], backend=self.backend)
+        d -= preprocess.gaussian_filter(img, p["surround_px"], backend=self.backend)
+        return d
+
+    def snr(self, dog: np.ndarray, *, pixel_size_nm=None, cap: float | None = None,
+            global_rms: float | None = None) -> np.ndarray:
+        """Stage 2: the DoG in units of its local noise. ``cap``/``global_rms``
+        default to this image's own (see :func:`fastsac.preprocess.local_noise`)."""
+        noise = preprocess.local_noise(dog, sigma_px=self.pixel_params(pixel_size_nm)["noise_sigma_px"],
+                                       cap=cap, global_rms=global_rms, backend=self.backend)
+        return (dog / noise).astype(np.float32)
+
     def score_map(self, image, *, pixel_size_nm=None) -> np.ndarray:
         """Local signal-to-noise of the DoG-filtered image, float32 (H, W)."""
-        img = as_float(check_image(image)).astype(np.float32)
-        if self.background_nm is not None:
-            bg_px = max(3, int(round(self._px(self.background_nm, pixel_size_nm))))
-            img = preprocess.subtract_background(img, method="median", size_px=bg_px,
-                                                 backend=self.backend).image
-        s = self._px(self.atom_sigma_nm, pixel_size_nm)
-        dog = ndi.gaussian_filter(img, s, mode="reflect")
-        dog -= ndi.gaussian_filter(img, s * self.surround_ratio, mode="reflect")
-        noise = preprocess.local_noise(dog, sigma_px=self._px(self.noise_sigma_nm, pixel_size_nm))
-        return (dog / noise).astype(np.float32)
+        return self.snr(self.dog(image, pixel_size_nm=pixel_size_nm), pixel_size_nm=pixel_size_nm)
+
+    def _resolved_device(self) -> str:
+        if self.device == "cpu":
+            return "cpu"
+        from .infer import _resolve_device
+
+        return _resolve_device(self.device).type
+
+    def _tail_params(self, px) -> dict:
+        sigma_px = self._px(self.atom_sigma_nm, px)
+        return {"threshold": self.threshold, "min_distance_px": self._px(self.min_distance_nm, px),
+                "refine": self.refine, "sigma_px": sigma_px,
+                "fit_radius_px": max(2, int(np.ceil(2.0 * sigma_px))),
+                "exclude_border_px": self.exclude_border_px}
+
+    def as_predictor(self, pixel_size_nm: float | None = None):
+        """The score map as a torch module (:class:`fastsac.models.classical.ClassicalScoreNet`)
+        for :func:`fastsac.infer.detect_tiled`; calibrate it on the image first
+        (:func:`fastsac.models.classical.calibrate`). Cached per pixel size."""
+        from .models.classical import ClassicalScoreNet
+
+        key = float(pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
+        if key not in self._nets:
+            self._nets[key] = ClassicalScoreNet.from_detector(self, pixel_size_nm).eval()
+        return self._nets[key]
+
+    def detect_tiled(self, source, *, pixel_size_nm: float | None = None, device: str | None = None,
+                     tile=None, batch_size: int | None = None, progress: bool = False,
+                     exact_max_px: int = 1 << 26):
+        """Detect on an image of any size through the tiled torch engine
+        (GPU when ``device`` resolves to CUDA): calibrate the global noise
+        statistics (:func:`fastsac.models.classical.calibrate`: exact for images
+        up to ``exact_max_px`` in memory, one streamed histogram pass beyond),
+        then :func:`fastsac.infer.detect_tiled`. Returns
+        :class:`fastsac.infer.TiledDetections` in image coordinates."""
+        from . import infer
+        from .models.classical import calibrate
+
+        dev = device or (self.device if self.device != "cpu" else "cpu")
+        net = self.as_predictor(pixel_size_nm)
+        t0 = time.perf_counter()
+        stats = calibrate(source, net, device=dev, exact_max_px=exact_max_px, tile=tile,
+                          batch_size=batch_size, progress=progress)
+        t1 = time.perf_counter()
+        tail = self._tail_params(pixel_size_nm)
+        com_r = max(2, int(round(tail["sigma_px"] * 1.5)))
+        reach = 2 * com_r + tail["fit_radius_px"] + 2
+        res = infer.detect_tiled(source, net, halo=max(net.receptive_field + 1, reach), tile=tile,
+                                 device=dev, batch_size=batch_size, progress=progress, **tail)
+        res.timings["calibrate"] = t1 - t0
+        res.params["calibration"] = stats
+        return res
 
     def detect(self, micrograph, *, pixel_size_nm=None) -> Detections:
         img, px = _as_micrograph(micrograph, pixel_size_nm)
+        params = self.params() | {"pixel_size_nm_used": px or DEFAULT_PIXEL_SIZE_NM}
+        if self.device != "cpu" and self._resolved_device() == "cuda":
+            # One window holding the whole frame (tiles only when it is huge).
+            res = self.detect_tiled(img, pixel_size_nm=px, device="cuda",
+                                    tile=None if img.size > (1 << 26) else max(img.shape))
+            t = res.timings
+            timings = {"score_map": t["calibrate"] + t["inference"] + t["read"],
+                       "peaks": t["peaks"] + t["nms"], "refine": 0.0}
+            return Detections(**res.as_dict(), detector=self.name,
+                              params=params | {"device": res.device}, timings=timings)
         t0 = time.perf_counter()
         score = self.score_map(img, pixel_size_nm=px)
         t1 = time.perf_counter()
-        sigma_px = self._px(self.atom_sigma_nm, px)
-        out = postprocess_scores(score, img, threshold=self.threshold,
-                                 min_distance_px=self._px(self.min_distance_nm, px),
-                                 refine=self.refine, sigma_px=sigma_px,
-                                 fit_radius_px=max(2, int(np.ceil(2.0 * sigma_px))),
-                                 exclude_border_px=self.exclude_border_px, backend=self.backend)
+        out = postprocess_scores(score, img, backend=self.backend, **self._tail_params(px))
         timings = {"score_map": t1 - t0, **out.pop("timings")}
-        return Detections(**out, detector=self.name, params=self.params() | {
-            "pixel_size_nm_used": px or DEFAULT_PIXEL_SIZE_NM}, timings=timings)
+        return Detections(**out, detector=self.name, params=params, timings=timings)
 
 
 def get_detector(spec="default", **params) -> Detector:

@@ -93,6 +93,13 @@ class LiveSession:
     support_mask : bool
         Find vacuum per frame (as ``fastsac analyze``); densities are per
         support area.
+    device : {"cpu", "auto", "cuda"}
+        Where the default/classical detector runs (see
+        :class:`~fastsac.detect.ClassicalDetector`); on a GPU the support
+        mask is computed on the CPU meanwhile.
+    mask_params : dict, optional
+        Passed to :func:`~fastsac.spatial.mask.support_mask` (e.g. a coarser
+        ``working_px`` for faster frames).
 
     Examples
     --------
@@ -103,8 +110,11 @@ class LiveSession:
 
     def __init__(self, *, detector="default", pixel_size_nm: float | None = None,
                  multimer_cutoff_nm: float = 0.23, override: bool = False,
-                 support_mask: bool = True):
-        self.detector = get_detector(detector)
+                 support_mask: bool = True, device: str = "cpu", mask_params: dict | None = None):
+        params = {"device": device} if (device != "cpu" and isinstance(detector, str)
+                                         and detector in ("default", "classical")) else {}
+        self.detector = get_detector(detector, **params)
+        self.mask_params = dict(mask_params or {})
         self.support_mask = bool(support_mask)
         self.pixel_size_nm = None if pixel_size_nm is None else float(pixel_size_nm)
         self.multimer_cutoff_nm = float(multimer_cutoff_nm)
@@ -128,7 +138,7 @@ class LiveSession:
         if m.pixel_size_nm is None and self.pixel_size_nm is not None:
             m = Micrograph(m.data, self.pixel_size_nm, "override", m.source, m.metadata)
         res = analyze(m, detector=self.detector, multimer_cutoff_nm=self.multimer_cutoff_nm,
-                      support_mask=self.support_mask)
+                      support_mask=self.support_mask, mask_params=self.mask_params)
         latency = time.perf_counter() - t0
         s = res.summary
         idx = len(self.frames)

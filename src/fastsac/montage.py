@@ -56,9 +56,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
-from scipy import ndimage as ndi
 
-from . import peaks, preprocess
+from . import peaks
 from .detect import DEFAULT_PIXEL_SIZE_NM, ClassicalDetector, Detections, get_detector
 from .errors import FastsacInputError
 
@@ -281,6 +280,8 @@ class ClassicalTiling:
     halo_noise: int    # DoG context of the score map at the core ± 1 (3×3 maxima)
     reach: int         # raw context of the sub-pixel refinement
     exclude_border: int = 0  # maxima this close to the *montage* edge are ignored
+    detector: ClassicalDetector | None = None  # computes both stages (one implementation)
+    pixel_size_nm: float | None = None
 
     @classmethod
     def from_detector(cls, det: ClassicalDetector, pixel_size_nm: float | None):
@@ -297,7 +298,7 @@ class ClassicalTiling:
         halo_dog = med_r + max(_gauss_reach(s), _gauss_reach(s2))
         return cls(bg, s, s2, ns, det.threshold, det.min_distance_nm / px, det.refine, fit_r,
                    det.backend, halo_dog, _gauss_reach(ns) + 1, reach,
-                   int(getattr(det, "exclude_border_px", 0)))
+                   int(getattr(det, "exclude_border_px", 0)), det, px)
 
     @property
     def halo(self) -> int:
@@ -306,21 +307,11 @@ class ClassicalTiling:
 
     def dog(self, raw: np.ndarray) -> np.ndarray:
         """Stage A of :meth:`ClassicalDetector.score_map` (background + DoG), float32."""
-        img = raw.astype(np.float32, copy=False)
-        if self.bg_size is not None:
-            img = preprocess.subtract_background(img, method="median", size_px=self.bg_size,
-                                                 backend=self.backend).image
-        d = ndi.gaussian_filter(img, self.sigma, mode="reflect")
-        d -= ndi.gaussian_filter(img, self.surround, mode="reflect")
-        return d
+        return self.detector.dog(raw, pixel_size_nm=self.pixel_size_nm)
 
     def score(self, dog: np.ndarray, cap: np.float32, glob: float) -> np.ndarray:
         """Stage B: ``dog / local_noise(dog)`` with the whole image's ``cap`` and RMS."""
-        r = dog.astype(np.float32, copy=False)
-        sq = np.minimum(r * r, cap * cap)
-        var = ndi.gaussian_filter(sq, sigma=self.noise_sigma, mode="reflect")
-        noise = np.sqrt(np.maximum(var, (1e-3 * glob) ** 2)).astype(np.float32)
-        return (r / noise).astype(np.float32)
+        return self.detector.snr(dog, pixel_size_nm=self.pixel_size_nm, cap=cap, global_rms=glob)
 
 
 def classical_halo(detector=None, *, pixel_size_nm: float | None = None) -> int:

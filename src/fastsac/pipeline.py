@@ -78,7 +78,7 @@ class AnalysisResult:
 def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
             multimer_cutoff_nm: float = 0.23, pixel_size_nm: float | None = None,
             support_mask: bool = True, backend: str = "auto",
-            detector_params: dict | None = None) -> AnalysisResult:
+            detector_params: dict | None = None, mask_params: dict | None = None) -> AnalysisResult:
     """Detect atoms and compute their organisation on one image.
 
     Parameters
@@ -95,6 +95,10 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
     support_mask : bool
         Find vacuum (dark and flat) and report densities and Clark–Evans per
         area of support (:func:`fastsac.spatial.mask.support_mask`).
+    mask_params : dict, optional
+        Keyword arguments for :func:`~fastsac.spatial.mask.support_mask`
+        (e.g. ``working_px``). When the detector runs on a GPU the mask is
+        computed on the CPU at the same time.
 
     Returns
     -------
@@ -112,14 +116,26 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
         micrograph = Micrograph(micrograph.data, float(pixel_size_nm), "override",
                                 micrograph.source, micrograph.metadata)
     det = get_detector(detector, **(detector_params or {}))
+    px = micrograph.pixel_size_nm
+    mask_job = None
+    if support_mask and getattr(det, "device", "cpu") != "cpu":
+        # GPU detection leaves the CPU idle: find the support meanwhile.
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastsac-mask")
+        mask_job = pool.submit(find_support, micrograph.data, pixel_size_nm=px, **(mask_params or {}))
+        pool.shutdown(wait=False)
     t0 = time.perf_counter()
     found = det.detect(micrograph)
     t1 = time.perf_counter()
-    px = micrograph.pixel_size_nm
     cutoff_px = multimer_cutoff_nm / (px or DEFAULT_PIXEL_SIZE_NM)
     nn = nearest_neighbors(found.xy, backend=backend)
     cl = clusters(found.xy, cutoff=cutoff_px, backend=backend)
-    mask = find_support(micrograph.data, pixel_size_nm=px) if support_mask else None
+    if mask_job is not None:
+        mask = mask_job.result()
+    else:
+        mask = (find_support(micrograph.data, pixel_size_nm=px, **(mask_params or {}))
+                if support_mask else None)
     t2 = time.perf_counter()
     disp = dispersion(found.xy, image_shape=micrograph.shape, pixel_size_nm=px,
                       mask=None if mask is None else mask.mask,

@@ -18,7 +18,8 @@ from scipy import ndimage as ndi
 from ._backend import Kernel, core
 from ._validate import as_float, check_image, check_positive, resolve_option
 
-__all__ = ["median_filter", "subtract_background", "normalize", "local_noise",
+__all__ = ["median_filter", "gaussian_filter", "gaussian_weights", "subtract_background", "normalize",
+           "local_noise",
            "BackgroundResult", "BackgroundMethod", "NormalizeMethod"]
 
 
@@ -71,6 +72,60 @@ def median_filter(image, *, size: int = 40, backend: str = "auto") -> np.ndarray
     if size < 1:
         raise ValueError(f"size must be ≥ 1 pixel, got {size}")
     return np.asarray(_median_kernel(img, size, backend=backend), dtype=np.float32)
+
+
+def gaussian_weights(sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """Right half (centre first) of scipy's normalised Gaussian kernel for ``sigma``.
+
+    Radius ``int(truncate * sigma + 0.5)``; weights ``exp(-x²/2σ²)`` over
+    ``-r … r`` divided by their sum, exactly as ``scipy.ndimage`` computes them.
+    """
+    r = int(truncate * float(sigma) + 0.5)
+    x = np.arange(-r, r + 1)
+    phi = np.exp(-0.5 / (float(sigma) * float(sigma)) * x ** 2)
+    return np.ascontiguousarray((phi / phi.sum())[r:])
+
+
+def _gaussian_filter_numpy_ref(image: np.ndarray, sigma: float, truncate: float) -> np.ndarray:
+    """Spec: ``scipy.ndimage.gaussian_filter(image, sigma, mode="reflect", truncate=truncate)``
+    on a float32 image (axis 0 then axis 1, double accumulation, float32 between passes)."""
+    return ndi.gaussian_filter(image, sigma, mode="reflect", truncate=truncate)
+
+
+_gaussian_kernel = Kernel("gaussian_filter", _gaussian_filter_numpy_ref)
+
+
+@_gaussian_kernel.register("cpp")
+def _gaussian_filter_cpp(image, sigma, truncate):
+    w = gaussian_weights(sigma, truncate)
+    return core().gaussian_filter(image, w, w)
+
+
+def gaussian_filter(image, sigma: float, *, truncate: float = 4.0, backend: str = "auto") -> np.ndarray:
+    """Isotropic Gaussian filter with reflected borders, bit-identical to scipy's.
+
+    The C++ kernel does scipy's arithmetic in scipy's order per pixel (so results
+    are equal bit for bit, which keeps tiled montages identical to whole-image
+    runs) but vectorised and on all cores: 3–6× faster at σ = 2–32 px on 2 cores.
+
+    Parameters
+    ----------
+    image : (H, W) array
+    sigma : float
+        Standard deviation in pixels (> 0).
+    truncate : float
+        Kernel radius in sigmas (scipy's default 4).
+    backend : {"auto", "cpp", "numpy"}
+
+    Returns
+    -------
+    (H, W) float32 ndarray
+    """
+    img = as_float(check_image(image), name="image").astype(np.float32, copy=False)
+    sigma = check_positive(sigma, name="sigma")
+    truncate = check_positive(truncate, name="truncate")
+    return np.asarray(_gaussian_kernel(np.ascontiguousarray(img), sigma, truncate, backend=backend),
+                      dtype=np.float32)
 
 
 class BackgroundMethod(str, enum.Enum):
@@ -129,18 +184,27 @@ def subtract_background(image, *, method: str = "median", size_px: float = 40,
     return BackgroundResult(out, bg, m.value, {"size_px": float(size_px), "clip": clip})
 
 
-def local_noise(residual, *, sigma_px: float = 16.0, floor_fraction: float = 1e-3) -> np.ndarray:
+def local_noise(residual, *, sigma_px: float = 16.0, floor_fraction: float = 1e-3,
+                cap: float | None = None, global_rms: float | None = None,
+                backend: str = "auto") -> np.ndarray:
     """Local standard deviation of a background-subtracted image.
 
     Uses a Gaussian-weighted mean of the squared residual after removing the
     brightest 2 % (atoms) so they do not inflate the estimate. A floor of
     ``floor_fraction`` × global sigma avoids division by zero in flat vacuum.
+
+    ``cap`` (the 98th percentile of ``|residual|``) and ``global_rms`` (RMS of
+    the capped residual) are computed from ``residual`` unless given: a tiled
+    montage passes the whole montage's values so every tile matches the
+    whole-image result.
     """
     r = as_float(check_image(residual)).astype(np.float32)
-    cap = np.percentile(np.abs(r), 98)
+    if cap is None:
+        cap = np.percentile(np.abs(r), 98)
+    cap = np.float32(cap)
     sq = np.minimum(r * r, cap * cap)
-    var = ndi.gaussian_filter(sq, sigma=sigma_px, mode="reflect")
-    glob = float(np.sqrt(np.mean(sq))) or 1.0
+    var = gaussian_filter(sq, sigma_px, backend=backend)
+    glob = (float(np.sqrt(np.mean(sq))) if global_rms is None else float(global_rms)) or 1.0
     return np.sqrt(np.maximum(var, (floor_fraction * glob) ** 2)).astype(np.float32)
 
 

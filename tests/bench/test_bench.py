@@ -30,8 +30,25 @@ def test_stand_in_model_detects_the_atoms():
     assert m.f1 > 0.85
 
 
+def test_run_bench_default_detector():
+    # the default model is the default (classical) detector: C++ exact tiling on CPU
+    cfg = bench.BenchConfig(sizes=(300,), device="cpu", baselines=False, kernels=False, tile=128)
+    res = bench.run_bench(cfg)
+    r = res["sizes"][0]
+    assert "error" not in r, r
+    assert 0.8 * r["n_truth"] < r["n_detected"] < 1.2 * r["n_truth"]
+    assert r["end_to_end_mpx_s"] > 0 and r["peaks_backend"] == "cpp"
+    # the torch path (what runs on a GPU), exercised on the CPU
+    img, truth = bench.synthetic_image(300, seed=0)
+    rt = bench._bench_classical({"size": 300}, img, cfg, "cpu", torch_path=True)
+    assert rt["calibration"]["method"] == "exact"
+    assert rt["n_detected"] == r["n_detected"]
+    assert rt["end_to_end_mpx_s"] > 0 and rt["inference_mpx_s"] > 0
+
+
 def test_run_bench_report(tmp_path):
-    cfg = bench.BenchConfig(sizes=(160,), device="cpu", baselines=False, kernels=False)
+    cfg = bench.BenchConfig(sizes=(160,), device="cpu", baselines=False, kernels=False,
+                            model="builtin")
     res = bench.run_bench(cfg)
     r = res["sizes"][0]
     assert r["size"] == 160 and r["n_detected"] > 0.8 * r["n_truth"]

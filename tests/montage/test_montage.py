@@ -57,8 +57,10 @@ def tiled(image):
 
 
 def test_halo_is_derived_from_the_detector():
-    # median 40 px (reach 20) + DoG surround σ=6 (reach 24) + noise σ≈32 (reach 128) + 1
-    assert classical_halo(ClassicalDetector(), pixel_size_nm=PX) == 20 + 24 + 128 + 1
+    # DoG surround σ=6 (reach 24) + noise σ≈32 (reach 128) + 1 (3×3 maxima)
+    assert classical_halo(ClassicalDetector(), pixel_size_nm=PX) == 24 + 128 + 1
+    # with the optional median background of 40 px (reach 20) in front
+    assert classical_halo(ClassicalDetector(background_nm=40 * PX), pixel_size_nm=PX) == 20 + 24 + 128 + 1
     assert classical_halo(ClassicalDetector(background_nm=None), pixel_size_nm=PX) == 24 + 129
 
 

@@ -16,11 +16,20 @@ def _inside(xy, size, border):
     return ((xy >= border) & (xy <= size - 1 - border)).all(axis=1)
 
 
-def test_classical_detector_f1_at_high_dose():
-    det = detect.get_detector("classical")
+@pytest.mark.parametrize("background_nm, min_f1", [
+    # Default (no median background): at high dose the remaining misses are atoms
+    # whose DoG response is capped by the support texture around them (SNR 3.4–3.7),
+    # not by shot noise.
+    (None, 0.92),
+    # The published 40-px median in front recovers one or two of them here; on the
+    # real images it does not help (held-out F1 0.690 with, 0.693 without).
+    (40 * 0.0293, 0.945),
+])
+def test_classical_detector_f1_at_high_dose(background_nm, min_f1):
+    det = detect.ClassicalDetector(background_nm=background_nm)
     size, border = 256, 3.0
     res = []
-    for seed in (0, 1):
+    for seed in (0, 1, 2, 3):
         img, truth = simulate(size=size, seed=seed, dose=2e6, loading_per_nm2=0.4)
         xy = det.detect(Micrograph.from_array(img, pixel_size_nm=0.0293)).xy
         # the outermost rows/columns are ignored: the detector's reflected
@@ -28,6 +37,7 @@ def test_classical_detector_f1_at_high_dose():
         res.append(match_points(xy[_inside(xy, size, border)],
                                 truth.xy[_inside(truth.xy, size, border)], tolerance_px=6.0))
     p = pool(res)
-    assert p["tp"] + p["fn"] > 20
-    assert p["f1"] >= 0.95, p
+    assert p["tp"] + p["fn"] > 50
+    assert p["precision"] >= 0.98, p
+    assert p["f1"] >= min_f1, p
     assert p["mean_error_px"] < 1.5

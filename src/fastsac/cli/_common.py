@@ -35,6 +35,10 @@ def add_detector_args(p) -> None:
                    help="detector score threshold (detector's own default if omitted)")
     p.add_argument("--backend", default="auto", choices=["auto", "cpp", "numba", "cuda", "numpy"],
                    help="kernel backend (default: %(default)s)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the default/classical detector runs: its score map as torch "
+                        "convolutions and the peak kernels on a GPU (auto: when torch sees one), "
+                        "or the C++ kernels on the CPU (default: %(default)s)")
 
 
 def detector_from_args(args):
@@ -43,6 +47,8 @@ def detector_from_args(args):
     from ..errors import FastsacInputError
 
     params = {} if args.threshold is None else {"threshold": args.threshold}
+    if args.detector in ("default", "classical") and getattr(args, "device", "cpu") != "cpu":
+        params["device"] = args.device
     try:
         return get_detector(args.detector, **params)
     except (FastsacInputError, ValueError) as exc:

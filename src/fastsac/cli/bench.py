@@ -16,6 +16,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, nargs="+", default=None, metavar="PX",
                    help="image edge lengths (default 2048 8192; add 32768 for the montage)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--model", default="default", choices=["default", "classical", "builtin"],
+                   help="default/classical: fastsac's default detector; builtin: a stand-in "
+                        "network with a light CNN's compute profile")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
                    help="autocast dtype on CUDA (default bf16)")
     p.add_argument("--tile", type=int, default=None, help="core size (default: from free memory)")
@@ -32,7 +35,7 @@ def run(args) -> int:
     from ..io import write_json
 
     sizes = tuple(args.size) if args.size else ((1024,) if args.quick else (2048, 8192))
-    cfg = BenchConfig(sizes=sizes, device=args.device,
+    cfg = BenchConfig(sizes=sizes, device=args.device, model=args.model,
                       dtype=None if args.dtype in (None, "fp32") else args.dtype,
                       baselines=not (args.quick or args.no_baselines),
                       kernels=not (args.quick or args.no_kernels), synth=args.synth,

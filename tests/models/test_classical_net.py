@@ -1,0 +1,152 @@
+"""The classical detector's score map as torch ops (the GPU path) equals the
+C++/numpy one, and tiling it through the engine changes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from fastsac_testdata import PTNC, spots
+
+from fastsac import infer, read
+from fastsac.detect import ClassicalDetector
+from fastsac.models.classical import ClassicalScoreNet, calibrate
+
+PX = 0.0293
+
+
+@pytest.fixture(scope="module")
+def real():
+    path = PTNC / "images" / "021.tif"   # has vacuum, thick carbon and atoms
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (set FASTSAC_SHARED)")
+    m = read(path)
+    return m.data, m.pixel_size_nm
+
+
+def _map(net, img):
+    with torch.inference_mode():
+        return net(torch.as_tensor(np.asarray(img, np.float32))[None, None])[0, 0].numpy()
+
+
+@pytest.mark.parametrize("method", ["conv", "fft"])
+@pytest.mark.parametrize("shape", [(2, 1, 90, 70), (1, 1, 7, 9), (1, 1, 1, 30)])
+def test_torch_gaussian_equals_scipy(method, shape, monkeypatch):
+    from scipy import ndimage as ndi
+
+    from fastsac.models.classical import _Gaussian
+
+    monkeypatch.setattr(_Gaussian, "method", method)
+    x = np.random.default_rng(2).gamma(2.0, 50.0, shape).astype(np.float32)
+    x[0, 0, 0, 0] = 5e3  # a bright corner pixel: borders are reflected, not zero
+    for sigma in (0.4, 2.0, 6.0, 32.0):   # radius 2 … 128, wider than these images
+        got = _Gaussian(sigma)(torch.as_tensor(x)).numpy()
+        ref = np.stack([ndi.gaussian_filter(x[i, 0], sigma, mode="reflect")
+                        for i in range(shape[0])])[:, None]
+        np.testing.assert_allclose(got, ref, atol=2e-6 * x.max(), err_msg=f"σ={sigma}")
+
+
+def test_score_map_equals_the_cpu_detector(real):
+    img, px = real
+    det = ClassicalDetector()
+    net = ClassicalScoreNet.from_detector(det, px).eval()
+    info = calibrate(img, net, device="cpu")
+    assert info["method"] == "exact"
+    dog = det.dog(img, pixel_size_nm=px)
+    assert info["cap"] == pytest.approx(float(np.percentile(np.abs(dog), 98)), rel=1e-5)
+    got, ref = _map(net, img), det.score_map(img, pixel_size_nm=px)
+    assert got.shape == ref.shape and np.isfinite(got).all()
+    np.testing.assert_allclose(got, ref, atol=2e-4 * np.abs(ref).max())
+    # and the whole detection (maxima → NMS → Gaussian fit) is the same atoms
+    a = det.detect(img, pixel_size_nm=px)
+    b = det.detect_tiled(img, pixel_size_nm=px, device="cpu", tile=512)
+    assert len(a) == len(b) > 10
+    np.testing.assert_allclose(b.xy, a.xy, atol=1e-6)
+    np.testing.assert_allclose(b.score, a.score, rtol=1e-4)
+
+
+def test_tiles_equal_the_whole_frame(real):
+    img, px = real
+    det = ClassicalDetector()
+    whole = det.detect_tiled(img, pixel_size_nm=px, device="cpu", tile=512)
+    tiled = det.detect_tiled(img, pixel_size_nm=px, device="cpu", tile=160)
+    assert len(tiled.plan) == 16 and tiled.plan.halo >= 153
+    assert len(tiled) == len(whole) > 10
+    np.testing.assert_allclose(tiled.xy, whole.xy, atol=1e-9)   # window-local offsets round
+    np.testing.assert_allclose(tiled.score, whole.score, rtol=1e-6)
+    net = det.as_predictor(px)
+    m_whole = infer.predict_tiled(img, net, tile=512, halo=net.receptive_field, device="cpu").scores
+    m_tiled = infer.predict_tiled(img, net, tile=160, halo=net.receptive_field, device="cpu").scores
+    assert np.abs(m_tiled - m_whole).max() <= 1e-4
+
+
+def test_streamed_histogram_calibration(rng):
+    img, truth = spots((600, 700), n=500, seed=3)
+    det = ClassicalDetector()
+    net = det.as_predictor(PX)
+    exact = calibrate(img, net, device="cpu")
+    streamed = calibrate(img, net, device="cpu", exact_max_px=0, tile=256)
+    assert streamed["method"] == "histogram"
+    # 16-bit histogram: the percentile is resolved to 2^-7 of its value
+    assert abs(streamed["cap"] - exact["cap"]) <= 2**-7 * exact["cap"]
+    assert streamed["global_rms"] == pytest.approx(exact["global_rms"], rel=2e-3)
+    # a streamed (gigapixel-style) run: same calibration for every tile, so
+    # tiled = whole frame with that calibration, and ~ the exact detections
+    a = det.detect_tiled(img, pixel_size_nm=PX, device="cpu", tile=700, exact_max_px=0)
+    b = det.detect_tiled(img, pixel_size_nm=PX, device="cpu", tile=200, exact_max_px=0)
+    assert len(a) == len(b)
+    np.testing.assert_allclose(a.xy, b.xy, atol=1e-9)
+    c = det.detect(img, pixel_size_nm=PX)
+    assert abs(len(c) - len(b)) <= 2 and len(c) > 300
+
+
+def test_tiny_frame_and_bad_configuration():
+    rng = np.random.default_rng(1)
+    img = rng.poisson(100, (40, 37)).astype(np.float32)  # smaller than the noise kernel (257 px)
+    det = ClassicalDetector(threshold=0.5)
+    net = det.as_predictor(PX)
+    calibrate(img, net, device="cpu")
+    np.testing.assert_allclose(_map(net, img), det.score_map(img, pixel_size_nm=PX), atol=1e-4)
+    with pytest.raises(RuntimeError, match="calibrate"):
+        _map(ClassicalScoreNet(2.0, 6.0, 32.0), img)
+    with pytest.raises(ValueError, match="background_nm=None"):
+        ClassicalDetector(background_nm=1.17).as_predictor(PX)
+    with pytest.raises(ValueError, match="device"):
+        ClassicalDetector(device="tpu")
+
+
+def test_autocast_does_not_touch_the_score(real):
+    img, px = real
+    det = ClassicalDetector()
+    net = det.as_predictor(px)
+    calibrate(img, net, device="cpu")
+    fp32 = infer.predict_tiled(img, net, tile=512, halo=net.receptive_field, device="cpu").scores
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = _map(net, img)
+    np.testing.assert_array_equal(bf16, fp32)
+
+
+@pytest.mark.gpu
+def test_cuda_detections_equal_cpu():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from fastsac.synth import simulate
+
+    img, _ = simulate(size=1024, seed=4)
+    px = PX
+    cpu = ClassicalDetector().detect(img, pixel_size_nm=px)
+    gpu = ClassicalDetector(device="cuda").detect(img, pixel_size_nm=px)
+    assert gpu.params["device"].startswith("cuda")
+    assert len(cpu) > 50
+    # float32 convolutions on the GPU vs double accumulation in C++: an atom whose
+    # score sits within ~1e-5 of the threshold may flip
+    assert abs(len(gpu) - len(cpu)) <= 1
+    if len(gpu) == len(cpu):
+        np.testing.assert_allclose(gpu.xy, cpu.xy, atol=1e-3)
+    big, _ = spots((3000, 2500), n=3000, seed=5)
+    det = ClassicalDetector(device="cuda")
+    a = det.detect_tiled(big, pixel_size_nm=PX, device="cuda", tile=1024, exact_max_px=0)
+    b = det.detect_tiled(big, pixel_size_nm=PX, device="cuda", tile=3000, exact_max_px=0)
+    np.testing.assert_allclose(a.xy, b.xy, atol=1e-4)
+    c = ClassicalDetector().detect(big, pixel_size_nm=PX)
+    assert abs(len(c) - len(a)) <= 3
