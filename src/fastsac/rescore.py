@@ -114,9 +114,9 @@ def _clipped_square(dog):
     return np.minimum(dog * dog, cap * cap)
 
 
-def _dog(img, sigma_px, ratio):
-    dog = ndi.gaussian_filter(img, sigma_px, mode="reflect")
-    dog -= ndi.gaussian_filter(img, sigma_px * ratio, mode="reflect")
+def _dog(img, sigma_px, ratio, backend):
+    dog = preprocess.gaussian_filter(img, sigma_px, backend=backend)
+    dog -= preprocess.gaussian_filter(img, sigma_px * ratio, backend=backend)
     return dog
 
 
@@ -158,14 +158,10 @@ def candidate_features(image, *, pixel_size_nm: float | None = None, candidate_t
     to_ref = px / DEFAULT_PIXEL_SIZE_NM        # image px → reference px
     t0 = time.perf_counter()
     noise_px = det.noise_sigma_nm / px
-    if det.background_nm is None:
-        # ClassicalDetector.score_map, keeping its noise map (a feature) instead of recomputing it.
-        dog = _dog(img, det.atom_sigma_nm / px, det.surround_ratio)
-        noise = preprocess.local_noise(dog, sigma_px=noise_px)
-        score_map = dog / noise
-    else:
-        score_map = det.score_map(img, pixel_size_nm=px)
-        noise = preprocess.local_noise(_dog(img, det.atom_sigma_nm / px, det.surround_ratio), sigma_px=noise_px)
+    # ClassicalDetector.score_map (= det.snr(det.dog(...))), keeping its noise map, a feature.
+    dog = det.dog(img, pixel_size_nm=px)
+    noise = preprocess.local_noise(dog, sigma_px=noise_px, backend=backend)
+    score_map = (dog / noise).astype(np.float32)
     t1 = time.perf_counter()
     cand = peaks.local_maxima(score_map, threshold=candidate_threshold, radius=1,
                               exclude_border=det.exclude_border_px, backend=backend)
@@ -187,7 +183,7 @@ def candidate_features(image, *, pixel_size_nm: float | None = None, candidate_t
     f = {"score": score}
     win = 2 * max(1, int(round(2 / to_ref))) + 1
     for key, s_nm in (("fine", _FINE_NM), ("coarse", _COARSE_NM)):
-        dog_s = _dog(img, s_nm / px, det.surround_ratio)
+        dog_s = _dog(img, s_nm / px, det.surround_ratio, backend)
         noise_s = np.sqrt(np.maximum(_smooth_coarse(_clipped_square(dog_s), noise_px, xi, yi)[0], 1e-12))
         f[f"snr_{key}"] = dog_s[yi, xi] / noise_s
         # The filter's own peak may sit a pixel or two away from the stage-1 maximum.
