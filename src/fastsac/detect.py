@@ -6,7 +6,8 @@ maxima → non-maximum suppression → sub-pixel refinement on the raw image.
 
 ``get_detector(spec)`` resolves ``"default"`` (the best cross-validated
 detector, today the classical one), ``"classical"``, ``"heatmap"`` (fastsac's
-learned model) or a checkpoint path.
+learned U-Net), ``"rescore"`` (classical candidates + learned re-scorer) or a
+checkpoint path.
 """
 
 from __future__ import annotations
@@ -317,13 +318,15 @@ def get_detector(spec="default", **params) -> Detector:
     """Resolve a detector from a name, a checkpoint path or a Detector instance.
 
     ``"default"``: the detector with the best cross-validated F1 on real
-    labelled images — today :class:`ClassicalDetector` (held-out pooled F1
-    0.690 on ptnc-train, against 0.585 for fastsac's heatmap U-Net and 0.600
-    for the published SAC-CNN; docs/model.md). ``"classical"``: the same,
-    explicitly. ``"heatmap"``: fastsac's shipped learned heatmap detector. A
+    labelled images — today :class:`ClassicalDetector` (leave-one-image-out
+    pooled F1 0.695 on ptnc-train, against 0.691 for the two-stage re-scorer,
+    0.585 (4-fold) for fastsac's heatmap U-Net and 0.605 for the published
+    SAC-CNN; docs/model.md). ``"classical"``: the same, explicitly.
+    ``"heatmap"``: fastsac's shipped learned heatmap detector. ``"rescore"``:
+    :class:`fastsac.rescore.RescoreDetector` with the shipped re-scorer. A
     path: a checkpoint recognised by its keys (the published SAC-CNN, or a
-    fastsac model). Extra keyword arguments go to the detector (e.g.
-    ``threshold``).
+    fastsac model; ``.json``: a re-scorer). Extra keyword arguments go to the
+    detector (e.g. ``threshold``).
     """
     if isinstance(spec, Detector):
         return spec
@@ -337,12 +340,26 @@ def get_detector(spec="default", **params) -> Detector:
             raise FastsacInputError("fastsac/weights", "the shipped heatmap model's weights are "
                                                       "not installed; reinstall fastsac")
         return det
+    if spec == "rescore":
+        from .rescore import default_rescore
+
+        det = default_rescore(**params)
+        if det is None:
+            raise FastsacInputError("fastsac/weights", "the shipped re-scorer is not installed; "
+                                                      "reinstall fastsac")
+        return det
     path = Path(os.fspath(spec))
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise FastsacInputError(path, "re-scorer file not found")
+        from .rescore import load_rescore
+
+        return load_rescore(path, **params)
     if path.suffix in (".ckpt", ".pt", ".pth") or path.exists():
         if not path.is_file():
             raise FastsacInputError(path, "detector checkpoint not found")
         from .learned import load_detector
 
         return load_detector(path, **params)
-    raise ValueError(f"detector must be 'default', 'classical', 'heatmap' or a checkpoint path, "
+    raise ValueError(f"detector must be 'default', 'classical', 'heatmap', 'rescore' or a checkpoint path, "
                      f"got {spec!r}")

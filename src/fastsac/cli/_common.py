@@ -30,7 +30,7 @@ def report_bad(path, exc: BaseException) -> None:
 
 def add_detector_args(p) -> None:
     p.add_argument("--detector", default="default",
-                   help="default | classical | heatmap | PATH to a checkpoint (default: %(default)s = the best cross-validated detector, today classical)")
+                   help="default | classical | heatmap | rescore | PATH to a checkpoint or re-scorer .json (default: %(default)s = the best cross-validated detector, today classical)")
     p.add_argument("--threshold", type=float, default=None,
                    help="detector score threshold (detector's own default if omitted)")
     p.add_argument("--backend", default="auto", choices=["auto", "cpp", "numba", "cuda", "numpy"],
