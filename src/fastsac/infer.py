@@ -109,7 +109,10 @@ class ArraySource:
         H, W = self.shape
         if (y0 >= 0 and x0 >= 0 and y1 <= H and x1 <= W and isinstance(self.array, np.ndarray)
                 and type(self).read is ArraySource.read):
-            np.copyto(dst, self.array[y0:y1, x0:x1], casting="unsafe")
+            src = self.array[y0:y1, x0:x1]
+            if dst.dtype == np.int16 and src.dtype == np.uint16:  # 16-bit staging: copy bits
+                dst = dst.view(np.uint16)
+            np.copyto(dst, src, casting="unsafe")
         else:
             dst[...] = self.read_padded(y0, y1, x0, x1, mode)
 
@@ -474,26 +477,31 @@ _POOL_LOCK = threading.Lock()
 _POOL: dict = {}
 
 
-def _host_buffers(shape, n, pin):
-    """``n`` float32 staging buffers of ``shape``, pinned on CUDA. Pinned
+#: Tests set this to exercise 16-bit staging without a GPU.
+_U16_STAGING_ON_CPU = False
+
+
+def _host_buffers(shape, n, pin, dtype=None):
+    """``n`` staging buffers (float32 unless ``dtype``) of ``shape``, pinned on CUDA. Pinned
     allocations are slow (page locking): the engine hands its set back when it
     finishes (:func:`_return_buffers`) and the next engine of the same shape
     takes it (exclusively, so concurrent engines never share buffers)."""
     torch = _torch()
-    key = (tuple(shape), bool(pin))
+    dtype = dtype or torch.float32
+    key = (tuple(shape), bool(pin), dtype)
     with _POOL_LOCK:
         bufs = _POOL.pop(key, []) if pin else []
     if len(bufs) < n:
-        bufs = bufs + [torch.empty(shape, dtype=torch.float32, pin_memory=pin)
+        bufs = bufs + [torch.empty(shape, dtype=dtype, pin_memory=pin)
                        for _ in range(n - len(bufs))]
     return bufs
 
 
-def _return_buffers(shape, bufs, pin):
+def _return_buffers(shape, bufs, pin, dtype=None):
     if pin:
         with _POOL_LOCK:
             _POOL.clear()  # keep one set: pinned host memory is a scarce resource
-            _POOL[(tuple(shape), True)] = bufs
+            _POOL[(tuple(shape), True, dtype or _torch().float32)] = bufs
 
 
 @dataclass
@@ -530,8 +538,17 @@ class _Engine:
         shape = (batch_size, 1, wh, ww)
         # Without preprocessing the network input *is* the raw window: one buffer.
         self.separate_raw = keep_raw and preprocess is not None
-        pool = _host_buffers(shape, 2 * nbuf if self.separate_raw else nbuf, pin)
-        self._pool = (shape, pool, pin)
+        # 16-bit integer frames cross PCIe as 16 bits (half the bytes of float32) and
+        # are widened on the device; their bits ride in int16 buffers (torch's uint16
+        # support is partial) and are masked back to 0…65535 after the upload.
+        self.u16 = ((self.cuda or _U16_STAGING_ON_CPU) and preprocess is None and plan.pad_mode is None
+                    and isinstance(getattr(source, "array", None), np.ndarray)
+                    and type(source).read is ArraySource.read
+                    and np.dtype(source.array.dtype) in (np.dtype(np.uint16), np.dtype(np.int16)))
+        self.u16_signed = self.u16 and np.dtype(source.array.dtype) == np.dtype(np.int16)
+        buf_dtype = torch.int16 if self.u16 else torch.float32
+        pool = _host_buffers(shape, 2 * nbuf if self.separate_raw else nbuf, pin, buf_dtype)
+        self._pool = (shape, pool, pin, buf_dtype)
         self.bufs = pool[:nbuf]
         self.raw_bufs = pool[nbuf:]
         self.free: queue.Queue = queue.Queue()
@@ -661,6 +678,8 @@ class _Engine:
         n = len(batch.tiles) if not self.compile else self.B
         xh = self.bufs[batch.buf][:n]
         x = xh.to(self.device, non_blocking=True)
+        if self.u16:
+            x = x.float() if self.u16_signed else (x.to(torch.int32) & 0xFFFF).float()
         raw = None
         if self.separate_raw:
             raw = self.raw_bufs[batch.buf][:n].to(self.device, non_blocking=True)

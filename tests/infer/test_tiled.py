@@ -402,3 +402,30 @@ def test_receptive_field_declared_as_halo_and_probe_respects_multiple():
 
     r = infer.receptive_field(NeedsMultipleOf4().eval())
     assert 4 <= r <= 16
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16])
+def test_16bit_staging_equals_float32(monkeypatch, dtype):
+    """16-bit frames cross to the device as 16 bits and are widened there; the
+    result must be what float32 staging gives (values above 32767 included)."""
+    from fastsac import infer
+
+    rng = np.random.default_rng(11)
+    lo, hi = (0, 65535) if dtype == np.uint16 else (-32768, 32767)
+    img = rng.integers(lo, hi, (150, 170), endpoint=True).astype(dtype)
+    net = torch.nn.Conv2d(1, 1, 3, padding=1, bias=False)
+    torch.nn.init.constant_(net.weight, 1.0 / 9)
+    ref = infer.predict_tiled(img, net, tile=64, halo=2, device="cpu").scores
+    monkeypatch.setattr(infer, "_U16_STAGING_ON_CPU", True)
+    got = infer.predict_tiled(img, net, tile=64, halo=2, device="cpu").scores
+    np.testing.assert_array_equal(got, ref)
+    whole = net(torch.as_tensor(img.astype(np.float32))[None, None])[0, 0].detach().numpy()
+    np.testing.assert_allclose(got, whole, rtol=1e-6, atol=1e-2)
+    # detection refines on the raw windows: those are widened the same way
+    kw = dict(threshold=float(np.percentile(ref, 99)), min_distance_px=3, refine="com", halo=12,
+              tile=64, device="cpu")
+    got_det = infer.detect_tiled(img, net, **kw)
+    monkeypatch.setattr(infer, "_U16_STAGING_ON_CPU", False)
+    ref_det = infer.detect_tiled(img, net, **kw)
+    assert len(ref_det) > 20
+    np.testing.assert_array_equal(got_det.xy, ref_det.xy)
