@@ -280,6 +280,10 @@ class ClassicalDetector(Detector):
         from .models.classical import calibrate
 
         dev = device or (self.device if self.device != "cpu" else "cpu")
+        if tile is None and infer._resolve_device(dev).type == "cuda":
+            # The halo is 153 px at 0.0293 nm/px: 4096² cores read 1.16× their
+            # area (the memory-based default picks ~1.7k cores, 1.4×).
+            tile = 4096
         net = self.as_predictor(pixel_size_nm)
         t0 = time.perf_counter()
         stats = calibrate(source, net, device=dev, exact_max_px=exact_max_px, tile=tile,
