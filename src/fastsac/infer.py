@@ -1004,7 +1004,6 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
         Equal to ``postprocess_scores(score_map, raw, ...)`` on the whole image
         (same points, same order) under the halo assumption.
     """
-    from . import peaks
     from ._backend import Backend
     from ._validate import resolve_option
 
@@ -1032,15 +1031,14 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
         why = unavailable_reason(Backend.CUDA)
         if why:
             raise RuntimeError(f"peaks_backend='cuda' requested but {why}")
-    host_backend = "auto" if pb in (Backend.AUTO,) else pb.value
     eng = _Engine(src, predictor, plan=plan, batch_size=bs, device=dev, dtype=amp,
                   preprocess=preprocess, keep_raw=refine != "none", compile=compile,
                   channels_last=True, prefetch=prefetch, progress=progress, workers=workers)
-    tables: list[tuple] = []
-    t_net = t_peaks = 0.0
-    gpu_impl = None
-    if gpu_peaks:
-        from ._cuda import peaks as gpu_impl
+    peaks_step = _PeakCollector(plan, gpu=gpu_peaks, peaks_backend=pb, threshold=threshold,
+                                min_distance_px=min_distance_px, refine=refine,
+                                fit_radius_px=fit_radius_px, sigma_px=sigma_px,
+                                exclude_border_px=exclude_border_px)
+    t_net = 0.0
     with torch.inference_mode():
         for b in eng.batches():
             t0 = time.perf_counter()
@@ -1058,95 +1056,143 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
                         arr[j, iy1:] = math.nan
                         arr[j, :, :ix0] = math.nan
                         arr[j, :, ix1:] = math.nan
-            if gpu_peaks:
-                t1 = time.perf_counter()
-                t_net += t1 - t0
-                lims = [_core_mask_limits(plan, t, exclude_border_px) for t in b.tiles]
-                try:
-                    tab = gpu_impl.detect_batch(
-                        s, raw, lims, threshold=threshold,
-                        min_distance_px=min_distance_px, refine=refine,
-                        fit_radius_px=fit_radius_px, sigma_px=sigma_px, com_radius=com_r)
-                except Exception as exc:
-                    if pb is Backend.CUDA:
-                        raise
-                    # numba-cuda unusable here (toolkit/driver/version): host peaks instead.
-                    log.warning("GPU peak kernels failed (%s: %s); falling back to host "
-                                "post-processing", type(exc).__name__, exc)
-                    gpu_peaks = False
-                    t0 = t1
-                else:
-                    # Window index → plan tile (batches hold consecutive tiles).
-                    tables.append((tab[0] + int(b.tiles[0]),) + tuple(tab[1:]))
-                    eng.release(b)
-                    t_peaks += time.perf_counter() - t1
-                    continue
-            # On CPU these alias the reader's buffer: release it only after the loop.
-            s_host = s.cpu().numpy()
-            raw_host = raw.cpu().numpy() if raw is not None else None
-            t1 = time.perf_counter()
-            t_net += t1 - t0
-            for j, t in enumerate(b.tiles):
-                cy0, cy1, cx0, cx1 = _core_mask_limits(plan, t, exclude_border_px)
-                if cy1 <= cy0 or cx1 <= cx0:
-                    continue
-                cand = peaks.local_maxima(s_host[j], threshold=threshold, radius=1,
-                                          backend=host_backend)
-                cx, cy = cand.xy[:, 0], cand.xy[:, 1]
-                own = (cy >= cy0) & (cy < cy1) & (cx >= cx0) & (cx < cx1)
-                xy0 = cand.xy[own].astype(np.float64)
-                vals = cand.values[own].astype(np.float64)
-                if refine != "none" and len(xy0):
-                    xy, cols = _refine_host(raw_host[j], xy0, min_distance_px=min_distance_px,
-                                            refine=refine, fit_radius_px=fit_radius_px,
-                                            sigma_px=sigma_px, backend=host_backend)
-                else:
-                    xy, cols = xy0, [np.full(len(xy0), np.nan) for _ in range(5)]
-                tables.append((np.full(len(xy0), t, np.int64), xy0, vals, xy, *cols))
+            t_net += time.perf_counter() - t0
+            # On CPU the windows may alias the reader's buffer: the collector copies
+            # what it keeps, so the buffer can go back either way.
+            peaks_step.add(s, raw, b.tiles)
             eng.release(b)
-            t_peaks += time.perf_counter() - t1
     src.close()
-    # One NMS over the whole candidate table, in the whole-image candidate order
-    # (row-major by integer position), so ties and output order match exactly.
-    t2 = time.perf_counter()
-    on_gpu = bool(tables) and all(isinstance(t[0], torch.Tensor) for t in tables)
-    # Window origins [x, y] of every tile: tables hold window coordinates.
-    origin = np.stack([plan.windows[:, 2], plan.windows[:, 0]], axis=1).astype(np.float64)
-    if on_gpu:  # candidate tables never left the device: sort + NMS there too
-        cat = [torch.cat([t[k] for t in tables]) for k in range(9)]
-        off = torch.as_tensor(origin, device=cat[1].device)[cat[0]]
-        cat = [cat[1] + off, cat[2], cat[3] + off] + cat[4:]
-        key = cat[0][:, 1].to(torch.int64) * plan.shape[1] + cat[0][:, 0].to(torch.int64)
-        order = torch.sort(key).indices
-        keep = order[gpu_impl.nms_cuda(cat[0][order], cat[1][order], float(min_distance_px))]
-        cat = [c[keep].cpu().numpy() for c in cat]
-        n_cand = len(order)
-        keep = np.arange(len(cat[0]))
-    else:
-        tables = [tuple(x.cpu().numpy() if isinstance(x, torch.Tensor) else x for x in t)
-                  for t in tables]
-        if tables:
-            cat = [np.concatenate([np.asarray(t[k]) for t in tables]) for k in range(9)]
-            off = origin[cat[0]]
-            cat = [cat[1].reshape(-1, 2) + off, cat[2], cat[3].reshape(-1, 2) + off] + cat[4:]
-        else:
-            cat = [np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2))] + [np.zeros(0)] * 5
-        xy0, vals = cat[0].reshape(-1, 2), cat[1]
-        order = np.lexsort((xy0[:, 0], xy0[:, 1]))
-        nms_backend = "auto" if pb in (Backend.AUTO, Backend.CUDA) else pb.value
-        keep = order[peaks.nms(xy0[order], vals[order], radius=min_distance_px,
-                               backend=nms_backend)] if len(order) else order
-        n_cand = len(order)
-    xy, vals = cat[2].reshape(-1, 2), cat[1]
-    t3 = time.perf_counter()
-    cols = [c[keep] for c in cat[3:]]
+    out = peaks_step.finish()
     timings = {"read": eng.read_time, "preprocess": eng.pre_time, "inference": t_net,
-               "peaks": t_peaks, "nms": t3 - t2, "total": time.perf_counter() - t_start}
-    return TiledDetections(xy[keep], vals[keep], *cols, n_candidates=n_cand, plan=plan,
-                           device=str(dev), peaks_backend="cuda" if gpu_peaks else host_backend,
+               "peaks": peaks_step.t_peaks, "nms": peaks_step.t_nms,
+               "total": time.perf_counter() - t_start}
+    return TiledDetections(*out, n_candidates=peaks_step.n_candidates, plan=plan,
+                           device=str(dev), peaks_backend=peaks_step.backend_name,
                            params={"threshold": float(threshold),
                                    "min_distance_px": float(min_distance_px), "refine": refine,
                                    "fit_radius_px": int(fit_radius_px), "sigma_px": float(sigma_px),
                                    "exclude_border_px": int(exclude_border_px), "halo": plan.halo,
                                    "tile": list(plan.tile), "batch_size": bs},
                            timings=timings)
+
+
+class _PeakCollector:
+    """The peak half of :func:`detect_tiled`, shared with engines that produce
+    score windows some other way (a GPU-resident image): per batch of windows,
+    local maxima owned by each core + sub-pixel refinement (on the GPU when
+    ``gpu``, else on the host); at the end one NMS over all candidates in
+    whole-image candidate order."""
+
+    def __init__(self, plan: TilePlan, *, gpu: bool, peaks_backend, threshold, min_distance_px,
+                 refine, fit_radius_px, sigma_px, exclude_border_px):
+        from ._backend import Backend
+
+        self.plan, self.gpu, self.pb = plan, gpu, peaks_backend
+        self.threshold, self.min_distance_px, self.refine = threshold, min_distance_px, refine
+        self.fit_radius_px, self.sigma_px = fit_radius_px, sigma_px
+        self.exclude_border_px = exclude_border_px
+        self.com_r = max(2, int(round(sigma_px * 1.5)))
+        self.host_backend = "auto" if peaks_backend is Backend.AUTO else peaks_backend.value
+        self.tables: list[tuple] = []
+        self.t_peaks = self.t_nms = 0.0
+        self.n_candidates = 0
+        self.gpu_impl = None
+        if gpu:
+            from ._cuda import peaks as gpu_impl
+            self.gpu_impl = gpu_impl
+
+    @property
+    def backend_name(self) -> str:
+        return "cuda" if self.gpu else self.host_backend
+
+    def add(self, s, raw, tiles) -> None:
+        """Candidates of the windows of plan tiles ``tiles`` (consecutive): score
+        ``s`` (n, h, w) and raw ``raw`` (n, h, w) or None, torch tensors."""
+        from . import peaks
+        from ._backend import Backend
+
+        t1 = time.perf_counter()
+        plan = self.plan
+        if self.gpu:
+            lims = [_core_mask_limits(plan, t, self.exclude_border_px) for t in tiles]
+            try:
+                tab = self.gpu_impl.detect_batch(
+                    s, raw, lims, threshold=self.threshold, min_distance_px=self.min_distance_px,
+                    refine=self.refine, fit_radius_px=self.fit_radius_px, sigma_px=self.sigma_px,
+                    com_radius=self.com_r)
+            except Exception as exc:
+                if self.pb is Backend.CUDA:
+                    raise
+                # numba-cuda unusable here (toolkit/driver/version): host peaks instead.
+                log.warning("GPU peak kernels failed (%s: %s); falling back to host "
+                            "post-processing", type(exc).__name__, exc)
+                self.gpu = False
+            else:
+                # Window index → plan tile (batches hold consecutive tiles).
+                self.tables.append((tab[0] + int(tiles[0]),) + tuple(tab[1:]))
+                self.t_peaks += time.perf_counter() - t1
+                return
+        s_host = s.cpu().numpy()
+        raw_host = raw.cpu().numpy() if raw is not None else None
+        for j, t in enumerate(tiles):
+            cy0, cy1, cx0, cx1 = _core_mask_limits(plan, t, self.exclude_border_px)
+            if cy1 <= cy0 or cx1 <= cx0:
+                continue
+            cand = peaks.local_maxima(s_host[j], threshold=self.threshold, radius=1,
+                                      backend=self.host_backend)
+            cx, cy = cand.xy[:, 0], cand.xy[:, 1]
+            own = (cy >= cy0) & (cy < cy1) & (cx >= cx0) & (cx < cx1)
+            xy0 = cand.xy[own].astype(np.float64)
+            vals = cand.values[own].astype(np.float64)
+            if self.refine != "none" and len(xy0):
+                xy, cols = _refine_host(raw_host[j], xy0, min_distance_px=self.min_distance_px,
+                                        refine=self.refine, fit_radius_px=self.fit_radius_px,
+                                        sigma_px=self.sigma_px, backend=self.host_backend)
+            else:
+                xy, cols = xy0, [np.full(len(xy0), np.nan) for _ in range(5)]
+            self.tables.append((np.full(len(xy0), t, np.int64), xy0, vals, xy, *cols))
+        self.t_peaks += time.perf_counter() - t1
+
+    def finish(self):
+        """(xy, score, amplitude, sigma, background, intensity, residual) after one
+        NMS over the whole candidate table, in the whole-image candidate order
+        (row-major by integer position), so ties and output order match exactly."""
+        from . import peaks
+        from ._backend import Backend
+
+        torch = _torch()
+        plan, tables = self.plan, self.tables
+        t2 = time.perf_counter()
+        on_gpu = bool(tables) and all(isinstance(t[0], torch.Tensor) for t in tables)
+        # Window origins [x, y] of every tile: tables hold window coordinates.
+        origin = np.stack([plan.windows[:, 2], plan.windows[:, 0]], axis=1).astype(np.float64)
+        if on_gpu:  # candidate tables never left the device: sort + NMS there too
+            cat = [torch.cat([t[k] for t in tables]) for k in range(9)]
+            off = torch.as_tensor(origin, device=cat[1].device)[cat[0]]
+            cat = [cat[1] + off, cat[2], cat[3] + off] + cat[4:]
+            key = cat[0][:, 1].to(torch.int64) * plan.shape[1] + cat[0][:, 0].to(torch.int64)
+            order = torch.sort(key).indices
+            keep = order[self.gpu_impl.nms_cuda(cat[0][order], cat[1][order],
+                                                float(self.min_distance_px))]
+            cat = [c[keep].cpu().numpy() for c in cat]
+            self.n_candidates = len(order)
+            keep = np.arange(len(cat[0]))
+        else:
+            tables = [tuple(x.cpu().numpy() if isinstance(x, torch.Tensor) else x for x in t)
+                      for t in tables]
+            if tables:
+                cat = [np.concatenate([np.asarray(t[k]) for t in tables]) for k in range(9)]
+                off = origin[cat[0]]
+                cat = [cat[1].reshape(-1, 2) + off, cat[2], cat[3].reshape(-1, 2) + off] + cat[4:]
+            else:
+                cat = [np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2))] + [np.zeros(0)] * 5
+            xy0, vals = cat[0].reshape(-1, 2), cat[1]
+            order = np.lexsort((xy0[:, 0], xy0[:, 1]))
+            nms_backend = "auto" if self.pb in (Backend.AUTO, Backend.CUDA) else self.pb.value
+            keep = order[peaks.nms(xy0[order], vals[order], radius=self.min_distance_px,
+                                   backend=nms_backend)] if len(order) else order
+            self.n_candidates = len(order)
+        xy, vals = cat[2].reshape(-1, 2), cat[1]
+        cols = [c[keep] for c in cat[3:]]
+        self.t_nms = time.perf_counter() - t2
+        return (xy[keep], vals[keep], *cols)

@@ -119,6 +119,32 @@ def _sorted_rows(xy):
     return xy[np.lexsort((xy[:, 0], xy[:, 1]))]
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_resident_mode_equals_streamed(dtype):
+    """Image and DoG kept on the device: same atoms as the streamed engine and as
+    the C++ detector, with an exact percentile at any size."""
+    from fastsac.models.classical import detect_resident
+
+    img, _ = spots((700, 650), n=600, seed=8)
+    img = img.astype(dtype)
+    det = ClassicalDetector()
+    net = det.as_predictor(PX)
+    tail = det._tail_params(PX)
+    res = detect_resident(img, net, device="cpu", tile=256, **tail)
+    assert res.params["resident"] and len(res.plan) == 9
+    streamed = det.detect_tiled(img, pixel_size_nm=PX, device="cpu", tile=256, resident=False)
+    assert res.params["calibration"]["cap"] == pytest.approx(
+        streamed.params["calibration"]["cap"], rel=1e-6)
+    assert len(res) == len(streamed) > 300
+    np.testing.assert_allclose(_sorted_rows(res.xy), _sorted_rows(streamed.xy), atol=1e-6)
+    cpu = det.detect(img, pixel_size_nm=PX)
+    assert len(cpu) == len(res)
+    np.testing.assert_allclose(_sorted_rows(res.xy), _sorted_rows(cpu.xy), atol=1e-6)
+    # one window holding the whole frame gives the same atoms
+    whole = detect_resident(img, net, device="cpu", tile=700, **tail)
+    np.testing.assert_allclose(_sorted_rows(whole.xy), _sorted_rows(res.xy), atol=1e-6)
+
+
 def test_tiny_frame_and_bad_configuration():
     rng = np.random.default_rng(1)
     img = rng.poisson(100, (40, 37)).astype(np.float32)  # smaller than the noise kernel (257 px)
@@ -164,8 +190,10 @@ def test_cuda_detections_equal_cpu():
         np.testing.assert_allclose(_sorted_rows(gpu.xy), _sorted_rows(cpu.xy), atol=1e-3)
     big, _ = spots((3000, 2500), n=3000, seed=5)
     det = ClassicalDetector(device="cuda")
-    a = det.detect_tiled(big, pixel_size_nm=PX, device="cuda", tile=1024, exact_max_px=0)
-    b = det.detect_tiled(big, pixel_size_nm=PX, device="cuda", tile=3000, exact_max_px=0)
+    a = det.detect_tiled(big, pixel_size_nm=PX, device="cuda", tile=1024)    # resident
+    assert a.params.get("resident")
+    b = det.detect_tiled(big, pixel_size_nm=PX, device="cuda", tile=1024, resident=False)
+    assert b.params["calibration"]["method"] == "exact"
     assert abs(len(a) - len(b)) <= 1
     if len(a) == len(b):
         np.testing.assert_allclose(_sorted_rows(a.xy), _sorted_rows(b.xy), atol=1e-4)
