@@ -100,6 +100,11 @@ class LiveSession:
     mask_params : dict, optional
         Passed to :func:`~fastsac.spatial.mask.support_mask` (e.g. a coarser
         ``working_px`` for faster frames).
+    stats_params : dict, optional
+        Passed to :func:`~fastsac.spatial.stats.dispersion`. Default: the
+        per-frame Clark–Evans test on a masked frame uses Donnelly's
+        area/perimeter correction instead of 199 Monte-Carlo patterns (0.1–0.2 s
+        per frame); the running statistics do not depend on it.
 
     Examples
     --------
@@ -110,11 +115,13 @@ class LiveSession:
 
     def __init__(self, *, detector="default", pixel_size_nm: float | None = None,
                  multimer_cutoff_nm: float = 0.23, override: bool = False,
-                 support_mask: bool = True, device: str = "cpu", mask_params: dict | None = None):
+                 support_mask: bool = True, device: str = "cpu", mask_params: dict | None = None,
+                 stats_params: dict | None = None):
         params = {"device": device} if (device != "cpu" and isinstance(detector, str)
                                          and detector in ("default", "classical")) else {}
         self.detector = get_detector(detector, **params)
         self.mask_params = dict(mask_params or {})
+        self.stats_params = {"mask_correction": "donnelly"} if stats_params is None else dict(stats_params)
         self.support_mask = bool(support_mask)
         self.pixel_size_nm = None if pixel_size_nm is None else float(pixel_size_nm)
         self.multimer_cutoff_nm = float(multimer_cutoff_nm)
@@ -138,7 +145,8 @@ class LiveSession:
         if m.pixel_size_nm is None and self.pixel_size_nm is not None:
             m = Micrograph(m.data, self.pixel_size_nm, "override", m.source, m.metadata)
         res = analyze(m, detector=self.detector, multimer_cutoff_nm=self.multimer_cutoff_nm,
-                      support_mask=self.support_mask, mask_params=self.mask_params)
+                      support_mask=self.support_mask, mask_params=self.mask_params,
+                      stats_params=self.stats_params)
         latency = time.perf_counter() - t0
         s = res.summary
         idx = len(self.frames)

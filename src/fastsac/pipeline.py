@@ -78,7 +78,8 @@ class AnalysisResult:
 def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
             multimer_cutoff_nm: float = 0.23, pixel_size_nm: float | None = None,
             support_mask: bool = True, backend: str = "auto",
-            detector_params: dict | None = None, mask_params: dict | None = None) -> AnalysisResult:
+            detector_params: dict | None = None, mask_params: dict | None = None,
+            stats_params: dict | None = None) -> AnalysisResult:
     """Detect atoms and compute their organisation on one image.
 
     Parameters
@@ -98,7 +99,11 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
     mask_params : dict, optional
         Keyword arguments for :func:`~fastsac.spatial.mask.support_mask`
         (e.g. ``working_px``). When the detector runs on a GPU the mask is
-        computed on the CPU at the same time.
+        computed at the same time (on the GPU too, unless ``mask_params`` says
+        ``device="cpu"``).
+    stats_params : dict, optional
+        Keyword arguments for :func:`~fastsac.spatial.stats.dispersion` (e.g.
+        ``mask_correction="donnelly"`` instead of Monte Carlo, for live frames).
 
     Returns
     -------
@@ -123,7 +128,8 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastsac-mask")
-        mask_job = pool.submit(find_support, micrograph.data, pixel_size_nm=px, **(mask_params or {}))
+        mask_job = pool.submit(find_support, micrograph.data, pixel_size_nm=px,
+                               **({"device": det.device} | (mask_params or {})))
         pool.shutdown(wait=False)
     t0 = time.perf_counter()
     found = det.detect(micrograph)
@@ -139,7 +145,7 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
     t2 = time.perf_counter()
     disp = dispersion(found.xy, image_shape=micrograph.shape, pixel_size_nm=px,
                       mask=None if mask is None else mask.mask,
-                      multimer_cutoff_px=cutoff_px, backend=backend)
+                      multimer_cutoff_px=cutoff_px, backend=backend, **(stats_params or {}))
     t3 = time.perf_counter()
     nn_dist = nn.distance * px if px else nn.distance
     summary = {

@@ -199,3 +199,22 @@ def test_cuda_detections_equal_cpu():
         np.testing.assert_allclose(_sorted_rows(a.xy), _sorted_rows(b.xy), atol=1e-4)
     c = ClassicalDetector().detect(big, pixel_size_nm=PX)
     assert abs(len(c) - len(a)) <= 3
+
+
+@pytest.mark.gpu
+def test_cuda_live_session_and_mask_equal_cpu():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from fastsac.live import LiveSession
+    from fastsac.spatial.mask import support_mask
+    from fastsac.synth import simulate
+
+    img, _ = simulate(size=1024, seed=1)   # has vacuum
+    a = support_mask(img, pixel_size_nm=PX)
+    b = support_mask(img, pixel_size_nm=PX, device="cuda")
+    assert b.params["device"].startswith("cuda") and a.has_vacuum == b.has_vacuum
+    assert (a.mask & b.mask).sum() / (a.mask | b.mask).sum() >= 0.999
+    cpu = LiveSession(pixel_size_nm=PX).process(img)
+    gpu = LiveSession(pixel_size_nm=PX, device="cuda").process(img)
+    assert abs(len(gpu.detections) - len(cpu.detections)) <= 1
+    assert gpu.summary["support_area_px2"] == pytest.approx(cpu.summary["support_area_px2"], rel=1e-3)

@@ -88,6 +88,11 @@ class MaskResult:
 
 def _otsu(values: np.ndarray, bins: int = 256) -> float:
     hist, edges = np.histogram(values, bins=bins)
+    return _otsu_from_hist(hist, edges)
+
+
+def _otsu_from_hist(hist: np.ndarray, edges: np.ndarray) -> float:
+    """Otsu threshold (a bin centre) of a histogram with ``len(hist) + 1`` edges."""
     centers = 0.5 * (edges[1:] + edges[:-1])
     w0 = np.cumsum(hist).astype(np.float64)
     w1 = w0[-1] - w0
@@ -101,7 +106,7 @@ def _otsu(values: np.ndarray, bins: int = 256) -> float:
 def support_mask(image, *, pixel_size_nm: float | None = None, smooth_nm: float = 0.35,
                  min_contrast: float = 0.75, max_texture_ratio: float = 0.6,
                  min_region_nm2: float = 0.5, opening_nm: float = 0.1,
-                 working_px: float = 6.0) -> MaskResult:
+                 working_px: float = 6.0, device: str = "cpu") -> MaskResult:
     """Find the support (True) and the vacuum (False) of a HAADF image.
 
     Parameters
@@ -129,6 +134,11 @@ def support_mask(image, *, pixel_size_nm: float | None = None, smooth_nm: float 
         (block means; f = 2 at 0.0293 nm/px) and expanded back: the support/vacuum
         boundary is a ~0.35 nm-smooth feature, so finer sampling buys nothing
         but costs f² in time. ``working_px=inf`` disables binning.
+    device : {"cpu", "auto", "cuda"}
+        ``"cuda"`` does the pixel work with torch on the GPU
+        (:func:`fastsac.spatial._mask_torch.support_mask_torch`, same result:
+        identical masks on the real and simulated test frames); ``"auto"`` when
+        torch sees a GPU.
 
     Returns
     -------
@@ -140,6 +150,19 @@ def support_mask(image, *, pixel_size_nm: float | None = None, smooth_nm: float 
     >>> support_mask(img).vacuum_fraction
     0.0
     """
+    if device != "cpu":
+        from ..infer import _resolve_device
+
+        dev = _resolve_device(device)
+        if dev.type == "cuda":
+            from ._mask_torch import support_mask_torch
+
+            if pixel_size_nm is not None:
+                check_positive(pixel_size_nm, name="pixel_size_nm")
+            return support_mask_torch(image, pixel_size_nm=pixel_size_nm, smooth_nm=smooth_nm,
+                                      min_contrast=min_contrast, max_texture_ratio=max_texture_ratio,
+                                      min_region_nm2=min_region_nm2, opening_nm=opening_nm,
+                                      working_px=working_px, device=dev)
     # float32 throughout: the smoothing is the C++ Gaussian (scipy's arithmetic, all cores).
     img = as_float(check_image(image)).astype(np.float32)
     if pixel_size_nm is not None:
