@@ -46,6 +46,21 @@ def test_torch_gaussian_equals_scipy(method, shape, monkeypatch):
         np.testing.assert_allclose(got, ref, atol=2e-6 * x.max(), err_msg=f"σ={sigma}")
 
 
+@pytest.mark.parametrize("shape", [(2, 1, 90, 70), (1, 1, 7, 9)])
+def test_dog_by_one_2d_fft_equals_scipy(shape, monkeypatch):
+    from scipy import ndimage as ndi
+
+    from fastsac.models.classical import DogNet, _Gaussian
+
+    x = np.random.default_rng(4).gamma(2.0, 50.0, shape).astype(np.float32)
+    net = DogNet(2.0, 6.0)
+    monkeypatch.setattr(_Gaussian, "method", "fft")   # what CUDA uses
+    got = net(torch.as_tensor(x)).numpy()
+    ref = np.stack([ndi.gaussian_filter(x[i, 0], 2.0) - ndi.gaussian_filter(x[i, 0], 6.0)
+                    for i in range(shape[0])])[:, None]
+    np.testing.assert_allclose(got, ref, atol=3e-6 * x.max())
+
+
 def test_score_map_equals_the_cpu_detector(real):
     img, px = real
     det = ClassicalDetector()
@@ -119,11 +134,15 @@ def _sorted_rows(xy):
     return xy[np.lexsort((xy[:, 0], xy[:, 1]))]
 
 
-@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
-def test_resident_mode_equals_streamed(dtype):
+@pytest.mark.parametrize("dtype, method", [(np.uint16, "auto"), (np.float32, "auto"),
+                                           (np.uint16, "fft")])
+def test_resident_mode_equals_streamed(dtype, method, monkeypatch):
     """Image and DoG kept on the device: same atoms as the streamed engine and as
-    the C++ detector, with an exact percentile at any size."""
-    from fastsac.models.classical import detect_resident
+    the C++ detector, with an exact percentile at any size. ``fft``: the
+    convolutions CUDA uses (one 2-D FFT for the DoG, 1-D FFTs for the noise)."""
+    from fastsac.models.classical import _Gaussian, detect_resident
+
+    monkeypatch.setattr(_Gaussian, "method", method)
 
     img, _ = spots((700, 650), n=600, seed=8)
     img = img.astype(dtype)

@@ -377,6 +377,22 @@ def nms_cuda(xy, scores, radius):
     return to_lib(kept, lib)
 
 
+_ZEROS: dict = {}
+
+
+def _zero_index(n: int, device):
+    """(n,) int64 zeros on ``device`` without a fresh allocation per call (a slice
+    of a cached, growing buffer): the single-image case of the stacked kernels."""
+    import torch
+
+    key = str(device)
+    buf = _ZEROS.get(key)
+    if buf is None or len(buf) < n:
+        buf = torch.zeros(max(n, 1024), dtype=torch.int64, device=device)
+        _ZEROS[key] = buf
+    return buf[:n]
+
+
 def _stack3(image):
     t = as_torch(image, np.float32)
     return t.reshape((1,) + tuple(t.shape)) if t.ndim == 2 else t
@@ -384,13 +400,12 @@ def _stack3(image):
 
 def refine_com_cuda(image, xy, radius, iterations, *, img_idx=None):
     """CUDA ``refine_com``; ``image`` may be a (B, H, W) stack with ``img_idx`` (N,)."""
-    import torch
 
     lib = library(xy)
     img = _stack3(image)
     pts = as_torch(xy, np.float64).reshape(-1, 2).clone()  # in place on a copy
     n = len(pts)
-    ii = (torch.zeros(n, dtype=torch.int64, device=pts.device) if img_idx is None
+    ii = (_zero_index(n, pts.device) if img_idx is None
           else as_torch(img_idx, np.int64))
     if n:
         g = grid(n)
@@ -408,7 +423,7 @@ def refine_gaussian_cuda(image, xy, radius, sigma, max_iter, *, img_idx=None):
     pts = as_torch(xy, np.float64).reshape(-1, 2)
     n = len(pts)
     dev = pts.device
-    ii = (torch.zeros(n, dtype=torch.int64, device=dev) if img_idx is None
+    ii = (_zero_index(n, dev) if img_idx is None
           else as_torch(img_idx, np.int64))
     out = torch.empty((n, 7), dtype=torch.float64, device=dev)
     conv = torch.empty(n, dtype=torch.uint8, device=dev)

@@ -163,7 +163,37 @@ class DogNet(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with _Float32(x.device.type):
             x = x.float().contiguous()
+            m = _Gaussian.method
+            if m == "fft" or (m == "auto" and x.is_cuda):
+                return self._fft2(x)
             return self.centre(x) - self.surround(x)
+
+    def _fft2(self, x: torch.Tensor) -> torch.Tensor:
+        """Both Gaussians in one 2-D FFT pair: the transform of the reflected
+        window (padded by the wider kernel's radius, zero-filled to a fast size)
+        times Ĝ_centre − Ĝ_surround. Half the FFT work of two separable passes."""
+        h, w = x.shape[-2:]
+        r = self.receptive_field
+        xp = x.index_select(2, _symmetric_index(h, r, x.device))
+        xp = xp.index_select(3, _symmetric_index(w, r, x.device))
+        lh, lw = _fast_length(h + 2 * r), _fast_length(w + 2 * r)
+        key = (lh, lw, str(x.device))
+        k = self._spectra2.get(key) if hasattr(self, "_spectra2") else None
+        if k is None:
+            def spec(g, n, real):
+                kern = torch.zeros(n, dtype=torch.float64, device=x.device)
+                hw = g.k_half.to(device=x.device, dtype=torch.float64)
+                kern[: g.r + 1] = hw
+                if g.r:
+                    kern[n - g.r:] = hw[1:].flip(0)
+                return (torch.fft.rfft(kern) if real else torch.fft.fft(kern)).real
+            k = (spec(self.centre, lh, False)[:, None] * spec(self.centre, lw, True)[None, :]
+                 - spec(self.surround, lh, False)[:, None] * spec(self.surround, lw, True)[None, :])
+            k = k.to(torch.float32)
+            self._spectra2 = getattr(self, "_spectra2", {})
+            self._spectra2[key] = k
+        y = torch.fft.irfft2(torch.fft.rfft2(xp, s=(lh, lw)) * k, s=(lh, lw))
+        return y[..., r:r + h, r:r + w].contiguous()
 
 
 class ClassicalScoreNet(torch.nn.Module):
