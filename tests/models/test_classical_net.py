@@ -236,4 +236,4 @@ def test_cuda_live_session_and_mask_equal_cpu():
     cpu = LiveSession(pixel_size_nm=PX).process(img)
     gpu = LiveSession(pixel_size_nm=PX, device="cuda").process(img)
     assert abs(len(gpu.detections) - len(cpu.detections)) <= 1
-    assert gpu.summary["support_area_px2"] == pytest.approx(cpu.summary["support_area_px2"], rel=1e-3)
+    assert gpu.stats["support_area_px2"] == pytest.approx(cpu.stats["support_area_px2"], rel=1e-3)
