@@ -13,6 +13,7 @@ regions (connected components). Agreement with the CPU version is tested
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext as _nullcontext
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ def support_mask_torch(image, *, pixel_size_nm: float | None = None, smooth_nm: 
 
     x = image if isinstance(image, torch.Tensor) else torch.from_numpy(
         np.ascontiguousarray(image, dtype=np.float32))
-    x = x.to(device=device, dtype=torch.float32)
+    dev = torch.device(device)
     h, w = x.shape
     px = float(pixel_size_nm) if pixel_size_nm else _FALLBACK_PX_NM
     sigma_full = smooth_nm / px
@@ -60,7 +61,7 @@ def support_mask_torch(image, *, pixel_size_nm: float | None = None, smooth_nm: 
     open_r = int(round(opening_nm / pxb))
     params = {"smooth_sigma_px": sigma, "min_region_px2": min_region_px, "opening_radius_px": open_r,
               "min_contrast": min_contrast, "max_texture_ratio": max_texture_ratio,
-              "bin_factor": f, "device": str(x.device)}
+              "bin_factor": f, "device": str(dev)}
 
     def result(support, has_vac, contrast, texture):
         full = support if f == 1 else np.repeat(np.repeat(support, f, 0), f, 1)[:h, :w]
@@ -73,7 +74,16 @@ def support_mask_torch(image, *, pixel_size_nm: float | None = None, smooth_nm: 
         hb, wb = -(-h // f), -(-w // f)
         return result(np.ones((hb, wb), bool), False, contrast, texture)
 
-    with torch.inference_mode():
+    # A side stream on CUDA: this often runs in a thread next to GPU detection, and
+    # its many small host reads would otherwise wait for the detection's kernels.
+    side = None
+    if dev.type == "cuda":
+        side = torch.cuda.Stream(device=dev)
+        if x.is_cuda:  # produced on another stream: order after it
+            side.wait_stream(torch.cuda.current_stream(x.device))
+    ctx = torch.cuda.stream(side) if side is not None else _nullcontext()
+    with torch.inference_mode(), ctx:
+        x = x.to(device=dev, dtype=torch.float32)
         if f > 1:
             ph, pw = (-h) % f, (-w) % f
             xb = F.pad(x[None, None], (0, pw, 0, ph), mode="replicate") if (ph or pw) else x[None, None]

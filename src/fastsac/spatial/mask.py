@@ -257,11 +257,11 @@ def _near(region: np.ndarray, radius: float) -> np.ndarray:
 
     The exact Euclidean distance transform of a full frame costs more than the
     rest of the mask, and this band only limits where the edge may be refined,
-    so it is computed on cells of ``f`` px (f ≈ radius / 12): a cell is near when
+    so it is computed on cells of ``f`` px (f ≈ radius / 6): a cell is near when
     its centre is within ``radius + f√2`` of a cell holding region pixels, which
     contains every truly near pixel and adds at most ~2f√2 px to the band.
     """
-    f = max(1, int(radius // 12))
+    f = max(1, int(radius // 6))
     if f == 1:
         return ndi.distance_transform_edt(~region) <= radius
     h, w = region.shape
