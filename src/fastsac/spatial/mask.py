@@ -287,4 +287,6 @@ def _drop_small(region: np.ndarray, min_px: float, keep_touching_border: bool = 
     if keep_touching_border:
         edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
         small[edge] = False
+    if not small.any():  # the usual case: skip a full-frame gather
+        return region
     return region & ~small[lab]
