@@ -206,9 +206,31 @@ def _mpx(px, sec):
 
 
 # --------------------------------------------------------------------------- stages
+def _end_to_end(res: dict, dev: str, detect):
+    """Time ``detect()`` + NN + clusters into ``res`` (end_to_end_s, detect_s,
+    spatial_s). On CUDA the first pass also allocates pinned buffers, plans FFTs
+    and autotunes cuDNN: it is reported as ``end_to_end_cold_s`` and the second,
+    steady-state pass is the measurement. Returns (detections, nn, clusters)."""
+    from .spatial import clusters, nearest_neighbors
+
+    sp_backend = "cuda" if dev == "cuda" else "auto"
+    for attempt in range(2 if dev == "cuda" else 1):
+        _sync(dev)
+        t0 = time.perf_counter()
+        d = detect()
+        t1 = time.perf_counter()
+        nn = nearest_neighbors(d.xy, backend=sp_backend)
+        cl = clusters(d.xy, cutoff=10.0, backend=sp_backend)
+        _sync(dev)
+        t2 = time.perf_counter()
+        if attempt == 0 and dev == "cuda":
+            res["end_to_end_cold_s"] = t2 - t0
+    res.update({"end_to_end_s": t2 - t0, "detect_s": t1 - t0, "spatial_s": t2 - t1})
+    return d, nn, cl
+
+
 def _bench_size(size, cfg: BenchConfig, dev: str, predictor, pre) -> dict:
     from . import infer
-    from .spatial import clusters, nearest_neighbors
 
     res: dict = {"size": size, "pixels": size * size}
     gen_dtype = np.uint16 if size >= 16384 else np.float32
@@ -257,25 +279,12 @@ def _bench_size(size, cfg: BenchConfig, dev: str, predictor, pre) -> dict:
                                               check_halo=False, **kw), dev)
     res["inference_s"] = t
     res["tile"], res["batch_size"] = list(r.plan.tile), r.batch_size
-    # end to end: detection + spatial. On CUDA the first pass also allocates the
-    # pinned staging buffers and autotunes cuDNN for this window shape: it is
-    # reported as "cold" and the second, steady-state pass is the measurement.
-    sp_backend = "cuda" if dev == "cuda" else "auto"
-    for attempt in range(2 if dev == "cuda" else 1):
-        _sync(dev)
-        t0 = time.perf_counter()
-        det = infer.detect_tiled(img, predictor, threshold=thr, min_distance_px=3.0,
-                                 refine="com" if dev == "cpu" else "gaussian", fit_radius_px=3,
-                                 sigma_px=1.4, halo=16, **kw)
-        t1 = time.perf_counter()
-        nn = nearest_neighbors(det.xy, backend=sp_backend)
-        cl = clusters(det.xy, cutoff=10.0, backend=sp_backend)
-        _sync(dev)
-        t2 = time.perf_counter()
-        if attempt == 0 and dev == "cuda":
-            res["end_to_end_cold_s"] = t2 - t0
-    res.update({"end_to_end_s": t2 - t0, "detect_s": t1 - t0, "spatial_s": t2 - t1,
-                "peaks_s": det.timings["peaks"] + det.timings["nms"],
+    # end to end: detection + spatial (cold and steady-state passes on CUDA)
+    det, nn, cl = _end_to_end(res, dev, lambda: infer.detect_tiled(
+        img, predictor, threshold=thr, min_distance_px=3.0,
+        refine="com" if dev == "cpu" else "gaussian", fit_radius_px=3, sigma_px=1.4, halo=16,
+        **kw))
+    res.update({"peaks_s": det.timings["peaks"] + det.timings["nms"],
                 "n_detected": len(det), "n_clusters": cl.n_clusters,
                 "spatial_backend": nn.backend, "peaks_backend": det.peaks_backend,
                 "refine": det.params["refine"], "detect_timings": det.timings})
@@ -320,20 +329,9 @@ def _bench_classical(res: dict, img, cfg: BenchConfig, dev: str, torch_path: boo
     res["inference_s"] = t
     res["tile"], res["batch_size"] = list(r.plan.tile), r.batch_size
     sp_backend = "cuda" if dev == "cuda" else "auto"
-    for attempt in range(2 if dev == "cuda" else 1):
-        _sync(dev)
-        t0 = time.perf_counter()
-        d = det.detect_tiled(img, pixel_size_nm=BENCH_PIXEL_NM, device=dev, tile=cfg.tile,
-                             batch_size=cfg.batch_size)
-        t1 = time.perf_counter()
-        nn = nearest_neighbors(d.xy, backend=sp_backend)
-        cl = clusters(d.xy, cutoff=10.0, backend=sp_backend)
-        _sync(dev)
-        t2 = time.perf_counter()
-        if attempt == 0 and dev == "cuda":
-            res["end_to_end_cold_s"] = t2 - t0
-    res.update({"end_to_end_s": t2 - t0, "detect_s": t1 - t0, "spatial_s": t2 - t1,
-                "peaks_s": d.timings["peaks"] + d.timings["nms"],
+    d, nn, cl = _end_to_end(res, dev, lambda: det.detect_tiled(
+        img, pixel_size_nm=BENCH_PIXEL_NM, device=dev, tile=cfg.tile, batch_size=cfg.batch_size))
+    res.update({"peaks_s": d.timings["peaks"] + d.timings["nms"],
                 "n_detected": len(d), "n_clusters": cl.n_clusters,
                 "spatial_backend": nn.backend, "peaks_backend": d.peaks_backend,
                 "refine": d.params["refine"], "detect_timings": d.timings,
