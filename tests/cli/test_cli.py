@@ -94,3 +94,17 @@ def test_missing_detector_checkpoint(batch, tmp_path, capsys):
                str(tmp_path / "nope.ckpt")])
     assert rc == 2
     assert "nope.ckpt" in capsys.readouterr().err
+
+
+def test_device_cuda_without_a_gpu_is_one_line(batch, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    d, _ = batch
+    rc = main(["analyze", str(d / "img0.tif"), "-o", str(tmp_path / "o"), "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--device cuda" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+    # auto falls back to the C++ kernels and analyses the frame
+    assert main(["analyze", str(d / "img0.tif"), "-o", str(tmp_path / "o2"), "--device", "auto"]) == 0
+    assert (tmp_path / "o2" / "img0" / "atoms.csv").exists()

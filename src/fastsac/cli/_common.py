@@ -47,8 +47,17 @@ def detector_from_args(args):
     from ..errors import FastsacInputError
 
     params = {} if args.threshold is None else {"threshold": args.threshold}
-    if args.detector in ("default", "classical") and getattr(args, "device", "cpu") != "cpu":
-        params["device"] = args.device
+    device = getattr(args, "device", "cpu")
+    if device == "cuda":
+        from ..infer import _resolve_device
+
+        try:
+            _resolve_device("cuda")
+        except (RuntimeError, ValueError) as exc:
+            print(f"fastsac: --device cuda: {exc}", file=sys.stderr)
+            return None
+    if args.detector in ("default", "classical") and device != "cpu":
+        params["device"] = device
     try:
         return get_detector(args.detector, **params)
     except (FastsacInputError, ValueError) as exc:
