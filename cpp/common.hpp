@@ -109,6 +109,15 @@ inline int ctz64(uint64_t x) {  // x != 0
 #endif
 }
 
+// Half-sample reflection of index i into [0, n) (d c b a | a b c d | d c b a),
+// repeated for any distance: scipy.ndimage's mode="reflect".
+inline int64_t reflect_index(int64_t i, int64_t n) {
+    const int64_t period = 2 * n;
+    int64_t m = i % period;
+    if (m < 0) m += period;
+    return m < n ? m : period - 1 - m;
+}
+
 // Shape checks (the Python wrappers coerce; these catch misuse of _core).
 inline void require(bool ok, const char* msg) {
     if (!ok) throw py::value_error(msg);

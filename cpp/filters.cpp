@@ -25,13 +25,6 @@ namespace py = pybind11;
 namespace fastsac {
 namespace {
 
-inline int64_t reflect_index(int64_t i, int64_t n) {
-    const int64_t period = 2 * n;
-    int64_t m = i % period;
-    if (m < 0) m += period;
-    return m < n ? m : period - 1 - m;
-}
-
 inline uint32_t float_key(float v) {
     uint32_t u;
     std::memcpy(&u, &v, sizeof u);

@@ -19,13 +19,6 @@ namespace py = pybind11;
 namespace fastsac {
 namespace {
 
-inline int64_t reflect_idx(int64_t i, int64_t n) {
-    const int64_t period = 2 * n;
-    int64_t m = i % period;
-    if (m < 0) m += period;
-    return m < n ? m : period - 1 - m;
-}
-
 // acc[i] += (a[i] + b[i]) * w — the inner loop of both passes. Compiled for
 // AVX2 and baseline; without FMA contraction both give identical results.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
@@ -71,8 +64,8 @@ void pass_rows(const float* in, float* out, int64_t h, int64_t w, const std::vec
         for (int64_t y = y0; y < y1; ++y) {
             start_f32(acc.data(), in + y * w + x0, wt[0], n);
             for (int64_t j = r; j >= 1; --j)
-                add_pair_f32(acc.data(), in + reflect_idx(y - j, h) * w + x0,
-                             in + reflect_idx(y + j, h) * w + x0, wt[j], n);
+                add_pair_f32(acc.data(), in + reflect_index(y - j, h) * w + x0,
+                             in + reflect_index(y + j, h) * w + x0, wt[j], n);
             float* o = out + y * w + x0;
             for (int64_t i = 0; i < n; ++i) o[i] = static_cast<float>(acc[i]);
         }
@@ -88,7 +81,7 @@ void pass_cols(const float* in, float* out, int64_t h, int64_t w, const std::vec
         std::vector<double> line(w + 2 * r), acc(w);
         for (int64_t y = b * kRows; y < std::min(h, (b + 1) * kRows); ++y) {
             const float* row = in + y * w;
-            for (int64_t i = 0; i < w + 2 * r; ++i) line[i] = row[reflect_idx(i - r, w)];
+            for (int64_t i = 0; i < w + 2 * r; ++i) line[i] = row[reflect_index(i - r, w)];
             start_f64(acc.data(), line.data() + r, wt[0], w);
             for (int64_t j = r; j >= 1; --j)
                 add_pair_f64(acc.data(), line.data() + r - j, line.data() + r + j, wt[j], w);

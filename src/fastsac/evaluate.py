@@ -89,3 +89,21 @@ def pool(results) -> dict:
     mean_err = float(sum(errs) / tp) if tp else float("nan")
     return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn,
             "mean_error_px": mean_err}
+
+
+def labelled_stems(image_dir, label_dir=None, stems=None):
+    """``(image_dir, label_dir, stems)`` of a labelled image set: labels default to
+    ``image_dir/../labels``; stems default to every ``label_dir/*.csv`` with an
+    image of the same stem. Raises :class:`~fastsac.errors.FastsacInputError`
+    naming the folder when there is none."""
+    from pathlib import Path
+
+    from .errors import FastsacInputError
+
+    image_dir = Path(image_dir)
+    label_dir = Path(label_dir) if label_dir is not None else image_dir.parent / "labels"
+    if stems is None:
+        stems = sorted(p.stem for p in label_dir.glob("*.csv") if any(image_dir.glob(f"{p.stem}.*")))
+    if not stems:
+        raise FastsacInputError(image_dir, f"no images with labels in {label_dir}")
+    return image_dir, label_dir, list(stems)

@@ -651,12 +651,9 @@ def train(image_dir, label_dir=None, *, stems=None, config: TrainConfig | None =
     """
     from tqdm import tqdm
     cfg = config or TrainConfig()
-    image_dir = Path(image_dir)
-    label_dir = Path(label_dir) if label_dir is not None else image_dir.parent / "labels"
-    if stems is None:
-        stems = sorted(p.stem for p in label_dir.glob("*.csv") if any(image_dir.glob(f"{p.stem}.*")))
-    if not stems:
-        raise FastsacInputError(image_dir, f"no images with labels in {label_dir}")
+    from .evaluate import labelled_stems
+
+    image_dir, label_dir, stems = labelled_stems(image_dir, label_dir, stems)
     t_start = time.perf_counter()
     old_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)

@@ -459,12 +459,9 @@ def train_rescore(image_dir, label_dir=None, *, stems=None, out=None, candidate_
     """
     t0 = time.perf_counter()
     if tables is None:
-        image_dir = Path(image_dir)
-        label_dir = Path(label_dir) if label_dir is not None else image_dir.parent / "labels"
-        if stems is None:
-            stems = sorted(p.stem for p in label_dir.glob("*.csv") if any(image_dir.glob(f"{p.stem}.*")))
-        if not stems:
-            raise FastsacInputError(image_dir, f"no images with labels in {label_dir}")
+        from .evaluate import labelled_stems
+
+        image_dir, label_dir, stems = labelled_stems(image_dir, label_dir, stems)
         tables = {}
         for s in stems:
             img_path = next(p for p in sorted(image_dir.glob(f"{s}.*")) if p.suffix != ".csv")
