@@ -283,6 +283,20 @@ def _percentile_exact(a: torch.Tensor, q: float) -> float:
     return float(np.quantile(np.array([v_lo, v_hi], np.float32), frac))
 
 
+def _exact_statistics(d: torch.Tensor, rows: int = 4096) -> tuple[float, float]:
+    """(cap, rms) of a DoG held whole on the device: numpy's 98th percentile of
+    |d| (exact, radix select) and the RMS of min(d², cap²), summed in float64 in
+    row blocks so the scratch stays bounded for gigapixel arrays."""
+    cap = _percentile_exact(d.abs().reshape(-1), 98.0)
+    cap2 = torch.tensor(cap, device=d.device, dtype=torch.float32) ** 2
+    d2 = d.reshape(-1, d.shape[-1])
+    total = 0.0
+    for y0 in range(0, d2.shape[0], rows):
+        blk = d2[y0:y0 + rows]
+        total += float(torch.minimum(blk * blk, cap2).double().sum())
+    return cap, math.sqrt(total / max(d.numel(), 1))
+
+
 def calibrate(image, net: ClassicalScoreNet, *, device="auto", exact_max_px: int = 1 << 26,
               tile=None, batch_size=None, progress: bool = False) -> dict:
     """Set ``net.cap`` and ``net.global_rms`` from the whole image.
@@ -303,10 +317,7 @@ def calibrate(image, net: ClassicalScoreNet, *, device="auto", exact_max_px: int
     if arr is not None and arr.ndim == 2 and arr.size <= exact_max_px:
         with torch.inference_mode():
             x = torch.as_tensor(np.asarray(arr, np.float32), device=dev)[None, None]
-            d = net.dog(x).reshape(-1)
-            cap = _percentile_exact(d.abs(), 98.0)
-            sq = torch.minimum(d * d, torch.tensor(cap, device=dev) ** 2)
-            rms = float(torch.sqrt(sq.double().mean()))
+            cap, rms = _exact_statistics(net.dog(x)[0, 0])
         net.set_statistics(cap, rms)
         return {"cap": cap, "global_rms": rms, "method": "exact"}
     counts = torch.zeros(_HIST_BINS, dtype=torch.int64, device=dev)
@@ -421,15 +432,8 @@ def detect_resident(image: np.ndarray, net: ClassicalScoreNet, *, device, tile: 
                 wy0, _, wx0, _ = plan1.windows[t]
                 D[y0:y1, x0:x1] = d[j, y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0]
         t_dog = time.perf_counter()
-        a = D.abs().reshape(-1)
-        cap = _percentile_exact(a, 98.0)
-        capt = torch.tensor(cap, device=dev, dtype=torch.float32)
-        sq_sum = 0.0
-        for y0 in range(0, H, 4096):   # float64 sum in row blocks (bounded scratch)
-            blk = D[y0:y0 + 4096]
-            sq_sum += float(torch.minimum(blk * blk, capt * capt).double().sum())
-        net.set_statistics(cap, math.sqrt(sq_sum / (H * W)))
-        del a
+        cap, rms = _exact_statistics(D)
+        net.set_statistics(cap, rms)
         t_cal = time.perf_counter()
         com_r = max(2, int(round(sigma_px * 1.5)))
         reach = 2 * com_r + int(fit_radius_px) + 2 if refine != "none" else 0

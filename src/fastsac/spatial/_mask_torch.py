@@ -43,7 +43,7 @@ def support_mask_torch(image, *, pixel_size_nm: float | None = None, smooth_nm: 
 
     ``image``: (H, W) numpy array or torch tensor (already on the device is best).
     """
-    from ..models.classical import _Gaussian, _kth_smallest
+    from ..models.classical import _Gaussian, _percentile_exact
     from .mask import _FALLBACK_PX_NM
 
     x = image if isinstance(image, torch.Tensor) else torch.from_numpy(
@@ -95,12 +95,8 @@ def support_mask_torch(image, *, pixel_size_nm: float | None = None, smooth_nm: 
             return all_support()
         smooth = _Gaussian(sigma).to(img.device)(img)[0, 0]
         s_min = float(smooth.min())
-        flat = (smooth - s_min).reshape(-1).contiguous()
-        n = flat.numel()
-        virtual = (n - 1) * 0.995
-        lo = int(math.floor(virtual))
-        a, b = _kth_smallest(flat, [lo, min(lo + 1, n - 1)])
-        span = a + (b - a) * (virtual - lo)
+        # np.percentile(smooth, 99.5) - min, by radix select on the shifted values
+        span = _percentile_exact((smooth - s_min).reshape(-1).contiguous(), 99.5)
         if span <= 0:
             return all_support()
         floor = s_min - 0.02 * span
@@ -110,7 +106,7 @@ def support_mask_torch(image, *, pixel_size_nm: float | None = None, smooth_nm: 
         thr = _otsu_from_hist(hist, np.linspace(lmin, lmax, 257))
         dark = logi < thr
         n_dark = int(dark.sum())
-        if n_dark in (0, n):
+        if n_dark in (0, dark.numel()):
             return all_support()
         lin = smooth.double() - floor
         mu_d, mu_b = _median(lin[dark].float()), _median(lin[~dark].float())
