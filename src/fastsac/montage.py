@@ -64,13 +64,15 @@ from .errors import FastsacInputError
 __all__ = ["MontageSource", "open_montage", "plan_cores", "classical_halo", "ClassicalTiling",
            "MontageResult", "detect_montage", "analyze_montage", "montage_statistics",
            "write_parquet", "read_parquet", "PARQUET_COLUMNS", "read_positions",
-           "analyze_frames", "grid_nms"]
+           "analyze_frames", "grid_nms", "montage_support_mask", "mask_bin_factor",
+           "support_png"]
 
 log = logging.getLogger(__name__)
 
 #: Columns of the montage Parquet table, in order (``tile`` = owning core / frame index).
 PARQUET_COLUMNS = ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px", "intensity",
-                   "background", "residual", "nn_dist_nm", "cluster_id", "cluster_size", "tile"]
+                   "background", "residual", "nn_dist_nm", "cluster_id", "cluster_size", "tile",
+                   "in_support"]
 
 _TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter default
 
@@ -511,6 +513,14 @@ class MontageResult:
     n_candidates: int = 0
     params: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    #: Support mask on the ``support_bin``-binned grid (a MaskResult), or None.
+    support: Any = field(default=None, repr=False)
+    support_bin: int = 1
+
+    def in_support(self) -> np.ndarray:
+        """(N,) int 1/0: the atom lies on support; all 1 without a mask.
+        Same lookup as :meth:`fastsac.pipeline.AnalysisResult.in_support`."""
+        return montage_in_support(self.detections.xy, self.support, self.support_bin, self.shape)
 
     def table(self) -> dict[str, np.ndarray]:
         """Columns of :data:`PARQUET_COLUMNS`."""
@@ -523,7 +533,7 @@ class MontageResult:
                 "residual": d.residual,
                 "nn_dist_nm": self.nn_dist if px else np.full(len(d), np.nan),
                 "cluster_id": self.cluster_id, "cluster_size": self.cluster_size,
-                "tile": self.tile}
+                "tile": self.tile, "in_support": self.in_support()}
 
 
 class _Runner:
@@ -682,18 +692,172 @@ def _finish(tables, t: ClassicalTiling, det, px):
     return d, cat["tile"][keep].astype(np.int64), len(order)
 
 
+# --------------------------------------------------------------------------- support mask
+#: Default cap on the binned montage's pixels for the support mask. The mask
+#: needs ≈ 60 B per binned pixel (float64 smoothings, labels); 24 Mpx keeps a
+#: 32768² montage's mask step under 2 GB peak RSS (F = 7; docs/montage.md).
+MAX_BINNED_PX = 24_000_000
+
+
+def mask_bin_factor(shape, *, pixel_size_nm: float | None, smooth_nm: float = 0.35,
+                    working_px: float = 6.0, max_binned_px: int = MAX_BINNED_PX) -> int:
+    """Block size F of the montage's support mask.
+
+    F starts as the factor :func:`fastsac.spatial.mask.support_mask` bins a
+    whole image by (``round(σ_smooth / working_px)``, 2 at 0.0293 nm/px; 1 when
+    the image is under 8F px on a side) and is raised, one at a time, only until
+    the binned montage ``⌈H/F⌉·⌈W/F⌉`` has at most ``max_binned_px`` pixels.
+    """
+    from .spatial.mask import _FALLBACK_PX_NM
+
+    h, w = (int(v) for v in shape)
+    px = float(pixel_size_nm) if pixel_size_nm else _FALLBACK_PX_NM
+    sigma = smooth_nm / px
+    f = max(1, int(round(sigma / working_px))) if np.isfinite(working_px) and working_px > 0 else 1
+    if not (f > 1 and min(h, w) >= 8 * f):
+        f = 1
+    if max_binned_px < 1:
+        raise ValueError(f"max_binned_px must be ≥ 1, got {max_binned_px}")
+    while -(-h // f) * -(-w // f) > max_binned_px:
+        f += 1
+    return f
+
+
+def _bin_block(a: np.ndarray, f: int) -> np.ndarray:
+    """F×F block means exactly as :func:`~fastsac.spatial.mask.support_mask`
+    bins a whole image: ragged last blocks by edge padding, mean in float64,
+    then float32. ``a`` must start on the block grid and either end on it or
+    at the image edge (so the padding replicates the image's last row/column)."""
+    h, w = a.shape
+    hb, wb = -(-h // f), -(-w // f)
+    padded = np.pad(a, ((0, hb * f - h), (0, wb * f - w)), mode="edge")
+    return padded.reshape(hb, f, wb, f).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+
+
+def chunk_bin(source: MontageSource, core, f: int) -> np.ndarray:
+    """Block means of one core (aligned to the F grid) of the montage, float32."""
+    y0, y1, x0, x1 = core
+    return _bin_block(source.read(y0, y1, x0, x1), f)
+
+
+def montage_support_mask(source, *, pixel_size_nm: float | None = None,
+                         bin_factor: int | None = None, max_binned_px: int = MAX_BINNED_PX,
+                         tile: int = 2048, runner=None, progress: bool = True, **mask_params):
+    """Support (True) / vacuum (False) mask of a montage, on a binned grid.
+
+    The montage is read core by core (in-process or as Dask tasks through
+    ``runner``) and binned by F×F block means with the arithmetic of
+    :func:`fastsac.spatial.mask.support_mask` (the binned array is
+    bit-identical to the one it builds internally for the whole image); then
+    ``support_mask(binned, pixel_size_nm=px·F, working_px=inf)`` runs on it.
+    With the default F (:func:`mask_bin_factor`) on a montage whose binned
+    size is under ``max_binned_px``, the mask equals the whole image's.
+
+    Parameters
+    ----------
+    source : path, (H, W) array or MontageSource
+    pixel_size_nm : float, optional
+        Overrides the montage's calibration.
+    bin_factor : int, optional
+        F; default :func:`mask_bin_factor`.
+    max_binned_px : int
+        Cap on the binned montage's pixel count (memory ≈ 60 B per binned px).
+    tile : int
+        Core edge in px when reading (rounded down to a multiple of F).
+    runner : optional
+        As in :func:`detect_montage`.
+    **mask_params
+        Other :func:`~fastsac.spatial.mask.support_mask` arguments
+        (``smooth_nm``, ``min_contrast``, ``device`` …; ``working_px`` only
+        sets the default F).
+
+    Returns
+    -------
+    (MaskResult, F)
+        ``mask`` is the binned ``(⌈H/F⌉, ⌈W/F⌉)`` grid; areas, vacuum fraction
+        and calibration are those of the full-resolution montage (ragged last
+        blocks counted at their true size); ``params["bin_factor"] = F``.
+    """
+    from .spatial.mask import _FALLBACK_PX_NM, MaskResult, support_mask
+
+    src = open_montage(source, pixel_size_nm=pixel_size_nm)
+    px = src.pixel_size_nm
+    H, W = src.shape
+    mp = dict(mask_params)
+    working_px = mp.pop("working_px", 6.0)
+    if bin_factor is None:
+        f = mask_bin_factor(src.shape, pixel_size_nm=px, smooth_nm=mp.get("smooth_nm", 0.35),
+                            working_px=working_px, max_binned_px=max_binned_px)
+    else:
+        f = int(bin_factor)
+        if f != bin_factor or f < 1:
+            raise ValueError(f"bin_factor must be a positive integer, got {bin_factor!r}")
+    step = max(f, (int(tile) // f) * f)
+    cores = [(y, min(y + step, H), x, min(x + step, W))
+             for y in range(0, H, step) for x in range(0, W, step)]
+    runner = runner or _Runner(progress)
+    binned = np.empty((-(-H // f), -(-W // f)), np.float32)
+    for (y0, y1, x0, x1), b in zip(cores, runner.map(chunk_bin, [(src, c, f) for c in cores],
+                                                     desc="support mask (bin)")):
+        binned[y0 // f:y0 // f + b.shape[0], x0 // f:x0 // f + b.shape[1]] = b
+    small = support_mask(binned, pixel_size_nm=(px or _FALLBACK_PX_NM) * f, working_px=np.inf,
+                         **mp)
+    del binned
+    from .spatial.stats import Window
+
+    # Full-resolution support px: the ragged last blocks count at their true size.
+    area = Window(src.shape, mask=small.mask, bin_factor=f).area if small.mask.any() else 0.0
+    res = MaskResult(small.mask, area, area * px**2 if px else None, 1.0 - area / (H * W), px,
+                     small.has_vacuum, small.contrast, small.texture_ratio,
+                     small.params | {"bin_factor": f})
+    return res, f
+
+
+def montage_in_support(xy: np.ndarray, mask, bin_factor: int, shape) -> np.ndarray:
+    """(N,) int 1/0 per atom: support at its nearest pixel (``floor(x + ½)``,
+    clipped to the image, as in :mod:`fastsac.pipeline`), looked up in the
+    binned mask at ``(row // F, col // F)``; all 1 without a mask."""
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    if mask is None or not len(xy):
+        return np.ones(len(xy), np.int64)
+    m = getattr(mask, "mask", mask)
+    h, w = shape
+    r = np.clip(np.floor(xy[:, 1] + 0.5).astype(int), 0, h - 1) // bin_factor
+    c = np.clip(np.floor(xy[:, 0] + 0.5).astype(int), 0, w - 1) // bin_factor
+    return m[r, c].astype(np.int64)
+
+
+def support_png(path, mask) -> Path:
+    """Write a binned support mask as an 8-bit PNG (255 = support, 0 = vacuum), atomically."""
+    from PIL import Image
+
+    from .io import atomic_path
+
+    m = getattr(mask, "mask", mask)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.where(m, 255, 0).astype(np.uint8)).save(tmp, format="PNG")
+    return Path(path)
+
+
 # --------------------------------------------------------------------------- statistics
 def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
                        multimer_cutoff_nm: float = 0.23, name: str = "montage",
-                       source: str | None = None, backend: str = "auto"):
+                       source: str | None = None, backend: str = "auto", mask=None,
+                       mask_bin_factor: int = 1, stats_params: dict | None = None):
     """Global NN distances, clusters, counts, density and dispersion statistics
     of a montage's point set.
 
-    The same kernels and summary keys as :func:`fastsac.pipeline.analyze` with
-    ``support_mask=False`` (see docs/statistics.md), on the global
-    coordinates, so a montage that also fits as one image gives identical
-    numbers. (The support mask is a whole-image operation with global
-    thresholds and is not computed for montages.)
+    The same kernels and summary keys as :func:`fastsac.pipeline.analyze` (see
+    docs/statistics.md), on the global coordinates, so a montage that also
+    fits as one image gives identical numbers.
+
+    ``mask`` is a :class:`~fastsac.spatial.mask.MaskResult` on the
+    ``mask_bin_factor``-binned grid (:func:`montage_support_mask`) or None
+    (then like ``analyze(..., support_mask=False)``): atoms on vacuum are
+    flagged, not dropped; density and the support Clark–Evans test use the
+    support area (:func:`~fastsac.spatial.stats.dispersion` with the binned
+    mask, never a full-resolution one). ``stats_params`` go to ``dispersion``
+    (e.g. ``mask_correction="donnelly"``).
 
     Returns
     -------
@@ -711,7 +875,9 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
     nn = nearest_neighbors(pts, backend=backend)
     cl = clusters(pts, cutoff=cutoff_px, backend=backend)
     disp = dispersion(pts, image_shape=tuple(int(s) for s in shape), pixel_size_nm=px,
-                      mask=None, multimer_cutoff_px=cutoff_px, backend=backend)
+                      mask=None if mask is None else getattr(mask, "mask", mask),
+                      mask_bin_factor=mask_bin_factor, multimer_cutoff_px=cutoff_px,
+                      backend=backend, **(stats_params or {}))
     nn_dist = nn.distance * px if px else nn.distance
     summary = {
         "fastsac_version": __version__,
@@ -721,7 +887,7 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
         "pixel_size_nm": px,
         "pixel_size_source": "override" if px else "none",
         **disp.as_dict(),
-        "support": None,
+        "support": None if mask is None else mask.as_dict(),
         "timings_s": {"statistics": time.perf_counter() - t0},
         "backend": {"nearest_neighbors": nn.backend, "clusters": cl.backend},
     }
@@ -731,26 +897,53 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
 def analyze_montage(source, *, detector="classical", tile: int = 2048,
                     pixel_size_nm: float | None = None, multimer_cutoff_nm: float = 0.23,
                     runner=None, scratch_dir: str | None = None,
-                    progress: bool = True, engine: str = "auto") -> MontageResult:
+                    progress: bool = True, engine: str = "auto", support_mask: bool = True,
+                    mask_params: dict | None = None,
+                    stats_params: dict | None = None) -> MontageResult:
     """Detect atoms on a montage and compute its global statistics.
 
-    See :func:`detect_montage` for the tiling and :func:`montage_statistics`
-    for the statistics. Returns a :class:`MontageResult`.
+    See :func:`detect_montage` for the tiling, :func:`montage_support_mask`
+    for the support mask and :func:`montage_statistics` for the statistics.
+
+    Parameters
+    ----------
+    support_mask : bool
+        Find vacuum and report densities and Clark–Evans per support area, as
+        :func:`fastsac.pipeline.analyze` does (atoms on vacuum are flagged,
+        ``in_support``). On a montage small enough to be analysed whole, with
+        the default bin factor, every statistic equals ``analyze``'s.
+    mask_params : dict, optional
+        Keyword arguments of :func:`montage_support_mask` (``bin_factor``,
+        ``max_binned_px``, ``smooth_nm`` …).
+    stats_params : dict, optional
+        Keyword arguments of :func:`~fastsac.spatial.stats.dispersion`
+        (``mask_correction="donnelly"`` skips the 199 Monte Carlo patterns).
+
+    Returns
+    -------
+    MontageResult
+        ``support`` holds the binned MaskResult, ``support_bin`` its F.
     """
     src = open_montage(source, pixel_size_nm=pixel_size_nm)
     dets, owner, ncand, info = detect_montage(src, detector=detector, tile=tile, runner=runner,
                                               scratch_dir=scratch_dir, progress=progress,
                                               engine=engine)
+    mask, f = None, 1
+    tm = time.perf_counter()
+    if support_mask:
+        mask, f = montage_support_mask(src, tile=tile, runner=runner, progress=progress,
+                                       **(mask_params or {}))
     t0 = time.perf_counter()
     nn, cid, csz, summary = montage_statistics(
         dets.xy, shape=src.shape, pixel_size_nm=src.pixel_size_nm,
-        multimer_cutoff_nm=multimer_cutoff_nm, name=src.name, source=src.path)
-    tim = dict(dets.timings) | {"statistics": time.perf_counter() - t0}
+        multimer_cutoff_nm=multimer_cutoff_nm, name=src.name, source=src.path,
+        mask=mask, mask_bin_factor=f, stats_params=stats_params)
+    tim = dict(dets.timings) | {"support_mask": t0 - tm, "statistics": time.perf_counter() - t0}
     summary["detector"] = {"name": dets.detector, "params": dets.params}
     summary["montage"] = info | {"n_candidates": ncand}
     summary["timings_s"] = tim
     return MontageResult(src.path or "array", src.shape, src.pixel_size_nm, dets, owner, nn, cid,
-                         csz, summary, ncand, info, tim)
+                         csz, summary, ncand, info, tim, mask, f)
 
 
 # --------------------------------------------------------------------------- parquet
@@ -765,7 +958,8 @@ def write_parquet(path, result: MontageResult) -> Path:
     from .io import _json_default, atomic_path
 
     tab = result.table()
-    types = {"cluster_id": pa.int64(), "cluster_size": pa.int64(), "tile": pa.int64()}
+    types = {"cluster_id": pa.int64(), "cluster_size": pa.int64(), "tile": pa.int64(),
+             "in_support": pa.int64()}
     arrays = [pa.array(np.asarray(tab[c]), type=types.get(c, pa.float64()))
               for c in PARQUET_COLUMNS]
     table = pa.Table.from_arrays(arrays, names=PARQUET_COLUMNS)

@@ -72,17 +72,33 @@ class Window:
         Image shape.
     mask : (H, W) bool array, optional
         True where points can lie. None (or all True) means the full rectangle.
+    bin_factor : int
+        With ``bin_factor = F > 1``, ``mask`` is given on the F×F-binned grid,
+        shape ``(⌈H/F⌉, ⌈W/F⌉)``: full-resolution pixel ``(r, c)`` is support
+        when ``mask[r // F, c // F]`` (the last row/column of blocks is
+        cropped at the image edge), exactly the mask that
+        ``np.repeat(np.repeat(mask, F, 0), F, 1)[:H, :W]`` would give, without
+        building it (gigapixel montages). Area, perimeter, :meth:`contains`
+        and :meth:`sample` are exact (``sample`` draws the same points from
+        the same generator state); the border-distance and set-covariance
+        methods need the full-resolution mask and raise.
     """
 
-    def __init__(self, shape, *, mask=None):
+    def __init__(self, shape, *, mask=None, bin_factor: int = 1):
         h, w = (int(s) for s in shape)
         if h < 1 or w < 1:
             raise ValueError(f"shape must be positive (H, W), got {shape}")
         self.shape = (h, w)
+        f = int(bin_factor)
+        if f != bin_factor or f < 1:
+            raise ValueError(f"bin_factor must be a positive integer, got {bin_factor!r}")
+        self.bin_factor = f
         if mask is not None:
             mask = np.asarray(mask, dtype=bool)
-            if mask.shape != (h, w):
-                raise ValueError(f"mask must have the image shape {(h, w)}, got {mask.shape}")
+            want = (-(-h // f), -(-w // f))
+            if mask.shape != want:
+                raise ValueError(f"mask must have the {'image' if f == 1 else f'{f}x-binned'} "
+                                 f"shape {want}, got {mask.shape}")
             if not mask.any():
                 raise ValueError("mask has no support pixels; nothing to analyse")
             if mask.all():
@@ -96,7 +112,41 @@ class Window:
     @functools.cached_property
     def area(self) -> float:
         """Area in px²."""
-        return float(self.shape[0] * self.shape[1]) if self.mask is None else float(self.mask.sum())
+        if self.mask is None:
+            return float(self.shape[0] * self.shape[1])
+        if self.bin_factor == 1:
+            return float(self.mask.sum())
+        return float(int(self._row_support @ self._block_h))
+
+    def _block_sizes(self, axis: int) -> np.ndarray:
+        """True heights (axis 0) or widths (axis 1) of the blocks of a binned mask, px."""
+        n, f = self.shape[axis], self.bin_factor
+        size = np.full(-(-n // f), f, np.int64)
+        size[-1] = n - (len(size) - 1) * f
+        return size
+
+    @functools.cached_property
+    def _block_h(self) -> np.ndarray:
+        return self._block_sizes(0)
+
+    @functools.cached_property
+    def _block_w(self) -> np.ndarray:
+        return self._block_sizes(1)
+
+    @functools.cached_property
+    def _row_support(self) -> np.ndarray:
+        """(⌈H/F⌉,) int64: support px in one full-resolution row of each block row."""
+        m = self.mask
+        f = self.bin_factor
+        return (np.count_nonzero(m[:, :-1], axis=1).astype(np.int64) * f
+                + m[:, -1].astype(np.int64) * int(self._block_w[-1]))
+
+    def _full_res_only(self, what: str):
+        if self.bin_factor != 1:
+            raise NotImplementedError(
+                f"{what} needs the full-resolution mask; a binned mask (bin_factor="
+                f"{self.bin_factor}) supports the 'donnelly', 'monte_carlo' and 'none' "
+                "Clark-Evans corrections")
 
     @functools.cached_property
     def perimeter(self) -> float:
@@ -107,7 +157,14 @@ class Window:
         if self.mask is None:
             return 2.0 * (h + w)
         m = np.pad(self.mask, 1).astype(np.int8)
-        return float(np.abs(np.diff(m, axis=0)).sum() + np.abs(np.diff(m, axis=1)).sum())
+        if self.bin_factor == 1:
+            return float(np.abs(np.diff(m, axis=0)).sum() + np.abs(np.diff(m, axis=1)).sum())
+        # Binned: every transition between blocks is as many pixel edges long
+        # as the block is wide (rows) or high (columns).
+        bw = np.concatenate([[0], self._block_w, [0]])
+        bh = np.concatenate([[0], self._block_h, [0]])
+        return float(int(np.abs(np.diff(m, axis=0)).astype(np.int64).sum(axis=0) @ bw)
+                     + int(np.abs(np.diff(m, axis=1)).astype(np.int64).sum(axis=1) @ bh))
 
     def contains(self, xy: np.ndarray) -> np.ndarray:
         """(N,) bool: which points lie inside the window."""
@@ -117,11 +174,13 @@ class Window:
         if self.mask is not None and len(xy):
             ix = np.clip(np.floor(x + 0.5).astype(np.int64), 0, w - 1)
             iy = np.clip(np.floor(y + 0.5).astype(np.int64), 0, h - 1)
-            inside &= self.mask[iy, ix]
+            f = self.bin_factor
+            inside &= self.mask[iy // f, ix // f] if f > 1 else self.mask[iy, ix]
         return inside
 
     @functools.cached_property
     def _border_map(self) -> np.ndarray:
+        self._full_res_only("the border distance (guard correction)")
         m = np.pad(self.mask, 1)
         # Distance from each pixel centre to the nearest outside pixel centre,
         # minus half a pixel: the distance to the boundary of the pixel union.
@@ -150,16 +209,52 @@ class Window:
         h, w = self.shape
         if self.mask is None:
             return np.column_stack([rng.uniform(-0.5, w - 0.5, n), rng.uniform(-0.5, h - 0.5, n)])
+        if self.bin_factor > 1:
+            return self._sample_binned(n, rng)
         flat = self._flat_support
         k = flat[rng.integers(0, len(flat), n)]
         return np.column_stack([k % w + rng.uniform(-0.5, 0.5, n), k // w + rng.uniform(-0.5, 0.5, n)])
 
     @functools.cached_property
+    def _runs(self):
+        """Runs of support blocks of a binned mask, in full-resolution columns:
+        search keys (block row · (W+1) + support px before the run in its row),
+        first column and cumulative support px at each run's start; and the
+        cumulative support px per full-resolution row."""
+        h, w = self.shape
+        f = self.bin_factor
+        d = np.diff(np.pad(self.mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+        row, b0 = np.nonzero(d == 1)
+        _, b1 = np.nonzero(d == -1)  # row-major: ends pair with starts
+        c0 = b0.astype(np.int64) * f
+        length = np.minimum(b1.astype(np.int64) * f, w) - c0
+        cum = np.cumsum(length)
+        row_start = np.zeros(len(self.mask) + 1, np.int64)
+        np.add.at(row_start, row + 1, length)
+        before = cum - length - np.cumsum(row_start)[:-1][row]  # support px before the run in its row
+        rows_cum = np.cumsum(np.repeat(self._row_support, self._block_h))  # (H,)
+        return row.astype(np.int64) * (w + 1) + before, c0, before, rows_cum
+
+    def _sample_binned(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        # The k-th support pixel in row-major order without the full mask: the
+        # same draws as the full-resolution branch of :meth:`sample`.
+        w = self.shape[1]
+        keys, c0, before, rows_cum = self._runs
+        j = rng.integers(0, int(rows_cum[-1]), n)
+        r = np.searchsorted(rows_cum, j, side="right")
+        o = j - (rows_cum[r] - self._row_support[r // self.bin_factor])  # rank within the row
+        run = np.searchsorted(keys, (r // self.bin_factor) * (w + 1) + o, side="right") - 1
+        c = c0[run] + (o - before[run])
+        return np.column_stack([c + rng.uniform(-0.5, 0.5, n), r + rng.uniform(-0.5, 0.5, n)])
+
+    @functools.cached_property
     def _flat_support(self) -> np.ndarray:
+        self._full_res_only("the flat support index")
         return np.flatnonzero(self.mask.ravel())
 
     @functools.cached_property
     def _set_cov(self) -> np.ndarray:
+        self._full_res_only("the set covariance (K/L, g(r))")
         from scipy.signal import fftconvolve
 
         m = self.mask.astype(np.float64)
@@ -529,7 +624,7 @@ def dispersion(xy, *, image_shape, pixel_size_nm: float | None = None, mask=None
                multimer_cutoff_px: float | None = None, cluster_cutoff_nm: float | None = None,
                cluster_cutoff_px: float | None = None, correction: str = "auto",
                mask_correction: str = "auto", n_sim: int = 199, seed: int = 0,
-               backend: str = "auto") -> DispersionStats:
+               backend: str = "auto", mask_bin_factor: int = 1) -> DispersionStats:
     """Density, NN distances, multimers, clusters and Clark–Evans of one image.
 
     Parameters
@@ -557,6 +652,11 @@ def dispersion(xy, *, image_shape, pixel_size_nm: float | None = None, mask=None
         For the Monte Carlo correction.
     backend : str
         Backend of the NN and cluster kernels.
+    mask_bin_factor : int
+        ``mask`` is given on the F×F-binned grid (see :class:`Window`): the
+        results equal those with the expanded full-resolution mask, for the
+        ``donnelly``, ``monte_carlo`` and ``none`` mask corrections (gigapixel
+        montages, :func:`fastsac.montage.analyze_montage`).
 
     Returns
     -------
@@ -585,7 +685,7 @@ def dispersion(xy, *, image_shape, pixel_size_nm: float | None = None, mask=None
         cluster_cutoff_px = (multimer_cutoff_px if cluster_cutoff_nm is None
                              else cluster_cutoff_nm / (px or _FALLBACK_PX_NM))
     rect = Window(image_shape)
-    win = Window(image_shape, mask=mask) if mask is not None else rect
+    win = Window(image_shape, mask=mask, bin_factor=mask_bin_factor) if mask is not None else rect
     n = len(pts)
     if n >= 2:
         nnr = nearest_neighbors(pts, backend=backend)
