@@ -9,8 +9,9 @@ def add_parser(sub):
     p = sub.add_parser(
         "montage", help="analyse a gigapixel montage tile by tile (optionally on Dask)",
         description="Analyse a montage (BigTIFF, Zarr/OME-Zarr, .npy, or a folder of frames "
-                    "with --positions). Writes OUT/atoms.parquet (global coordinates) and "
-                    "OUT/summary.json (global NN distances, clusters, counts, density).")
+                    "with --positions). Writes OUT/atoms.parquet (global coordinates), "
+                    "OUT/summary.json (global NN distances, clusters, counts, density per "
+                    "support area) and OUT/support_mask.png (binned support/vacuum mask).")
     p.add_argument("input", metavar="INPUT", help="montage file/Zarr, or a folder of frames")
     p.add_argument("-o", "--out", required=True, help="output directory")
     add_detector_args(p)
@@ -34,6 +35,9 @@ def add_parser(sub):
                    help="folder mode: CSV of frame file and top-left x_px,y_px or x_nm,y_nm")
     p.add_argument("--dedup", default="ownership", choices=["ownership", "score"],
                    help="folder mode: how overlapping detections are deduplicated")
+    p.add_argument("--no-support-mask", action="store_true",
+                   help="no vacuum detection: densities per montage area (folder mode never "
+                        "has a mask)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -43,7 +47,7 @@ def run(args) -> int:
 
     from ..errors import FastsacInputError
     from ..io import write_json
-    from ..montage import analyze_frames, analyze_montage, write_parquet
+    from ..montage import analyze_frames, analyze_montage, support_png, write_parquet
 
     out = Path(args.out)
     src = Path(args.input)
@@ -69,22 +73,30 @@ def run(args) -> int:
                 res = analyze_montage(src, detector=detector, tile=args.tile,
                                       pixel_size_nm=args.pixel_size,
                                       multimer_cutoff_nm=args.multimer_cutoff, runner=runner,
-                                      scratch_dir=args.scratch, progress=progress)
+                                      scratch_dir=args.scratch, progress=progress,
+                                      support_mask=not args.no_support_mask)
         else:
             res = analyze_montage(src, detector=detector, tile=args.tile,
                                   pixel_size_nm=args.pixel_size,
                                   multimer_cutoff_nm=args.multimer_cutoff,
-                                  scratch_dir=args.scratch, progress=progress)
+                                  scratch_dir=args.scratch, progress=progress,
+                                  support_mask=not args.no_support_mask)
     except (FastsacInputError, NotImplementedError) as exc:
         report_bad(src, exc)
         return 2
     write_parquet(out / "atoms.parquet", res)
     write_json(out / "summary.json", res.statistics)
+    if res.support is not None:
+        support_png(out / "support_mask.png", res.support)
+    else:  # not a stale mask from an earlier run
+        (out / "support_mask.png").unlink(missing_ok=True)
     s = res.statistics
     u = s["length_unit"]
     nn = s.get(f"nn_mean_{u}")
     dens = s.get(f"density_per_{u}2")
-    print(f"{s['n_atoms']} atoms in {res.shape[1]}×{res.shape[0]} px, density "
+    sup = s.get("support")
+    vac = "" if not sup else f", vacuum {sup['vacuum_fraction']:.1%}"
+    print(f"{s['n_atoms']} atoms in {res.shape[1]}×{res.shape[0]} px{vac}, density "
           f"{'n/a' if dens is None else f'{dens:.4g}'}/{u}², mean NN "
           f"{'n/a' if nn is None else f'{nn:.4g} {u}'} -> {out}")
     return 0
