@@ -65,7 +65,7 @@ __all__ = ["MontageSource", "open_montage", "plan_cores", "classical_halo", "Cla
            "MontageResult", "detect_montage", "analyze_montage", "montage_statistics",
            "write_parquet", "read_parquet", "PARQUET_COLUMNS", "read_positions",
            "analyze_frames", "grid_nms", "montage_support_mask", "mask_bin_factor",
-           "support_png"]
+           "frames_support_mask", "support_png"]
 
 log = logging.getLogger(__name__)
 
@@ -778,8 +778,6 @@ def montage_support_mask(source, *, pixel_size_nm: float | None = None,
         and calibration are those of the full-resolution montage (ragged last
         blocks counted at their true size); ``params["bin_factor"] = F``.
     """
-    from .spatial.mask import _FALLBACK_PX_NM, MaskResult, support_mask
-
     src = open_montage(source, pixel_size_nm=pixel_size_nm)
     px = src.pixel_size_nm
     H, W = src.shape
@@ -796,21 +794,93 @@ def montage_support_mask(source, *, pixel_size_nm: float | None = None,
     cores = [(y, min(y + step, H), x, min(x + step, W))
              for y in range(0, H, step) for x in range(0, W, step)]
     runner = runner or _Runner(progress)
+    t0 = time.perf_counter()
     binned = np.empty((-(-H // f), -(-W // f)), np.float32)
     for (y0, y1, x0, x1), b in zip(cores, runner.map(chunk_bin, [(src, c, f) for c in cores],
                                                      desc="support mask (bin)")):
         binned[y0 // f:y0 // f + b.shape[0], x0 // f:x0 // f + b.shape[1]] = b
-    small = support_mask(binned, pixel_size_nm=(px or _FALLBACK_PX_NM) * f, working_px=np.inf,
-                         **mp)
-    del binned
+    t1 = time.perf_counter()
+    res = _mask_of_binned(binned, src.shape, f, px, mp)
+    log.info("support mask of %d×%d px: read + bin %d× in %.1f s, mask of %d×%d in %.1f s",
+             H, W, f, t1 - t0, *binned.shape, time.perf_counter() - t1)
+    return res, f
+
+
+def _mask_of_binned(binned: np.ndarray, shape, f: int, px: float | None, mask_params: dict):
+    """:func:`~fastsac.spatial.mask.support_mask` of the F-binned montage, with
+    the areas of the full-resolution montage (as ``support_mask`` reports them
+    for a whole image it bins itself)."""
+    from .spatial.mask import _FALLBACK_PX_NM, MaskResult, support_mask
     from .spatial.stats import Window
 
+    H, W = shape
+    small = support_mask(binned, pixel_size_nm=(px or _FALLBACK_PX_NM) * f, working_px=np.inf,
+                         **mask_params)
     # Full-resolution support px: the ragged last blocks count at their true size.
-    area = Window(src.shape, mask=small.mask, bin_factor=f).area if small.mask.any() else 0.0
-    res = MaskResult(small.mask, area, area * px**2 if px else None, 1.0 - area / (H * W), px,
-                     small.has_vacuum, small.contrast, small.texture_ratio,
-                     small.params | {"bin_factor": f})
-    return res, f
+    area = Window(shape, mask=small.mask, bin_factor=f).area if small.mask.any() else 0.0
+    return MaskResult(small.mask, area, area * px**2 if px else None, 1.0 - area / (H * W), px,
+                      small.has_vacuum, small.contrast, small.texture_ratio,
+                      small.params | {"bin_factor": f})
+
+
+def frames_support_mask(folder, pos, shape, *, pixel_size_nm: float | None,
+                        read_pixel_size_nm: float | None = None,
+                        max_binned_px: int = MAX_BINNED_PX, progress: bool = True,
+                        **mask_params):
+    """Support mask of a folder of frames (folder mode), on the binned mosaic.
+
+    Each frame is placed at its integer-rounded position and binned into the
+    montage's F×F block grid (origin at global pixel 0, 0); overlaps are
+    averaged, blocks no frame covers take the value of the nearest covered
+    block. Then :func:`~fastsac.spatial.mask.support_mask` runs on the mosaic
+    as in :func:`montage_support_mask`. Unlike that function this is not
+    bit-identical to a whole image's mask (frames overlap and need not align
+    with the block grid); it serves densities per support area.
+
+    Returns
+    -------
+    (MaskResult, F)
+    """
+    from scipy import ndimage as ndi
+    from tqdm import tqdm
+
+    from .io import read
+
+    mp = dict(mask_params)
+    working_px = mp.pop("working_px", 6.0)
+    f = mask_bin_factor(shape, pixel_size_nm=pixel_size_nm, smooth_nm=mp.get("smooth_nm", 0.35),
+                        working_px=working_px, max_binned_px=max_binned_px)
+    H, W = shape
+    hb, wb = -(-H // f), -(-W // f)
+    sums = np.zeros((hb, wb), np.float64)
+    cnt = np.zeros((hb, wb), np.int64)
+    for fname, x0, y0 in tqdm(pos, desc="support mask (frames)", unit="frame",
+                              disable=not progress or len(pos) < 2):
+        img = read(Path(folder) / fname, pixel_size_nm=read_pixel_size_nm).data
+        gy, gx = int(round(y0)), int(round(x0))
+        # crop to the mosaic [0, H) × [0, W)
+        cy, cx = max(0, -gy), max(0, -gx)
+        img = img[cy:max(cy, H - gy), cx:max(cx, W - gx)]
+        gy, gx = gy + cy, gx + cx
+        h, w = img.shape
+        if not h or not w:
+            continue
+        oy, ox = gy % f, gx % f
+        bh, bw = -(-(oy + h) // f), -(-(ox + w) // f)
+        a = np.full((bh * f, bw * f), np.nan)
+        a[oy:oy + h, ox:ox + w] = img
+        blocks = a.reshape(bh, f, bw, f)
+        by, bx = gy // f, gx // f
+        sums[by:by + bh, bx:bx + bw] += np.nansum(blocks, axis=(1, 3))
+        cnt[by:by + bh, bx:bx + bw] += np.count_nonzero(~np.isnan(blocks), axis=(1, 3))
+    covered = cnt > 0
+    if not covered.any():
+        raise FastsacInputError(Path(folder), "no frame lies inside the montage")
+    binned = np.where(covered, sums / np.maximum(cnt, 1), 0.0)
+    if not covered.all():  # gaps between frames: nearest covered block
+        iy, ix = ndi.distance_transform_edt(~covered, return_distances=False, return_indices=True)
+        binned = binned[iy, ix]
+    return _mask_of_binned(binned.astype(np.float32), shape, f, pixel_size_nm, mp), f
 
 
 def montage_in_support(xy: np.ndarray, mask, bin_factor: int, shape) -> np.ndarray:
@@ -1024,8 +1094,16 @@ def read_positions(path, *, pixel_size_nm: float | None = None) -> list[tuple[st
 
 def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: float | None = None,
                    multimer_cutoff_nm: float = 0.23, dedup: str = "ownership",
-                   dedup_radius_nm: float | None = None, progress: bool = True) -> MontageResult:
+                   dedup_radius_nm: float | None = None, progress: bool = True,
+                   support_mask: bool = True, mask_params: dict | None = None,
+                   stats_params: dict | None = None) -> MontageResult:
     """A montage given as overlapping frames with stage positions.
+
+    With ``support_mask`` the vacuum is found on the binned mosaic of the
+    frames (:func:`frames_support_mask`); densities are then per support area
+    as in :func:`analyze_montage` (``mask_params``: ``max_binned_px`` and
+    :func:`~fastsac.spatial.mask.support_mask` arguments; ``stats_params`` go
+    to :func:`~fastsac.spatial.stats.dispersion`).
 
     Each frame is detected whole; detections are shifted by the frame's
     position into global pixels. In overlaps each atom is seen by several
@@ -1109,16 +1187,26 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
     x_lo = float(frames_a[:, 0].min()) if len(frames_a) else 0.0
     y_lo = float(frames_a[:, 1].min()) if len(frames_a) else 0.0
     shape = (int(math.ceil(y_hi - y_lo)), int(math.ceil(x_hi - x_lo)))
+    mask, f = None, 1
+    tm = time.perf_counter()
+    if support_mask and len(pos):
+        mask, f = frames_support_mask(folder, pos, shape, pixel_size_nm=px,
+                                      read_pixel_size_nm=pixel_size_nm, progress=progress,
+                                      **(mask_params or {}))
+    t_mask = time.perf_counter() - tm
     nn, cid, csz, summary = montage_statistics(dets.xy, shape=shape, pixel_size_nm=px,
                                                multimer_cutoff_nm=multimer_cutoff_nm,
-                                               name=folder.name, source=os.fspath(folder))
+                                               name=folder.name, source=os.fspath(folder),
+                                               mask=mask, mask_bin_factor=f,
+                                               stats_params=stats_params)
+    summary["timings_s"]["support_mask"] = t_mask
     # The bounding box over-counts area where frames leave gaps; report the union too.
     summary["frames"] = len(pos)
     summary["dedup"] = {"method": dedup, "radius_px": r_px,
                         "removed": int(sum(len(d) for _, d, _ in parts) - len(dets))}
     summary["detector"] = {"name": dets.detector, "params": dets.params}
     return MontageResult(os.fspath(folder), shape, px, dets, own[keep], nn, cid, csz, summary,
-                         len(xy), {"dedup": dedup}, dict(dets.timings))
+                         len(xy), {"dedup": dedup}, dict(dets.timings), mask, f)
 
 
 def _dedup_across(xy, score, frame, radius):

@@ -200,3 +200,37 @@ def test_cli_writes_mask_png_and_support_fields(tmp_path, vac_image, whole):
     assert not (out / "support_mask.png").exists()
     cols, _ = read_parquet(out / "atoms.parquet")
     assert (cols["in_support"] == 1).all()
+
+
+def test_folder_mode_mask_on_the_binned_mosaic(tmp_path, vac_image):
+    import tifffile
+
+    from fastsac.cli import main
+    from fastsac.montage import analyze_frames
+
+    img = vac_image[:640, :640]
+    rows = []
+    for y in (0, 256):
+        for x in (0, 256):
+            tifffile.imwrite(tmp_path / f"f{y}_{x}.tif", img[y:y + 384, x:x + 384])
+            rows.append(f"f{y}_{x}.tif,{x},{y}")
+    pos = tmp_path / "pos.csv"
+    pos.write_text("file,x_px,y_px\n" + "\n".join(rows) + "\n")
+    ref = analyze(img, detector="classical", pixel_size_nm=PX)
+    res = analyze_frames(tmp_path, pos, detector="classical", pixel_size_nm=PX, progress=False,
+                         stats_params={"mask_correction": "donnelly"})
+    s, r = res.statistics, ref.summary
+    assert res.support_bin == 2 and s["support"]["has_vacuum"]
+    # frames on the block grid, overlaps averaged: the mosaic is the image's binning
+    assert s["support"]["vacuum_fraction"] == r["support"]["vacuum_fraction"] > 0.15
+    np.testing.assert_array_equal(np.repeat(np.repeat(res.support.mask, 2, 0), 2, 1), ref.support)
+    assert s["n_atoms_in_support"] == pytest.approx(r["n_atoms_in_support"], abs=3)
+    assert s["density_per_nm2"] == pytest.approx(r["density_per_nm2"], rel=0.03)
+    # a gap between frames (the top-right frame missing) is filled, not vacuum
+    pos.write_text("file,x_px,y_px\n" + "\n".join(rows[:1] + rows[2:]) + "\n")
+    out = tmp_path / "out"
+    assert main(["montage", str(tmp_path), "-o", str(out), "--positions", str(pos),
+                 "--detector", "classical", "--pixel-size", str(PX), "--no-progress"]) == 0
+    s2 = json.loads((out / "summary.json").read_text())
+    assert abs(s2["support"]["vacuum_fraction"] - r["support"]["vacuum_fraction"]) < 0.1
+    assert (out / "support_mask.png").exists()

@@ -36,8 +36,7 @@ def add_parser(sub):
     p.add_argument("--dedup", default="ownership", choices=["ownership", "score"],
                    help="folder mode: how overlapping detections are deduplicated")
     p.add_argument("--no-support-mask", action="store_true",
-                   help="no vacuum detection: densities per montage area (folder mode never "
-                        "has a mask)")
+                   help="no vacuum detection: densities per montage area")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -64,7 +63,7 @@ def run(args) -> int:
             res = analyze_frames(src, args.positions, detector=detector,
                                  pixel_size_nm=args.pixel_size,
                                  multimer_cutoff_nm=args.multimer_cutoff, dedup=args.dedup,
-                                 progress=progress)
+                                 progress=progress, support_mask=not args.no_support_mask)
         elif args.workers or args.scheduler:
             from ..distributed import dask_runner
 
