@@ -693,10 +693,11 @@ def _finish(tables, t: ClassicalTiling, det, px):
 
 
 # --------------------------------------------------------------------------- support mask
-#: Default cap on the binned montage's pixels for the support mask. The mask
-#: needs ≈ 60 B per binned pixel (float64 smoothings, labels); 24 Mpx keeps a
-#: 32768² montage's mask step under 2 GB peak RSS (F = 7; docs/montage.md).
-MAX_BINNED_PX = 24_000_000
+#: Default cap on the binned montage's pixels for the support mask (4096²).
+#: The mask step needs ≈ 75 B per binned pixel (float64 smoothings, labels);
+#: this keeps a 32768² montage (F = 8) under 2 GB peak RSS end to end
+#: (measured: docs/montage.md).
+MAX_BINNED_PX = 4096 * 4096
 
 
 def mask_bin_factor(shape, *, pixel_size_nm: float | None, smooth_nm: float = 0.35,
@@ -761,7 +762,7 @@ def montage_support_mask(source, *, pixel_size_nm: float | None = None,
     bin_factor : int, optional
         F; default :func:`mask_bin_factor`.
     max_binned_px : int
-        Cap on the binned montage's pixel count (memory ≈ 60 B per binned px).
+        Cap on the binned montage's pixel count (memory ≈ 75 B per binned px).
     tile : int
         Core edge in px when reading (rounded down to a multiple of F).
     runner : optional

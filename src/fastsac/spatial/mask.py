@@ -213,13 +213,16 @@ def support_mask(image, *, pixel_size_nm: float | None = None, smooth_nm: float 
     if dark.all() or not dark.any():
         return _all_support()
     lin = smooth - floor
+    del smooth, logi  # full-frame float64 temporaries: a gigapixel montage's mask is ~10⁷ px
     mu_d, mu_b = float(np.median(lin[dark])), float(np.median(lin[~dark]))
+    del lin
     contrast = (mu_b - mu_d) / mu_b
     # Texture on a 3x lighter scale than the intensity: at the heavy scale a
     # narrow strip of vacuum would borrow the support's variance.
     fine = max(2.0, sigma / 3)
     hp = img - gaussian_filter(img, 1.5)
     local_sd = np.sqrt(gaussian_filter(hp * hp, fine))
+    del hp
     sd_d, sd_b = float(np.median(local_sd[dark])), float(np.median(local_sd[~dark]))
     texture = sd_d / sd_b if sd_b > 0 else 1.0
     if contrast < min_contrast or texture > max_texture_ratio:
