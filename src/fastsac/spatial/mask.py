@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from .._backend import Kernel, core
 from .._validate import as_float, check_image, check_positive
 from ..preprocess import gaussian_filter
 
@@ -182,7 +183,7 @@ def support_mask(image, *, pixel_size_nm: float | None = None, smooth_nm: float 
         small = support_mask(binned, pixel_size_nm=px * f, smooth_nm=smooth_nm, min_contrast=min_contrast,
                              max_texture_ratio=max_texture_ratio, min_region_nm2=min_region_nm2,
                              opening_nm=opening_nm, working_px=np.inf)
-        support = np.repeat(np.repeat(small.mask, f, axis=0), f, axis=1)[:h, :w]
+        support = _expand(small.mask, f, h, w)
         area = float(support.sum())
         return MaskResult(support, area, area * pixel_size_nm**2 if pixel_size_nm else None,
                           1.0 - area / (h * w), pixel_size_nm, small.has_vacuum, small.contrast,
@@ -261,6 +262,8 @@ def _near(region: np.ndarray, radius: float) -> np.ndarray:
     its centre is within ``radius + f√2`` of a cell holding region pixels, which
     contains every truly near pixel and adds at most ~2f√2 px to the band.
     """
+    if not region.any():  # nothing to be near (the transform would measure to a phantom)
+        return np.zeros(region.shape, bool)
     f = max(1, int(radius // 6))
     if f == 1:
         return ndi.distance_transform_edt(~region) <= radius
@@ -270,11 +273,12 @@ def _near(region: np.ndarray, radius: float) -> np.ndarray:
     padded[:h, :w] = region
     cells = padded.reshape(ch, f, cw, f).any(axis=(1, 3))
     near_cells = ndi.distance_transform_edt(~cells) * f <= radius + f * np.sqrt(2.0)
-    return np.repeat(np.repeat(near_cells, f, axis=0), f, axis=1)[:h, :w]
+    return _expand(near_cells, f, h, w)
 
 
-def _drop_small(region: np.ndarray, min_px: float, keep_touching_border: bool = False) -> np.ndarray:
-    """Remove connected components of ``region`` smaller than ``min_px`` pixels.
+def _drop_small_regions_numpy_ref(region: np.ndarray, min_px: float,
+                                  keep_touching_border: bool = False) -> np.ndarray:
+    """Remove 4-connected components of ``region`` smaller than ``min_px`` pixels.
 
     With ``keep_touching_border`` nothing touching the image border is removed
     (for support: a sliver of support at the edge is still support)."""
@@ -290,3 +294,37 @@ def _drop_small(region: np.ndarray, min_px: float, keep_touching_border: bool = 
     if not small.any():  # the usual case: skip a full-frame gather
         return region
     return region & ~small[lab]
+
+
+def _expand_blocks_numpy_ref(small: np.ndarray, factor: int, h: int, w: int) -> np.ndarray:
+    """Nearest-neighbour upsampling of a binned mask by ``factor``, cropped to (h, w)."""
+    return np.repeat(np.repeat(small, factor, axis=0), factor, axis=1)[:h, :w]
+
+
+_drop_small_kernel = Kernel("drop_small_regions", _drop_small_regions_numpy_ref)
+_expand_kernel = Kernel("expand_blocks", _expand_blocks_numpy_ref)
+
+
+@_drop_small_kernel.register("cpp")
+def _drop_small_regions_cpp(region, min_px, keep_touching_border=False):
+    # Runs instead of pixels: ~10x faster than label + bincount on a 1024² mask.
+    return core().drop_small_regions(np.asarray(region, bool), float(min_px), bool(keep_touching_border))
+
+
+@_expand_kernel.register("cpp")
+def _expand_blocks_cpp(small, factor, h, w):
+    return core().expand_blocks(np.asarray(small, bool), int(factor), int(h), int(w))
+
+
+def _drop_small(region: np.ndarray, min_px: float, keep_touching_border: bool = False, *,
+                backend: str = "auto") -> np.ndarray:
+    """Remove 4-connected components of ``region`` smaller than ``min_px`` pixels
+    (see :func:`_drop_small_regions_numpy_ref`, the spec)."""
+    return _drop_small_kernel(region, min_px, keep_touching_border, backend=backend)
+
+
+def _expand(small: np.ndarray, factor: int, h: int, w: int, *, backend: str = "auto") -> np.ndarray:
+    """The full-resolution (h, w) mask of a mask binned by ``factor``."""
+    if factor == 1 and small.shape == (h, w):
+        return small
+    return _expand_kernel(small, factor, h, w, backend=backend)
