@@ -87,3 +87,31 @@ def test_expand_matches_repeat(rng, backend):
 def test_expand_rejects_oversized_crop():
     with pytest.raises(ValueError, match="larger"):
         _expand(np.ones((3, 3), bool), 2, 7, 6, backend="cpp")
+
+
+def test_bin_mean_equals_reshaped_mean(rng):
+    from fastsac.spatial.mask import bin_mean
+
+    for _ in range(40):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        f = int(rng.integers(1, 5))
+        img = rng.normal(100, 30, (h, w)).astype(np.float32)
+        hb, wb = -(-h // f), -(-w // f)
+        ref = np.pad(img, ((0, hb * f - h), (0, wb * f - w)), mode="edge")
+        ref = ref.reshape(hb, f, wb, f).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+        got = bin_mean(img, f)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, ref)
+
+
+def test_open_disk_equals_scipy(rng):
+    from scipy import ndimage as ndi
+
+    from fastsac.spatial.mask import _open_disk
+
+    for r in (1, 2, 3, 5):
+        yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+        disk = xx * xx + yy * yy <= r * r
+        for shape, p in (((30, 41), 0.7), ((64, 64), 0.85), ((5, 3), 0.9), ((1, 20), 1.0), ((20, 20), 0.0)):
+            region = rng.random(shape) < p
+            np.testing.assert_array_equal(_open_disk(region, r), ndi.binary_opening(region, structure=disk))

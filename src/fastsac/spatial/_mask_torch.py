@@ -161,10 +161,8 @@ def support_mask_torch(image, *, pixel_size_nm: float | None = None, smooth_nm: 
 
     ``image``: (H, W) numpy array or torch tensor (already on the device is best).
     """
-    x = image if isinstance(image, torch.Tensor) else torch.from_numpy(
-        np.ascontiguousarray(image, dtype=np.float32))
     dev = torch.device(device)
-    h, w = x.shape
+    h, w = image.shape
     px = float(pixel_size_nm) if pixel_size_nm else _FALLBACK_PX_NM
     sigma_full = smooth_nm / px
     f = max(1, int(round(sigma_full / working_px))) if math.isfinite(working_px) else 1
@@ -194,11 +192,18 @@ def support_mask_torch(image, *, pixel_size_nm: float | None = None, smooth_nm: 
     side = None
     if dev.type == "cuda":
         side = torch.cuda.Stream(device=dev)
-        if x.is_cuda:  # produced on another stream: order after it
-            side.wait_stream(torch.cuda.current_stream(x.device))
+        if isinstance(image, torch.Tensor) and image.is_cuda:  # produced on another stream
+            side.wait_stream(torch.cuda.current_stream(image.device))
     ctx = torch.cuda.stream(side) if side is not None else _nullcontext()
     with torch.inference_mode(), ctx:
-        x = x.to(device=dev, dtype=torch.float32)
+        if isinstance(image, torch.Tensor):
+            x = image.to(device=dev, dtype=torch.float32)
+        elif dev.type == "cuda":
+            from ..models.classical import _upload
+
+            x = _upload(image, dev)  # 16-bit frames cross the bus as 16 bits
+        else:
+            x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
         if f > 1:
             # Block means in float64, as numpy's: the sum of f² float32 values is
             # exact in float64, so the binned frame is bit-identical to the CPU one.
