@@ -96,7 +96,7 @@ class Window:
     @functools.cached_property
     def area(self) -> float:
         """Area in px²."""
-        return float(self.shape[0] * self.shape[1]) if self.mask is None else float(self.mask.sum())
+        return float(self.shape[0] * self.shape[1]) if self.mask is None else float(np.count_nonzero(self.mask))
 
     @functools.cached_property
     def perimeter(self) -> float:
@@ -106,8 +106,8 @@ class Window:
         h, w = self.shape
         if self.mask is None:
             return 2.0 * (h + w)
-        m = np.pad(self.mask, 1).astype(np.int8)
-        return float(np.abs(np.diff(m, axis=0)).sum() + np.abs(np.diff(m, axis=1)).sum())
+        m = np.pad(self.mask, 1)
+        return float(np.count_nonzero(m[1:] != m[:-1]) + np.count_nonzero(m[:, 1:] != m[:, :-1]))
 
     def contains(self, xy: np.ndarray) -> np.ndarray:
         """(N,) bool: which points lie inside the window."""
