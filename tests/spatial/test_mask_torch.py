@@ -126,3 +126,27 @@ def test_near_matches_distance_transform(rng):
         np.testing.assert_array_equal(mt._near(_torch(region), radius).numpy(), _near(region, radius))
     empty = np.zeros((30, 30), bool)
     assert not mt._near(_torch(empty), 24.0).numpy().any() and not _near(empty, 24.0).any()
+
+
+def test_two_host_reads_only(monkeypatch):
+    """On a GPU every host read of a device value waits for the queue: the mask may
+    read twice (the vacuum decision, the binned vacuum mask) and no more."""
+    import torch
+
+    from fastsac.synth import simulate
+
+    img, _ = simulate(size=512, seed=1)
+    support_mask_torch(img, pixel_size_nm=0.0293, device="cpu")  # warm the caches
+    reads = []
+    for name in ("__bool__", "__float__", "__int__", "__index__", "item", "tolist", "cpu", "numpy"):
+        orig = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _orig=orig, _name=name, **k):
+            reads.append(_name)
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    res = support_mask_torch(img, pixel_size_nm=0.0293, device="cpu")
+    monkeypatch.undo()
+    assert res.has_vacuum and 0.05 < res.vacuum_fraction < 0.6
+    assert reads.count("cpu") == 2 and len(reads) <= 4, reads

@@ -87,7 +87,9 @@ def _class_medians(values: torch.Tensor, key: torch.Tensor, first: torch.Tensor)
     for start, count in ((torch.zeros_like(n0), n0), (n0, n - n0)):
         lo = (start + torch.clamp(count - 1, min=0) // 2).clamp(max=n - 1)
         hi = (start + count // 2).clamp(max=n - 1)
-        a, b = v[order[lo]], v[order[hi]]
+        # gathers with 1-element index tensors: indexing by a 0-d tensor would read
+        # it on the host (a sync)
+        a, b = v.gather(0, order.gather(0, torch.stack([lo, hi]))).unbind(0)
         # np.median of an even count: the mean of the two middle values, in the
         # array's precision ((a + b) / 2: float32 for float32 data).
         m = ((a + b) / 2).double()
@@ -133,7 +135,7 @@ def _otsu(counts: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     mu0 = m / torch.clamp(w0, min=1)
     mu1 = (m[-1] - m) / torch.clamp(w1, min=1)
     between = w0 * w1 * (mu0 - mu1) ** 2
-    return centers[torch.argmax(between[:-1])]
+    return centers.gather(0, torch.argmax(between[:-1]).reshape(1))[0]
 
 
 def _near(region: torch.Tensor, radius: float) -> torch.Tensor:
