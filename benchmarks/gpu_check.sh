@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One self-contained GPU check: build, CUDA tests on the real GPU, the torch Gaussian
-# micro-benchmark, live latency per frame on the GPU, and the throughput benchmark of
+# micro-benchmark, the support mask on the GPU, live latency per frame on the GPU, and the throughput benchmark of
 # the default detector (2048², 8192², 32768²) with the CUDA-vs-C++ kernel comparison.
 # At most 7 files land in $OUT (the device tool returns 8).
 #
@@ -48,6 +48,10 @@ stamp "pytest cuda rc=$? ($(tail -n 1 "$OUT/pytest_cuda.log"))"
 
 timeout 40 $PY "$R/benchmarks/bench_torch_gaussian.py" --device cuda > "$OUT/gauss.log" 2>&1
 stamp "torch gaussian rc=$?"; cat "$OUT/gauss.log" >> "$S"
+
+# The support mask alone, CPU vs GPU (2048² frame with vacuum), with a profile.
+timeout 60 $PY "$R/benchmarks/profile_mask_gpu.py" --device cuda > "$OUT/mask_gpu.log" 2>&1
+stamp "mask rc=$?"; grep "support_mask" "$OUT/mask_gpu.log" >> "$S"
 
 # Live latency per frame, default detector and support mask on the GPU; without the mask.
 ( timeout 70 $PY "$R/benchmarks/bench_live.py" --device cuda --sizes 1024 2048 4096 --repeat 9 --json "$OUT/live_gpu.json"

@@ -10,6 +10,7 @@ void bind_filters(py::module_& m);
 void bind_gaussian(py::module_& m);
 void bind_peaks(py::module_& m);
 void bind_spatial(py::module_& m);
+void bind_regions(py::module_& m);
 
 static int openmp_threads() {
 #ifdef FASTSAC_HAVE_OPENMP
@@ -26,4 +27,5 @@ PYBIND11_MODULE(_core, m) {
     bind_gaussian(m);
     bind_peaks(m);
     bind_spatial(m);
+    bind_regions(m);
 }

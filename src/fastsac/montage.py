@@ -725,14 +725,16 @@ def mask_bin_factor(shape, *, pixel_size_nm: float | None, smooth_nm: float = 0.
 
 
 def _bin_block(a: np.ndarray, f: int) -> np.ndarray:
-    """F×F block means exactly as :func:`~fastsac.spatial.mask.support_mask`
-    bins a whole image: ragged last blocks by edge padding, mean in float64,
-    then float32. ``a`` must start on the block grid and either end on it or
-    at the image edge (so the padding replicates the image's last row/column)."""
-    h, w = a.shape
-    hb, wb = -(-h // f), -(-w // f)
-    padded = np.pad(a, ((0, hb * f - h), (0, wb * f - w)), mode="edge")
-    return padded.reshape(hb, f, wb, f).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+    """F×F block means by the very function :func:`~fastsac.spatial.mask.support_mask`
+    bins a whole image with (:func:`~fastsac.spatial.mask.bin_mean`: ragged
+    last blocks by edge padding, summed in float64, then float32); every block
+    is computed by the same per-element operations in the same order, so a
+    window that starts on the block grid and ends on it or at the image edge
+    (the padding then replicates the image's last row/column) gives exactly
+    the whole image's blocks."""
+    from .spatial.mask import bin_mean
+
+    return bin_mean(a, f)
 
 
 def chunk_bin(source: MontageSource, core, f: int) -> np.ndarray:

@@ -115,7 +115,7 @@ class Window:
         if self.mask is None:
             return float(self.shape[0] * self.shape[1])
         if self.bin_factor == 1:
-            return float(self.mask.sum())
+            return float(np.count_nonzero(self.mask))
         return float(int(self._row_support @ self._block_h))
 
     def _block_sizes(self, axis: int) -> np.ndarray:
@@ -156,15 +156,15 @@ class Window:
         h, w = self.shape
         if self.mask is None:
             return 2.0 * (h + w)
-        m = np.pad(self.mask, 1).astype(np.int8)
+        m = np.pad(self.mask, 1)
         if self.bin_factor == 1:
-            return float(np.abs(np.diff(m, axis=0)).sum() + np.abs(np.diff(m, axis=1)).sum())
+            return float(np.count_nonzero(m[1:] != m[:-1]) + np.count_nonzero(m[:, 1:] != m[:, :-1]))
         # Binned: every transition between blocks is as many pixel edges long
         # as the block is wide (rows) or high (columns).
         bw = np.concatenate([[0], self._block_w, [0]])
         bh = np.concatenate([[0], self._block_h, [0]])
-        return float(int(np.abs(np.diff(m, axis=0)).astype(np.int64).sum(axis=0) @ bw)
-                     + int(np.abs(np.diff(m, axis=1)).astype(np.int64).sum(axis=1) @ bh))
+        return float(int(np.count_nonzero(m[1:] != m[:-1], axis=0) @ bw)
+                     + int(np.count_nonzero(m[:, 1:] != m[:, :-1], axis=1) @ bh))
 
     def contains(self, xy: np.ndarray) -> np.ndarray:
         """(N,) bool: which points lie inside the window."""

@@ -1,0 +1,145 @@
+// Binary-region kernels for the support mask.
+//
+// drop_small_regions: remove 4-connected components of a boolean image that
+// have fewer than `min_px` pixels (optionally sparing those touching the image
+// border); the numpy reference is scipy.ndimage.label + bincount. We label
+// *runs* (maximal horizontal segments) instead of pixels: a mask has orders of
+// magnitude fewer runs than pixels, so the union-find is tiny and the cost is
+// one read of the image and one write of the output.
+//
+// expand_blocks: nearest-neighbour upsampling of a binned mask by an integer
+// factor, cropped to (h, w) (reference: np.repeat on both axes).
+#include "common.hpp"
+
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+namespace py = pybind11;
+
+namespace fastsac {
+namespace {
+
+struct Run {
+    int64_t y, x0, x1;  // [x0, x1) on row y
+};
+
+int64_t find_root(std::vector<int64_t>& parent, int64_t i) {
+    while (parent[i] != i) {
+        parent[i] = parent[parent[i]];  // path halving
+        i = parent[i];
+    }
+    return i;
+}
+
+void unite(std::vector<int64_t>& parent, int64_t a, int64_t b) {
+    a = find_root(parent, a);
+    b = find_root(parent, b);
+    if (a == b) return;
+    if (a < b) std::swap(a, b);
+    parent[a] = b;  // the older run is the root: roots stay the first run of a component
+}
+
+py::array_t<bool> drop_small_regions(py::array region_in, double min_px, bool keep_touching_border) {
+    if (region_in.ndim() != 2) throw std::invalid_argument("drop_small_regions: region must be 2-D");
+    auto region = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(region_in);
+    if (!region) throw std::invalid_argument("drop_small_regions: region must be a boolean array");
+    const int64_t h = region.shape(0), w = region.shape(1);
+    py::array_t<bool> out({h, w});
+    const uint8_t* in = region.data();
+    bool* dst = out.mutable_data();
+    {
+        py::gil_scoped_release release;
+        std::vector<Run> runs;
+        std::vector<int64_t> row_start(static_cast<size_t>(h) + 1, 0);
+        for (int64_t y = 0; y < h; ++y) {
+            row_start[y] = static_cast<int64_t>(runs.size());
+            const uint8_t* row = in + y * w;
+            int64_t x = 0;
+            while (x < w) {
+                while (x < w && !row[x]) ++x;
+                if (x == w) break;
+                const int64_t x0 = x;
+                while (x < w && row[x]) ++x;
+                runs.push_back({y, x0, x});
+            }
+        }
+        row_start[h] = static_cast<int64_t>(runs.size());
+        const int64_t n = static_cast<int64_t>(runs.size());
+        std::vector<int64_t> parent(n);
+        for (int64_t i = 0; i < n; ++i) parent[i] = i;
+        // 4-connectivity: runs on consecutive rows touch when their column ranges overlap.
+        for (int64_t y = 1; y < h; ++y) {
+            int64_t a = row_start[y - 1], b = row_start[y];
+            const int64_t a_end = row_start[y], b_end = row_start[y + 1];
+            while (a < a_end && b < b_end) {
+                if (runs[a].x0 < runs[b].x1 && runs[b].x0 < runs[a].x1) unite(parent, a, b);
+                if (runs[a].x1 < runs[b].x1) ++a; else ++b;
+            }
+        }
+        std::vector<int64_t> size(n, 0);
+        std::vector<uint8_t> border(n, 0);
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t r = find_root(parent, i);
+            parent[i] = r;
+            size[r] += runs[i].x1 - runs[i].x0;
+            if (runs[i].y == 0 || runs[i].y == h - 1 || runs[i].x0 == 0 || runs[i].x1 == w) border[r] = 1;
+        }
+        std::memcpy(dst, in, static_cast<size_t>(h * w));  // bool and uint8 share their layout
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t r = parent[i];
+            const bool small = static_cast<double>(size[r]) < min_px;
+            if (small && !(keep_touching_border && border[r]))
+                std::memset(dst + runs[i].y * w + runs[i].x0, 0, static_cast<size_t>(runs[i].x1 - runs[i].x0));
+        }
+    }
+    return out;
+}
+
+py::array_t<bool> expand_blocks(py::array small_in, int64_t factor, int64_t h, int64_t w) {
+    if (small_in.ndim() != 2) throw std::invalid_argument("expand_blocks: mask must be 2-D");
+    if (factor < 1) throw std::invalid_argument("expand_blocks: factor must be >= 1");
+    auto small = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(small_in);
+    if (!small) throw std::invalid_argument("expand_blocks: mask must be a boolean array");
+    const int64_t hb = small.shape(0), wb = small.shape(1);
+    if (h < 0 || w < 0 || h > hb * factor || w > wb * factor)
+        throw std::invalid_argument("expand_blocks: (h, w) larger than the expanded mask");
+    py::array_t<bool> out({h, w});
+    const uint8_t* src = small.data();
+    uint8_t* dst = reinterpret_cast<uint8_t*>(out.mutable_data());
+    // One task per block row: its first output row is built from the source, the
+    // others (same source row) are copies of it, written by the same thread.
+    const int64_t n_groups = (h + factor - 1) / factor;
+    std::vector<int64_t> column(static_cast<size_t>(w));
+    for (int64_t x = 0; x < w; ++x) column[x] = x / factor;
+    // Memory-bound: up to ~4 MB of output a single thread is faster than waking a team.
+    const int64_t grain = std::max<int64_t>(1, (int64_t{4} << 20) / std::max<int64_t>(1, w * factor));
+    parallel_for_grained(n_groups, grain, int64_t{1} << 30, [&](int64_t g) {
+        const uint8_t* s = src + g * wb;
+        const int64_t y0 = g * factor, y1 = std::min(h, y0 + factor);
+        uint8_t* first = dst + y0 * w;
+        if (factor == 2) {  // the usual bin factor: one 16-bit store per source pixel
+            const int64_t pairs = w / 2;
+            for (int64_t xb = 0; xb < pairs; ++xb) {
+                const uint16_t v = static_cast<uint16_t>(s[xb] * 0x0101u);
+                std::memcpy(first + 2 * xb, &v, 2);
+            }
+            if (w % 2) first[w - 1] = s[pairs];
+        } else {
+            for (int64_t x = 0; x < w; ++x) first[x] = s[column[x]];
+        }
+        for (int64_t y = y0 + 1; y < y1; ++y) std::memcpy(dst + y * w, first, static_cast<size_t>(w));
+    });
+    return out;
+}
+
+}  // namespace
+}  // namespace fastsac
+
+void bind_regions(py::module_& m) {
+    m.def("drop_small_regions", &fastsac::drop_small_regions, py::arg("region"), py::arg("min_px"),
+          py::arg("keep_touching_border") = false,
+          "Remove 4-connected components with fewer than min_px pixels (bool array in, new bool array out).");
+    m.def("expand_blocks", &fastsac::expand_blocks, py::arg("mask"), py::arg("factor"), py::arg("h"),
+          py::arg("w"), "Nearest-neighbour upsampling of a binned bool mask by `factor`, cropped to (h, w).");
+}
