@@ -65,7 +65,7 @@ __all__ = ["MontageSource", "open_montage", "plan_cores", "classical_halo", "Cla
            "MontageResult", "detect_montage", "analyze_montage", "montage_statistics",
            "write_parquet", "read_parquet", "PARQUET_COLUMNS", "read_positions",
            "analyze_frames", "grid_nms", "montage_support_mask", "mask_bin_factor",
-           "frames_support_mask", "support_png"]
+           "frames_support_mask", "montage_in_support", "support_png", "MAX_BINNED_PX"]
 
 log = logging.getLogger(__name__)
 

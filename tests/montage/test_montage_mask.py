@@ -238,3 +238,21 @@ def test_folder_mode_mask_on_the_binned_mosaic(tmp_path, vac_image):
     s2 = json.loads((out / "summary.json").read_text())
     assert abs(s2["support"]["vacuum_fraction"] - r["support"]["vacuum_fraction"]) < 0.1
     assert (out / "support_mask.png").exists()
+
+
+def test_real_frame_with_vacuum(ptnc_dir):
+    """A real ptnc-train frame with vacuum (uint32), cropped to odd sizes, as a
+    montage with tiles that divide nothing: same mask, flags and statistics."""
+    from fastsac.io import read
+
+    m = read(ptnc_dir / "images" / "025.tif")
+    img = np.asarray(m.data)[:509, :501]
+    px = m.pixel_size_nm
+    ref = analyze(img, detector="classical", pixel_size_nm=px)
+    assert ref.summary["support"]["has_vacuum"] and ref.summary["vacuum_fraction"] > 0.1
+    res = analyze_montage(img, detector="classical", tile=150, pixel_size_nm=px, progress=False)
+    assert res.statistics["support"] == ref.summary["support"]
+    np.testing.assert_array_equal(np.repeat(np.repeat(res.support.mask, 2, 0), 2, 1)[:509, :501],
+                                  ref.support)
+    np.testing.assert_array_equal(res.in_support(), ref.in_support())
+    _assert_same_summary(res.statistics, ref.summary)
