@@ -786,13 +786,7 @@ def montage_support_mask(source, *, pixel_size_nm: float | None = None,
     H, W = src.shape
     mp = dict(mask_params)
     working_px = mp.pop("working_px", 6.0)
-    if bin_factor is None:
-        f = mask_bin_factor(src.shape, pixel_size_nm=px, smooth_nm=mp.get("smooth_nm", 0.35),
-                            working_px=working_px, max_binned_px=max_binned_px)
-    else:
-        f = int(bin_factor)
-        if f != bin_factor or f < 1:
-            raise ValueError(f"bin_factor must be a positive integer, got {bin_factor!r}")
+    f = _resolve_bin_factor(bin_factor, src.shape, px, mp, working_px, max_binned_px)
     step = max(f, (int(tile) // f) * f)
     cores = [(y, min(y + step, H), x, min(x + step, W))
              for y in range(0, H, step) for x in range(0, W, step)]
@@ -807,6 +801,16 @@ def montage_support_mask(source, *, pixel_size_nm: float | None = None,
     log.info("support mask of %d×%d px: read + bin %d× in %.1f s, mask of %d×%d in %.1f s",
              H, W, f, t1 - t0, *binned.shape, time.perf_counter() - t1)
     return res, f
+
+
+def _resolve_bin_factor(bin_factor, shape, px, mask_params, working_px, max_binned_px) -> int:
+    if bin_factor is None:
+        return mask_bin_factor(shape, pixel_size_nm=px, smooth_nm=mask_params.get("smooth_nm", 0.35),
+                               working_px=working_px, max_binned_px=max_binned_px)
+    f = int(bin_factor)
+    if f != bin_factor or f < 1:
+        raise ValueError(f"bin_factor must be a positive integer, got {bin_factor!r}")
+    return f
 
 
 def _mask_of_binned(binned: np.ndarray, shape, f: int, px: float | None, mask_params: dict):
@@ -827,7 +831,7 @@ def _mask_of_binned(binned: np.ndarray, shape, f: int, px: float | None, mask_pa
 
 
 def frames_support_mask(folder, pos, shape, *, pixel_size_nm: float | None,
-                        read_pixel_size_nm: float | None = None,
+                        read_pixel_size_nm: float | None = None, bin_factor: int | None = None,
                         max_binned_px: int = MAX_BINNED_PX, progress: bool = True,
                         **mask_params):
     """Support mask of a folder of frames (folder mode), on the binned mosaic.
@@ -851,8 +855,7 @@ def frames_support_mask(folder, pos, shape, *, pixel_size_nm: float | None,
 
     mp = dict(mask_params)
     working_px = mp.pop("working_px", 6.0)
-    f = mask_bin_factor(shape, pixel_size_nm=pixel_size_nm, smooth_nm=mp.get("smooth_nm", 0.35),
-                        working_px=working_px, max_binned_px=max_binned_px)
+    f = _resolve_bin_factor(bin_factor, shape, pixel_size_nm, mp, working_px, max_binned_px)
     H, W = shape
     hb, wb = -(-H // f), -(-W // f)
     sums = np.zeros((hb, wb), np.float64)
