@@ -947,6 +947,10 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
     pts = np.asarray(xy, np.float64).reshape(-1, 2)
     px = pixel_size_nm
     cutoff_px = multimer_cutoff_nm / (px or DEFAULT_PIXEL_SIZE_NM)
+    if mask is not None:
+        from .spatial.mask import require_support
+
+        require_support(mask, source or name)
     t0 = time.perf_counter()
     nn = nearest_neighbors(pts, backend=backend)
     cl = clusters(pts, cutoff=cutoff_px, backend=backend)

@@ -112,6 +112,7 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
         (:meth:`fastsac.spatial.stats.DispersionStats.as_dict`) plus image,
         calibration, detector and timing information.
     """
+    from .spatial.mask import require_support
     from .spatial.mask import support_mask as find_support
     from .spatial.stats import dispersion
 
@@ -143,6 +144,8 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
         mask = (find_support(micrograph.data, pixel_size_nm=px, **(mask_params or {}))
                 if support_mask else None)
     t2 = time.perf_counter()
+    if mask is not None:
+        require_support(mask, micrograph.source or micrograph.name)
     disp = dispersion(found.xy, image_shape=micrograph.shape, pixel_size_nm=px,
                       mask=None if mask is None else mask.mask,
                       multimer_cutoff_px=cutoff_px, backend=backend, **(stats_params or {}))

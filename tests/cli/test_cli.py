@@ -108,3 +108,33 @@ def test_device_cuda_without_a_gpu_is_one_line(batch, tmp_path, capsys):
     # auto falls back to the C++ kernels and analyses the frame
     assert main(["analyze", str(d / "img0.tif"), "-o", str(tmp_path / "o2"), "--device", "auto"]) == 0
     assert (tmp_path / "o2" / "img0" / "atoms.csv").exists()
+
+
+def test_all_vacuum_frame_is_one_clear_line(batch, tmp_path, capsys, monkeypatch):
+    """A frame whose support mask holds no support gets one line naming it; the
+    other frames are still analysed."""
+    import dataclasses
+
+    from fastsac.spatial import mask as mask_mod
+
+    real = mask_mod.support_mask
+
+    def no_support_for_img1(image, **kw):
+        res = real(image, **kw)
+        if float(np.asarray(image).sum()) == float(img1_sum):
+            return dataclasses.replace(res, mask=np.zeros_like(res.mask), support_area_px=0.0,
+                                       vacuum_fraction=1.0, has_vacuum=True)
+        return res
+
+    d, truths = batch
+    from fastsac.io import read
+
+    img1_sum = read(d / "img1.tif").data.sum()
+    monkeypatch.setattr(mask_mod, "support_mask", no_support_for_img1)
+    out = tmp_path / "out"
+    rc = main(["analyze", str(d / "img0.tif"), str(d / "img1.tif"), "-o", str(out),
+               "--detector", "classical"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "img1.tif" in err and "no support" in err and "Traceback" not in err
+    assert (out / "img0" / "summary.json").exists() and not (out / "img1" / "summary.json").exists()

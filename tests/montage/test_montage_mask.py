@@ -256,3 +256,26 @@ def test_real_frame_with_vacuum(ptnc_dir):
                                   ref.support)
     np.testing.assert_array_equal(res.in_support(), ref.in_support())
     _assert_same_summary(res.statistics, ref.summary)
+
+
+def test_cli_all_vacuum_montage_is_one_clear_line(tmp_path, vac_image, monkeypatch, capsys):
+    import dataclasses
+
+    import fastsac.montage as montage_mod
+    from fastsac.cli import main
+
+    real = montage_mod.montage_support_mask
+
+    def no_support(*a, **kw):
+        res, f = real(*a, **kw)
+        return dataclasses.replace(res, mask=np.zeros_like(res.mask), support_area_px=0.0), f
+
+    monkeypatch.setattr(montage_mod, "montage_support_mask", no_support)
+    np.save(tmp_path / "m.npy", vac_image)
+    out = tmp_path / "out"
+    rc = main(["montage", str(tmp_path / "m.npy"), "-o", str(out), "--detector", "classical",
+               "--pixel-size", str(PX), "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "m.npy" in err and "no support" in err and "Traceback" not in err
+    assert not (out / "summary.json").exists()

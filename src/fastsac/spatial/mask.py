@@ -38,7 +38,7 @@ from .._backend import Kernel, core
 from .._validate import as_float, check_image, check_positive
 from ..preprocess import gaussian_filter
 
-__all__ = ["support_mask", "MaskResult", "bin_mean"]
+__all__ = ["support_mask", "MaskResult", "bin_mean", "require_support"]
 
 #: Pixel size assumed for the default physical lengths when an image is uncalibrated (ptnc-train).
 _FALLBACK_PX_NM = 0.0293
@@ -85,6 +85,20 @@ class MaskResult:
                 "vacuum_fraction": self.vacuum_fraction, "has_vacuum": self.has_vacuum,
                 "mask_contrast": self.contrast, "mask_texture_ratio": self.texture_ratio,
                 "pixel_size_nm": self.pixel_size_nm}
+
+
+def require_support(mask, source=None) -> None:
+    """Raise :class:`~fastsac.errors.FastsacInputError` naming ``source`` when a
+    support mask (a :class:`MaskResult` or a bool array) holds no support at all:
+    densities and dispersion statistics are undefined on an all-vacuum image,
+    and the caller should say so in one line rather than fail deep inside."""
+    from ..errors import FastsacInputError
+
+    arr = getattr(mask, "mask", mask)
+    if arr is not None and not np.any(arr):
+        raise FastsacInputError(source, "the support mask found no support (the whole image looks "
+                                        "like vacuum); if that is wrong, analyse without the mask "
+                                        "(--no-support-mask, support_mask=False)")
 
 
 def bin_mean(image: np.ndarray, f: int) -> np.ndarray:
