@@ -291,7 +291,7 @@ def main(argv=None) -> int:
     print("| task | baseline | baseline s | fastsac cpp s | speed-up | notes |")
     print("| --- | --- | ---: | ---: | ---: | --- |")
     for task, base, tb, to, note in rows:
-        print(f"| {task} | {base} | {tb:.3f} | {to:.3f} | {tb / to:.1f}× | {note} |")
+        print(f"| {task} | {base} | {tb:.4f} | {to:.4f} | {tb / to:.1f}× | {note} |")
     return 0
 
 
