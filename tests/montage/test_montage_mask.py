@@ -13,10 +13,9 @@ from fastsac.montage import (_bin_block, analyze_montage, chunk_bin, mask_bin_fa
                              montage_support_mask, open_montage, read_parquet)
 from fastsac.pipeline import analyze
 
+from .test_montage import _assert_same_summary  # summaries compared exactly (float rounding aside)
+
 PX = 0.0293
-# Compared exactly (up to float rounding of the sub-pixel positions, 1e-13 px)
-_NOT_COMPARED = {"timings_s", "source", "image", "detector", "montage", "backend",
-                 "pixel_size_source"}
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +46,6 @@ def sources(vac_image, tmp_path_factory):
                           dtype=vac_image.dtype, attributes={"pixel_size_nm": PX})
     z[:] = vac_image
     return {"tiff": tif, "zarr": d / "m.zarr"}
-
-
-def _assert_same_summary(got: dict, ref: dict):
-    keys = set(ref) - _NOT_COMPARED
-    assert keys <= set(got)
-    for k in sorted(keys):
-        a, b = got[k], ref[k]
-        if isinstance(b, float) and isinstance(a, float):
-            assert a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True), k
-        else:
-            assert a == b, k
 
 
 def test_streamed_binning_is_bit_identical(vac_image, sources):
