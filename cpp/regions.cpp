@@ -9,8 +9,14 @@
 //
 // expand_blocks: nearest-neighbour upsampling of a binned mask by an integer
 // factor, cropped to (h, w) (reference: np.repeat on both axes).
+//
+// bin_mean: f×f block means (ragged last blocks by edge replication), summed
+// in double in the reference's order per block, (0,0) then row-major, divided
+// by f² and stored as float32 — bit-identical to fastsac.spatial.mask's numpy
+// reference, and reading 16-bit montages without a float32 copy.
 #include "common.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
@@ -133,6 +139,48 @@ py::array_t<bool> expand_blocks(py::array small_in, int64_t factor, int64_t h, i
     return out;
 }
 
+template <class T>
+py::array_t<float> bin_mean_t(py::array_t<T, py::array::c_style | py::array::forcecast> img, int64_t f) {
+    const int64_t h = img.shape(0), w = img.shape(1);
+    const int64_t hb = (h + f - 1) / f, wb = (w + f - 1) / f;
+    py::array_t<float> out({hb, wb});
+    const T* src = img.data();
+    float* dst = out.mutable_data();
+    const double inv_count = static_cast<double>(f * f);
+    std::vector<int64_t> col(static_cast<size_t>(wb * f));
+    for (int64_t x = 0; x < wb * f; ++x) col[x] = std::min(x, w - 1);  // edge replication
+    parallel_for_grained(hb, std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, w * f)),
+                         int64_t{1} << 30, [&](int64_t by) {
+        std::vector<double> acc(static_cast<size_t>(wb));
+        for (int64_t i = 0; i < f; ++i) {
+            const T* row = src + std::min(by * f + i, h - 1) * w;
+            for (int64_t j = 0; j < f; ++j) {
+                const int64_t* c = col.data() + j;
+                if (i == 0 && j == 0) {
+                    for (int64_t bx = 0; bx < wb; ++bx) acc[bx] = static_cast<double>(static_cast<float>(row[c[bx * f]]));
+                } else {
+                    for (int64_t bx = 0; bx < wb; ++bx) acc[bx] += static_cast<double>(static_cast<float>(row[c[bx * f]]));
+                }
+            }
+        }
+        float* o = dst + by * wb;
+        for (int64_t bx = 0; bx < wb; ++bx) o[bx] = static_cast<float>(acc[bx] / inv_count);
+    });
+    return out;
+}
+
+py::array bin_mean(py::array img, int64_t f) {
+    if (img.ndim() != 2) throw std::invalid_argument("bin_mean: image must be 2-D");
+    if (f < 1) throw std::invalid_argument("bin_mean: factor must be >= 1");
+    if (img.shape(0) < 1 || img.shape(1) < 1)  // empty in, empty out (as the reference)
+        return py::array_t<float>({(img.shape(0) + f - 1) / f, (img.shape(1) + f - 1) / f});
+    const auto dt = img.dtype();
+    if (dt.is(py::dtype::of<uint16_t>())) return bin_mean_t<uint16_t>(img, f);
+    if (dt.is(py::dtype::of<int16_t>())) return bin_mean_t<int16_t>(img, f);
+    if (dt.is(py::dtype::of<uint8_t>())) return bin_mean_t<uint8_t>(img, f);
+    return bin_mean_t<float>(img, f);  // anything else: rounded to float32 first, like the reference
+}
+
 }  // namespace
 }  // namespace fastsac
 
@@ -142,4 +190,6 @@ void bind_regions(py::module_& m) {
           "Remove 4-connected components with fewer than min_px pixels (bool array in, new bool array out).");
     m.def("expand_blocks", &fastsac::expand_blocks, py::arg("mask"), py::arg("factor"), py::arg("h"),
           py::arg("w"), "Nearest-neighbour upsampling of a binned bool mask by `factor`, cropped to (h, w).");
+    m.def("bin_mean", &fastsac::bin_mean, py::arg("image"), py::arg("factor"),
+          "f x f block means as float32 (ragged blocks edge-replicated), summed in double.");
 }

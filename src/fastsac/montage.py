@@ -1011,8 +1011,12 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
     mask, f = None, 1
     tm = time.perf_counter()
     if support_mask:
-        mask, f = montage_support_mask(src, tile=tile, runner=runner, progress=progress,
-                                       **(mask_params or {}))
+        mp = dict(mask_params or {})
+        if info.get("engine") == "torch" and str(info.get("device", "")).startswith("cuda"):
+            # Detection ran on the GPU: the binned montage's mask goes there too
+            # (same mask; on the CPU it would take longer than the detection).
+            mp.setdefault("device", "cuda")
+        mask, f = montage_support_mask(src, tile=tile, runner=runner, progress=progress, **mp)
     t0 = time.perf_counter()
     nn, cid, csz, summary = montage_statistics(
         dets.xy, shape=src.shape, pixel_size_nm=src.pixel_size_nm,

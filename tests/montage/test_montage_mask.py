@@ -267,3 +267,32 @@ def test_cli_all_vacuum_montage_is_one_clear_line(tmp_path, vac_image, monkeypat
     err = capsys.readouterr().err
     assert "m.npy" in err and "no support" in err and "Traceback" not in err
     assert not (out / "summary.json").exists()
+
+
+def test_gpu_detection_puts_the_mask_on_the_gpu(vac_image, monkeypatch):
+    """When detection ran on the torch engine on CUDA, the binned montage's mask is
+    asked for on CUDA too (unless mask_params says otherwise); on the CPU engine not."""
+    import fastsac.montage as montage_mod
+
+    real_detect, real_mask = montage_mod.detect_montage, montage_mod.montage_support_mask
+    seen = []
+
+    def detect_on(device):
+        def fake(*a, **kw):
+            dets, owner, ncand, info = real_detect(*a, **kw)
+            return dets, owner, ncand, info | {"engine": "torch", "device": device}
+        return fake
+
+    def recording_mask(*a, **kw):
+        seen.append(kw.get("device"))
+        kw.pop("device", None)  # no GPU here: compute it on the CPU
+        return real_mask(*a, **kw)
+
+    monkeypatch.setattr(montage_mod, "montage_support_mask", recording_mask)
+    for device, params, want in (("cuda:0", None, "cuda"), ("cuda:0", {"device": "cpu"}, "cpu"),
+                                 ("cpu", None, None)):
+        monkeypatch.setattr(montage_mod, "detect_montage", detect_on(device))
+        res = analyze_montage(vac_image, detector="classical", pixel_size_nm=PX, tile=512,
+                              progress=False, mask_params=params)
+        assert seen[-1] == want
+        assert res.statistics["support"]["has_vacuum"]

@@ -115,3 +115,34 @@ def test_open_disk_equals_scipy(rng):
         for shape, p in (((30, 41), 0.7), ((64, 64), 0.85), ((5, 3), 0.9), ((1, 20), 1.0), ((20, 20), 0.0)):
             region = rng.random(shape) < p
             np.testing.assert_array_equal(_open_disk(region, r), ndi.binary_opening(region, structure=disk))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16, np.int16, np.uint8, np.uint32])
+def test_bin_mean_cpp_matches_reference(rng, dtype):
+    from fastsac.spatial.mask import bin_mean
+
+    for _ in range(25):
+        h, w = (int(v) for v in rng.integers(1, 45, 2))
+        f = int(rng.integers(1, 9))
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            img = rng.integers(info.min, min(info.max, 1 << 24), (h, w), endpoint=True).astype(dtype)
+        else:
+            img = (rng.normal(0, 1, (h, w)) * 10.0 ** rng.integers(-20, 20, (h, w))).astype(dtype)
+        want = bin_mean(img, f, backend="numpy")
+        got = bin_mean(img, f, backend="cpp")
+        assert got.dtype == np.float32 and got.shape == (-(-h // f), -(-w // f))
+        np.testing.assert_array_equal(got, want)
+
+
+def test_bin_mean_nan_inf_and_views(rng):
+    from fastsac.spatial.mask import bin_mean
+
+    img = rng.normal(100, 5, (33, 47)).astype(np.float32)
+    img[3, 4], img[20, 46], img[32, 0] = np.nan, np.inf, -np.inf
+    np.testing.assert_array_equal(bin_mean(img, 4, backend="cpp"), bin_mean(img, 4, backend="numpy"))
+    view = rng.integers(0, 60000, (80, 90)).astype(np.uint16)[5::2, ::3]
+    np.testing.assert_array_equal(bin_mean(view, 3, backend="cpp"), bin_mean(view, 3, backend="numpy"))
+    for shape in ((0, 4), (5, 0), (0, 0)):
+        empty = np.zeros(shape, np.float32)
+        assert bin_mean(empty, 2, backend="cpp").shape == bin_mean(empty, 2, backend="numpy").shape
