@@ -10,6 +10,13 @@
 // expand_blocks: nearest-neighbour upsampling of a binned mask by an integer
 // factor, cropped to (h, w) (reference: np.repeat on both axes).
 //
+// near_disk: pixels within a Euclidean distance of a region, i.e. the region
+// dilated by a disk, equal to (distance_transform_edt(~region) * scale <=
+// radius). Two passes like an exact distance transform, cut at the radius:
+// per row the distance to the nearest region pixel on that row (capped), then
+// per pixel an OR over the rows within reach of "row distance <= the disk's
+// half-width at that row offset". O(H·W·(2r+1)) with r = radius/scale small.
+//
 // bin_mean: f×f block means (ragged last blocks by edge replication), summed
 // in double in the reference's order per block, (0,0) then row-major, divided
 // by f² and stored as float32 — bit-identical to fastsac.spatial.mask's numpy
@@ -17,6 +24,7 @@
 #include "common.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
@@ -139,6 +147,58 @@ py::array_t<bool> expand_blocks(py::array small_in, int64_t factor, int64_t h, i
     return out;
 }
 
+py::array_t<bool> near_disk(py::array region_in, double radius, double scale) {
+    if (region_in.ndim() != 2) throw std::invalid_argument("near_disk: region must be 2-D");
+    if (!(scale > 0)) throw std::invalid_argument("near_disk: scale must be > 0");
+    auto region = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(region_in);
+    if (!region) throw std::invalid_argument("near_disk: region must be a boolean array");
+    const int64_t h = region.shape(0), w = region.shape(1);
+    py::array_t<bool> out({h, w});
+    uint8_t* dst = reinterpret_cast<uint8_t*>(out.mutable_data());
+    if (h == 0 || w == 0) return out;
+    const uint8_t* in = region.data();
+    // Half-width of the disk at each row offset: the largest dx with
+    // sqrt(dx² + dy²) * scale <= radius (the reference's arithmetic), -1 if none.
+    const int64_t r = radius >= 0 ? static_cast<int64_t>(std::floor(radius / scale)) + 1 : -1;
+    std::vector<int64_t> half(static_cast<size_t>(2 * std::max<int64_t>(r, 0) + 1), -1);
+    for (int64_t dy = -r; dy <= r; ++dy) {
+        int64_t best = -1;
+        for (int64_t dx = 0; dx <= r; ++dx)
+            if (std::sqrt(static_cast<double>(dx * dx + dy * dy)) * scale <= radius) best = dx;
+        half[dy + r] = best;
+    }
+    // Pass 1: per row, the distance to the nearest region pixel on it, capped at r + 1.
+    const int64_t cap = std::max<int64_t>(r, 0) + 1;
+    std::vector<int32_t> row_dist(static_cast<size_t>(h * w));
+    parallel_for_grained(h, 64, int64_t{1} << 30, [&](int64_t y) {
+        const uint8_t* a = in + y * w;
+        int32_t* d = row_dist.data() + y * w;
+        int64_t last = -(cap + 1);
+        for (int64_t x = 0; x < w; ++x) {
+            if (a[x]) last = x;
+            d[x] = static_cast<int32_t>(std::min(cap, x - last));
+        }
+        last = w + cap + 1;
+        for (int64_t x = w - 1; x >= 0; --x) {
+            if (a[x]) last = x;
+            d[x] = static_cast<int32_t>(std::min<int64_t>(d[x], std::min(cap, last - x)));
+        }
+    });
+    // Pass 2: OR over the rows in reach.
+    parallel_for_grained(h, 64, int64_t{1} << 30, [&](int64_t y) {
+        uint8_t* o = dst + y * w;
+        std::memset(o, 0, static_cast<size_t>(w));
+        for (int64_t dy = -r; dy <= r; ++dy) {
+            const int64_t hw = half[dy + r], yy = y + dy;
+            if (hw < 0 || yy < 0 || yy >= h) continue;
+            const int32_t* d = row_dist.data() + yy * w;
+            const int32_t lim = static_cast<int32_t>(hw);
+            for (int64_t x = 0; x < w; ++x) o[x] |= static_cast<uint8_t>(d[x] <= lim);
+        }
+    });
+    return out;
+}
+
 template <class T>
 py::array_t<float> bin_mean_t(py::array_t<T, py::array::c_style | py::array::forcecast> img, int64_t f) {
     const int64_t h = img.shape(0), w = img.shape(1);
@@ -190,6 +250,8 @@ void bind_regions(py::module_& m) {
           "Remove 4-connected components with fewer than min_px pixels (bool array in, new bool array out).");
     m.def("expand_blocks", &fastsac::expand_blocks, py::arg("mask"), py::arg("factor"), py::arg("h"),
           py::arg("w"), "Nearest-neighbour upsampling of a binned bool mask by `factor`, cropped to (h, w).");
+    m.def("near_disk", &fastsac::near_disk, py::arg("region"), py::arg("radius"), py::arg("scale") = 1.0,
+          "Pixels p with a region pixel q at sqrt(|p - q|^2) * scale <= radius (bool array).");
     m.def("bin_mean", &fastsac::bin_mean, py::arg("image"), py::arg("factor"),
           "f x f block means as float32 (ragged blocks edge-replicated), summed in double.");
 }

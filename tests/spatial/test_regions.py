@@ -146,3 +146,21 @@ def test_bin_mean_nan_inf_and_views(rng):
     for shape in ((0, 4), (5, 0), (0, 0)):
         empty = np.zeros(shape, np.float32)
         assert bin_mean(empty, 2, backend="cpp").shape == bin_mean(empty, 2, backend="numpy").shape
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_near_disk_matches_distance_transform(rng, backend):
+    from scipy import ndimage as ndi
+
+    from fastsac.spatial.mask import _near_disk
+
+    for region in _cases(rng):
+        for radius, scale in ((0.0, 1.0), (1.0, 1.0), (1.5, 1.0), (5.0, 1.0), (6.9, 1.0),
+                              (np.sqrt(50.0), 1.0), (11.3, 4.0), (29.657, 4.0), (-1.0, 1.0)):
+            got = _near_disk(region, radius, scale, backend=backend)
+            if region.any():
+                want = ndi.distance_transform_edt(~region) * scale <= radius
+            else:
+                want = np.zeros(region.shape, bool)
+            assert got.dtype == bool and got.shape == region.shape
+            np.testing.assert_array_equal(got, want, err_msg=f"radius={radius} scale={scale}")
