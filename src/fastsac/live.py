@@ -18,9 +18,7 @@ seconds, then reported once as bad and skipped.
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import io as _stdio
 import logging
 import os
 import time
@@ -127,8 +125,13 @@ class LiveSession:
         self.multimer_cutoff_nm = float(multimer_cutoff_nm)
         self.override = bool(override)
         self.frames: list[dict] = []
-        self._nn: list[np.ndarray] = []
         self.latencies: list[float] = []
+        # Running NN statistics, updated per frame in O(new atoms) (a session
+        # runs for thousands of frames): sorted values for the exact median,
+        # Chan's merge of (count, mean, M2) for the mean and std, and the counts.
+        self._nn_sorted = np.zeros(0)
+        self._nn_n, self._nn_mean, self._nn_m2 = 0, 0.0, 0.0
+        self._nn_counts = np.zeros(len(NN_BINS_NM) - 1, np.int64)
 
     def process(self, frame, *, name: str | None = None) -> FrameResult:
         """Analyse one frame ((H, W) array, :class:`~fastsac.io.Micrograph` or path)."""
@@ -156,7 +159,7 @@ class LiveSession:
         nn_px = res.nn_dist / px if calibrated else res.nn_dist
         nn_nm = nn_px[np.isfinite(nn_px)] * px
         support_nm2 = float(s["support_area_px2"]) * px * px
-        self._nn.append(nn_nm)
+        self._add_nn(nn_nm)
         self.latencies.append(latency)
         row = {"frame": idx, "name": name or m.name, "n_atoms": int(s["n_atoms"]),
                "n_atoms_in_support": int(s["n_atoms_in_support"]),
@@ -169,6 +172,21 @@ class LiveSession:
         return FrameResult(idx, row["name"], res.detections, res.nn_dist, res.cluster_size, s,
                            latency, dict(s.get("timings_s", {})) | {"total": latency},
                            res.micrograph)
+
+    def _add_nn(self, nn_nm: np.ndarray) -> None:
+        k = len(nn_nm)
+        if k == 0:
+            return
+        new = np.sort(nn_nm)
+        self._nn_sorted = np.insert(self._nn_sorted, np.searchsorted(self._nn_sorted, new), new)
+        mean_k = float(new.mean())
+        m2_k = float(((new - mean_k) ** 2).sum())
+        n = self._nn_n + k
+        delta = mean_k - self._nn_mean
+        self._nn_mean += delta * k / n
+        self._nn_m2 += m2_k + delta * delta * self._nn_n * k / n
+        self._nn_n = n
+        self._nn_counts += np.histogram(np.minimum(new, NN_BINS_NM[-1] - 1e-12), bins=NN_BINS_NM)[0]
 
     def stats(self) -> dict:
         """Running statistics over all frames so far (pooled, nm).
@@ -183,17 +201,17 @@ class LiveSession:
         n_sup = sum(f["n_atoms_in_support"] for f in self.frames)
         mult = sum(f["multimer_atoms"] for f in self.frames)
         area = sum(f["support_area_nm2"] for f in self.frames)
-        nn = np.concatenate(self._nn) if self._nn else np.zeros(0)
-        hist = np.histogram(np.minimum(nn, NN_BINS_NM[-1] - 1e-12), bins=NN_BINS_NM)[0]
+        nn, n_nn = self._nn_sorted, self._nn_n
+        hist = self._nn_counts
         lat = np.asarray(self.latencies)
         return {
             "n_frames": len(self.frames), "n_atoms": int(n),
             "support_area_nm2": float(area), "density_per_nm2": n_sup / area if area else None,
             "multimer_atoms": int(mult), "multimer_share": mult / n if n else None,
             "multimer_cutoff_nm": self.multimer_cutoff_nm,
-            "nn_dist_nm": {"mean": float(nn.mean()) if len(nn) else None,
-                           "median": float(np.median(nn)) if len(nn) else None,
-                           "std": float(nn.std()) if len(nn) else None, "n": int(len(nn))},
+            "nn_dist_nm": {"mean": self._nn_mean if n_nn else None,
+                           "median": float(0.5 * (nn[(n_nn - 1) // 2] + nn[n_nn // 2])) if n_nn else None,
+                           "std": float(np.sqrt(self._nn_m2 / n_nn)) if n_nn else None, "n": int(n_nn)},
             "nn_hist": {"edges_nm": NN_BINS_NM.tolist(), "counts": hist.tolist()},
             "latency_s": {"last": float(lat[-1]) if len(lat) else None,
                           "median": float(np.median(lat)) if len(lat) else None,
@@ -275,6 +293,12 @@ _ATOM_FIELDS = ["frame", "image", "x_px", "y_px", "x_nm", "y_nm", "score", "inte
                 "nn_dist_nm", "cluster_size"]
 
 
+#: Columns of frames.csv: the per-frame rows of :attr:`LiveSession.frames`.
+_FRAME_FIELDS = ["frame", "name", "n_atoms", "n_atoms_in_support", "multimer_atoms",
+                 "support_area_nm2", "density_per_nm2", "nn_mean_nm", "multimer_share",
+                 "latency_s", "calibrated"]
+
+
 def _fmt(v) -> str:
     if isinstance(v, (int, np.integer)):
         return str(int(v))
@@ -294,7 +318,10 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
     ``frames.csv`` (one row per frame: counts, density, latency), ``stats.json``
     (:meth:`LiveSession.stats`), ``overlay.png`` (latest frame) and
     ``index.html`` (self-contained dashboard, refreshes every ``refresh_s`` s).
-    All are rewritten atomically after each frame.
+    The two tables are appended frame by frame and flushed to disk (atoms
+    first, then the frame's row: ``frames.csv`` lists exactly the frames whose
+    atoms are complete); the other files are rewritten atomically. The cost
+    per frame does not grow with the session (``benchmarks/bench_watch.py``).
 
     Parameters
     ----------
@@ -314,7 +341,12 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
                           multimer_cutoff_nm=multimer_cutoff_nm, support_mask=support_mask)
     watcher = FrameWatcher(folder, settle_s=settle_s)
     rep = WatchReport(out=out)
-    atom_lines = [",".join(_ATOM_FIELDS)]
+    # Append-only tables: rewriting them per frame would cost O(frames so far)
+    # each time. Each frame's atoms are appended and flushed first, then its
+    # row in frames.csv, so frames.csv lists exactly the frames whose atoms are
+    # complete, and a crash can only cut the frame being written.
+    atoms_table = _AppendTable(out / "atoms.csv", _ATOM_FIELDS)
+    frames_table = _AppendTable(out / "frames.csv", _FRAME_FIELDS)
     frame_rows: list[dict] = []
     last_overlay = None
     first = True
@@ -344,14 +376,14 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
                 px = r.stats.get("pixel_size_nm")
                 scale = px if px else np.nan
                 nn_nm = r.nn_dist if px else np.full(len(d), np.nan)
-                for i in range(len(d)):
-                    atom_lines.append(",".join(_fmt(v) for v in (
-                        r.index, r.name, d.xy[i, 0], d.xy[i, 1], d.xy[i, 0] * scale,
-                        d.xy[i, 1] * scale, d.score[i], d.intensity[i], nn_nm[i],
-                        int(r.cluster_size[i]))))
+                atoms_table.append([",".join(_fmt(v) for v in (
+                    r.index, r.name, d.xy[i, 0], d.xy[i, 1], d.xy[i, 0] * scale,
+                    d.xy[i, 1] * scale, d.score[i], d.intensity[i], nn_nm[i],
+                    int(r.cluster_size[i]))) for i in range(len(d))])
                 frame_rows.append(session.frames[-1])
-                atomic_write_text(out / "atoms.csv", "\n".join(atom_lines) + "\n")
-                _write_frames_csv(out / "frames.csv", frame_rows)
+                del frame_rows[:-10]  # the dashboard shows the last ten
+                frames_table.append([",".join(_fmt(v) if not isinstance(v, bool) else str(v)
+                                              for v in (session.frames[-1][k] for k in _FRAME_FIELDS))])
                 stats = session.stats()
                 write_json(out / "stats.json", stats)
                 if overlay:
@@ -387,14 +419,22 @@ def _log_bad(path, reason):
     log.warning("skipped %s: %s", path, reason)
 
 
-def _write_frames_csv(path, rows):
-    buf = _stdio.StringIO()
-    cols = list(rows[0]) if rows else ["frame"]
-    wr = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    wr.writeheader()
-    for r in rows:
-        wr.writerow({k: _fmt(v) if not isinstance(v, bool) else str(v) for k, v in r.items()})
-    atomic_write_text(path, buf.getvalue())
+class _AppendTable:
+    """A CSV table that grows by appending: the header is written atomically when
+    the table is created, then each :meth:`append` writes its lines in one call
+    and flushes them to disk before returning."""
+
+    def __init__(self, path, fields):
+        self.path = Path(path)
+        atomic_write_text(self.path, ",".join(fields) + "\n")
+
+    def append(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        with open(self.path, "a", encoding="utf-8", newline="") as fh:
+            fh.write("\n".join(lines) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def _svg_hist(counts, edges, width=420, height=140) -> str:

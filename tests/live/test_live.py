@@ -44,6 +44,9 @@ def test_session_results_and_latency(frames):
     assert r.stats["n_atoms"] == ref.summary["n_atoms"] > 20
     assert r.latency_s > 0 and r.timings["total"] == r.latency_s
     assert s.latencies == [r.latency_s]
+    from fastsac.live import _FRAME_FIELDS
+
+    assert list(s.frames[0]) == _FRAME_FIELDS  # the columns of watch's frames.csv
 
 
 def test_running_stats_equal_pooled_stats(frames):
@@ -62,6 +65,7 @@ def test_running_stats_equal_pooled_stats(frames):
     assert st["density_per_nm2"] == pytest.approx(n_sup / area, rel=1e-12)
     assert st["nn_dist_nm"]["median"] == pytest.approx(np.median(nn), rel=1e-12)
     assert st["nn_dist_nm"]["mean"] == pytest.approx(nn.mean(), rel=1e-12)
+    assert st["nn_dist_nm"]["std"] == pytest.approx(nn.std(), rel=1e-10)
     hist = np.histogram(np.minimum(nn, NN_BINS_NM[-1] - 1e-12), bins=NN_BINS_NM)[0]
     assert st["nn_hist"]["counts"] == hist.tolist()
     assert sum(st["nn_hist"]["counts"]) == len(nn)
@@ -133,6 +137,13 @@ def test_corrupt_frame_is_reported_and_skipped(tmp_path, frames):
     assert frames_col == {"0", "1"}
     stats = json.loads((out / "stats.json").read_text())
     assert stats["n_frames"] == 2 and stats["n_atoms"] == len(rows) - 1
+    # frames.csv: one row per analysed frame, its atom count matching atoms.csv
+    from fastsac.live import _FRAME_FIELDS
+
+    ftab = (out / "frames.csv").read_text().splitlines()
+    assert ftab[0].split(",") == _FRAME_FIELDS and len(ftab) == 3
+    per_frame = {r.split(",")[0]: int(r.split(",")[2]) for r in ftab[1:]}
+    assert per_frame == {f: sum(1 for r in rows[1:] if r.split(",")[0] == f) for f in ("0", "1")}
     page = (out / "index.html").read_text()
     assert '<meta http-equiv="refresh"' in page
     assert "data:image/png;base64," in page and "<svg" in page
@@ -178,3 +189,27 @@ def test_ctrl_c_stops_cleanly(tmp_path, frames):
     assert stats["n_frames"] == 1  # outputs are complete and consistent
     rows = (tmp_path / "o" / "atoms.csv").read_text().splitlines()
     assert len(rows) - 1 == stats["n_atoms"]
+
+
+def test_running_nn_statistics_equal_pooled_numpy(rng):
+    """The running NN statistics are updated per frame in O(new atoms); after many
+    frames (empty ones, ties, values past the last bin) they equal numpy on the pool."""
+    s = LiveSession(detector=DET, pixel_size_nm=PX)
+    chunks = []
+    for i in range(300):
+        k = int(rng.integers(0, 40)) if i % 7 else 0
+        v = rng.gamma(3.0, 0.4, k)
+        if i % 5 == 0 and k:
+            v[: k // 2] = v[0]  # ties
+        chunks.append(v)
+        s._add_nn(v)
+    pooled = np.concatenate(chunks)
+    st = s.stats()["nn_dist_nm"]
+    assert st["n"] == len(pooled)
+    assert st["median"] == np.median(pooled)
+    assert st["mean"] == pytest.approx(pooled.mean(), rel=1e-12)
+    assert st["std"] == pytest.approx(pooled.std(), rel=1e-10)
+    hist = np.histogram(np.minimum(pooled, NN_BINS_NM[-1] - 1e-12), bins=NN_BINS_NM)[0]
+    assert s.stats()["nn_hist"]["counts"] == hist.tolist()
+    empty = LiveSession(detector=DET, pixel_size_nm=PX).stats()["nn_dist_nm"]
+    assert empty == {"mean": None, "median": None, "std": None, "n": 0}
