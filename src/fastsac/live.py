@@ -302,8 +302,8 @@ _FRAME_FIELDS = ["frame", "name", "n_atoms", "n_atoms_in_support", "multimer_ato
 def _fmt(v) -> str:
     if isinstance(v, (int, np.integer)):
         return str(int(v))
-    if isinstance(v, str):
-        return v
+    if isinstance(v, str):  # file names may hold commas or quotes: CSV-quote them
+        return f'"{v.replace(chr(34), 2 * chr(34))}"' if any(c in v for c in ',"\n\r') else v
     return "" if v is None or not np.isfinite(v) else f"{float(v):.6g}"
 
 

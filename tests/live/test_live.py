@@ -213,3 +213,20 @@ def test_running_nn_statistics_equal_pooled_numpy(rng):
     assert s.stats()["nn_hist"]["counts"] == hist.tolist()
     empty = LiveSession(detector=DET, pixel_size_nm=PX).stats()["nn_dist_nm"]
     assert empty == {"mean": None, "median": None, "std": None, "n": 0}
+
+
+def test_tables_quote_file_names_with_commas(tmp_path, frames):
+    import csv
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / 'run 1, tilt "0".tif').write_bytes(_tiff_bytes(frames[0]))
+    rep = watch(src, tmp_path / "out", detector=DET, poll_s=0.05, once=True, settle_s=0.1,
+                overlay=False)
+    assert len(rep.processed) == 1
+    with open(tmp_path / "out" / "atoms.csv", newline="") as fh:
+        atoms = list(csv.DictReader(fh))
+    with open(tmp_path / "out" / "frames.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(atoms) > 20 and {a["image"] for a in atoms} == {'run 1, tilt "0"'}
+    assert rows[0]["name"] == 'run 1, tilt "0"' and int(rows[0]["n_atoms"]) == len(atoms)
