@@ -349,6 +349,11 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
     frames_table = _AppendTable(out / "frames.csv", _FRAME_FIELDS)
     frame_rows: list[dict] = []
     last_overlay = None
+    renderer = None
+    if overlay:
+        from .report import save_overlay
+
+        renderer = _LatestOnly(save_overlay)
     first = True
     t_active, n_done = time.monotonic(), 0
     try:
@@ -386,12 +391,13 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
                                               for v in (session.frames[-1][k] for k in _FRAME_FIELDS))])
                 stats = session.stats()
                 write_json(out / "stats.json", stats)
-                if overlay:
-                    from .report import save_overlay
-
-                    last_overlay = save_overlay(out / "overlay.png", r.micrograph.data, d.xy,
-                                                pixel_size_nm=px, cluster_sizes=r.cluster_size,
-                                                title=r.name)
+                if renderer is not None:
+                    # Drawing a frame costs about as much as analysing it on a CPU
+                    # and far more on a GPU: draw in the background, latest frame only.
+                    renderer.submit(out / "overlay.png", r.micrograph.data, d.xy,
+                                    pixel_size_nm=px, cluster_sizes=r.cluster_size, title=r.name)
+                    if (out / "overlay.png").exists():
+                        last_overlay = out / "overlay.png"
                 _write_dashboard(out / "index.html", stats, frame_rows, last_overlay,
                                  refresh_s=refresh_s)
                 if on_frame is not None:
@@ -410,9 +416,63 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
             time.sleep(poll_s)
     except KeyboardInterrupt:
         rep.interrupted = True
-    if not frame_rows:
-        _write_dashboard(out / "index.html", session.stats(), [], None, refresh_s=refresh_s)
+    finally:
+        if renderer is not None:
+            renderer.close()  # the overlay of the last frame is on disk before we return
+    if renderer is not None and (out / "overlay.png").exists():
+        last_overlay = out / "overlay.png"
+    _write_dashboard(out / "index.html", session.stats(), frame_rows, last_overlay,
+                     refresh_s=refresh_s)
     return rep
+
+
+class _LatestOnly:
+    """Runs ``fn`` on one background thread for the most recently submitted
+    arguments only: submissions that arrive while it is busy replace each other,
+    so a slow renderer never holds up the analysis loop or falls behind it."""
+
+    def __init__(self, fn, name: str = "fastsac-overlay"):
+        import threading
+
+        self.fn = fn
+        self._cond = threading.Condition()
+        self._job = None
+        self._busy = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, *args, **kwargs) -> None:
+        with self._cond:
+            self._job = (args, kwargs)
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._job is None and not self._closed:
+                    self._cond.wait()
+                if self._job is None:
+                    return
+                (args, kwargs), self._job = self._job, None
+                self._busy = True
+            try:
+                self.fn(*args, **kwargs)
+            except Exception as exc:  # a failed drawing must not stop the live loop
+                log.warning("overlay not drawn: %s", exc)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def close(self) -> None:
+        """Finish the pending job, then stop the thread."""
+        with self._cond:
+            while self._job is not None or self._busy:
+                self._cond.wait()
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
 
 
 def _log_bad(path, reason):

@@ -109,29 +109,50 @@ def _outline():
 def overlay_figure(image, xy, *, pixel_size_nm: float | None = None, color_by: str = "cluster-class",
                    cluster_sizes=None, species=None, species_names: Sequence[str] | None = None, score=None,
                    mask=None, cluster_cutoff_nm: float = DEFAULT_MULTIMER_CUTOFF_NM, title: str | None = None,
-                   size_in: float = 6.0):
+                   size_in: float = 6.0, max_display_px: int | None = 1200):
     """The image (1–99.7 percentile grey scale) with atoms as coloured circles,
-    vacuum shaded blue and a scale bar. See :func:`save_overlay`."""
-    img = np.asarray(image, dtype=np.float64)
+    vacuum shaded blue and a scale bar. See :func:`save_overlay`.
+
+    ``max_display_px``: images larger than this are shown block-averaged by
+    the smallest integer factor that fits (atoms, scale bar and axes stay in
+    full-resolution pixels). A 2048² frame drawn into a 600-px figure gains
+    nothing from its full resolution, and drawing it costs more than analysing
+    it; None draws every pixel.
+    """
+    img = np.asarray(image)
     if img.ndim != 2:
         raise ValueError(f"image must be 2-D, got shape {img.shape}")
     pts = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     if color_by not in COLOR_BY:
         raise ValueError(f"color_by must be one of {COLOR_BY}, got {color_by!r}")
     h, w = img.shape
+    f = 1 if not max_display_px else max(1, -(-max(h, w) // int(max_display_px)))
+    if f > 1:
+        from .spatial.mask import bin_mean
+
+        shown = bin_mean(img, f).astype(np.float64)
+    else:
+        shown = img.astype(np.float64)
+    # Blocks cover whole pixels: the last ragged row/column of blocks reaches past
+    # the image and is cropped by the axis limits below.
+    extent = (-0.5, shown.shape[1] * f - 0.5, shown.shape[0] * f - 0.5, -0.5)
     fig = _figure(size_in, size_in * h / w + (0.35 if title else 0) + 0.3)
     ax = fig.add_subplot()
-    lo, hi = np.percentile(img, [1, 99.7])
-    ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+    lo, hi = np.percentile(shown, [1, 99.7])
+    ax.imshow(shown, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest",
+              extent=extent)
     if mask is not None:
         m = np.asarray(mask, bool)
         if m.shape != img.shape:
             raise ValueError(f"mask must have the image shape {img.shape}, got {m.shape}")
         if not m.all():
-            shade = np.zeros((h, w, 4))
-            shade[~m] = (0.15, 0.35, 1.0, 0.35)
-            ax.imshow(shade, interpolation="nearest")
-            ax.contour(m.astype(float), levels=[0.5], colors=["#6699ff"], linewidths=1.0)
+            m_shown = m[::f, ::f] if f > 1 else m  # the mask is smooth on this scale
+            shade = np.zeros(m_shown.shape + (4,), np.float32)
+            shade[~m_shown] = (0.15, 0.35, 1.0, 0.35)
+            ax.imshow(shade, interpolation="nearest", extent=extent)
+            yy = np.arange(m_shown.shape[0]) * f + (f - 1) / 2
+            xx = np.arange(m_shown.shape[1]) * f + (f - 1) / 2
+            ax.contour(xx, yy, m_shown.astype(float), levels=[0.5], colors=["#6699ff"], linewidths=1.0)
     r = max(3.0, 0.012 * max(h, w))
     handles = []
     from matplotlib.lines import Line2D
@@ -218,7 +239,8 @@ def save_overlay(path, image, xy, *, pixel_size_nm: float | None = None, color_b
     """
     fig = overlay_figure(image, xy, pixel_size_nm=pixel_size_nm, color_by=color_by,
                          cluster_sizes=cluster_sizes, species=species, species_names=species_names,
-                         score=score, mask=mask, cluster_cutoff_nm=cluster_cutoff_nm, title=title)
+                         score=score, mask=mask, cluster_cutoff_nm=cluster_cutoff_nm, title=title,
+                         max_display_px=2 * int(6.0 * dpi))  # twice the figure's pixels
     return save_figure(path, fig, dpi=dpi)
 
 

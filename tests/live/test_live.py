@@ -230,3 +230,29 @@ def test_tables_quote_file_names_with_commas(tmp_path, frames):
         rows = list(csv.DictReader(fh))
     assert len(atoms) > 20 and {a["image"] for a in atoms} == {'run 1, tilt "0"'}
     assert rows[0]["name"] == 'run 1, tilt "0"' and int(rows[0]["n_atoms"]) == len(atoms)
+
+
+def test_background_overlay_renders_the_latest_frame_and_drains():
+    import time as _time
+
+    from fastsac.live import _LatestOnly
+
+    done = []
+    gate = threading.Event()
+
+    def slow(k):
+        gate.wait(5)
+        _time.sleep(0.01)
+        done.append(k)
+
+    r = _LatestOnly(slow)
+    for k in range(20):  # all submitted while the first job is blocked
+        r.submit(k)
+    gate.set()
+    r.close()
+    assert done[-1] == 19 and len(done) <= 3 and done == sorted(done)
+
+    failures = _LatestOnly(lambda: 1 / 0)  # errors are logged, the thread survives
+    failures.submit()
+    failures.submit()
+    failures.close()
