@@ -13,8 +13,10 @@ Prints one table (markdown) of wall-clock times and speed-up ratios:
 * support-mask steps on a 2048² simulated frame with vacuum (binned 1024²):
   small-region removal (C++ run labelling vs ``ndimage.label`` + ``bincount``),
   block expansion (vs ``np.repeat``), disk opening (vs ``ndimage.binary_opening``),
-  block means (vs a reshaped ``mean``), and the whole ``support_mask`` against
-  the same function with those numpy/scipy references swapped in.
+  block means (vs a reshaped ``mean``), the near-vacuum band (C++ ``near_disk``
+  vs the distance-transform threshold) and 8×8 block means of a uint16 frame
+  (C++ vs the numpy reference), and the whole ``support_mask`` against the same
+  function with those numpy/scipy references swapped in.
 
 Outputs are checked against the references before timing. Every time is the
 best of ``--repeat`` runs (baselines slower than 20 s run once).
@@ -209,6 +211,8 @@ def bench_mask(n: int, repeat: int, rows: list):
     small_vac = ~M._drop_small(res.mask[::f, ::f], 0)          # a realistic binned vacuum mask
     noisy = small_vac ^ (np.random.default_rng(0).random(small_vac.shape) < 0.01)  # with specks
     min_px = res.params["min_region_px2"]
+    big_vac = ~res.mask                                          # full-resolution vacuum
+    u16 = np.clip(img, 0, 65535).astype(np.uint16)
 
     def reshaped_mean():
         return img.reshape(n // f, f, n // f, f).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
@@ -225,6 +229,10 @@ def bench_mask(n: int, repeat: int, rows: list):
          lambda: M._expand(small_vac, f, n, n, backend="cpp")),
         (f"opening, disk r={r} ({noisy.shape[0]}²)", "ndimage.binary_opening",
          lambda: ndi.binary_opening(noisy, structure=disk), lambda: M._open_disk(noisy, r)),
+        (f"near band r=6 ({n}², montage-mask case)", "distance_transform_edt <= r",
+         lambda: M._near_disk(big_vac, 6.0, backend="numpy"), lambda: M._near_disk(big_vac, 6.0, backend="cpp")),
+        (f"block means 8×8 of {n}² uint16 (montage)", "strided float64 adds (numpy reference)",
+         lambda: M.bin_mean(u16, 8, backend="numpy"), lambda: M.bin_mean(u16, 8, backend="cpp")),
     ]
     for task, base, fb, fo in cases:
         t_b, want = best_time(fb, repeat)
@@ -244,7 +252,9 @@ def bench_mask(n: int, repeat: int, rows: list):
                     a, structure=(np.add.outer(np.arange(-k, k + 1) ** 2, np.arange(-k, k + 1) ** 2) <= k * k))), \
                 mock.patch.object(M, "_drop_small", lambda a, m, keep_touching_border=False, backend="numpy":
                                   M._drop_small_regions_numpy_ref(a, m, keep_touching_border)), \
-                mock.patch.object(M, "_expand", lambda a, k, h, w, backend="numpy": M._expand_blocks_numpy_ref(a, k, h, w)):
+                mock.patch.object(M, "_expand", lambda a, k, h, w, backend="numpy": M._expand_blocks_numpy_ref(a, k, h, w)), \
+                mock.patch.object(M, "_near_disk", lambda a, r, scale=1.0, backend="numpy":
+                                  M._near_disk_numpy_ref(a, r, scale)):
             return M.support_mask(img, pixel_size_nm=0.0293)
 
     t_b, ref = best_time(with_references, repeat)
