@@ -199,6 +199,17 @@ def overlay_figure(image, xy, *, pixel_size_nm: float | None = None, color_by: s
         fig.colorbar(sm, ax=ax, shrink=0.7, label="detector score")
     else:
         circles(pts, "#33bbee", "atoms")
+    if mask is not None and len(pts):
+        # Atoms over vacuum stay in the NN and cluster analysis but not in the
+        # densities: cross them out so the reader sees which ones those are.
+        ix = np.clip(np.floor(pts[:, 0] + 0.5).astype(np.int64), 0, w - 1)
+        iy = np.clip(np.floor(pts[:, 1] + 0.5).astype(np.int64), 0, h - 1)
+        off = ~np.asarray(mask, bool)[iy, ix]
+        if off.any():
+            ax.scatter(pts[off, 0], pts[off, 1], s=(2 * r) ** 2 * 0.2, marker="x", c="#dddddd",
+                       linewidths=1.2)
+            handles.append(Line2D([], [], ls="", marker="x", mec="#999999", mew=1.5,
+                                  label=f"on vacuum ({int(off.sum())}, not in densities)"))
     if handles:
         ax.legend(handles=handles, loc="upper right", fontsize=9, framealpha=0.75)
     _add_scale_bar(ax, img.shape, pixel_size_nm)

@@ -194,3 +194,25 @@ def test_html_report_with_empty_and_single_atom_images(tmp_path):
     assert "empty" in text and "fewer than 2 atoms" not in text   # plots are images, text is in the PNG
     assert reps[0].as_dict()["n_atoms"] == 0 and reps[2].as_dict()["nn_mean_nm"] == pytest.approx(
         np.hypot(27, 37) * 0.1)
+
+
+def test_overlay_marks_atoms_on_vacuum_and_downsamples_large_frames(rng):
+    from fastsac.report import overlay_figure
+
+    img, xy, mask = synthetic_image(rng)
+    xy_vac = np.vstack([xy, [[20.0, 10.0], [150.0, 5.0]]])  # two atoms in the vacuum strip
+    fig = overlay_figure(img, xy_vac, pixel_size_nm=0.03, mask=mask, cluster_cutoff_nm=0.2)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "on vacuum (2, not in densities)" in labels
+    fig = overlay_figure(img, xy, pixel_size_nm=0.03, mask=mask, cluster_cutoff_nm=0.2)
+    assert not any("vacuum" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
+
+    big = np.kron(img, np.ones((10, 10)))  # 1280 × 1600 px: drawn block-averaged by 2
+    fig = overlay_figure(big, xy * 10, pixel_size_nm=0.003, mask=np.kron(mask, np.ones((10, 10), bool)))
+    ax = fig.axes[0]
+    shown = ax.get_images()[0].get_array()
+    assert shown.shape == (640, 800)                       # ceil(1600 / 1200) = 2
+    assert ax.get_xlim() == (-0.5, 1599.5) and ax.get_ylim() == (1279.5, -0.5)  # full-resolution axes
+    assert ax.get_images()[0].get_extent() == [-0.5, 1599.5, 1279.5, -0.5]
+    full = overlay_figure(big, xy * 10, pixel_size_nm=0.003, max_display_px=None)
+    assert full.axes[0].get_images()[0].get_array().shape == big.shape
