@@ -233,6 +233,14 @@ def test_cuda_live_session_and_mask_equal_cpu():
     b = support_mask(img, pixel_size_nm=PX, device="cuda")
     assert b.params["device"].startswith("cuda") and a.has_vacuum == b.has_vacuum
     assert (a.mask & b.mask).sum() / (a.mask | b.mask).sum() >= 0.999
+    # 16-bit frames cross the bus as 16 bits; an unbinned mask (the montage case)
+    u16 = np.clip(img, 0, 65535).astype(np.uint16)
+    a16, b16 = support_mask(u16, pixel_size_nm=PX), support_mask(u16, pixel_size_nm=PX, device="cuda")
+    assert (a16.mask & b16.mask).sum() / (a16.mask | b16.mask).sum() >= 0.999
+    a1 = support_mask(img, pixel_size_nm=PX * 2, working_px=np.inf)
+    b1 = support_mask(img, pixel_size_nm=PX * 2, working_px=np.inf, device="cuda")
+    assert b1.params["bin_factor"] == 1 and a1.has_vacuum == b1.has_vacuum
+    assert (a1.mask & b1.mask).sum() / (a1.mask | b1.mask).sum() >= 0.999
     cpu = LiveSession(pixel_size_nm=PX).process(img)
     gpu = LiveSession(pixel_size_nm=PX, device="cuda").process(img)
     assert abs(len(gpu.detections) - len(cpu.detections)) <= 1
