@@ -10,7 +10,7 @@ pytest.importorskip("torch")
 from fastsac_testdata import PTNC  # noqa: E402
 
 from fastsac.spatial import _mask_torch as mt  # noqa: E402
-from fastsac.spatial._mask_torch import _median, support_mask_torch  # noqa: E402
+from fastsac.spatial._mask_torch import support_mask_torch  # noqa: E402
 from fastsac.spatial.mask import _near, _otsu_from_hist, support_mask  # noqa: E402
 
 from .test_mask import textured_support, with_vacuum  # noqa: E402
@@ -25,15 +25,6 @@ def _same(a, b):
     if a.has_vacuum:
         assert b.contrast == pytest.approx(a.contrast, rel=1e-4)
         assert b.texture_ratio == pytest.approx(a.texture_ratio, rel=1e-3)
-
-
-def test_median_matches_numpy():
-    import torch
-
-    rng = np.random.default_rng(3)
-    for v in (rng.normal(5, 3, 1001), rng.normal(-2, 1, 1000), np.array([4.0]), np.array([1.0, 3.0])):
-        assert _median(torch.as_tensor(v, dtype=torch.float32)) == pytest.approx(
-            float(np.median(v.astype(np.float32))), rel=1e-6, abs=1e-6)
 
 
 @pytest.mark.parametrize("working_px", [6.0, np.inf])

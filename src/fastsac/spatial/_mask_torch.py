@@ -2,7 +2,7 @@
 
 Same algorithm and parameters as :func:`fastsac.spatial.mask.support_mask`
 (see there). Everything up to the final mask stays on the device, and the
-host waits for it only twice: once for the five numbers that decide whether
+host waits for it only twice: once for the seven numbers that decide whether
 there is vacuum at all, once for the small binned vacuum mask, whose small
 regions are then removed by the C++ run-length labelling (~1 ms for 1024²).
 The order statistics numpy takes from ``np.percentile`` and ``np.median``
@@ -25,18 +25,6 @@ import torch
 import torch.nn.functional as F
 
 from .mask import _FALLBACK_PX_NM, MaskResult, _drop_small, _expand
-
-
-def _median(values: torch.Tensor) -> float:
-    """``np.median`` of a 1-D float tensor (mean of the two middle values when even)."""
-    n = values.numel()
-    if n == 0:
-        return float("nan")
-    v = torch.sort(values.reshape(-1)).values
-    if n % 2:
-        return float(v[n // 2])
-    a, b = v[n // 2 - 1: n // 2 + 1].tolist()
-    return float(np.mean(np.array([a, b], dtype=np.float32 if values.dtype == torch.float32 else np.float64)))
 
 
 @functools.lru_cache(maxsize=32)
