@@ -114,3 +114,63 @@ def test_spatial(benchmark, backend, what, n):
         got, ref = fn(small, cutoff=0.5, backend=backend), neighbors._clusters_numpy_ref(small, 0.5)
         assert np.array_equal(got.labels, ref[0])
     benchmark.pedantic(fn, args=(xy,), kwargs={**kw, "backend": backend}, rounds=3, warmup_rounds=1)
+
+
+# ----------------------------------------------------------------------------- support-mask kernels
+def _vacuum_like(n: int, seed: int = 4) -> np.ndarray:
+    """A smooth vacuum region with specks: what the mask's region kernels see."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    smooth = ndi.gaussian_filter(rng.random((n, n)), n / 64) > 0.5
+    return smooth ^ (rng.random((n, n)) < 0.01)
+
+
+@pytest.mark.parametrize("n", [1024, 4096])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_drop_small_regions(benchmark, backend, n):
+    from fastsac.spatial import mask as M
+
+    _need(M._drop_small_kernel, backend)
+    region = _vacuum_like(n)
+    assert np.array_equal(M._drop_small(region[:300, :300], 50, True, backend=backend),
+                          M._drop_small_regions_numpy_ref(region[:300, :300], 50, True))
+    benchmark.pedantic(M._drop_small, args=(region, 146.0, True), kwargs={"backend": backend},
+                       rounds=5, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("n", [1024, 4096])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_near_disk(benchmark, backend, n):
+    from fastsac.spatial import mask as M
+
+    _need(M._near_disk_kernel, backend)
+    region = _vacuum_like(n)
+    assert np.array_equal(M._near_disk(region[:300, :300], 6.0, backend=backend),
+                          M._near_disk_numpy_ref(region[:300, :300], 6.0))
+    benchmark.pedantic(M._near_disk, args=(region, 6.0), kwargs={"backend": backend},
+                       rounds=3, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("f", [2, 8])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bin_mean(benchmark, backend, f):
+    from fastsac.spatial import mask as M
+
+    _need(M._bin_mean_kernel, backend)
+    img = np.random.default_rng(5).integers(0, 60000, (4096, 4096)).astype(np.uint16)
+    assert np.array_equal(M.bin_mean(img[:301, :299], f, backend=backend),
+                          M._bin_mean_numpy_ref(img[:301, :299], f))
+    benchmark.pedantic(M.bin_mean, args=(img, f), kwargs={"backend": backend}, rounds=5, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_expand_blocks(benchmark, backend):
+    from fastsac.spatial import mask as M
+
+    _need(M._expand_kernel, backend)
+    small = _vacuum_like(1024)
+    assert np.array_equal(M._expand(small[:50, :70], 3, 149, 208, backend=backend),
+                          M._expand_blocks_numpy_ref(small[:50, :70], 3, 149, 208))
+    benchmark.pedantic(M._expand, args=(small, 2, 2047, 2048), kwargs={"backend": backend},
+                       rounds=10, warmup_rounds=1)
