@@ -9,8 +9,9 @@ feeds each *complete* new frame to a session, keeping a running atoms table,
 HTML dashboard up to date.
 
 A file is complete when either the writer used the ``.tmp``/``.part`` →
-rename convention (such names and dot-files are never read), or its size and
-mtime were unchanged across two polls *and* it reads cleanly. A stable file
+rename convention (such names and dot-files are never read; a frame seen under
+its temporary name is taken at the first poll after the rename), or its size
+and mtime were unchanged across two polls *and* it reads cleanly. A stable file
 that does not read is retried until it has been stable for ``settle_s``
 seconds, then reported once as bad and skipped.
 """
@@ -232,6 +233,17 @@ class FrameWatcher:
         self._seen: dict[str, tuple[int, int]] = {}    # last (size, mtime_ns)
         self._stable_since: dict[str, float] = {}
         self.done: set[str] = set()
+        self._writing: set[str] = set()  # final names of frames seen under a temporary name
+        self._renamed: set[str] = set()  # ... whose temporary file has since been renamed
+
+    @staticmethod
+    def _final_name(n: str) -> str | None:
+        """The name a temporary file will be renamed to (``a.tif.tmp``, ``.a.tif``)."""
+        low = n.lower()
+        for suf in _IGNORED_SUFFIXES:
+            if low.endswith(suf):
+                return n[: -len(suf)]
+        return n[1:] if n.startswith(".") and len(n) > 1 else None
 
     def _candidates(self):
         try:
@@ -239,9 +251,15 @@ class FrameWatcher:
         except FileNotFoundError:
             return []
         out = []
+        writing = set()
         for e in entries:
             n = e.name
-            if n.startswith(".") or n.lower().endswith(_IGNORED_SUFFIXES) or n in self.done:
+            if n.startswith(".") or n.lower().endswith(_IGNORED_SUFFIXES):
+                final = self._final_name(n)
+                if final:
+                    writing.add(final)
+                continue
+            if n in self.done:
                 continue
             if not n.lower().endswith(self.suffixes) or not e.is_file():
                 continue
@@ -250,6 +268,12 @@ class FrameWatcher:
             except FileNotFoundError:
                 continue
             out.append((n, st.st_size, st.st_mtime_ns))
+        # A frame seen under a temporary name that now exists under its final
+        # name while the temporary one is gone was renamed by its writer: it is
+        # complete, no need to wait for a second poll.
+        present = {t[0] for t in out}
+        self._renamed |= {f for f in self._writing - writing if f in present}
+        self._writing = writing
         return sorted(out, key=lambda t: (t[2], t[0]))  # oldest first
 
     def poll(self) -> list[Path]:
@@ -259,7 +283,7 @@ class FrameWatcher:
         for n, size, mtime in self._candidates():
             prev = self._seen.get(n)
             self._seen[n] = (size, mtime)
-            if prev == (size, mtime) and size > 0:
+            if (prev == (size, mtime) or n in self._renamed) and size > 0:
                 self._stable_since.setdefault(n, now)
                 ready.append(self.folder / n)
             else:
@@ -272,6 +296,7 @@ class FrameWatcher:
 
     def mark_done(self, path: Path) -> None:
         self.done.add(path.name)
+        self._renamed.discard(path.name)
         self._seen.pop(path.name, None)
         self._stable_since.pop(path.name, None)
 

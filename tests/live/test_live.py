@@ -114,8 +114,21 @@ def test_tmp_then_rename_convention(tmp_path, frames):
     (tmp_path / ".b.tif").write_bytes(_tiff_bytes(frames[0]))
     assert w.poll() == [] and w.poll() == []  # never offered, however stable
     os.replace(tmp_path / "a.tif.tmp", tmp_path / "a.tif")
+    assert w.poll() == [tmp_path / "a.tif"]   # renamed by its writer: complete at once
+    w.mark_done(tmp_path / "a.tif")
+    os.replace(tmp_path / ".b.tif", tmp_path / "b.tif")
+    assert w.poll() == [tmp_path / "b.tif"]   # dot-file convention too
+    w.mark_done(tmp_path / "b.tif")
+    # a file that appears without a temporary predecessor waits for a second poll
+    (tmp_path / "c.tif").write_bytes(_tiff_bytes(frames[1]))
     assert w.poll() == []                     # first sighting
-    assert w.poll() == [tmp_path / "a.tif"]   # stable across two polls
+    assert w.poll() == [tmp_path / "c.tif"]   # stable across two polls
+    w.mark_done(tmp_path / "c.tif")
+    # a temporary file still there next to its final name: not a finished rename
+    (tmp_path / "d.tif.part").write_bytes(b"x")
+    assert w.poll() == []
+    (tmp_path / "d.tif").write_bytes(_tiff_bytes(frames[1]))
+    assert w.poll() == []                     # d.tif.part still present: wait as usual
 
 
 def test_corrupt_frame_is_reported_and_skipped(tmp_path, frames):
