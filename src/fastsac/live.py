@@ -174,6 +174,22 @@ class LiveSession:
                            latency, dict(s.get("timings_s", {})) | {"total": latency},
                            res.micrograph)
 
+    def warm_up(self, size: int = 256) -> float:
+        """Analyse a small simulated frame and forget it, so that lazy imports, JIT
+        compilation and (on a GPU) the CUDA context and FFT plans are paid now
+        rather than by the first real frame (about 1 s on a CPU). Returns the
+        seconds spent; the session's frames and statistics are unchanged."""
+        from .pipeline import analyze
+        from .synth import simulate
+
+        t0 = time.perf_counter()
+        frame, _ = simulate(size=int(size), seed=0)
+        analyze(Micrograph.from_array(frame, pixel_size_nm=self.pixel_size_nm or DEFAULT_PIXEL_SIZE_NM),
+                detector=self.detector, multimer_cutoff_nm=self.multimer_cutoff_nm,
+                support_mask=self.support_mask, mask_params=self.mask_params,
+                stats_params=self.stats_params)
+        return time.perf_counter() - t0
+
     def _add_nn(self, nn_nm: np.ndarray) -> None:
         k = len(nn_nm)
         if k == 0:
@@ -364,6 +380,7 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
     out.mkdir(parents=True, exist_ok=True)
     session = LiveSession(detector=detector, pixel_size_nm=pixel_size_nm,
                           multimer_cutoff_nm=multimer_cutoff_nm, support_mask=support_mask)
+    log.info("warm-up frame analysed in %.2f s", session.warm_up())
     watcher = FrameWatcher(folder, settle_s=settle_s)
     rep = WatchReport(out=out)
     # Append-only tables: rewriting them per frame would cost O(frames so far)

@@ -269,3 +269,12 @@ def test_background_overlay_renders_the_latest_frame_and_drains():
     failures.submit()
     failures.submit()
     failures.close()
+
+
+def test_warm_up_leaves_the_session_untouched(frames):
+    s = LiveSession(detector=DET, pixel_size_nm=PX)
+    assert s.warm_up(size=128) > 0
+    assert s.frames == [] and s.latencies == [] and s.stats()["n_frames"] == 0
+    assert s.stats()["nn_dist_nm"]["n"] == 0
+    r = s.process(frames[0])
+    assert r.index == 0 and s.stats()["n_frames"] == 1
