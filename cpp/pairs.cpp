@@ -15,13 +15,18 @@ namespace {
 
 constexpr double kTwoPi = 6.283185307179586;
 
-// Histograms over unordered pairs i < j with b = floor(d * (1 / bin_width)) < n_bins,
-// d = sqrt(dx*dx + dy*dy): hk[b] += w, hg[b] += w / (2 pi max(d, 1e-12)), with
-// the translation-correction weight w = area / gamma(u) (0 where gamma <= 0).
-// gamma: the rectangle (rect_w - |dx|)+ (rect_h - |dy|)+ when `table` is
-// empty, else table[round(dy) + L, round(dx) + L] of a (2L+1, 2L+1) table.
+// Histograms over ordered pairs (i, j), i != j, i a reference point (ref[i] != 0,
+// or every point when `ref` is empty), with b = floor(d * (1 / bin_width)) < n_bins,
+// d = sqrt(dx*dx + dy*dy), u = x_j - x_i: hk[b] += w(u), hg[b] += w(u) / (2 pi
+// max(d, 1e-12)), with the translation-correction weight w = area / gamma(u)
+// (0 where gamma <= 0). With an empty `wtable`, gamma is the rectangle
+// (rect_w - |dx|)+ (rect_h - |dy|)+; else w(u) = wtable[round(dy) + L, round(dx) + L]
+// of a (2L+1, 2L+1) float32 table of area / gamma, precomputed by the caller
+// (e.g. from the cross covariance of a reference sub-window; it must be
+// symmetric when `ref` is empty, as every pair then counts twice).
 py::tuple pair_histogram(f64_array xy_arr, double bin_width, int64_t n_bins, double area, double rect_w,
-                         double rect_h, f64_array table_arr) {
+                         double rect_h, py::array_t<float, py::array::c_style | py::array::forcecast> table_arr,
+                         py::array_t<uint8_t, py::array::c_style | py::array::forcecast> ref_arr) {
     require(xy_arr.ndim() == 2 && xy_arr.shape(1) == 2, "pair_histogram: xy must have shape (N, 2)");
     require(bin_width > 0 && std::isfinite(bin_width), "pair_histogram: bin_width must be > 0");
     require(n_bins >= 1, "pair_histogram: n_bins must be >= 1");
@@ -35,8 +40,11 @@ py::tuple pair_histogram(f64_array xy_arr, double bin_width, int64_t n_bins, dou
                 "pair_histogram: table lag must cover bin_width * n_bins");
     }
     const int64_t n = xy_arr.shape(0);
+    const bool use_ref = ref_arr.size() > 0;
+    require(!use_ref || ref_arr.size() == n, "pair_histogram: ref must be empty or have N entries");
+    const uint8_t* ref = use_ref ? ref_arr.data() : nullptr;
     const double* xy = xy_arr.data();
-    const double* table = use_table ? table_arr.data() : nullptr;
+    const float* wtab = use_table ? table_arr.data() : nullptr;
     const int64_t tw = 2 * lag + 1;
     py::array_t<double> hk_arr(static_cast<py::ssize_t>(n_bins)), hg_arr(static_cast<py::ssize_t>(n_bins));
     double* hk = hk_arr.mutable_data();
@@ -54,30 +62,38 @@ py::tuple pair_histogram(f64_array xy_arr, double bin_width, int64_t n_bins, dou
     const Grid& g = ci.grid;
     const int nt = n_threads();
     std::vector<double> local(static_cast<size_t>(nt) * 2 * n_bins, 0.0);
-    // Weights w = area / gamma at the table's lags, computed once.
-    std::vector<double> wtab(use_table ? static_cast<size_t>(tw * tw) : 0);
-    for (size_t k = 0; k < wtab.size(); ++k) wtab[k] = table[k] > 0 ? area / std::max(table[k], 1e-12) : 0.0;
     const double inv_bw = 1.0 / bin_width;
     const double nb = static_cast<double>(n_bins);
     // Candidates farther than the reach (with a margin for rounding) skip the sqrt.
     const double cut2 = reach * reach * (1 + 1e-9);
-    auto add_pair = [&](double dx, double dy, double* lk, double* lg) {
-        const double d2 = dx * dx + dy * dy;
-        if (d2 > cut2) return;
-        const double d = std::sqrt(d2);
-        const double f = std::floor(d * inv_bw);
-        if (!(f < nb)) return;
-        const int64_t b = static_cast<int64_t>(f);
-        double w;
+    auto weight = [&](double dx, double dy) {
         if (use_table) {
             int64_t ix = static_cast<int64_t>(std::nearbyint(dx)) + lag;
             int64_t iy = static_cast<int64_t>(std::nearbyint(dy)) + lag;
             ix = std::min<int64_t>(std::max<int64_t>(ix, 0), tw - 1);
             iy = std::min<int64_t>(std::max<int64_t>(iy, 0), tw - 1);
-            w = wtab[static_cast<size_t>(iy * tw + ix)];
+            return static_cast<double>(wtab[static_cast<size_t>(iy * tw + ix)]);
+        }
+        const double gamma = std::max(rect_w - std::fabs(dx), 0.0) * std::max(rect_h - std::fabs(dy), 0.0);
+        return gamma > 0 ? area / std::max(gamma, 1e-12) : 0.0;
+    };
+    // Bucket positions p < q; u = x_q - x_p. Both orders of the pair.
+    auto add_pair = [&](int64_t p, int64_t q, double dx, double dy, double* lk, double* lg) {
+        const double d2 = dx * dx + dy * dy;
+        if (d2 > cut2) return;
+        const bool rp = !use_ref || ref[ci.idx[p]], rq = !use_ref || ref[ci.idx[q]];
+        if (!rp && !rq) return;
+        const double d = std::sqrt(d2);
+        const double f = std::floor(d * inv_bw);
+        if (!(f < nb)) return;
+        const int64_t b = static_cast<int64_t>(f);
+        double w;
+        if (!use_ref) {
+            w = 2.0 * weight(dx, dy);  // w(-u) = w(u): one table read
         } else {
-            const double gamma = std::max(rect_w - std::fabs(dx), 0.0) * std::max(rect_h - std::fabs(dy), 0.0);
-            w = gamma > 0 ? area / std::max(gamma, 1e-12) : 0.0;
+            w = 0.0;
+            if (rp) w += weight(dx, dy);
+            if (rq) w += weight(-dx, -dy);
         }
         lk[b] += w;
         lg[b] += w / (kTwoPi * std::max(d, 1e-12));
@@ -91,12 +107,12 @@ py::tuple pair_histogram(f64_array xy_arr, double bin_width, int64_t n_bins, dou
             const int64_t nb[4][2] = {{cx + 1, cy}, {cx - 1, cy + 1}, {cx, cy + 1}, {cx + 1, cy + 1}};
             for (int64_t p = ci.start[cell]; p < ci.start[cell + 1]; ++p) {
                 const double x = ci.sx[p], y = ci.sy[p];
-                for (int64_t q = p + 1; q < ci.start[cell + 1]; ++q) add_pair(ci.sx[q] - x, ci.sy[q] - y, lk, lg);
+                for (int64_t q = p + 1; q < ci.start[cell + 1]; ++q) add_pair(p, q, ci.sx[q] - x, ci.sy[q] - y, lk, lg);
                 for (const auto& c2 : nb) {
                     if (c2[0] < 0 || c2[0] >= g.nx || c2[1] >= g.ny) continue;
                     const int64_t other = c2[1] * g.nx + c2[0];
                     for (int64_t q = ci.start[other]; q < ci.start[other + 1]; ++q)
-                        add_pair(ci.sx[q] - x, ci.sy[q] - y, lk, lg);
+                        add_pair(p, q, ci.sx[q] - x, ci.sy[q] - y, lk, lg);
                 }
             }
         }
@@ -120,45 +136,57 @@ py::tuple pair_histogram(f64_array xy_arr, double bin_width, int64_t n_bins, dou
     return py::make_tuple(hk_arr, hg_arr);
 }
 
-// gamma(dx, dy) = #{pixels p in W : p + (dx, dy) in W} for |dx|, |dy| <= L.
-// W: the True pixels of `mask`, or with bin_factor F > 1 the F x F blocks of a
-// binned mask cropped to (h, w). Each row becomes a list of runs [start, end)
-// in full-resolution columns (rows of one block row share a list). For two
-// runs the overlap as a function of dx is a trapezoid, written as four ramps
-// max(dx - p, 0); ramps are accumulated per dy as integer slope increments and
-// summed at the end: O(L * h * runs per row) time, O(L^2) memory, exact.
-py::array_t<double> set_covariance_table(py::array_t<uint8_t, py::array::c_style | py::array::forcecast> mask_arr,
-                                         int64_t bin_factor, int64_t h, int64_t w, int64_t lag) {
+// Row runs [start, end) in full-resolution columns of a (binned) mask; rows of
+// one block row share a list (run_ptr indexed by block row).
+struct Runs {
+    std::vector<int64_t> ptr, start, end;
+    Runs(const uint8_t* m, int64_t hb, int64_t wb, int64_t f, int64_t w) : ptr(static_cast<size_t>(hb) + 1, 0) {
+        for (int64_t r = 0; r < hb; ++r) {
+            const uint8_t* row = m + r * wb;
+            int64_t c = 0;
+            while (c < wb) {
+                while (c < wb && !row[c]) ++c;
+                if (c == wb) break;
+                const int64_t c0 = c;
+                while (c < wb && row[c]) ++c;
+                start.push_back(c0 * f);
+                end.push_back(std::min(c * f, w));
+            }
+            ptr[static_cast<size_t>(r) + 1] = static_cast<int64_t>(start.size());
+        }
+    }
+};
+
+using u8_array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+
+// gamma(dx, dy) = #{pixels p : a(p) and b(p + (dx, dy))} for |dx|, |dy| <= L
+// (a = b: the set covariance |W ∩ (W + u)|; a inside b: the cross covariance
+// of a reference sub-window). Masks: True pixels, or with bin_factor F > 1 the
+// F x F blocks of binned masks cropped to (h, w). For two runs the overlap as a
+// function of dx is a trapezoid, written as four ramps max(dx - p, 0); ramps
+// are accumulated per dy as integer slope increments and summed at the end:
+// O(L * h * runs per row) time, O(L^2) memory, exact integers.
+py::array_t<double> set_covariance_table(u8_array a_arr, u8_array b_arr, int64_t bin_factor, int64_t h, int64_t w,
+                                         int64_t lag) {
     require(lag >= 0, "set_covariance_table: lag must be >= 0");
     require(bin_factor >= 1 && h >= 1 && w >= 1, "set_covariance_table: bad shape or bin_factor");
     const int64_t f = bin_factor;
-    require(mask_arr.ndim() == 2 && mask_arr.shape(0) == (h + f - 1) / f && mask_arr.shape(1) == (w + f - 1) / f,
-            "set_covariance_table: mask shape must be (ceil(h/F), ceil(w/F))");
-    const int64_t hb = mask_arr.shape(0), wb = mask_arr.shape(1);
-    const uint8_t* m = mask_arr.data();
-    std::vector<int64_t> run_ptr(static_cast<size_t>(hb) + 1, 0), starts, ends;
+    const int64_t hb = (h + f - 1) / f, wb = (w + f - 1) / f;
+    for (const auto* arr : {&a_arr, &b_arr})
+        require(arr->ndim() == 2 && arr->shape(0) == hb && arr->shape(1) == wb,
+                "set_covariance_table: masks must have shape (ceil(h/F), ceil(w/F))");
     const int64_t tw = 2 * lag + 1;
     py::array_t<double> out({tw, tw});
     double* tab = out.mutable_data();
+    const uint8_t* ma = a_arr.data();
+    const uint8_t* mb = b_arr.data();
     // Serial: tens of ms even for 8192^2 masks, and a thread team on a busy
     // machine costs more than that.
     py::gil_scoped_release release;
-    for (int64_t r = 0; r < hb; ++r) {
-        const uint8_t* row = m + r * wb;
-        int64_t c = 0;
-        while (c < wb) {
-            while (c < wb && !row[c]) ++c;
-            if (c == wb) break;
-            const int64_t c0 = c;
-            while (c < wb && row[c]) ++c;
-            starts.push_back(c0 * f);
-            ends.push_back(std::min(c * f, w));
-        }
-        run_ptr[static_cast<size_t>(r) + 1] = static_cast<int64_t>(starts.size());
-    }
-    std::fill(tab, tab + tw * tw, 0.0);
-    for (int64_t dy = 0; dy <= lag; ++dy) {
-        std::vector<int64_t> acc(static_cast<size_t>(tw) + 1, 0);  // slope increments at t = index - L
+    const Runs ra(ma, hb, wb, f, w), rb(mb, hb, wb, f, w);
+    std::vector<int64_t> acc(static_cast<size_t>(tw) + 1);  // slope increments at t = index - L
+    for (int64_t dy = -lag; dy <= lag; ++dy) {
+        std::fill(acc.begin(), acc.end(), 0);
         int64_t c0 = 0, c1 = 0;  // ramps starting at or left of -L: c0 + c1 * t
         auto ramp = [&](int64_t p, int64_t sign) {
             if (p >= lag) return;
@@ -169,16 +197,16 @@ py::array_t<double> set_covariance_table(py::array_t<uint8_t, py::array::c_style
                 acc[static_cast<size_t>(p + 1 + lag)] += sign;
             }
         };
-        for (int64_t y = 0; y + dy < h; ++y) {
-            const int64_t a = y / f, b = (y + dy) / f;
-            int64_t j0 = run_ptr[b];
-            const int64_t j1 = run_ptr[b + 1];
-            for (int64_t i = run_ptr[a]; i < run_ptr[a + 1]; ++i) {
-                const int64_t s1 = starts[i], e1 = ends[i];
+        for (int64_t y = std::max<int64_t>(0, -dy); y < std::min(h, h - dy); ++y) {
+            const int64_t ka = y / f, kb = (y + dy) / f;
+            int64_t j0 = rb.ptr[kb];
+            const int64_t j1 = rb.ptr[kb + 1];
+            for (int64_t i = ra.ptr[ka]; i < ra.ptr[ka + 1]; ++i) {
+                const int64_t s1 = ra.start[i], e1 = ra.end[i];
                 // Runs of row b ending at or before s1 - L never overlap this or later runs of row a.
-                while (j0 < j1 && ends[j0] - s1 <= -lag) ++j0;
-                for (int64_t j = j0; j < j1 && starts[j] - e1 < lag; ++j) {
-                    const int64_t s2 = starts[j], e2 = ends[j];
+                while (j0 < j1 && rb.end[j0] - s1 <= -lag) ++j0;
+                for (int64_t j = j0; j < j1 && rb.start[j] - e1 < lag; ++j) {
+                    const int64_t s2 = rb.start[j], e2 = rb.end[j];
                     ramp(s2 - e1, 1);
                     ramp(std::min(s2 - s1, e2 - e1), -1);
                     ramp(std::max(s2 - s1, e2 - e1), -1);
@@ -187,16 +215,12 @@ py::array_t<double> set_covariance_table(py::array_t<uint8_t, py::array::c_style
             }
         }
         int64_t slope = c1, value = c0 - c1 * (lag + 1);  // value at t = -L - 1
-        double* row_pos = tab + (lag + dy) * tw;
-        double* row_neg = tab + (lag - dy) * tw;
+        double* row = tab + (lag + dy) * tw;
         for (int64_t k = 0; k < tw; ++k) {  // t = k - L
             slope += acc[static_cast<size_t>(k)];
             value += slope;
-            row_pos[k] = static_cast<double>(value);
+            row[k] = static_cast<double>(value);
         }
-        // gamma(-dx, -dy) = gamma(dx, dy).
-        if (dy > 0)
-            for (int64_t k = 0; k < tw; ++k) row_neg[tw - 1 - k] = row_pos[k];
     }
     return out;
 }
@@ -206,9 +230,9 @@ py::array_t<double> set_covariance_table(py::array_t<uint8_t, py::array::c_style
 
 void bind_pairs(py::module_& m) {
     m.def("pair_histogram", &fastsac::pair_histogram, py::arg("xy"), py::arg("bin_width"), py::arg("n_bins"),
-          py::arg("area"), py::arg("rect_w"), py::arg("rect_h"), py::arg("table"),
-          "Translation-weighted pair-distance histograms -> (sum w (n_bins,), sum w/(2 pi d) (n_bins,)).");
-    m.def("set_covariance_table", &fastsac::set_covariance_table, py::arg("mask"), py::arg("bin_factor"),
-          py::arg("h"), py::arg("w"), py::arg("lag"),
-          "Set covariance of a run-length window at integer lags -> float64 (2L+1, 2L+1) [dy + L, dx + L].");
+          py::arg("area"), py::arg("rect_w"), py::arg("rect_h"), py::arg("table"), py::arg("ref"),
+          "Translation-weighted ordered-pair distance histograms -> (sum w (n_bins,), sum w/(2 pi d) (n_bins,)).");
+    m.def("set_covariance_table", &fastsac::set_covariance_table, py::arg("mask_a"), py::arg("mask_b"),
+          py::arg("bin_factor"), py::arg("h"), py::arg("w"), py::arg("lag"),
+          "#{p: a(p), b(p + u)} at integer lags |u| <= L -> float64 (2L+1, 2L+1) [dy + L, dx + L].");
 }

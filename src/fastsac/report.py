@@ -33,7 +33,7 @@ import numpy as np
 
 from .io import atomic_path, atomic_write_text
 from .spatial.stats import (CLUSTER_CLASSES, DEFAULT_MULTIMER_CUTOFF_NM, DispersionStats, PatternTest,
-                            PooledStats, dispersion, pair_correlation_test, pool_dispersion)
+                            PooledStats, dispersion, pool_dispersion)
 
 __all__ = ["ImageReport", "build_image_report", "save_overlay", "overlay_figure", "nn_histogram_figure",
            "cluster_size_figure", "pair_correlation_figure", "save_figure", "write_html_report",
@@ -454,11 +454,9 @@ def build_image_report(name: str, xy, *, image=None, image_shape=None, pixel_siz
             mres = support_mask(image, pixel_size_nm=pixel_size_nm)
             mask = mres.mask if mres.has_vacuum else None
     st = dispersion(xy, image_shape=image_shape, pixel_size_nm=pixel_size_nm, mask=mask,
-                    multimer_cutoff_nm=multimer_cutoff_nm, seed=seed, backend=backend)
-    pat = None
-    if n_sim and st.n_atoms >= 3:
-        pat = pair_correlation_test(st.xy, image_shape=image_shape, mask=mask, pixel_size_nm=pixel_size_nm,
-                                    n_sim=n_sim, seed=seed)
+                    multimer_cutoff_nm=multimer_cutoff_nm, seed=seed, backend=backend,
+                    pair_correlation={"n_sim": n_sim} if n_sim else False)
+    pat = st.pair_correlation
     sp = None
     if classify and intensity is not None and np.isfinite(np.asarray(intensity, float)).sum() >= 4:
         from .species import classify_species

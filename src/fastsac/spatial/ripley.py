@@ -6,26 +6,31 @@ the window's set covariance at the lags needed only
 (:func:`~fastsac.spatial.pairs.set_covariance_table`, computed once per
 window), and the null distribution comes from at most ``n_sim`` binomial
 patterns of at most ``max_sim_points`` points: in the window itself when the
-pattern is that small (an exact Monte Carlo test), else in a sub-window whose
-deviations are rescaled to the full pattern's size. Memory is
-O(N + n_sim · n_r), time O(N·k + n_sim · max_sim_points · k) with
-k ≤ ``max_neighbors`` expected neighbours per point. See docs/statistics.md.
+pattern is that small, else the test statistic uses only the reference points
+of a sub-window (partners anywhere: a guard-area estimator with the exact
+cross-covariance edge correction), so only that sub-window and its guard band
+are simulated. Both are exact Monte Carlo tests. Memory is O(N + n_sim · n_r),
+time O(N·k + n_sim · max_sim_points · k) with k ≤ ``max_neighbors`` expected
+neighbours per point. See docs/statistics.md.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from .._validate import as_points
-from .pairs import pair_histogram, pair_histogram_backend, set_covariance_table
+from .pairs import pair_histogram, pair_histogram_backend, set_covariance_table, weight_table
 from .stats import Window
 
 __all__ = ["PairCorrelation", "pair_correlation", "DEFAULT_MAX_SIM_POINTS", "DEFAULT_MAX_NEIGHBORS"]
 
-#: Above this many points the envelopes come from a sub-window (rescaled).
+#: Above this many points the test uses the reference points of a sub-window.
 DEFAULT_MAX_SIM_POINTS = 20000
 #: r_max is capped where a point has this many expected neighbours (λπr² = k).
 DEFAULT_MAX_NEIGHBORS = 100
@@ -54,14 +59,21 @@ class PairCorrelation:
 
     method : str
         ``"monte_carlo"``: ``n_sim`` patterns of all ``n_points`` in the
-        window, reference = mean of the n_sim + 1 curves (exact rank test).
-        ``"monte_carlo_subwindow"``: ``n_sim`` patterns of ``n_sim_points`` in
-        ``subwindow_px``; their deviations from the CSR expectation are scaled
-        by √(n_sim_points / n_points); reference = the CSR expectation
-        (approximate test, see docs/statistics.md).
+        window; every point is a reference point.
+        ``"monte_carlo_subwindow"``: the observed and simulated curves use the
+        reference points in ``subwindow_px`` only (their partners anywhere in
+        the window, edge correction by the cross covariance), so each
+        simulation places only the points of the sub-window and its guard
+        band (a binomial number). Either way the reference is the mean of the
+        n_sim + 1 curves and the rank test is exact.
     n_sim_points : int
-        Points per simulated pattern.
+        Reference points of the observed pattern used by the test.
     subwindow_px : (x0, y0, width, height) or None
+        The reference sub-window (None: the whole window).
+    L_minus_r_all_px, g_all : (M,)
+        The curves from all points as reference points (equal to
+        ``L_minus_r_px``, ``g`` without a sub-window; more precise with one,
+        and compared with the same envelopes).
     r_max_rule : str
         ``"quarter_side"``, ``"max_neighbors"`` (λπr² = max_neighbors) or ``"given"``.
     timings_s : dict
@@ -98,12 +110,15 @@ class PairCorrelation:
     r_max_rule: str
     backend: str
     timings_s: dict
+    L_minus_r_all_px: np.ndarray
+    g_all: np.ndarray
 
     @property
     def test_name(self) -> str:
-        where = ("in the window" if self.method == METHOD_EXACT
-                 else "in a sub-window, rescaled")
-        return f"global MAD envelope test, translation edge correction, CSR simulated {where}"
+        if self.method == METHOD_EXACT:
+            return "global MAD envelope test (CSR), translation edge correction"
+        return ("global MAD envelope test (CSR) on the reference points of a sub-window, "
+                "translation (cross-covariance) edge correction")
 
     def as_dict(self, *, curves: bool = False) -> dict:
         """Flat keys as :meth:`PatternTest.as_dict` (``pattern_*``, ``L_p_value`` …)."""
@@ -111,7 +126,7 @@ class PairCorrelation:
         nm = (lambda v: _f(v * px) if px else None)
         d = {"pattern_n_points": self.n_points, "pattern_n_sim": self.n_sim, "pattern_seed": self.seed,
              "pattern_alpha": self.alpha, "pattern_test": self.test_name, "pattern_method": self.method,
-             "pattern_n_sim_points": self.n_sim_points,
+             "pattern_n_reference_points": self.n_sim_points,
              "pattern_test_rmin_px": self.test_range_px[0], "pattern_test_rmax_px": self.test_range_px[1],
              "pattern_test_rmin_nm": nm(self.test_range_px[0]), "pattern_test_rmax_nm": nm(self.test_range_px[1]),
              "L_p_value": _f(self.L_p_value), "L_p_clustering": _f(self.L_p_clustering),
@@ -139,7 +154,8 @@ class PairCorrelation:
 
         return {
             "test": self.test_name, "method": self.method, "n_sim": self.n_sim,
-            "n_sim_points": self.n_sim_points, "n_points": self.n_points, "alpha": self.alpha,
+            "n_reference_points": self.n_sim_points, "n_points": self.n_points, "alpha": self.alpha,
+            "subwindow_px": None if self.subwindow_px is None else list(self.subwindow_px),
             "seed": self.seed, "length_unit": "nm" if px else "px",
             "r_max_rule": self.r_max_rule,
             "test_r_min": _f(self.test_range_px[0] * s), "test_r_max": _f(self.test_range_px[1] * s),
@@ -153,7 +169,7 @@ class PairCorrelation:
             "L_minus_r_global_lo": c(self.L_global_lo, s), "L_minus_r_global_hi": c(self.L_global_hi, s),
             "g": c(self.g), "g_reference": c(self.g_mean), "g_lo": c(self.g_lo), "g_hi": c(self.g_hi),
             "g_global_lo": c(self.g_global_lo), "g_global_hi": c(self.g_global_hi),
-            "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
+            "L_minus_r_all_points": c(self.L_minus_r_all_px, s), "g_all_points": c(self.g_all),
         }
 
 
@@ -161,96 +177,154 @@ class PairCorrelation:
 
 
 @dataclass(frozen=True)
-class _Estimator:
-    """K and g on one window: radii, bins and the edge-correction table, built once."""
+class _Radii:
+    """Radii, bins (radii on bin edges, bins ≤ h/16) and the g kernel."""
 
-    win: Window
     r: np.ndarray
     h: float
     bin_width: float
     n_bins: int
-    per_step: int  # bins per radius step: r[k] is the upper edge of bin (k+1)·per_step − 1
-    table: np.ndarray | None
+    per_step: int
     kern: np.ndarray  # (n_r, n_bins) Epanechnikov weights at the bin centres, / h
-    backend: str
-
-    def __call__(self, pts: np.ndarray):
-        """(K (n_r,) px², g (n_r,)) of the points (all inside the window)."""
-        n = len(pts)
-        if n < 2:
-            return np.full(len(self.r), np.nan), np.full(len(self.r), np.nan)
-        hk, hg, _ = pair_histogram(pts, bin_width=self.bin_width, n_bins=self.n_bins, area=self.win.area,
-                                   rect_shape=self.win.shape if self.table is None else None,
-                                   table=self.table, backend=self.backend)
-        scale = 2.0 * self.win.area / (n * (n - 1))  # ordered pairs: ×2; λ² ≈ n(n−1)/|W|²
-        cum = np.cumsum(hk)
-        k = scale * cum[(np.arange(1, len(self.r) + 1) * self.per_step) - 1]
-        return k, scale * (self.kern @ hg)
 
     @property
-    def g_expected(self) -> np.ndarray:
-        """E[ĝ(r)] under CSR: the kernel's mass on the bins (1 for r ≥ h)."""
-        return self.kern.sum(1) * self.bin_width
+    def reach(self) -> float:
+        return self.bin_width * self.n_bins
+
+    def curves(self, hk: np.ndarray, hg: np.ndarray, scale: float):
+        """(K (n_r,) px², g (n_r,)) from the ordered-pair histograms."""
+        k = scale * np.cumsum(hk)[np.arange(1, len(self.r) + 1) * self.per_step - 1]
+        return k, scale * (self.kern @ hg)
 
 
-def _estimator(win: Window, r: np.ndarray, h: float, backend: str) -> _Estimator:
-    step = float(r[1] - r[0]) if len(r) > 1 else float(r[0])
-    per_step = max(1, math.ceil(step / (h / 16)))  # bins ≤ h/16 wide, radii on bin edges
+def _radii(r: np.ndarray, h: float) -> _Radii:
+    step = float(r[1] - r[0])
+    per_step = max(1, math.ceil(step / (h / 16)))
     bw = step / per_step
     n_bins = math.ceil((float(r[-1]) + h) / bw - 1e-9)
-    table = None
-    if not win.is_rectangle:
-        table = set_covariance_table(win.mask, image_shape=win.shape, bin_factor=win.bin_factor,
-                                     lag=math.ceil(bw * n_bins) + 1, backend=backend)
     centres = (np.arange(n_bins) + 0.5) * bw
     t = (r[:, None] - centres[None, :]) / h
     kern = np.where(np.abs(t) < 1, 0.75 * (1 - t * t) / h, 0.0)
-    return _Estimator(win, r, h, bw, n_bins, per_step, table, kern, pair_histogram_backend(backend))
+    return _Radii(r, h, bw, n_bins, per_step, kern)
+
+
+@dataclass(frozen=True)
+class _Estimator:
+    """K and g from the points in the window B = ``crop`` (W itself, or W ∩ a
+    sub-window A and its guard band) with the reference points restricted to
+    A = ``ref_box`` (None: all of B):
+    ``K̂(r) = |A| |B| / (n_A (n_B − 1)) Σ_{i ∈ A, j ≠ i, d_ij ≤ r} 1 / γ_AB(x_j − x_i)``,
+    ``γ_AB(u) = |A ∩ (B − u)|``: for A = B Ohser–Stoyan's translation
+    estimator (unbiased under CSR); for A ⊂ B a ratio estimator (n_A in the
+    denominator: the binomial split of the points between A and the guard
+    band would otherwise widen the envelopes ∝ r). The table is built once."""
+
+    radii: _Radii
+    crop: Window           # B, in crop coordinates
+    origin: tuple          # (x0, y0) of the crop in the image
+    ref_box: tuple | None  # (x0, y0, x1, y1) pixel columns/rows in crop coordinates
+    table: np.ndarray | None  # float32 weights |B|/γ_AB
+    backend: str
+    ref_area: float = 0.0  # |A| with a sub-window
+
+    def __call__(self, pts: np.ndarray):
+        """Curves of the points ``pts`` (all in the crop, crop coordinates)."""
+        nr = len(self.radii.r)
+        n = len(pts)
+        if n < 2:
+            return np.full(nr, np.nan), np.full(nr, np.nan)
+        ref, n_ref, area_ref = None, n, self.crop.area
+        if self.ref_box is not None:
+            x0, y0, x1, y1 = self.ref_box
+            ix, iy = np.floor(pts[:, 0] + 0.5), np.floor(pts[:, 1] + 0.5)
+            ref = (ix >= x0) & (ix < x1) & (iy >= y0) & (iy < y1)
+            n_ref = int(np.count_nonzero(ref))
+            area_ref = self.ref_area
+            if n_ref == 0:
+                return np.full(nr, np.nan), np.full(nr, np.nan)
+        area = self.crop.area
+        hk, hg = pair_histogram(pts, bin_width=self.radii.bin_width, n_bins=self.radii.n_bins, area=area,
+                                rect_shape=self.crop.shape if self.table is None else None, table=self.table,
+                                ref=ref, backend=self.backend)
+        return self.radii.curves(hk, hg, area_ref / (n_ref * (n - 1)))
+
+
+def _full_estimator(win: Window, radii: _Radii, backend: str) -> _Estimator:
+    table = None
+    if not win.is_rectangle:
+        gamma = set_covariance_table(win.mask, image_shape=win.shape, bin_factor=win.bin_factor,
+                                     lag=math.ceil(radii.reach) + 1, backend=backend)
+        table = weight_table(gamma, area=win.area)
+    return _Estimator(radii, win, (0, 0), None, table, backend)
+
+
+def _sub_estimator(win: Window, radii: _Radii, target_area: float, backend: str):
+    """Estimator with the reference points in a square sub-window of about
+    ``target_area`` px² of support (the best supported of a 5×5 grid of
+    positions; aligned to the mask's blocks) and a guard band of the reach;
+    None when the sub-window would cover the image."""
+    h, w = win.shape
+    f = win.bin_factor
+    frac = win.area / (h * w)
+    side = math.sqrt(target_area / max(frac, 1e-9))
+    sh, sw = min(h, max(f, round(side / f) * f)), min(w, max(f, round(side / f) * f))
+    if sh >= h and sw >= w:
+        return None
+    m = win.mask
+    best = None
+    for y0 in np.unique(np.linspace(0, h - sh, 5).astype(int) // f * f):
+        for x0 in np.unique(np.linspace(0, w - sw, 5).astype(int) // f * f):
+            score = (sh * sw if m is None else
+                     np.count_nonzero(m[y0 // f:-(-(y0 + sh) // f), x0 // f:-(-(x0 + sw) // f)]))
+            if best is None or score > best[0]:
+                best = (score, int(y0), int(x0))
+    _, by0, bx0 = best
+    guard = -(-(math.ceil(radii.reach) + 1) // f) * f
+    cy0, cx0 = max(0, by0 - guard), max(0, bx0 - guard)
+    cy1, cx1 = min(h, by0 + sh + guard), min(w, bx0 + sw + guard)
+    ch, cw = cy1 - cy0, cx1 - cx0
+    hb, wb = -(-ch // f), -(-cw // f)
+    crop_mask = (np.ones((hb, wb), bool) if m is None
+                 else m[cy0 // f:cy0 // f + hb, cx0 // f:cx0 // f + wb])
+    ref_mask = np.zeros_like(crop_mask)
+    ry0, rx0 = (by0 - cy0) // f, (bx0 - cx0) // f
+    ref_mask[ry0:ry0 + -(-sh // f), rx0:rx0 + -(-sw // f)] = crop_mask[ry0:ry0 + -(-sh // f),
+                                                                       rx0:rx0 + -(-sw // f)]
+    if not ref_mask.any():
+        return None
+    lag = math.ceil(radii.reach) + 1
+    gamma = set_covariance_table(ref_mask, other=crop_mask, image_shape=(ch, cw), bin_factor=f, lag=lag,
+                                 backend=backend)
+    crop = Window((ch, cw), mask=crop_mask, bin_factor=f)
+    table = weight_table(gamma, area=crop.area)
+    ref_box = (bx0 - cx0, by0 - cy0, bx0 - cx0 + sw, by0 - cy0 + sh)
+    return (_Estimator(radii, crop, (cx0, cy0), ref_box, table, backend, float(gamma[lag, lag])),
+            (bx0, by0, int(sw), int(sh)))
 
 
 # --------------------------------------------------------------------------- test
 
 
-def _mad(allc: np.ndarray, ref: np.ndarray, sel: np.ndarray, alpha: float):
-    """Global MAD test: row 0 observed, rows 1… simulated, deviations from ``ref``."""
+def _mad_test(obs: np.ndarray, sims: np.ndarray, sel: np.ndarray, alpha: float):
+    """Global MAD test with the reference = mean of all n_sim + 1 curves
+    (exchangeable, so the rank p-value is exact)."""
+    allc = np.vstack([obs[None], sims])
     ok = sel & np.isfinite(allc).all(0)
+    ref = allc.mean(0)
     if not ok.any():
-        nanv = np.full_like(ref, np.nan)
-        return nanv, nanv, float("nan"), float("nan"), float("nan")
+        nanv = np.full_like(obs, np.nan)
+        return ref, nanv, nanv, float("nan"), float("nan"), float("nan")
     dev = (allc - ref)[:, ok]
     t2 = np.abs(dev).max(1)
     tp = dev.max(1)
     tm = (-dev).max(1)
-    m = len(allc) - 1
+    m = len(sims)
     p = (1 + np.count_nonzero(t2[1:] >= t2[0])) / (m + 1)
     pc = (1 + np.count_nonzero(tp[1:] >= tp[0])) / (m + 1)
     pr = (1 + np.count_nonzero(tm[1:] >= tm[0])) / (m + 1)
     k = max(1, int(math.floor(alpha * (m + 1))))
     crit = np.sort(t2[1:])[::-1][k - 1]
-    return ref - crit, ref + crit, float(p), float(pc), float(pr)
-
-
-def _subwindow(win: Window, n_target_area: float) -> tuple[Window, tuple]:
-    """A square crop of the window with about ``n_target_area`` px² of support
-    (the most supported of a 5×5 grid of positions), aligned to the mask's blocks."""
-    h, w = win.shape
-    f = win.bin_factor
-    frac = win.area / (h * w)
-    side = math.sqrt(n_target_area / max(frac, 1e-9))
-    sh, sw = min(h, max(f, round(side / f) * f)), min(w, max(f, round(side / f) * f))
-    if win.mask is None:
-        y0, x0 = (h - sh) // 2 // f * f, (w - sw) // 2 // f * f
-        return Window((sh, sw)), (x0, y0, sw, sh)
-    m = win.mask
-    best = None
-    for y0 in np.unique(np.linspace(0, h - sh, 5).astype(int) // f * f):
-        for x0 in np.unique(np.linspace(0, w - sw, 5).astype(int) // f * f):
-            sub = m[y0 // f:-(-(y0 + sh) // f), x0 // f:-(-(x0 + sw) // f)]
-            score = np.count_nonzero(sub)
-            if best is None or score > best[0]:
-                best = (score, y0, x0, sub)
-    _, y0, x0, sub = best
-    return Window((sh, sw), mask=sub, bin_factor=f), (int(x0), int(y0), int(sw), int(sh))
+    return ref, ref - crit, ref + crit, float(p), float(pc), float(pr)
 
 
 def pair_correlation(xy, *, image_shape=None, mask=None, mask_bin_factor: int = 1,
@@ -258,7 +332,8 @@ def pair_correlation(xy, *, image_shape=None, mask=None, mask_bin_factor: int = 
                      test_rmin_px: float | None = None, bandwidth_px: float | None = None,
                      n_sim: int = 99, alpha: float = 0.05, seed: int = 0,
                      max_sim_points: int = DEFAULT_MAX_SIM_POINTS,
-                     max_neighbors: float = DEFAULT_MAX_NEIGHBORS, backend: str = "auto") -> PairCorrelation:
+                     max_neighbors: float = DEFAULT_MAX_NEIGHBORS, backend: str = "auto",
+                     window: Window | None = None) -> PairCorrelation:
     """Ripley's L and g(r) with envelopes and a global MAD test, bounded in N.
 
     Parameters
@@ -278,10 +353,13 @@ def pair_correlation(xy, *, image_shape=None, mask=None, mask_bin_factor: int = 
         As :func:`fastsac.spatial.stats.pair_correlation_test` (bandwidth
         default 0.15/√λ, test from the bandwidth up).
     max_sim_points : int
-        Patterns of more points are simulated in a sub-window holding about
-        this many points, and their deviations rescaled.
+        With more points the test uses the reference points of a sub-window
+        holding about this many (see :class:`PairCorrelation`).
     backend : str
         Pair-histogram and set-covariance kernels (``cpp`` or ``numpy``).
+    window : Window, optional
+        The window, instead of ``image_shape``/``mask``/``mask_bin_factor``
+        (reuses its cached runs).
 
     Returns
     -------
@@ -290,7 +368,7 @@ def pair_correlation(xy, *, image_shape=None, mask=None, mask_bin_factor: int = 
     Raises
     ------
     ValueError
-        ``n_sim < 1``, ``alpha`` outside (0, 1) or bad window arguments.
+        ``n_sim < 1``, ``alpha`` outside (0, 1), ``n_r < 2`` or bad window arguments.
 
     References
     ----------
@@ -304,14 +382,15 @@ def pair_correlation(xy, *, image_shape=None, mask=None, mask_bin_factor: int = 
     >>> t.method, t.verdict
     ('monte_carlo', 'random')
     """
-    import time
-
     t0 = time.perf_counter()
-    if image_shape is None:
-        if mask is None:
-            raise ValueError("image_shape is required (the (H, W) of the image the points come from)")
-        image_shape = np.shape(mask)
-    win = Window(image_shape, mask=mask, bin_factor=mask_bin_factor)
+    if window is not None:
+        win = window
+    else:
+        if image_shape is None:
+            if mask is None:
+                raise ValueError("image_shape is required (the (H, W) of the image the points come from)")
+            image_shape = np.shape(mask)
+        win = Window(image_shape, mask=mask, bin_factor=mask_bin_factor)
     pts = as_points(xy)
     if not np.isfinite(pts).all():
         raise ValueError("xy contains NaN or inf positions; drop them first")
@@ -324,6 +403,7 @@ def pair_correlation(xy, *, image_shape=None, mask=None, mask_bin_factor: int = 
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     if int(n_r) < 2:
         raise ValueError(f"n_r must be ≥ 2, got {n_r}")
+    backend = pair_histogram_backend(backend)
     lam = max(n, 1) / win.area
     if r_max_px is not None:
         r_max, rule = float(r_max_px), "given"
@@ -339,43 +419,46 @@ def pair_correlation(xy, *, image_shape=None, mask=None, mask_bin_factor: int = 
     r = np.linspace(r_max / n_r, r_max, int(n_r))
     rmin = h if test_rmin_px is None else float(test_rmin_px)
     sel = r >= rmin
-    est = _estimator(win, r, h, backend)
+    radii = _radii(r, h)
+    full = _full_estimator(win, radii, backend)
+    sub = _sub_estimator(win, radii, int(max_sim_points) / lam, backend) if n > max_sim_points else None
     t1 = time.perf_counter()
-    k_obs, g_obs = est(pts)
-    t2 = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    max_sim_points = int(max_sim_points)
-    if n <= max_sim_points:
-        method, n_s, sub_box, sim_est = METHOD_EXACT, n, None, est
-        sim_win = win
+    k_all, g_all = full(pts)
+    if sub is None:
+        method, est, box, k_obs, g_obs, n_ref = METHOD_EXACT, full, None, k_all, g_all, n
     else:
         method = METHOD_SUBWINDOW
-        sim_win, sub_box = _subwindow(win, max_sim_points / lam)
-        n_s = max(3, round(lam * sim_win.area))
-        sim_est = _estimator(sim_win, r, h, backend)
+        est, box = sub
+        o = np.array(est.origin, np.float64)
+        inside = est.crop.contains(pts - o)
+        k_obs, g_obs = est(np.ascontiguousarray(pts[inside] - o))
+        x0, y0, x1, y1 = est.ref_box
+        q = np.floor(pts[inside] - o + 0.5)
+        n_ref = int(np.count_nonzero((q[:, 0] >= x0) & (q[:, 0] < x1) & (q[:, 1] >= y0) & (q[:, 1] < y1)))
+    t2 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    p_crop = est.crop.area / win.area
     ks, gs = np.empty((n_sim, len(r))), np.empty((n_sim, len(r)))
-    for i in range(n_sim):
-        ks[i], gs[i] = sim_est(sim_win.sample(n_s, rng))
+    # Patterns are drawn in order from one generator (reproducible), the
+    # curves computed on all cores (the kernel releases the GIL) a batch at a time.
+    n_workers = max(1, min(os.cpu_count() or 1, 8))
+    with ThreadPoolExecutor(n_workers) as pool:
+        for start in range(0, n_sim, 4 * n_workers):
+            batch = []
+            for _ in range(start, min(n_sim, start + 4 * n_workers)):
+                # The points of a binomial pattern of n in W that fall in the
+                # crop: a binomial number, uniform there (all n without a sub-window).
+                k = n if sub is None else int(rng.binomial(n, p_crop))
+                batch.append(est.crop.sample(k, rng))
+            for i, (kc, gc) in enumerate(pool.map(est, batch), start):
+                ks[i], gs[i] = kc, gc
     t3 = time.perf_counter()
     with np.errstate(invalid="ignore"):
-        l_obs = np.sqrt(np.maximum(k_obs, 0) / np.pi) - r
+        l_obs, l_all = (np.sqrt(np.maximum(k_, 0) / np.pi) - r for k_ in (k_obs, k_all))
         ls = np.sqrt(np.maximum(ks, 0) / np.pi) - r
-    if method == METHOD_EXACT:
-        L_ref = np.vstack([l_obs[None], ls]).mean(0)
-        g_ref = np.vstack([g_obs[None], gs]).mean(0)
-    else:
-        # CSR expectations of the estimators (unbiased translation correction):
-        # K = πr² → L − r = 0 (up to the O(1/(λ n r)) bias of the square root),
-        # g = the kernel's mass on the bins. Simulated deviations shrink as
-        # 1/√n at fixed λ (Var K̂ ≈ 2πr²/(λ n) plus boundary terms, relatively
-        # larger in the smaller window: conservative).
-        L_ref, g_ref = np.zeros(len(r)), est.g_expected
-        s = math.sqrt(n_s / n)
-        ls = L_ref + s * ls
-        gs = g_ref + s * (gs - sim_est.g_expected)
     lo_q, hi_q = alpha / 2, 1 - alpha / 2
-    L_glo, L_ghi, pL, pc, pr = _mad(np.vstack([l_obs[None], ls]), L_ref, sel, alpha)
-    g_glo, g_ghi, pg, _, _ = _mad(np.vstack([g_obs[None], gs]), g_ref, sel, alpha)
+    L_ref, L_glo, L_ghi, pL, pc, pr = _mad_test(l_obs, ls, sel, alpha)
+    g_ref, g_glo, g_ghi, pg, _, _ = _mad_test(g_obs, gs, sel, alpha)
     verdict = "random"
     if np.isfinite(pL) and pL <= alpha:
         verdict = "clustering" if pc <= pr else "repulsion"
@@ -386,5 +469,5 @@ def pair_correlation(xy, *, image_shape=None, mask=None, mask_bin_factor: int = 
                "total": time.perf_counter() - t0}
     return PairCorrelation(r, l_obs, L_ref, L_lo, L_hi, L_glo, L_ghi, g_obs, g_ref, g_lo, g_hi, g_glo, g_ghi,
                            pL, pc, pr, pg, verdict, n, n_sim, int(seed), float(alpha), float(h),
-                           (float(rmin), float(r_max)), pixel_size_nm, method, int(n_s), sub_box, rule,
-                           est.backend, timings)
+                           (float(rmin), float(r_max)), pixel_size_nm, method, n_ref, box, rule,
+                           backend, timings, l_all, g_all)
