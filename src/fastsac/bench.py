@@ -519,7 +519,7 @@ def _meta(dev) -> dict:
     m = {"python": platform.python_version(), "torch": torch.__version__,
          "cpu_count": os.cpu_count(), "device": dev, "machine": platform.machine(),
          "backends": {b.value: unavailable_reason(b) or "ok"
-                      for b in (Backend.CPP, Backend.NUMBA, Backend.CUDA)}}
+                      for b in (Backend.CPP, Backend.CUDA)}}
     if dev == "cuda":
         m["gpu"] = torch.cuda.get_device_name(0)
     return m

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import peaks, preprocess
+from ._backend import resolve_device
 from ._validate import as_float, check_image, check_positive
 from .errors import FastsacInputError
 from .io import Micrograph
@@ -245,9 +246,8 @@ class ClassicalDetector(Detector):
     def _resolved_device(self) -> str:
         if self.device == "cpu":
             return "cpu"
-        from .infer import _resolve_device
 
-        return _resolve_device(self.device).type
+        return resolve_device(self.device).type
 
     def _tail_params(self, px) -> dict:
         sigma_px = self._px(self.atom_sigma_nm, px)
@@ -285,7 +285,7 @@ class ClassicalDetector(Detector):
         from .models.classical import calibrate, detect_resident, resident_bytes
 
         dev = device or (self.device if self.device != "cpu" else "cpu")
-        if tile is None and infer._resolve_device(dev).type == "cuda":
+        if tile is None and resolve_device(dev).type == "cuda":
             # The halo is 153 px at 0.0293 nm/px: 4096² cores read 1.16× their
             # area (the memory-based default picks ~1.7k cores, 1.4×).
             tile = 4096
@@ -294,7 +294,7 @@ class ClassicalDetector(Detector):
         if resident is None:
             resident = False
             if isinstance(source, np.ndarray) and source.ndim == 2 and \
-                    infer._resolve_device(dev).type == "cuda":
+                    resolve_device(dev).type == "cuda":
                 import torch
 
                 free = torch.cuda.mem_get_info()[0]

@@ -52,6 +52,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ._backend import resolve_device
 from ._validate import check_positive, per_axis
 
 __all__ = ["predict_tiled", "detect_tiled", "TiledPrediction", "TiledDetections", "TilePlan",
@@ -292,22 +293,6 @@ def _torch():
     import torch
 
     return torch
-
-
-def _resolve_device(device):
-    torch = _torch()
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' requested but torch sees no CUDA device; "
-                           "use device='cpu' or 'auto'")
-    return dev
 
 
 def _resolve_dtype(dtype):
@@ -718,7 +703,7 @@ def _prepare(image, predictor, *, tile, halo, device, batch_size, dtype, extra_h
              check_halo=True, pad_mode=None, align=None):
     torch = _torch()
     src = open_source(image)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     amp = _resolve_dtype(dtype)
     _validate_common(src.shape, tile, halo, batch_size)
     pd = _param_device(predictor)

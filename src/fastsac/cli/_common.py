@@ -49,10 +49,10 @@ def detector_from_args(args):
     params = {} if args.threshold is None else {"threshold": args.threshold}
     device = getattr(args, "device", "cpu")
     if device == "cuda":
-        from ..infer import _resolve_device
+        from .._backend import resolve_device
 
         try:
-            _resolve_device("cuda")
+            resolve_device("cuda")
         except (RuntimeError, ValueError) as exc:
             print(f"fastsac: --device cuda: {exc}", file=sys.stderr)
             return None

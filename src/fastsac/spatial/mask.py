@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from .._backend import Kernel, core
+from .._backend import Kernel, core, resolve_device
 from .._validate import as_float, check_image, check_positive
 from ..preprocess import gaussian_filter
 
@@ -210,9 +210,8 @@ def support_mask(image, *, pixel_size_nm: float | None = None, smooth_nm: float 
     0.0
     """
     if device != "cpu":
-        from ..infer import _resolve_device
 
-        dev = _resolve_device(device)
+        dev = resolve_device(device)
         if dev.type == "cuda":
             from ._mask_torch import support_mask_torch
 
