@@ -26,7 +26,7 @@ memmap or Zarr array).
 maxima → sub-pixel refinement) per window, keeps only candidates whose integer
 maximum lies in the window's core, and finishes with one non-maximum
 suppression over the candidate table. The result equals
-:func:`fastsac.detect.postprocess_scores` on the whole image exactly (same
+:func:`fastsac.detectors.postprocess_scores` on the whole image exactly (same
 points, same order) when the halo covers the preprocessing, the network and
 the refinement windows (:func:`required_halo`).
 
@@ -891,7 +891,7 @@ def predict_tiled(image, predictor: Callable, *, tile=None, halo, device: str = 
 @dataclass(frozen=True)
 class TiledDetections:
     """Detections of :func:`detect_tiled`, same fields and order as
-    :func:`fastsac.detect.postprocess_scores` (a dict there).
+    :func:`fastsac.detectors.postprocess_scores` (a dict there).
 
     ``n_candidates`` is the size of the candidate table before NMS.
     """
@@ -919,7 +919,7 @@ class TiledDetections:
 
 
 def _refine_host(raw, xy0, *, min_distance_px, refine, fit_radius_px, sigma_px, backend):
-    """The refinement half of fastsac.detect.postprocess_scores, per point and
+    """The refinement half of fastsac.detectors.postprocess_scores, per point and
     window-local (so it can run on candidates before NMS)."""
     from . import peaks
 
@@ -967,7 +967,7 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
         ``f(raw_window) -> window`` (numpy float32, same shape), run in the
         reader thread; it must be local (its radius counts into ``halo``).
     threshold, min_distance_px, refine, fit_radius_px, sigma_px, exclude_border_px
-        As :func:`fastsac.detect.postprocess_scores`.
+        As :func:`fastsac.detectors.postprocess_scores`.
     halo : int or "auto"
         Must be ≥ :func:`required_halo` (network + preprocessing radius + 1,
         and the refinement reach ``2·com_radius + fit_radius_px + 2``).

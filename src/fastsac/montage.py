@@ -58,7 +58,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from . import peaks
-from .detect import DEFAULT_PIXEL_SIZE_NM, ClassicalDetector, Detections, get_detector
+from .io import DEFAULT_PIXEL_SIZE_NM
+from .detectors import ClassicalDetector, Detections, get_detector
 from .errors import FastsacInputError
 
 __all__ = ["MontageSource", "open_montage", "plan_cores", "classical_halo", "ClassicalTiling",
@@ -399,7 +400,7 @@ def _detect_from_dog(source, core, win, dog, tiling, cap, glob, index, arr=None)
 
 
 def _refine(raw, xy0, t: ClassicalTiling):
-    """The refinement half of :func:`fastsac.detect.postprocess_scores`, per point."""
+    """The refinement half of :func:`fastsac.detectors.postprocess_scores`, per point."""
     return peaks.refine_positions(raw, xy0, min_distance_px=t.min_distance, refine=t.refine,
                                   fit_radius_px=t.fit_radius, sigma_px=t.sigma,
                                   backend=t.backend)
@@ -709,10 +710,9 @@ def mask_bin_factor(shape, *, pixel_size_nm: float | None, smooth_nm: float = 0.
     the image is under 8F px on a side) and is raised, one at a time, only until
     the binned montage ``⌈H/F⌉·⌈W/F⌉`` has at most ``max_binned_px`` pixels.
     """
-    from .spatial.mask import _FALLBACK_PX_NM
 
     h, w = (int(v) for v in shape)
-    px = float(pixel_size_nm) if pixel_size_nm else _FALLBACK_PX_NM
+    px = float(pixel_size_nm) if pixel_size_nm else DEFAULT_PIXEL_SIZE_NM
     sigma = smooth_nm / px
     f = max(1, int(round(sigma / working_px))) if np.isfinite(working_px) and working_px > 0 else 1
     if not (f > 1 and min(h, w) >= 8 * f):
@@ -817,11 +817,11 @@ def _mask_of_binned(binned: np.ndarray, shape, f: int, px: float | None, mask_pa
     """:func:`~fastsac.spatial.mask.support_mask` of the F-binned montage, with
     the areas of the full-resolution montage (as ``support_mask`` reports them
     for a whole image it bins itself)."""
-    from .spatial.mask import _FALLBACK_PX_NM, MaskResult, support_mask
+    from .spatial.mask import MaskResult, support_mask
     from .spatial.stats import Window
 
     H, W = shape
-    small = support_mask(binned, pixel_size_nm=(px or _FALLBACK_PX_NM) * f, working_px=np.inf,
+    small = support_mask(binned, pixel_size_nm=(px or DEFAULT_PIXEL_SIZE_NM) * f, working_px=np.inf,
                          **mask_params)
     # Full-resolution support px: the ragged last blocks count at their true size.
     area = Window(shape, mask=small.mask, bin_factor=f).area if small.mask.any() else 0.0

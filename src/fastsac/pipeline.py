@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .detect import DEFAULT_PIXEL_SIZE_NM, Detections, get_detector
+from .io import DEFAULT_PIXEL_SIZE_NM
+from .detectors import Detections, get_detector
 from .io import Micrograph, atomic_write_text, write_json
 from .spatial import clusters, nearest_neighbors
 
@@ -90,7 +91,7 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
         An atom whose nearest neighbour is closer than this belongs to a
         multimer; clusters join atoms closer than it (single linkage). The
         published workflow uses 0.22–0.23 nm. Without calibration it is
-        converted with :data:`~fastsac.detect.DEFAULT_PIXEL_SIZE_NM`.
+        converted with :data:`~fastsac.detectors.DEFAULT_PIXEL_SIZE_NM`.
     pixel_size_nm : float, optional
         Overrides the micrograph's calibration.
     support_mask : bool

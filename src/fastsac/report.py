@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .io import atomic_path, atomic_write_text
+from .io import DEFAULT_PIXEL_SIZE_NM, atomic_path, atomic_write_text
 from .spatial.stats import (CLUSTER_CLASSES, DEFAULT_MULTIMER_CUTOFF_NM, DispersionStats, PatternTest,
                             PooledStats, dispersion, pair_correlation_test, pool_dispersion)
 
@@ -169,7 +169,7 @@ def overlay_figure(image, xy, *, pixel_size_nm: float | None = None, color_by: s
         if cluster_sizes is None:
             from .spatial.neighbors import clusters
 
-            cut = cluster_cutoff_nm / (pixel_size_nm or 0.0293)
+            cut = cluster_cutoff_nm / (pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
             cluster_sizes = clusters(pts, cutoff=cut).sizes if len(pts) else np.zeros(0, int)
         cls = np.minimum(np.asarray(cluster_sizes, int), 4)
         for k, name in enumerate(CLUSTER_CLASSES, start=1):

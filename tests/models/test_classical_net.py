@@ -9,7 +9,7 @@ import torch
 from fastsac_testdata import PTNC, spots
 
 from fastsac import infer, read
-from fastsac.detect import ClassicalDetector
+from fastsac.detectors import ClassicalDetector
 from fastsac.models.classical import ClassicalScoreNet, calibrate
 
 PX = 0.0293

@@ -456,7 +456,7 @@ def detect_batch(s, raw, lims, *, threshold, min_distance_px, refine, fit_radius
     residual)
         Candidates owned by the cores, before NMS, on the tensors' device, in
         *window* coordinates (``window`` indexes the batch); refinement as in
-        :func:`fastsac.detect.postprocess_scores`.
+        :func:`fastsac.detectors.postprocess_scores`.
     """
     import torch
     import torch.nn.functional as F

@@ -1,7 +1,7 @@
 """The classical detector's score map as torch operations, for the tiled GPU engine.
 
 :class:`ClassicalScoreNet` computes exactly what
-:meth:`fastsac.detect.ClassicalDetector.score_map` computes — a centre-surround
+:meth:`fastsac.detectors.ClassicalDetector.score_map` computes — a centre-surround
 difference of Gaussians divided by the local noise of the filtered image — with
 separable convolutions, so the default detector runs through
 :func:`fastsac.infer.detect_tiled` on a GPU like any network:

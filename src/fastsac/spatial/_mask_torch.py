@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .mask import _FALLBACK_PX_NM, MaskResult, _drop_small, _expand
+from ..io import DEFAULT_PIXEL_SIZE_NM
+from .mask import MaskResult, _drop_small, _expand
 
 
 @functools.lru_cache(maxsize=32)
@@ -153,7 +154,7 @@ def support_mask_torch(image, *, pixel_size_nm: float | None = None, smooth_nm: 
     """
     dev = torch.device(device)
     h, w = image.shape
-    px = float(pixel_size_nm) if pixel_size_nm else _FALLBACK_PX_NM
+    px = float(pixel_size_nm) if pixel_size_nm else DEFAULT_PIXEL_SIZE_NM
     sigma_full = smooth_nm / px
     f = max(1, int(round(sigma_full / working_px))) if math.isfinite(working_px) else 1
     if min(h, w) < 8 * f:

@@ -36,12 +36,12 @@ from scipy import ndimage as ndi
 
 from .._backend import Kernel, core, resolve_device
 from .._validate import as_float, check_image, check_positive
+from ..io import DEFAULT_PIXEL_SIZE_NM
 from ..preprocess import gaussian_filter
 
 __all__ = ["support_mask", "MaskResult", "bin_mean", "require_support"]
 
 #: Pixel size assumed for the default physical lengths when an image is uncalibrated (ptnc-train).
-_FALLBACK_PX_NM = 0.0293
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,7 @@ def support_mask(image, *, pixel_size_nm: float | None = None, smooth_nm: float 
     img = as_float(check_image(image)).astype(np.float32)
     if pixel_size_nm is not None:
         check_positive(pixel_size_nm, name="pixel_size_nm")
-    px = float(pixel_size_nm) if pixel_size_nm else _FALLBACK_PX_NM
+    px = float(pixel_size_nm) if pixel_size_nm else DEFAULT_PIXEL_SIZE_NM
     for name, v in (("smooth_nm", smooth_nm), ("min_region_nm2", min_region_nm2),
                     ("opening_nm", opening_nm)):
         check_positive(v, name=name, allow_zero=name != "smooth_nm")
