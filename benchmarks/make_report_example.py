@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     import fastsac
     from fastsac.io import write_json, atomic_write_text
     from fastsac.report import load_analysis_folder, save_overlay, write_html_report
-    from fastsac.spatial import support_mask
+    from fastsac.support import support_mask
     from fastsac.spatial.stats import dispersion
 
     ptnc = SHARED / "data" / "ptnc-train"

@@ -98,7 +98,7 @@ class LiveSession:
         :class:`~fastsac.detectors.ClassicalDetector`); on a GPU the support
         mask is computed on the CPU meanwhile.
     mask_params : dict, optional
-        Passed to :func:`~fastsac.spatial.mask.support_mask` (e.g. a coarser
+        Passed to :func:`~fastsac.support.support_mask` (e.g. a coarser
         ``working_px`` for faster frames).
     stats_params : dict, optional
         Passed to :func:`~fastsac.spatial.stats.dispersion`. Default: the

@@ -96,9 +96,9 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
         Overrides the micrograph's calibration.
     support_mask : bool
         Find vacuum (dark and flat) and report densities and Clark–Evans per
-        area of support (:func:`fastsac.spatial.mask.support_mask`).
+        area of support (:func:`fastsac.support.support_mask`).
     mask_params : dict, optional
-        Keyword arguments for :func:`~fastsac.spatial.mask.support_mask`
+        Keyword arguments for :func:`~fastsac.support.support_mask`
         (e.g. ``working_px``). When the detector runs on a GPU the mask is
         computed at the same time (on the GPU too, unless ``mask_params`` says
         ``device="cpu"``).
@@ -113,8 +113,8 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
         (:meth:`fastsac.spatial.stats.DispersionStats.as_dict`) plus image,
         calibration, detector and timing information.
     """
-    from .spatial.mask import require_support
-    from .spatial.mask import support_mask as find_support
+    from .support import require_support
+    from .support import support_mask as find_support
     from .spatial.stats import dispersion
 
     if not isinstance(micrograph, Micrograph):

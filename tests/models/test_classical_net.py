@@ -225,7 +225,7 @@ def test_cuda_live_session_and_mask_equal_cpu():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     from fastsac.live import LiveSession
-    from fastsac.spatial.mask import support_mask
+    from fastsac.support.mask import support_mask
     from fastsac.synth import simulate
 
     img, _ = simulate(size=1024, seed=1)   # has vacuum

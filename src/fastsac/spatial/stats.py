@@ -640,7 +640,7 @@ def dispersion(xy, *, image_shape, pixel_size_nm: float | None = None, mask=None
         the nm cutoffs are converted at 0.0293 nm/px with a warning unless
         ``*_cutoff_px`` are given.
     mask : (H, W) bool array, optional
-        Support mask (:func:`fastsac.spatial.support_mask`). Density is per
+        Support mask (:func:`fastsac.support.support_mask`). Density is per
         support area and Clark–Evans is also computed within the support.
     multimer_cutoff_nm, multimer_cutoff_px : float
         An atom is in a multimer when its NN distance is below this (default
