@@ -21,6 +21,10 @@ import numpy as np
 
 from .errors import FastsacInputError
 
+#: Pixel size of the ptnc-train images (nm/px). Physical defaults are tuned at this scale,
+#: and lengths of uncalibrated images are converted with it (announced as an assumption).
+DEFAULT_PIXEL_SIZE_NM = 0.0293
+
 __all__ = [
     "Micrograph", "read", "write_tiff", "read_points", "atomic_write", "atomic_path", "atomic_write_text",
     "write_json", "SUPPORTED_SUFFIXES",

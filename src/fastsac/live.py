@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .detect import DEFAULT_PIXEL_SIZE_NM, Detections, get_detector
+from .io import DEFAULT_PIXEL_SIZE_NM
+from .detectors import Detections, get_detector
 from .errors import FastsacInputError
 from .io import Micrograph, atomic_write_text, write_json
 
@@ -83,7 +84,7 @@ class LiveSession:
     Parameters
     ----------
     detector : str or Detector
-        As :func:`fastsac.detect.get_detector`; resolved once.
+        As :func:`fastsac.detectors.get_detector`; resolved once.
     pixel_size_nm : float, optional
         Calibration applied to frames without their own (and overriding
         nothing that the frame carries unless ``override=True``).
@@ -94,10 +95,10 @@ class LiveSession:
         support area.
     device : {"cpu", "auto", "cuda"}
         Where the default/classical detector runs (see
-        :class:`~fastsac.detect.ClassicalDetector`); on a GPU the support
+        :class:`~fastsac.detectors.ClassicalDetector`); on a GPU the support
         mask is computed on the CPU meanwhile.
     mask_params : dict, optional
-        Passed to :func:`~fastsac.spatial.mask.support_mask` (e.g. a coarser
+        Passed to :func:`~fastsac.support.support_mask` (e.g. a coarser
         ``working_px`` for faster frames).
     stats_params : dict, optional
         Passed to :func:`~fastsac.spatial.stats.dispersion`. Default: the

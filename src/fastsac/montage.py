@@ -58,7 +58,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from . import peaks
-from .detect import DEFAULT_PIXEL_SIZE_NM, ClassicalDetector, Detections, get_detector
+from .io import DEFAULT_PIXEL_SIZE_NM
+from .detectors import ClassicalDetector, Detections, get_detector
 from .errors import FastsacInputError
 
 __all__ = ["MontageSource", "open_montage", "plan_cores", "classical_halo", "ClassicalTiling",
@@ -399,7 +400,7 @@ def _detect_from_dog(source, core, win, dog, tiling, cap, glob, index, arr=None)
 
 
 def _refine(raw, xy0, t: ClassicalTiling):
-    """The refinement half of :func:`fastsac.detect.postprocess_scores`, per point."""
+    """The refinement half of :func:`fastsac.detectors.postprocess_scores`, per point."""
     return peaks.refine_positions(raw, xy0, min_distance_px=t.min_distance, refine=t.refine,
                                   fit_radius_px=t.fit_radius, sigma_px=t.sigma,
                                   backend=t.backend)
@@ -704,15 +705,14 @@ def mask_bin_factor(shape, *, pixel_size_nm: float | None, smooth_nm: float = 0.
                     working_px: float = 6.0, max_binned_px: int = MAX_BINNED_PX) -> int:
     """Block size F of the montage's support mask.
 
-    F starts as the factor :func:`fastsac.spatial.mask.support_mask` bins a
+    F starts as the factor :func:`fastsac.support.support_mask` bins a
     whole image by (``round(σ_smooth / working_px)``, 2 at 0.0293 nm/px; 1 when
     the image is under 8F px on a side) and is raised, one at a time, only until
     the binned montage ``⌈H/F⌉·⌈W/F⌉`` has at most ``max_binned_px`` pixels.
     """
-    from .spatial.mask import _FALLBACK_PX_NM
 
     h, w = (int(v) for v in shape)
-    px = float(pixel_size_nm) if pixel_size_nm else _FALLBACK_PX_NM
+    px = float(pixel_size_nm) if pixel_size_nm else DEFAULT_PIXEL_SIZE_NM
     sigma = smooth_nm / px
     f = max(1, int(round(sigma / working_px))) if np.isfinite(working_px) and working_px > 0 else 1
     if not (f > 1 and min(h, w) >= 8 * f):
@@ -725,14 +725,14 @@ def mask_bin_factor(shape, *, pixel_size_nm: float | None, smooth_nm: float = 0.
 
 
 def _bin_block(a: np.ndarray, f: int) -> np.ndarray:
-    """F×F block means by the very function :func:`~fastsac.spatial.mask.support_mask`
-    bins a whole image with (:func:`~fastsac.spatial.mask.bin_mean`: ragged
+    """F×F block means by the very function :func:`~fastsac.support.support_mask`
+    bins a whole image with (:func:`~fastsac.support.bin_mean`: ragged
     last blocks by edge padding, summed in float64, then float32); every block
     is computed by the same per-element operations in the same order, so a
     window that starts on the block grid and ends on it or at the image edge
     (the padding then replicates the image's last row/column) gives exactly
     the whole image's blocks."""
-    from .spatial.mask import bin_mean
+    from .support import bin_mean
 
     return bin_mean(a, f)
 
@@ -750,7 +750,7 @@ def montage_support_mask(source, *, pixel_size_nm: float | None = None,
 
     The montage is read core by core (in-process or as Dask tasks through
     ``runner``) and binned by F×F block means with the arithmetic of
-    :func:`fastsac.spatial.mask.support_mask` (the binned array is
+    :func:`fastsac.support.support_mask` (the binned array is
     bit-identical to the one it builds internally for the whole image); then
     ``support_mask(binned, pixel_size_nm=px·F, working_px=inf)`` runs on it.
     With the default F (:func:`mask_bin_factor`) on a montage whose binned
@@ -770,7 +770,7 @@ def montage_support_mask(source, *, pixel_size_nm: float | None = None,
     runner : optional
         As in :func:`detect_montage`.
     **mask_params
-        Other :func:`~fastsac.spatial.mask.support_mask` arguments
+        Other :func:`~fastsac.support.support_mask` arguments
         (``smooth_nm``, ``min_contrast``, ``device`` …; ``working_px`` only
         sets the default F).
 
@@ -814,14 +814,14 @@ def _resolve_bin_factor(bin_factor, shape, px, mask_params, working_px, max_binn
 
 
 def _mask_of_binned(binned: np.ndarray, shape, f: int, px: float | None, mask_params: dict):
-    """:func:`~fastsac.spatial.mask.support_mask` of the F-binned montage, with
+    """:func:`~fastsac.support.support_mask` of the F-binned montage, with
     the areas of the full-resolution montage (as ``support_mask`` reports them
     for a whole image it bins itself)."""
-    from .spatial.mask import _FALLBACK_PX_NM, MaskResult, support_mask
+    from .support import MaskResult, support_mask
     from .spatial.stats import Window
 
     H, W = shape
-    small = support_mask(binned, pixel_size_nm=(px or _FALLBACK_PX_NM) * f, working_px=np.inf,
+    small = support_mask(binned, pixel_size_nm=(px or DEFAULT_PIXEL_SIZE_NM) * f, working_px=np.inf,
                          **mask_params)
     # Full-resolution support px: the ragged last blocks count at their true size.
     area = Window(shape, mask=small.mask, bin_factor=f).area if small.mask.any() else 0.0
@@ -839,7 +839,7 @@ def frames_support_mask(folder, pos, shape, *, pixel_size_nm: float | None,
     Each frame is placed at its integer-rounded position and binned into the
     montage's F×F block grid (origin at global pixel 0, 0); overlaps are
     averaged, blocks no frame covers take the value of the nearest covered
-    block. Then :func:`~fastsac.spatial.mask.support_mask` runs on the mosaic
+    block. Then :func:`~fastsac.support.support_mask` runs on the mosaic
     as in :func:`montage_support_mask`. Unlike that function this is not
     bit-identical to a whole image's mask (frames overlap and need not align
     with the block grid); it serves densities per support area.
@@ -927,7 +927,7 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
     docs/statistics.md), on the global coordinates, so a montage that also
     fits as one image gives identical numbers.
 
-    ``mask`` is a :class:`~fastsac.spatial.mask.MaskResult` on the
+    ``mask`` is a :class:`~fastsac.support.MaskResult` on the
     ``mask_bin_factor``-binned grid (:func:`montage_support_mask`) or None
     (then like ``analyze(..., support_mask=False)``): atoms on vacuum are
     flagged, not dropped; density and the support Clark–Evans test use the
@@ -948,7 +948,7 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
     px = pixel_size_nm
     cutoff_px = multimer_cutoff_nm / (px or DEFAULT_PIXEL_SIZE_NM)
     if mask is not None:
-        from .spatial.mask import require_support
+        from .support import require_support
 
         require_support(mask, source or name)
     t0 = time.perf_counter()
@@ -1116,7 +1116,7 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
     With ``support_mask`` the vacuum is found on the binned mosaic of the
     frames (:func:`frames_support_mask`); densities are then per support area
     as in :func:`analyze_montage` (``mask_params``: ``max_binned_px`` and
-    :func:`~fastsac.spatial.mask.support_mask` arguments; ``stats_params`` go
+    :func:`~fastsac.support.support_mask` arguments; ``stats_params`` go
     to :func:`~fastsac.spatial.stats.dispersion`).
 
     Each frame is detected whole; detections are shifted by the frame's

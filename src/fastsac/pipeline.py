@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .detect import DEFAULT_PIXEL_SIZE_NM, Detections, get_detector
+from .io import DEFAULT_PIXEL_SIZE_NM
+from .detectors import Detections, get_detector
 from .io import Micrograph, atomic_write_text, write_json
 from .spatial import clusters, nearest_neighbors
 
@@ -90,14 +91,14 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
         An atom whose nearest neighbour is closer than this belongs to a
         multimer; clusters join atoms closer than it (single linkage). The
         published workflow uses 0.22–0.23 nm. Without calibration it is
-        converted with :data:`~fastsac.detect.DEFAULT_PIXEL_SIZE_NM`.
+        converted with :data:`~fastsac.detectors.DEFAULT_PIXEL_SIZE_NM`.
     pixel_size_nm : float, optional
         Overrides the micrograph's calibration.
     support_mask : bool
         Find vacuum (dark and flat) and report densities and Clark–Evans per
-        area of support (:func:`fastsac.spatial.mask.support_mask`).
+        area of support (:func:`fastsac.support.support_mask`).
     mask_params : dict, optional
-        Keyword arguments for :func:`~fastsac.spatial.mask.support_mask`
+        Keyword arguments for :func:`~fastsac.support.support_mask`
         (e.g. ``working_px``). When the detector runs on a GPU the mask is
         computed at the same time (on the GPU too, unless ``mask_params`` says
         ``device="cpu"``).
@@ -112,8 +113,8 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
         (:meth:`fastsac.spatial.stats.DispersionStats.as_dict`) plus image,
         calibration, detector and timing information.
     """
-    from .spatial.mask import require_support
-    from .spatial.mask import support_mask as find_support
+    from .support import require_support
+    from .support import support_mask as find_support
     from .spatial.stats import dispersion
 
     if not isinstance(micrograph, Micrograph):

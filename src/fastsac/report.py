@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .io import atomic_path, atomic_write_text
+from .io import DEFAULT_PIXEL_SIZE_NM, atomic_path, atomic_write_text
 from .spatial.stats import (CLUSTER_CLASSES, DEFAULT_MULTIMER_CUTOFF_NM, DispersionStats, PatternTest,
                             PooledStats, dispersion, pool_dispersion)
 
@@ -128,7 +128,7 @@ def overlay_figure(image, xy, *, pixel_size_nm: float | None = None, color_by: s
     h, w = img.shape
     f = 1 if not max_display_px else max(1, -(-max(h, w) // int(max_display_px)))
     if f > 1:
-        from .spatial.mask import bin_mean
+        from .support import bin_mean
 
         shown = bin_mean(img, f).astype(np.float64)
     else:
@@ -169,7 +169,7 @@ def overlay_figure(image, xy, *, pixel_size_nm: float | None = None, color_by: s
         if cluster_sizes is None:
             from .spatial.neighbors import clusters
 
-            cut = cluster_cutoff_nm / (pixel_size_nm or 0.0293)
+            cut = cluster_cutoff_nm / (pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
             cluster_sizes = clusters(pts, cutoff=cut).sizes if len(pts) else np.zeros(0, int)
         cls = np.minimum(np.asarray(cluster_sizes, int), 4)
         for k, name in enumerate(CLUSTER_CLASSES, start=1):
@@ -431,7 +431,7 @@ def build_image_report(name: str, xy, *, image=None, image_shape=None, pixel_siz
     image_shape : (H, W), optional
         Needed when ``image`` is not given.
     mask : "auto", None or (H, W) bool
-        ``"auto"``: :func:`fastsac.spatial.support_mask` of ``image`` (no mask
+        ``"auto"``: :func:`fastsac.support.support_mask` of ``image`` (no mask
         without an image); None: the whole image is support.
     intensity, amplitude : (N,) arrays, optional
         Gaussian-fit intensity/amplitude: species are classified when given and
@@ -449,7 +449,7 @@ def build_image_report(name: str, xy, *, image=None, image_shape=None, pixel_siz
             raise ValueError(f"mask must be 'auto', None or a bool array, got {mask!r}")
         mask = None
         if image is not None:
-            from .spatial.mask import support_mask
+            from .support import support_mask
 
             mres = support_mask(image, pixel_size_nm=pixel_size_nm)
             mask = mres.mask if mres.has_vacuum else None

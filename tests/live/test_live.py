@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from fastsac.detect import ClassicalDetector
+from fastsac.detectors import ClassicalDetector
 from fastsac.live import NN_BINS_NM, FrameWatcher, LiveSession, watch
 from fastsac.pipeline import analyze
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fastsac import peaks
-from fastsac.detect import ClassicalDetector
+from fastsac.detectors import ClassicalDetector
 from fastsac.montage import (PARQUET_COLUMNS, analyze_frames, analyze_montage, classical_halo,
                              detect_montage, exact_quantile, grid_nms, open_montage,
                              plan_cores, quantile_from_histogram, read_parquet, read_positions,

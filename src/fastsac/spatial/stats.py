@@ -26,6 +26,7 @@ from scipy import stats as sstats
 from scipy.spatial import ConvexHull, cKDTree
 
 from .._validate import as_points, check_positive
+from ..io import DEFAULT_PIXEL_SIZE_NM
 from .neighbors import clusters as _clusters
 from .neighbors import nearest_neighbors
 
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 #: Default NN distance below which an atom counts as part of a multimer, nm.
 DEFAULT_MULTIMER_CUTOFF_NM = 0.23
 #: Pixel size used to convert nm defaults when an image is uncalibrated (ptnc-train).
-_FALLBACK_PX_NM = 0.0293
 #: Cluster classes by size: 1, 2, 3 and ≥ 4 atoms.
 CLUSTER_CLASSES = ("monomer", "dimer", "trimer", "4plus")
 
@@ -653,7 +653,7 @@ def dispersion(xy, *, image_shape, pixel_size_nm: float | None = None, mask=None
         the nm cutoffs are converted at 0.0293 nm/px with a warning unless
         ``*_cutoff_px`` are given.
     mask : (H, W) bool array, optional
-        Support mask (:func:`fastsac.spatial.support_mask`). Density is per
+        Support mask (:func:`fastsac.support.support_mask`). Density is per
         support area and Clark–Evans is also computed within the support.
     multimer_cutoff_nm, multimer_cutoff_px : float
         An atom is in a multimer when its NN distance is below this (default
@@ -698,12 +698,12 @@ def dispersion(xy, *, image_shape, pixel_size_nm: float | None = None, mask=None
         check_positive(multimer_cutoff_nm, name="multimer_cutoff_nm", allow_zero=True)
         if px is None:
             log.warning("no pixel size: converting multimer_cutoff_nm=%g at %g nm/px; give "
-                        "multimer_cutoff_px to silence this", multimer_cutoff_nm, _FALLBACK_PX_NM)
-        multimer_cutoff_px = multimer_cutoff_nm / (px or _FALLBACK_PX_NM)
+                        "multimer_cutoff_px to silence this", multimer_cutoff_nm, DEFAULT_PIXEL_SIZE_NM)
+        multimer_cutoff_px = multimer_cutoff_nm / (px or DEFAULT_PIXEL_SIZE_NM)
     multimer_cutoff_px = check_positive(multimer_cutoff_px, name="multimer_cutoff_px", allow_zero=True)
     if cluster_cutoff_px is None:
         cluster_cutoff_px = (multimer_cutoff_px if cluster_cutoff_nm is None
-                             else cluster_cutoff_nm / (px or _FALLBACK_PX_NM))
+                             else cluster_cutoff_nm / (px or DEFAULT_PIXEL_SIZE_NM))
     rect = Window(image_shape)
     win = Window(image_shape, mask=mask, bin_factor=mask_bin_factor) if mask is not None else rect
     n = len(pts)
