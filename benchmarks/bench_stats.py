@@ -10,10 +10,11 @@ For each size S: a synthetic S² frame (:func:`fastsac.bench.synthetic_image`,
 ~28 % of the frame):
 
 ``detect``     the default (classical) detector on the frame, CPU
-``stats``      :func:`fastsac.spatial.stats.dispersion` as ``analyze`` runs it:
-               NN, clusters, Clark–Evans (Monte Carlo in the mask) and the
-               pair-correlation test (:mod:`fastsac.spatial.ripley`, 99 patterns)
-``stats_old``  the same without the pair correlation, plus the previous
+``stats``      what ``analyze`` runs after detection:
+               :func:`fastsac.spatial.stats.dispersion` (NN, clusters,
+               Clark–Evans, Monte Carlo in the mask) and the pair-correlation
+               test (:func:`fastsac.spatial.ripley.pair_correlation`, 99 patterns)
+``stats_old``  the same dispersion, plus the previous
                ``pair_correlation_test`` (cKDTree pair lists, FFT set
                covariance) that the report recomputed; with ``n_sim`` reduced
                where 99 patterns would take minutes, its time extrapolated
@@ -85,18 +86,22 @@ def _step(step: str, size: int, tmp: str, n_sim_old: int) -> dict:
         dispersion(xy[:50], image_shape=(size, size), pixel_size_nm=PX_NM)  # imports, warm-up
         rss0 = _rss_mb()
         t = time.perf_counter()
-        s = dispersion(xy, image_shape=(size, size), pixel_size_nm=PX_NM, mask=mask,
-                       pair_correlation=step == "stats")
+        s = dispersion(xy, image_shape=(size, size), pixel_size_nm=PX_NM, mask=mask)
         out["dispersion_s"] = time.perf_counter() - t
+        xs = s.xy[s.in_support]
         if step == "stats":
-            pc = s.pair_correlation
-            out["pair_correlation_s"] = pc.timings_s["total"]
-            out["pair_correlation"] = {k: pc.summary_dict()[k] for k in
-                                       ("method", "n_sim", "n_reference_points", "r_max_rule", "L_p_value",
-                                        "g_p_value", "verdict")}
-            out["time_s"] = out["dispersion_s"]
+            from fastsac.spatial.ripley import pair_correlation
+
+            t = time.perf_counter()
+            pc = pair_correlation(xs, image_shape=(size, size), mask=mask, pixel_size_nm=PX_NM)
+            out["pair_correlation_s"] = time.perf_counter() - t
+            out["pair_correlation_timings_s"] = pc.timings_s
+            d = pc.as_dict()
+            out["pair_correlation"] = {k: d[k] for k in ("pattern_method", "pattern_n_sim",
+                                                         "pattern_n_reference_points", "pattern_r_max_rule",
+                                                         "L_p_value", "g_p_value", "pattern_verdict")}
+            out["time_s"] = out["dispersion_s"] + out["pair_correlation_s"]
         else:
-            xs = s.xy[s.in_support]
             t = time.perf_counter()
             old = pair_correlation_test(xs, image_shape=(size, size), mask=mask, pixel_size_nm=PX_NM,
                                         n_sim=n_sim_old)
@@ -128,8 +133,9 @@ def _step(step: str, size: int, tmp: str, n_sim_old: int) -> dict:
         out["timings_s"] = pc.timings_s
         out["n_atoms"] = len(xy)
         out["n_in_support"] = pc.n_points
-        out["pair_correlation"] = {k: pc.summary_dict()[k] for k in ("method", "n_reference_points",
-                                                                      "verdict", "L_p_value")}
+        d = pc.as_dict()
+        out["pair_correlation"] = {k: d[k] for k in ("pattern_method", "pattern_n_reference_points",
+                                                     "pattern_verdict", "L_p_value")}
         out["rss_before_mb"] = rss0
     out["peak_rss_mb"] = _rss_mb()
     return out
@@ -207,14 +213,12 @@ def test_dispersion(benchmark, n):
 
     backends = sorted(set(neighbors._nn_kernel.available()) & set(neighbors._cluster_kernel.available()))
     xy = _pattern(n)
-    ref = dispersion(xy, image_shape=(2048, 2048), pixel_size_nm=0.03, backend="numpy",
-                     pair_correlation=False).as_dict()
+    ref = dispersion(xy, image_shape=(2048, 2048), pixel_size_nm=0.03, backend="numpy").as_dict()
     for b in backends:
-        got = dispersion(xy, image_shape=(2048, 2048), pixel_size_nm=0.03, backend=b,
-                         pair_correlation=False).as_dict()
+        got = dispersion(xy, image_shape=(2048, 2048), pixel_size_nm=0.03, backend=b).as_dict()
         ref.pop("backend", None), got.pop("backend")
         assert ref == pytest.approx(got)
-    benchmark(dispersion, xy, image_shape=(2048, 2048), pixel_size_nm=0.03, pair_correlation=False)
+    benchmark(dispersion, xy, image_shape=(2048, 2048), pixel_size_nm=0.03)
 
 
 @pytest.mark.parametrize("impl", ["old", "new"])

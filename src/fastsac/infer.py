@@ -699,7 +699,7 @@ def _validate_common(plan_shape, tile, halo, batch_size):
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
 
 
-def _prepare(image, predictor, *, tile, halo, device, batch_size, dtype, extra_halo=0,
+def prepare_tiles(image, predictor, *, tile, halo, device, batch_size, dtype, extra_halo=0,
              check_halo=True, pad_mode=None, align=None):
     torch = _torch()
     src = open_source(image)
@@ -813,7 +813,7 @@ def predict_tiled(image, predictor: Callable, *, tile=None, halo, device: str = 
     """
     torch = _torch()
     t_start = time.perf_counter()
-    src, dev, amp, plan, bs = _prepare(image, predictor, tile=tile, halo=halo, device=device,
+    src, dev, amp, plan, bs = prepare_tiles(image, predictor, tile=tile, halo=halo, device=device,
                                        batch_size=batch_size, dtype=dtype, check_halo=check_halo,
                                        pad_mode=pad_mode, align=align)
     eng = _Engine(src, predictor, plan=plan, batch_size=bs, device=dev, dtype=amp, preprocess=None,
@@ -1006,7 +1006,7 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
         raise ValueError(f"halo={halo} is smaller than the refinement reach ({reach} px: "
                          f"2×{com_r} centre-of-mass + {fit_radius_px} fit radius + 2); "
                          f"use halo ≥ {reach}")
-    src, dev, amp, plan, bs = _prepare(source, predictor, tile=tile, halo=halo, device=device,
+    src, dev, amp, plan, bs = prepare_tiles(source, predictor, tile=tile, halo=halo, device=device,
                                        batch_size=batch_size, dtype=dtype, extra_halo=rf_extra,
                                        check_halo=True, pad_mode=pad_mode, align=align)
     pb = resolve_option(peaks_backend, Backend, "peaks_backend")

@@ -61,6 +61,7 @@ from . import peaks
 from .io import DEFAULT_PIXEL_SIZE_NM
 from .detectors import ClassicalDetector, Detections, get_detector
 from .errors import FastsacInputError
+from .result import ATOM_COLUMNS
 
 __all__ = ["MontageSource", "open_montage", "plan_cores", "classical_halo", "ClassicalTiling",
            "MontageResult", "detect_montage", "analyze_montage", "montage_statistics",
@@ -71,9 +72,8 @@ __all__ = ["MontageSource", "open_montage", "plan_cores", "classical_halo", "Cla
 log = logging.getLogger(__name__)
 
 #: Columns of the montage Parquet table, in order (``tile`` = owning core / frame index).
-PARQUET_COLUMNS = ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px", "intensity",
-                   "background", "residual", "nn_dist_nm", "cluster_id", "cluster_size", "tile",
-                   "in_support"]
+#: Columns of atoms.parquet: the frames' atom table plus the owning tile.
+PARQUET_COLUMNS = ATOM_COLUMNS + ["tile"]
 
 _TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter default
 
@@ -145,7 +145,7 @@ def _tiff_pixel_size(path: Path) -> float | None:
     """Calibration from the tags only (never decodes pixel data)."""
     import tifffile
 
-    from .io import _unit_to_nm
+    from .io import unit_to_nm
 
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
@@ -156,7 +156,7 @@ def _tiff_pixel_size(path: Path) -> float | None:
             num, den = xres.value if isinstance(xres.value, tuple) else (xres.value, 1)
             ppu = num / den if num and den else None
         ij = tif.imagej_metadata or {}
-        u = _unit_to_nm(ij.get("unit")) if ij else None
+        u = unit_to_nm(ij.get("unit")) if ij else None
         if u and ppu:
             return u / ppu
         resunit = tags.get("ResolutionUnit")
@@ -236,9 +236,9 @@ def _ome_pixel_size(ms) -> float | None:
     try:
         axes = ms[0]["axes"]
         scale = ms[0]["datasets"][0]["coordinateTransformations"][0]["scale"]
-        from .io import _unit_to_nm
+        from .io import unit_to_nm
 
-        u = _unit_to_nm(axes[-1].get("unit"))
+        u = unit_to_nm(axes[-1].get("unit"))
         return float(scale[-1]) * u if u else None
     except (KeyError, IndexError, TypeError):
         return None
@@ -524,17 +524,15 @@ class MontageResult:
         return montage_in_support(self.detections.xy, self.support, self.support_bin, self.shape)
 
     def table(self) -> dict[str, np.ndarray]:
-        """Columns of :data:`PARQUET_COLUMNS`."""
-        d = self.detections
+        """Columns of :data:`PARQUET_COLUMNS`: the frame's atom table
+        (:func:`fastsac.result.atoms_table`) plus the owning ``tile``."""
+        from .result import atoms_table
+
         px = self.pixel_size_nm
-        scale = px if px else np.nan
-        return {"x_px": d.xy[:, 0], "y_px": d.xy[:, 1], "x_nm": d.xy[:, 0] * scale,
-                "y_nm": d.xy[:, 1] * scale, "score": d.score, "amplitude": d.amplitude,
-                "sigma_px": d.sigma_px, "intensity": d.intensity, "background": d.background,
-                "residual": d.residual,
-                "nn_dist_nm": self.nn_dist if px else np.full(len(d), np.nan),
-                "cluster_id": self.cluster_id, "cluster_size": self.cluster_size,
-                "tile": self.tile, "in_support": self.in_support()}
+        return atoms_table(self.detections, pixel_size_nm=px,
+                           nn_dist_px=self.nn_dist / px if px else self.nn_dist,
+                           cluster_id=self.cluster_id, cluster_size=self.cluster_size,
+                           in_support=self.in_support(), extra={"tile": self.tile})
 
 
 class _Runner:
@@ -617,7 +615,7 @@ def detect_montage(source, *, detector="classical", tile: int = 2048,
         raise ValueError(f"engine must be 'auto', 'cpp' or 'torch', got {engine!r}")
     if engine == "auto":
         engine = ("torch" if runner is None and getattr(det, "device", "cpu") != "cpu"
-                  and det._resolved_device() == "cuda" else "cpp")
+                  and det.resolved_device() == "cuda" else "cpp")
     if engine == "torch":
         dev = "cpu" if getattr(det, "device", "cpu") == "cpu" else det.device
         return _detect_montage_torch(src, det, tile=tile, device=dev, progress=progress)
@@ -919,7 +917,8 @@ def support_png(path, mask) -> Path:
 def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
                        multimer_cutoff_nm: float = 0.23, name: str = "montage",
                        source: str | None = None, backend: str = "auto", mask=None,
-                       mask_bin_factor: int = 1, stats_params: dict | None = None):
+                       mask_bin_factor: int = 1, stats_params: dict | None = None,
+                       pair_correlation: bool = True, pair_correlation_params: dict | None = None):
     """Global NN distances, clusters, counts, density and dispersion statistics
     of a montage's point set.
 
@@ -933,15 +932,19 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
     flagged, not dropped; density and the support Clark–Evans test use the
     support area (:func:`~fastsac.spatial.stats.dispersion` with the binned
     mask, never a full-resolution one). ``stats_params`` go to ``dispersion``
-    (e.g. ``mask_correction="donnelly"``).
+    (e.g. ``mask_correction="donnelly"``). ``pair_correlation``: Ripley's L
+    and g(r) with envelopes into ``summary["pair_correlation"]``
+    (:func:`fastsac.spatial.ripley.pair_correlation`, bounded in N;
+    ``pair_correlation_params`` are its keyword arguments).
 
     Returns
     -------
     (nn_dist (N,), cluster_id (N,), cluster_size (N,), summary dict)
         ``nn_dist`` in nm when calibrated, else px.
     """
-    from . import __version__
+    from .result import build_summary
     from .spatial import clusters, nearest_neighbors
+    from .spatial.ripley import pair_correlation as pair_correlation_test
     from .spatial.stats import dispersion
 
     pts = np.asarray(xy, np.float64).reshape(-1, 2)
@@ -958,19 +961,23 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
                       mask=None if mask is None else getattr(mask, "mask", mask),
                       mask_bin_factor=mask_bin_factor, multimer_cutoff_px=cutoff_px,
                       backend=backend, **(stats_params or {}))
+    t1 = time.perf_counter()
+    pattern = None
+    if pair_correlation and int(disp.in_support.sum()) >= 3:
+        # The same test as frames, bounded in N (sub-window reference points).
+        pattern = pair_correlation_test(disp.xy[disp.in_support], image_shape=tuple(int(s) for s in shape),
+                                   mask=None if mask is None else getattr(mask, "mask", mask),
+                                   mask_bin_factor=mask_bin_factor, pixel_size_nm=px,
+                                   **(pair_correlation_params or {}))
     nn_dist = nn.distance * px if px else nn.distance
-    summary = {
-        "fastsac_version": __version__,
-        "image": name,
-        "source": os.path.abspath(source) if source else None,
-        "shape_px": [int(s) for s in shape],
-        "pixel_size_nm": px,
-        "pixel_size_source": "override" if px else "none",
-        **disp.as_dict(),
-        "support": None if mask is None else mask.as_dict(),
-        "timings_s": {"statistics": time.perf_counter() - t0},
-        "backend": {"nearest_neighbors": nn.backend, "clusters": cl.backend},
-    }
+    summary = build_summary(
+        disp, name=name, source=source, shape=shape, pixel_size_nm=px,
+        pixel_size_source="override" if px else "none",
+        mask_info=None if mask is None else mask.as_dict(), pattern=pattern,
+        detector=None, timings={"statistics": t1 - t0, "pair_correlation": time.perf_counter() - t1},
+        backends={"nearest_neighbors": nn.backend, "clusters": cl.backend},
+        parameters={"multimer_cutoff_nm": multimer_cutoff_nm, "stats_params": stats_params or {},
+                    "pair_correlation": pair_correlation})
     return nn_dist, cl.labels, cl.sizes, summary
 
 
@@ -1033,37 +1040,18 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
 # --------------------------------------------------------------------------- parquet
 def write_parquet(path, result: MontageResult) -> Path:
     """Write the detections (global coordinates, :data:`PARQUET_COLUMNS`) atomically,
-    with the summary as JSON in the file's key-value metadata."""
-    import json
+    with the summary as JSON in the file's key-value metadata
+    (:func:`fastsac.result.write_atoms_parquet`, the frames' writer)."""
+    from .result import write_atoms_parquet
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from .io import _json_default, atomic_path
-
-    tab = result.table()
-    types = {"cluster_id": pa.int64(), "cluster_size": pa.int64(), "tile": pa.int64(),
-             "in_support": pa.int64()}
-    arrays = [pa.array(np.asarray(tab[c]), type=types.get(c, pa.float64()))
-              for c in PARQUET_COLUMNS]
-    table = pa.Table.from_arrays(arrays, names=PARQUET_COLUMNS)
-    meta = {b"fastsac.summary": json.dumps(result.statistics, default=_json_default).encode()}
-    table = table.replace_schema_metadata(meta)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    return Path(path)
+    return write_atoms_parquet(path, result.table(), result.statistics)
 
 
 def read_parquet(path) -> tuple[dict[str, np.ndarray], dict]:
     """Columns and summary written by :func:`write_parquet`."""
-    import json
+    from .result import read_atoms_parquet
 
-    import pyarrow.parquet as pq
-
-    t = pq.read_table(path)
-    meta = t.schema.metadata or {}
-    summary = json.loads(meta.get(b"fastsac.summary", b"{}"))
-    return {c: t.column(c).to_numpy() for c in t.column_names}, summary
+    return read_atoms_parquet(path)
 
 
 # --------------------------------------------------------------------------- folder mode

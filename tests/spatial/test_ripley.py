@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fastsac.spatial.ripley import METHOD_EXACT, METHOD_SUBWINDOW, pair_correlation
-from fastsac.spatial.stats import Window, dispersion, pair_correlation_test
+from fastsac.spatial.stats import Window, pair_correlation_test
 
 from .test_stats import L_MASK, _band, csr, hard_core, thomas
 
@@ -118,7 +118,7 @@ def test_binned_mask_equals_full_mask():
     xy = Window(shape, mask=full).sample(2000, rng)
     a = pair_correlation(xy, image_shape=shape, mask=full, n_sim=9)
     b = pair_correlation(xy, image_shape=shape, mask=mb, mask_bin_factor=f, n_sim=9)
-    assert a.summary_dict() == b.summary_dict()
+    assert a.as_dict(curves=True) == b.as_dict(curves=True)
     # The sub-window of a binned mask is aligned to its blocks (so it may sit
     # a few pixels apart from the full-resolution one's).
     c = pair_correlation(xy, image_shape=shape, mask=mb, mask_bin_factor=f, n_sim=9, max_sim_points=400)
@@ -134,31 +134,50 @@ def test_r_max_is_capped_at_max_neighbors():
     assert t.test_range_px[1] == pytest.approx(math.sqrt(50 / (math.pi * lam)))
 
 
-def test_summary_dict_is_compact_json():
+def test_summary_block_is_compact_json():
     rng = np.random.default_rng(1)
-    t = pair_correlation(csr(rng, 500, (300, 300)), image_shape=(300, 300), n_sim=19, n_r=150,
-                         pixel_size_nm=0.03)
-    d = t.summary_dict()
+    t = pair_correlation(csr(rng, 500, (300, 300)), image_shape=(300, 300), n_sim=19, pixel_size_nm=0.03)
+    d = t.as_dict(curves=True)
     json.dumps(d, allow_nan=False)
-    assert len(d["r"]) <= 64 and len(d["r"]) == len(d["L_minus_r"]) == len(d["g_global_hi"])
-    assert d["length_unit"] == "nm" and d["r"][-1] == pytest.approx(t.r_px[-1] * 0.03, rel=1e-4)
-    assert d["L_minus_r"][-1] == pytest.approx(t.L_minus_r_px[-1] * 0.03, rel=1e-4, abs=1e-6)
-    assert d["n_sim"] == 19 and d["L_p_value"] == t.L_p_value and d["verdict"] == t.verdict
-    assert "MAD" in d["test"]
+    assert len(d["curve_r_px"]) == 48 and len(d["curve_r_nm"]) == len(d["curve_g_global_hi"]) == 48
+    assert d["curve_r_nm"][-1] == pytest.approx(t.r_px[-1] * 0.03, rel=1e-5)
+    assert d["curve_L_minus_r_nm"][-1] == pytest.approx(t.L_minus_r_px[-1] * 0.03, rel=1e-5, abs=1e-9)
+    assert d["pattern_n_sim"] == 19 and d["L_p_value"] == t.L_p_value and d["pattern_verdict"] == t.verdict
+    assert "MAD" in d["pattern_test"] and d["pattern_method"] == METHOD_EXACT
+    assert len(json.dumps(d)) < 12000
+    assert pair_correlation(csr(rng, 50, (300, 300)), image_shape=(300, 300),
+                            n_sim=3).as_dict(curves=True)["curve_r_nm"] is None
 
 
-def test_dispersion_carries_pair_correlation():
-    rng = np.random.default_rng(6)
-    xy = _inside(csr(rng, 400, (384, 384)), VACUUM)
-    s = dispersion(xy, image_shape=(384, 384), pixel_size_nm=0.03, mask=VACUUM,
-                   pair_correlation={"n_sim": 19})
-    d = s.as_dict()
-    assert d["pair_correlation"]["n_sim"] == 19 and d["pair_correlation"]["n_points"] == len(xy)
-    direct = pair_correlation(xy, image_shape=(384, 384), mask=VACUUM, pixel_size_nm=0.03, n_sim=19)
-    assert d["pair_correlation"] == direct.summary_dict()
-    assert dispersion(xy, image_shape=(384, 384), pixel_size_nm=0.03,
-                      pair_correlation=False).as_dict()["pair_correlation"] is None
-    assert dispersion(xy[:2], image_shape=(384, 384), pixel_size_nm=0.03).as_dict()["pair_correlation"] is None
+def test_saved_block_rebuilds_the_figure_input():
+    from fastsac.result import pattern_from_dict
+
+    rng = np.random.default_rng(2)
+    t = pair_correlation(csr(rng, 300, (300, 300)), image_shape=(300, 300), n_sim=19, pixel_size_nm=0.03)
+    back = pattern_from_dict(t.as_dict(curves=True))
+    np.testing.assert_allclose(back.L_minus_r_px, t.L_minus_r_px, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(back.g_global_hi, t.g_global_hi, rtol=1e-5)
+    assert back.L_p_value == t.L_p_value and back.n_sim == 19 and back.pixel_size_nm == 0.03
+
+
+def test_frames_and_montages_store_it_in_the_summary():
+    from fastsac.bench import synthetic_image
+    from fastsac.montage import montage_statistics
+    from fastsac.pipeline import analyze
+
+    rng = np.random.default_rng(3)
+    xy = thomas(rng, 25, 12, 4.0, (384, 384))
+    _, _, _, summary = montage_statistics(xy, shape=(384, 384), pixel_size_nm=0.03,
+                                          pair_correlation_params={"n_sim": 19})
+    pc = summary["pair_correlation"]
+    direct = pair_correlation(xy, image_shape=(384, 384), pixel_size_nm=0.03, n_sim=19)
+    assert pc == direct.as_dict(curves=True) and pc["pattern_verdict"] == "clustering"
+    img, _ = synthetic_image(256, seed=1)
+    res = analyze(img, pixel_size_nm=0.03, detector="classical", support_mask=False,
+                  pair_correlation_params={"n_sim": 19})
+    pc = res.summary["pair_correlation"]
+    assert pc["pattern_n_sim"] == 19 and pc["pattern_n_points"] == res.summary["n_atoms_in_support"]
+    assert len(pc["curve_r_nm"]) == 48 and pc["L_p_value"] is not None
 
 
 def test_validation():

@@ -132,7 +132,7 @@ class ClassicalDetector(Detector):
         """Local signal-to-noise of the DoG-filtered image, float32 (H, W)."""
         return self.snr(self.dog(image, pixel_size_nm=pixel_size_nm), pixel_size_nm=pixel_size_nm)
 
-    def _resolved_device(self) -> str:
+    def resolved_device(self) -> str:
         if self.device == "cpu":
             return "cpu"
 
@@ -206,7 +206,7 @@ class ClassicalDetector(Detector):
     def detect(self, micrograph, *, pixel_size_nm=None) -> Detections:
         img, px = as_micrograph(micrograph, pixel_size_nm)
         params = self.params() | {"pixel_size_nm_used": px or DEFAULT_PIXEL_SIZE_NM}
-        if self.device != "cpu" and self._resolved_device() == "cuda":
+        if self.device != "cpu" and self.resolved_device() == "cuda":
             # One window holding the whole frame (tiles only when it is huge).
             res = self.detect_tiled(img, pixel_size_nm=px, device="cuda",
                                     tile=None if img.size > (1 << 26) else max(img.shape))

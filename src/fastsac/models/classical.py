@@ -324,7 +324,7 @@ def calibrate(image, net: ClassicalScoreNet, *, device="auto", exact_max_px: int
         return {"cap": cap, "global_rms": rms, "method": "exact"}
     counts = torch.zeros(_HIST_BINS, dtype=torch.int64, device=dev)
     dog = net.dog
-    src, dev, amp, plan, bs = infer._prepare(image, dog, tile=tile, halo=dog.receptive_field,
+    src, dev, amp, plan, bs = infer.prepare_tiles(image, dog, tile=tile, halo=dog.receptive_field,
                                             device=dev, batch_size=batch_size, dtype=None,
                                             check_halo=False)
     eng = infer._Engine(src, dog, plan=plan, batch_size=bs, device=dev, dtype=None,

@@ -34,8 +34,6 @@ __all__ = ["PairCorrelation", "pair_correlation", "DEFAULT_MAX_SIM_POINTS", "DEF
 DEFAULT_MAX_SIM_POINTS = 20000
 #: r_max is capped where a point has this many expected neighbours (λπr² = k).
 DEFAULT_MAX_NEIGHBORS = 100
-#: Most radii kept in the compact summary block.
-SUMMARY_MAX_R = 64
 
 METHOD_EXACT = "monte_carlo"
 METHOD_SUBWINDOW = "monte_carlo_subwindow"
@@ -121,56 +119,43 @@ class PairCorrelation:
                 "translation (cross-covariance) edge correction")
 
     def as_dict(self, *, curves: bool = False) -> dict:
-        """Flat keys as :meth:`PatternTest.as_dict` (``pattern_*``, ``L_p_value`` …)."""
+        """Flat JSON-ready keys, those of :meth:`PatternTest.as_dict` (``pattern_*``,
+        ``L_p_value`` …) plus ``pattern_method``, ``pattern_n_reference_points``,
+        ``pattern_subwindow_px``, ``pattern_r_max_rule``, ``pixel_size_nm``.
+
+        ``curves=True`` (what ``summary.json["pair_correlation"]`` holds) adds
+        the curves on the ``n_r`` radii (≤ 64 by default 48; 6 significant
+        digits): ``curve_r_px``, ``curve_L_minus_r_px``, ``curve_g`` with their
+        ``_mean`` (reference), ``_lo``, ``_hi`` (pointwise) and ``_global_lo``,
+        ``_global_hi`` (global envelope), ``curve_L_minus_r_all_px`` and
+        ``curve_g_all`` (all points as reference points), and in nm when
+        calibrated ``curve_r_nm``, ``curve_L_minus_r_nm``,
+        ``curve_L_global_lo_nm``, ``curve_L_global_hi_nm`` (else None).
+        """
         px = self.pixel_size_nm
         nm = (lambda v: _f(v * px) if px else None)
         d = {"pattern_n_points": self.n_points, "pattern_n_sim": self.n_sim, "pattern_seed": self.seed,
              "pattern_alpha": self.alpha, "pattern_test": self.test_name, "pattern_method": self.method,
              "pattern_n_reference_points": self.n_sim_points,
+             "pattern_subwindow_px": None if self.subwindow_px is None else list(self.subwindow_px),
+             "pattern_r_max_rule": self.r_max_rule,
              "pattern_test_rmin_px": self.test_range_px[0], "pattern_test_rmax_px": self.test_range_px[1],
              "pattern_test_rmin_nm": nm(self.test_range_px[0]), "pattern_test_rmax_nm": nm(self.test_range_px[1]),
              "L_p_value": _f(self.L_p_value), "L_p_clustering": _f(self.L_p_clustering),
              "L_p_repulsion": _f(self.L_p_repulsion), "g_p_value": _f(self.g_p_value),
-             "pattern_verdict": self.verdict, "g_bandwidth_px": self.bandwidth_px}
+             "pattern_verdict": self.verdict, "g_bandwidth_px": self.bandwidth_px,
+             "g_bandwidth_nm": nm(self.bandwidth_px), "pixel_size_nm": px}
         if curves:
+            def c(a, scale=1.0):
+                return [None if not np.isfinite(v) else float(f"{v * scale:.6g}") for v in np.asarray(a)]
+
             for k in ("r_px", "L_minus_r_px", "L_mean", "L_lo", "L_hi", "L_global_lo", "L_global_hi",
-                      "g", "g_mean", "g_lo", "g_hi", "g_global_lo", "g_global_hi"):
-                d[f"curve_{k}"] = [_f(v) for v in getattr(self, k)]
+                      "g", "g_mean", "g_lo", "g_hi", "g_global_lo", "g_global_hi", "L_minus_r_all_px", "g_all"):
+                d[f"curve_{k}"] = c(getattr(self, k))
+            for k, name in (("r_px", "r_nm"), ("L_minus_r_px", "L_minus_r_nm"),
+                            ("L_global_lo", "L_global_lo_nm"), ("L_global_hi", "L_global_hi_nm")):
+                d[f"curve_{name}"] = c(getattr(self, k), px) if px else None
         return d
-
-    def summary_dict(self, *, max_r: int = SUMMARY_MAX_R) -> dict:
-        """Compact JSON block for ``summary.json["pair_correlation"]``.
-
-        Curves on at most ``max_r`` radii (every k-th), lengths in nm when
-        calibrated (``length_unit``), values rounded to 5 significant digits.
-        """
-        px = self.pixel_size_nm
-        s = px or 1.0
-        step = max(1, math.ceil(len(self.r_px) / max_r))
-        sl = slice(step - 1, None, step)
-
-        def c(a, scale=1.0):
-            return [None if not np.isfinite(v) else float(f"{v * scale:.5g}") for v in np.asarray(a)[sl]]
-
-        return {
-            "test": self.test_name, "method": self.method, "n_sim": self.n_sim,
-            "n_reference_points": self.n_sim_points, "n_points": self.n_points, "alpha": self.alpha,
-            "subwindow_px": None if self.subwindow_px is None else list(self.subwindow_px),
-            "seed": self.seed, "length_unit": "nm" if px else "px",
-            "r_max_rule": self.r_max_rule,
-            "test_r_min": _f(self.test_range_px[0] * s), "test_r_max": _f(self.test_range_px[1] * s),
-            "g_bandwidth": _f(self.bandwidth_px * s),
-            "L_p_value": _f(self.L_p_value), "L_p_clustering": _f(self.L_p_clustering),
-            "L_p_repulsion": _f(self.L_p_repulsion), "g_p_value": _f(self.g_p_value),
-            "verdict": self.verdict,
-            "r": c(self.r_px, s),
-            "L_minus_r": c(self.L_minus_r_px, s), "L_minus_r_reference": c(self.L_mean, s),
-            "L_minus_r_lo": c(self.L_lo, s), "L_minus_r_hi": c(self.L_hi, s),
-            "L_minus_r_global_lo": c(self.L_global_lo, s), "L_minus_r_global_hi": c(self.L_global_hi, s),
-            "g": c(self.g), "g_reference": c(self.g_mean), "g_lo": c(self.g_lo), "g_hi": c(self.g_hi),
-            "g_global_lo": c(self.g_global_lo), "g_global_hi": c(self.g_global_hi),
-            "L_minus_r_all_points": c(self.L_minus_r_all_px, s), "g_all_points": c(self.g_all),
-        }
 
 
 # --------------------------------------------------------------------------- estimator

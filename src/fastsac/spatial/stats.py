@@ -318,7 +318,8 @@ class ClarkEvans:
         p = prefix
         return {f"{p}R": _f(self.R), f"{p}R_naive": _f(self.R_naive), f"{p}z": _f(self.z),
                 f"{p}p_value": _f(self.p_value), f"{p}correction": self.correction,
-                f"{p}n_used": self.n_used,
+                f"{p}n_used": self.n_used, f"{p}n_points": self.n_points,
+                f"{p}se_px": _f(self.se), f"{p}area_px2": _f(self.area),
                 f"{p}mean_nn_px": _f(self.mean_nn), f"{p}mean_nn_nm": _f(_nm(self.mean_nn, pixel_size_nm)),
                 f"{p}expected_nn_px": _f(self.expected_nn),
                 f"{p}expected_nn_nm": _f(_nm(self.expected_nn, pixel_size_nm)),
@@ -484,6 +485,30 @@ class ClusterStats:
         return d
 
 
+def cluster_extents(xy, labels, cluster_size) -> np.ndarray:
+    """(C,) largest distance between two atoms of each cluster (0 for monomers), px.
+
+    ``labels`` are canonical cluster ids (0..C-1) and ``cluster_size`` their sizes.
+    """
+    pts = np.asarray(xy, np.float64).reshape(-1, 2)
+    size = np.asarray(cluster_size, np.int64)
+    extent = np.zeros(len(size))
+    multi = np.flatnonzero(size >= 2)
+    if len(multi):
+        order = np.argsort(labels, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(size)])
+        for c in multi:
+            p = pts[order[starts[c]:starts[c + 1]]]
+            if len(p) > 30:
+                try:  # the farthest pair lies on the convex hull
+                    p = p[ConvexHull(p).vertices]
+                except Exception:  # collinear points: keep them all
+                    pass
+            diff = p[:, None, :] - p[None, :, :]
+            extent[c] = float(np.sqrt((diff**2).sum(-1)).max())
+    return extent
+
+
 def cluster_stats(xy, *, cutoff_px: float, backend: str = "auto") -> ClusterStats:
     """Clusters by a distance cutoff, their size classes and extents.
 
@@ -498,20 +523,7 @@ def cluster_stats(xy, *, cutoff_px: float, backend: str = "auto") -> ClusterStat
     res = _clusters(pts, cutoff=cutoff_px, backend=backend)
     n_c = res.n_clusters
     size = np.bincount(res.labels, minlength=n_c).astype(np.int64) if n_c else np.zeros(0, np.int64)
-    extent = np.zeros(n_c)
-    multi = np.flatnonzero(size >= 2)
-    if len(multi):
-        order = np.argsort(res.labels, kind="stable")
-        starts = np.concatenate([[0], np.cumsum(size)])
-        for c in multi:
-            p = pts[order[starts[c]:starts[c + 1]]]
-            if len(p) > 30:
-                try:  # the farthest pair lies on the convex hull
-                    p = p[ConvexHull(p).vertices]
-                except Exception:  # collinear points: keep them all
-                    pass
-            diff = p[:, None, :] - p[None, :, :]
-            extent[c] = float(np.sqrt((diff**2).sum(-1)).max())
+    extent = cluster_extents(pts, res.labels, size)
     return ClusterStats(res.labels, res.sizes, size, extent, float(cutoff_px), res.backend)
 
 
@@ -541,10 +553,6 @@ class DispersionStats:
     clark_evans_support : ClarkEvans or None
         Over the support mask (atoms on the support); None without a mask.
     clusters : ClusterStats
-    pair_correlation : PairCorrelation or None
-        Ripley's L / g(r) with envelopes on the support
-        (:func:`fastsac.spatial.ripley.pair_correlation`); None when skipped
-        or with fewer than 3 atoms on the support.
     """
 
     xy: np.ndarray
@@ -562,7 +570,6 @@ class DispersionStats:
     clusters: ClusterStats
     backend: str = "numpy"
     params: dict = field(default_factory=dict)
-    pair_correlation: object | None = None
 
     @property
     def n_atoms(self) -> int:
@@ -628,7 +635,6 @@ class DispersionStats:
         if self.clark_evans_support is not None:
             d.update(self.clark_evans_support.as_dict("ce_support_", px))
         d.update(self.clusters.as_dict(px))
-        d["pair_correlation"] = None if self.pair_correlation is None else self.pair_correlation.summary_dict()
         d["backend"] = self.backend
         return d
 
@@ -638,8 +644,7 @@ def dispersion(xy, *, image_shape, pixel_size_nm: float | None = None, mask=None
                multimer_cutoff_px: float | None = None, cluster_cutoff_nm: float | None = None,
                cluster_cutoff_px: float | None = None, correction: str = "auto",
                mask_correction: str = "auto", n_sim: int = 199, seed: int = 0,
-               backend: str = "auto", mask_bin_factor: int = 1,
-               pair_correlation: bool | dict = True) -> DispersionStats:
+               backend: str = "auto", mask_bin_factor: int = 1) -> DispersionStats:
     """Density, NN distances, multimers, clusters and Clark–Evans of one image.
 
     Parameters
@@ -672,11 +677,6 @@ def dispersion(xy, *, image_shape, pixel_size_nm: float | None = None, mask=None
         results equal those with the expanded full-resolution mask, for the
         ``donnelly``, ``monte_carlo`` and ``none`` mask corrections (gigapixel
         montages, :func:`fastsac.montage.analyze_montage`).
-    pair_correlation : bool or dict
-        Compute Ripley's L and g(r) with envelopes and the global MAD test on
-        the support (:func:`fastsac.spatial.ripley.pair_correlation`, bounded
-        in N: about 1 s for 10⁵ atoms); a dict gives its keyword arguments
-        (e.g. ``{"n_sim": 19}``); False skips it.
 
     Returns
     -------
@@ -724,16 +724,8 @@ def dispersion(xy, *, image_shape, pixel_size_nm: float | None = None, mask=None
     cl = cluster_stats(pts, cutoff_px=cluster_cutoff_px, backend=backend)
     params = {"multimer_cutoff_px": multimer_cutoff_px, "cluster_cutoff_px": cluster_cutoff_px,
               "correction": correction, "mask_correction": mask_correction, "n_sim": n_sim, "seed": seed}
-    pc = None
-    if pair_correlation is not False and int(in_sup.sum()) >= 3:
-        from .ripley import pair_correlation as pair_correlation_fn  # imports Window from here
-
-        pc_params = ({"seed": seed, "backend": backend if backend in ("cpp", "numpy") else "auto"}
-                     | (pair_correlation if isinstance(pair_correlation, dict) else {}))
-        pc = pair_correlation_fn(pts[in_sup], window=win, pixel_size_nm=px, **pc_params)
-        params["pair_correlation"] = pc_params
     return DispersionStats(pts, nn, idx, multimer, multimer_cutoff_px, in_sup, tuple(int(s) for s in
-                           image_shape), rect.area, win.area, px, ce_img, ce_sup, cl, used, params, pc)
+                           image_shape), rect.area, win.area, px, ce_img, ce_sup, cl, used, params)
 
 
 # --------------------------------------------------------------------------- Ripley K/L, g(r)
