@@ -59,7 +59,7 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
     pair_correlation : bool
         Ripley's L and g(r) with CSR envelopes and the global test
         (:func:`~fastsac.spatial.ripley.pair_correlation`, arguments in
-        ``pair_correlation_params``; bounded in N: above 20 000 atoms the
+        ``pair_correlation_params``; bounded in N: above 10 000 atoms the
         test uses the reference points of a sub-window), stored in
         ``summary["pair_correlation"]`` with its curves; live frames skip it.
 

@@ -31,7 +31,7 @@ from .stats import Window
 __all__ = ["PairCorrelation", "pair_correlation", "DEFAULT_MAX_SIM_POINTS", "DEFAULT_MAX_NEIGHBORS"]
 
 #: Above this many points the test uses the reference points of a sub-window.
-DEFAULT_MAX_SIM_POINTS = 20000
+DEFAULT_MAX_SIM_POINTS = 10000
 #: r_max is capped where a point has this many expected neighbours (λπr² = k).
 DEFAULT_MAX_NEIGHBORS = 100
 
@@ -250,8 +250,7 @@ def _sub_estimator(win: Window, radii: _Radii, target_area: float, backend: str)
     None when the sub-window would cover the image."""
     h, w = win.shape
     f = win.bin_factor
-    frac = win.area / (h * w)
-    side = math.sqrt(target_area / max(frac, 1e-9))
+    side = math.sqrt(target_area)  # at most ~max_sim_points reference points
     sh, sw = min(h, max(f, round(side / f) * f)), min(w, max(f, round(side / f) * f))
     if sh >= h and sw >= w:
         return None

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 #: Default NN distance below which an atom counts as part of a multimer, nm.
 DEFAULT_MULTIMER_CUTOFF_NM = 0.23
 #: Pixel size used to convert nm defaults when an image is uncalibrated (ptnc-train).
+#: With more points, Clark–Evans' "auto" correction on a mask is Donnelly's, not Monte Carlo.
+MONTE_CARLO_MAX_POINTS = 20000
 #: Cluster classes by size: 1, 2, 3 and ≥ 4 atoms.
 CLUSTER_CLASSES = ("monomer", "dimer", "trimer", "4plus")
 
@@ -356,7 +358,9 @@ def clark_evans(xy, *, image_shape=None, mask=None, correction: str = "auto",
         ``monte_carlo``: expected value, SE and a two-sided rank p-value from
         ``n_sim`` uniform patterns of the same n in the same window (exact for
         any window). ``auto``: donnelly for the rectangle, monte_carlo for a
-        mask. ``none``: Clark & Evans (1954) without correction.
+        mask with at most :data:`MONTE_CARLO_MAX_POINTS` (20 000) points, else
+        donnelly (the simulations would cost n_sim NN searches of all points).
+        ``none``: Clark & Evans (1954) without correction.
     guard_px : float, optional
         Guard width; default twice the naive expected NN distance.
     n_sim, seed : int
@@ -383,7 +387,11 @@ def clark_evans(xy, *, image_shape=None, mask=None, correction: str = "auto",
     else:
         nn = _nn
     if correction == "auto":
-        correction = "donnelly" if win.is_rectangle else "monte_carlo"
+        # Monte Carlo costs n_sim nearest-neighbour searches of all n points;
+        # above MONTE_CARLO_MAX_POINTS the mask's edge effect on the mean NN
+        # distance is small against its scatter and Donnelly's formula is used.
+        correction = ("donnelly" if win.is_rectangle or len(pts) > MONTE_CARLO_MAX_POINTS
+                      else "monte_carlo")
     n, area = len(pts), win.area
     nan = float("nan")
     if n < 2:
