@@ -32,11 +32,12 @@ __all__ = ["PairCorrelation", "pair_correlation", "DEFAULT_MAX_SIM_POINTS", "DEF
 
 #: Bounds of the automatic ``max_sim_points``: above it the test uses the
 #: reference points of a sub-window.
-MIN_SIM_POINTS, DEFAULT_MAX_SIM_POINTS = 2000, 10000
+MIN_SIM_POINTS, DEFAULT_MAX_SIM_POINTS = 1000, 10000
 #: Simulated neighbour pairs per image pixel allowed by the automatic
 #: ``max_sim_points``: a pair costs ~20 ns and detection ~100 ns per pixel on
-#: two cores, so the simulations cost at most about half of the detection.
-SIM_PAIRS_PER_PIXEL = 2.5
+#: two cores, so the simulations cost at most about a fifth of the detection
+#: (the rest of the statistics step, Clark–Evans' simulations, costs as much).
+SIM_PAIRS_PER_PIXEL = 1.0
 #: r_max is capped where a point has this many expected neighbours (λπr² = k).
 DEFAULT_MAX_NEIGHBORS = 100
 
@@ -344,9 +345,9 @@ def pair_correlation(xy, *, image_shape=None, mask=None, mask_bin_factor: int = 
     max_sim_points : int, optional
         With more points the test uses the reference points of a sub-window
         holding about this many (see :class:`PairCorrelation`). Default:
-        2.5·H·W / (n_sim · max_neighbors) simulated neighbour pairs, i.e. the
-        simulations cost at most about half of detecting the frame, clipped
-        to [2000, 10 000].
+        H·W / (n_sim · max_neighbors) simulated neighbour pairs, i.e. the
+        simulations cost at most about a fifth of detecting the frame,
+        clipped to [1000, 10 000].
     backend : str
         Pair-histogram and set-covariance kernels (``cpp`` or ``numpy``).
     window : Window, optional
