@@ -40,7 +40,7 @@ and counts. Three things make that true:
 Memory: a few windows of ``(tile + 2·halo)²`` float32 plus the candidate
 table; the montage itself is never loaded. Chunk work is a pure function of
 ``(source spec, core)`` so it runs the same in-process or as Dask tasks
-(:mod:`fastsac.distributed`).
+(:mod:`fastsac.dask_runner`).
 """
 
 from __future__ import annotations
@@ -537,7 +537,7 @@ class MontageResult:
 
 class _Runner:
     """Runs chunk functions in-process (sequentially, tqdm) — the default; the
-    Dask runner in :mod:`fastsac.distributed` has the same ``map`` signature."""
+    Dask runner in :mod:`fastsac.dask_runner` has the same ``map`` signature."""
 
     name = "local"
 

@@ -113,7 +113,7 @@ def test_dask_runner_gives_identical_results(sources):
     pytest.importorskip("distributed")
     from distributed import Client, LocalCluster
 
-    from fastsac.distributed import DaskRunner
+    from fastsac.dask_runner import DaskRunner
 
     ref = analyze_montage(sources["tiff"], detector="classical", tile=237, progress=False)
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
