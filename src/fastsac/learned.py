@@ -565,10 +565,10 @@ def _sample_batch(data, cfg: TrainConfig, rng: np.random.Generator):
 def _load_training_images(image_dir: Path, label_dir: Path, stems, *, working_pixel_nm: float, backend: str,
                           cache_dir=None, noise_sigma_nm: float = 16 * DEFAULT_PIXEL_SIZE_NM,
                           background_nm: float = 40 * DEFAULT_PIXEL_SIZE_NM):
-    from .io import read, read_points
+    from .io import SUPPORTED_SUFFIXES, read, read_points
     data = []
     for stem in stems:
-        cands = sorted(image_dir.glob(f"{stem}.*"))
+        cands = sorted(q for q in image_dir.glob(f"{stem}.*") if q.suffix.lower() in SUPPORTED_SUFFIXES)
         if not cands:
             raise FastsacInputError(image_dir / stem, "training image not found")
         mic = read(cands[0])

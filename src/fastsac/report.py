@@ -781,7 +781,7 @@ def load_analysis_folder(out_dir, *, n_sim: int = 99, seed: int = 0, recompute_m
                 p = (out / p) if (out / p).exists() else (f / p)
             if p.is_file():
                 try:
-                    m = read_image(p, pixel_size_nm=px)
+                    m = read_image(p, pixel_size_nm=px, frame=_find(summ, "frame"))
                     image, px = m.data, px or m.pixel_size_nm
                 except FastsacInputError as exc:
                     log.warning("%s: cannot re-read the image (%s); no support mask", f.name, exc)

@@ -464,7 +464,7 @@ def train_rescore(image_dir, label_dir=None, *, stems=None, out=None, candidate_
         image_dir, label_dir, stems = labelled_stems(image_dir, label_dir, stems)
         tables = {}
         for s in stems:
-            img_path = next(p for p in sorted(image_dir.glob(f"{s}.*")) if p.suffix != ".csv")
+            img_path = next(p for p in sorted(image_dir.glob(f"{s}.*")) if p.suffix.lower() in io.SUPPORTED_SUFFIXES)
             mic = io.read(img_path)
             tables[s] = (candidate_features(mic.data, pixel_size_nm=mic.pixel_size_nm,
                                             candidate_threshold=candidate_threshold, backend=backend),

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if args.verbose < 2:
         # tifffile logs its own warnings about broken files; fastsac's one line says it.
-        logging.getLogger("tifffile").setLevel(logging.ERROR)
+        logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_USAGE

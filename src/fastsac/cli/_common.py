@@ -62,6 +62,17 @@ def positive_int(text: str) -> int:
     return v
 
 
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer ≥ 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text!r}")
+    return v
+
+
 def pixel_size(text: str) -> float:
     """argparse type: a pixel size in nm within ``fastsac.io.PIXEL_SIZE_RANGE_NM``."""
     from ..io import check_pixel_size
@@ -166,7 +177,9 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            out += sorted(f for f in p.iterdir() if f.suffix.lower() in SUPPORTED_SUFFIXES)
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in SUPPORTED_SUFFIXES)
+            # A folder without images stays, to be reported as a skipped input.
+            out += found or [p]
         else:
             out.append(p)
     return out

@@ -71,8 +71,9 @@ def run(args) -> int:
     outputs: list[str] = []
     bad = ok = 0
     argv = getattr(args, "_argv", None)
+    # No progress bar unless stderr is a terminal: the one-line messages stay lines.
     for path, name in tqdm(list(zip(files, output_names(files))), desc="analyze", unit="img",
-                           disable=len(files) < 2):
+                           disable=None if len(files) > 1 else True):
         try:
             n_frames = image_info(path, max_pixels=args.max_pixels).n_frames
         except Exception as exc:  # noqa: BLE001 - any failure of one input is one line
@@ -93,6 +94,7 @@ def run(args) -> int:
                               backend=args.backend)
                 res.summary["input_file"] = str(path)
                 res.summary["output_name"] = fname
+                res.summary["frame"] = frame
                 res.summary["pixel_size_assumed_nm"] = (None if m.pixel_size_nm
                                                         else DEFAULT_PIXEL_SIZE_NM)
                 if "calibration_rejected_nm" in m.metadata:

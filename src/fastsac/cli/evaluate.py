@@ -53,7 +53,7 @@ def run(args) -> int:
     if detector is None:
         return 2
     results, per_image, bad = [], {}, 0
-    for im, lb in tqdm(pairs, desc="evaluate", unit="img", disable=args.json or len(pairs) < 2):
+    for im, lb in tqdm(pairs, desc="evaluate", unit="img", disable=True if (args.json or len(pairs) < 2) else None):
         try:
             m = read(im, pixel_size_nm=args.pixel_size)
             truth = read_points(lb)
