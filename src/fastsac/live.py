@@ -277,18 +277,22 @@ class FrameWatcher:
     ----------
     settle_s : float
         Seconds a file's size and mtime must stay unchanged before it is offered.
+    retry_s : float
+        A file that failed to read is offered again when it changes, or after
+        this many seconds (a permission granted later changes neither size nor mtime).
     """
 
-    def __init__(self, folder, *, settle_s: float = 1.0, suffixes=None):
+    def __init__(self, folder, *, settle_s: float = 1.0, retry_s: float = 10.0, suffixes=None):
         from .io import SUPPORTED_SUFFIXES
 
         self.folder = Path(folder)
         self.settle_s = float(settle_s)
+        self.retry_s = float(retry_s)
         self.suffixes = tuple(suffixes or SUPPORTED_SUFFIXES)
         self._seen: dict[str, tuple[int, int]] = {}    # last (size, mtime_ns)
         self._stable_since: dict[str, float] = {}      # when the last stamp was first seen
         self._done: dict[str, tuple[int, int]] = {}    # stamp when analysed
-        self._failed: dict[str, tuple[int, int]] = {}  # stamp when it failed to read
+        self._failed: dict[str, tuple] = {}  # (stamp, monotonic time) when it failed to read
         self._writing: set[str] = set()  # final names of frames seen under a temporary name
         self._renamed: set[str] = set()  # ... whose temporary file has since been renamed
 
@@ -329,8 +333,11 @@ class FrameWatcher:
             except OSError:
                 continue
             stamp = (st.st_size, st.st_mtime_ns)
-            if self._done.get(n) == stamp or self._failed.get(n) == stamp:
-                continue  # unchanged since it was analysed / since it failed
+            if self._done.get(n) == stamp:
+                continue  # unchanged since it was analysed
+            failed = self._failed.get(n)
+            if failed is not None and failed[0] == stamp and time.monotonic() - failed[1] < self.retry_s:
+                continue  # unchanged since it failed: retried later
             out.append((n, st.st_size, st.st_mtime_ns))
         # A frame seen under a temporary name that now exists under its final
         # name while the temporary one is gone was renamed by its writer: it is
@@ -371,9 +378,10 @@ class FrameWatcher:
         self._renamed.discard(n)
 
     def mark_failed(self, path: Path) -> None:
-        """``path`` did not read in the version last polled; offered again when it changes."""
+        """``path`` did not read in the version last polled; offered again when
+        it changes or after ``retry_s``."""
         n = path.name
-        self._failed[n] = self._seen.get(n, (-1, -1))
+        self._failed[n] = (self._seen.get(n, (-1, -1)), time.monotonic())
         self._renamed.discard(n)
 
     def pending(self) -> int:
@@ -413,7 +421,7 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
           multimer_cutoff_nm: float = 0.23, poll_s: float = 1.0, once: bool = False,
           max_frames: int | None = None, settle_s: float = 1.0, overlay: bool = True,
           refresh_s: int = 2, support_mask: bool = True, on_bad=None, on_frame=None,
-          stop=None) -> WatchReport:
+          stop=None, retry_s: float = 10.0) -> WatchReport:
     """Analyse each new complete frame in ``folder`` as it appears.
 
     Writes to ``out``: ``atoms.csv`` (every atom so far, with its frame),
@@ -438,13 +446,15 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
         ``f(path, reason)`` for a frame that cannot be analysed (default: log).
     stop : threading.Event, optional
         Set it to stop the loop (Ctrl-C also stops it cleanly).
+    retry_s : float
+        A frame that failed to read is retried when it changes, or after this long.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     session = LiveSession(detector=detector, pixel_size_nm=pixel_size_nm,
                           multimer_cutoff_nm=multimer_cutoff_nm, support_mask=support_mask)
     log.info("warm-up frame analysed in %.2f s", session.warm_up())
-    watcher = FrameWatcher(folder, settle_s=settle_s)
+    watcher = FrameWatcher(folder, settle_s=settle_s, retry_s=retry_s)
     rep = WatchReport(out=out)
     # Append-only tables: rewriting them per frame would cost O(frames so far)
     # each time. Each frame's atoms are appended and flushed first, then its
