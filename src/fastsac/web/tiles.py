@@ -243,7 +243,7 @@ def mask_overlay_png(mask_png: str | Path) -> bytes:
 
     m = np.asarray(Image.open(mask_png).convert("L")) > 127
     rgba = np.zeros(m.shape + (4,), np.uint8)
-    rgba[~m] = (40, 110, 255, 120)
+    rgba[~m] = (40, 110, 255, 90)
     buf = io.BytesIO()
     Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
     return buf.getvalue()

@@ -1,0 +1,132 @@
+"""End to end in headless Chromium (Debian's /usr/bin/chromium driven by playwright).
+
+Set FASTSAC_SCREENSHOTS=DIR to also save the screenshots used in docs/web.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import running_server
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)",
+                allow_module_level=True)
+playwright_api = pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright package")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _shot(page, name):
+    d = os.environ.get("FASTSAC_SCREENSHOTS")
+    if d:
+        page.screenshot(path=str(Path(d) / f"web_{name}.png"), full_page=False)
+
+
+def _page(browser, base):
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(base + "/")
+    playwright_api.expect(page.locator("body")).to_have_attribute("data-ready", "1", timeout=30_000)
+    return page, errors
+
+
+def test_upload_view_mask_click_download(browser, tmp_path, demo_tif):
+    import httpx2 as httpx
+
+    from fastsac.web import create_app
+
+    expect = playwright_api.expect
+    app = create_app(tmp_path / "data", workers=0, n_sim=9)
+    with running_server(app) as base:
+        page, errors = _page(browser, base)
+        page.set_input_files("#file-input", str(demo_tif))
+        page.click("#upload-button")
+        expect(page.locator("#atom-count")).to_have_text(re.compile(r"^\d+$"), timeout=120_000)
+        iid = page.locator("#jobs tbody tr").first.get_attribute("data-id")
+        api = httpx.get(f"{base}/api/images/{iid}").json()
+        assert api["status"] == "done"
+        assert int(page.text_content("#atom-count")) == api["n_atoms"] > 10
+        expect(page.locator("#jobs tbody tr .n-atoms").first).to_have_text(str(api["n_atoms"]))
+        expect(page.locator("#recal-px")).to_have_value(re.compile(r"^0\.0293"))
+
+        # the mask: off, on, off again
+        viewer = page.locator("#viewer")
+        expect(viewer).to_have_attribute("data-mask", "off")
+        page.check("#mask-toggle")
+        expect(viewer).to_have_attribute("data-mask", "on", timeout=15_000)
+        _shot(page, "image")
+        page.uncheck("#mask-toggle")
+        expect(viewer).to_have_attribute("data-mask", "off")
+
+        # click the first atom: its row appears
+        atoms = httpx.get(f"{base}/api/images/{iid}/atoms.json").json()
+        x, y = atoms["data"]["x_px"][0], atoms["data"]["y_px"][0]
+        page.wait_for_timeout(800)  # let the viewer finish its opening animation
+        pos = page.evaluate("([x, y]) => { const p = imageViewer.item().imageToViewerElementCoordinates("
+                            "new OpenSeadragon.Point(x + 0.5, y + 0.5)); return [p.x, p.y]; }", [x, y])
+        box = viewer.bounding_box()
+        page.mouse.click(box["x"] + pos[0], box["y"] + pos[1])
+        row = page.locator("#atom-row")
+        expect(row).to_contain_text("x_px")
+        assert f"{x:.4g}"[:5] in row.text_content()
+
+        # plots from the saved result
+        expect(page.locator("#plots img")).to_have_count(3)
+
+        # download the zip and parse it
+        with page.expect_download() as dl:
+            page.click("#download-bundle")
+        zf = zipfile.ZipFile(dl.value.path())
+        rows = list(csv.DictReader(io.StringIO(zf.read("demo/atoms.csv").decode())))
+        assert len(rows) == api["n_atoms"]
+        assert "demo/summary.json" in zf.namelist() and "demo/overlay.png" in zf.namelist()
+        assert errors == []
+        page.close()
+
+
+def test_batch_upload_with_a_bad_file(browser, tmp_path, demo_tif):
+    from fastsac.io import read, write_tiff
+    from fastsac.web import create_app
+
+    expect = playwright_api.expect
+    m = read(demo_tif)
+    second = tmp_path / "flipped.tif"
+    write_tiff(second, m.data[::-1].copy(), pixel_size_nm=m.pixel_size_nm)
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"II*\x00 not really a tiff")
+    app = create_app(tmp_path / "data", workers=0, n_sim=0)
+    with running_server(app) as base:
+        page, errors = _page(browser, base)
+        page.fill("#batch-name", "sample A")
+        page.set_input_files("#file-input", [str(demo_tif), str(bad), str(second)])
+        page.click("#upload-button")
+        expect(page.locator("#jobs tr[data-status='rejected']")).to_contain_text("broken.tif: ")
+        expect(page.locator("#jobs tr[data-status='done']")).to_have_count(2, timeout=120_000)
+        page.click("nav button[data-tab='batches']")
+        page.locator("#batches tbody tr", has_text="sample A").locator("button").click()
+        expect(page.locator("#batch-table tr")).to_have_count(3)
+        expect(page.locator("#pooled")).to_contain_text("n_atoms", timeout=60_000)
+        _shot(page, "batch")
+        errors = [e for e in errors if "422" not in e]  # the rejected upload's response is logged
+        assert errors == []
+        page.close()
