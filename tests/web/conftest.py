@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 
+import numpy as np
 import pytest
 
 pytest.importorskip("starlette")
@@ -78,3 +79,25 @@ def client(tmp_path_factory):
     with TestClient(app, base_url="http://127.0.0.1") as c:
         c.data_dir = data
         yield c
+
+
+@pytest.fixture(scope="session")
+def montage_out(tmp_path_factory):
+    """A real `fastsac montage` output folder of a 1024² .npy montage."""
+    from fastsac_testdata import spots
+
+    from fastsac.io import write_json
+    from fastsac.montage import analyze_montage, support_png, write_parquet
+
+    d = tmp_path_factory.mktemp("montage")
+    img, _ = spots((1024, 1024), n=500, pairs=40, seed=3)
+    img = img.astype(np.float32)
+    img[:, :200] *= 0.2  # a dark band: vacuum
+    np.save(d / "m.npy", img)
+    res = analyze_montage(d / "m.npy", tile=512, pixel_size_nm=0.0293, progress=False)
+    out = d / "out"
+    write_parquet(out / "atoms.parquet", res)
+    write_json(out / "summary.json", res.statistics)
+    if res.support is not None:
+        support_png(out / "support_mask.png", res.support)
+    return out, img, res

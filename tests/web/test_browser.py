@@ -130,3 +130,63 @@ def test_batch_upload_with_a_bad_file(browser, tmp_path, demo_tif):
         errors = [e for e in errors if "422" not in e]  # the rejected upload's response is logged
         assert errors == []
         page.close()
+
+
+def test_montage_and_live_views(browser, tmp_path, montage_out, demo_tif):
+    import threading
+
+    import httpx2 as httpx
+
+    from fastsac.io import read, write_tiff
+    from fastsac.live import watch
+    from fastsac.web import create_app
+
+    expect = playwright_api.expect
+    frames_in, out = tmp_path / "in", tmp_path / "live"
+    frames_in.mkdir()
+    stop = threading.Event()
+    th = threading.Thread(target=watch, args=(frames_in, out), daemon=True,
+                          kwargs=dict(poll_s=0.2, settle_s=1.0, stop=stop))
+    th.start()
+    try:
+        app = create_app(tmp_path / "data", workers=0, montages=[montage_out[0]], live=[out], sse_poll_s=0.3)
+        with running_server(app) as base:
+            page, errors = _page(browser, base)
+            # montage: the viewer loads the atoms of its viewport (all of them at home zoom)
+            page.click("nav button[data-tab='montages']")
+            mid = httpx.get(f"{base}/api/montages").json()["montages"][0]["id"]
+            page.select_option("#montage-select", mid)
+            expect(page.locator("#montage-count")).to_have_text(str(len(montage_out[2].detections)),
+                                                                timeout=30_000)
+            page.check("#montage-mask-toggle")
+            expect(page.locator("#montage-viewer")).to_have_attribute("data-mask", "on", timeout=15_000)
+            _shot(page, "montage")
+            # zoom in: fewer atoms, fetched for the new viewport
+            page.evaluate("() => { montageViewer.viewer.viewport.zoomTo(4, null, true); }")
+            expect(page.locator("#montage-count")).not_to_have_text(str(len(montage_out[2].detections)),
+                                                                    timeout=15_000)
+            # live: frames appear without reloading
+            page.click("nav button[data-tab='live']")
+            lid = httpx.get(f"{base}/api/live").json()["live"][0]["id"]
+            page.select_option("#live-select", lid)
+            expect(page.locator("#live-frames")).to_have_text("0", timeout=15_000)
+            m = read(demo_tif)
+            for k in range(2):
+                tmp = frames_in / f"f{k}.tif.part"
+                write_tiff(tmp, m.data if k == 0 else m.data[::-1].copy(), pixel_size_nm=m.pixel_size_nm)
+                tmp.rename(frames_in / f"f{k}.tif")
+                expect(page.locator("#live-frames")).to_have_text(str(k + 1), timeout=60_000)
+            expect(page.locator("#live-table tr.frame-row")).to_have_count(2)
+            if os.environ.get("FASTSAC_SCREENSHOTS"):  # the overlay is drawn in the background
+                for _ in range(100):
+                    if (out / "overlay.png").exists():
+                        break
+                    page.wait_for_timeout(100)
+                page.evaluate("() => { const i = document.querySelector('#live-overlay'); i.src = i.src + '1'; }")
+                page.wait_for_timeout(800)
+                _shot(page, "live")
+            assert [e for e in errors if "404" not in e] == []  # the first overlay may not exist yet
+            page.close()
+    finally:
+        stop.set()
+        th.join(30)

@@ -63,10 +63,21 @@ class AtomViewer {
     this.box.append(this.canvas);
     this.atoms = null; this.showAtoms = true; this.mask = null; this.maskUrl = null;
     this.onSelect = onSelect; this.onViewport = onViewport; this.selected = -1;
+    // A viewer made inside a hidden tab learns its size late: fit the image once it is open.
+    this.viewer.addHandler("open", () => {
+      this.viewer.viewport.resize(new OpenSeadragon.Point(this.box.clientWidth, this.box.clientHeight), false);
+      this.viewer.viewport.goHome(true);
+    });
     const redraw = () => this.draw();
     for (const ev of ["animation", "update-viewport", "resize", "open"]) this.viewer.addHandler(ev, redraw);
-    this.viewer.addHandler("animation-finish", () => this.onViewport && this.onViewport(this.visibleRect()));
-    this.viewer.addHandler("open", () => this.onViewport && this.onViewport(this.visibleRect()));
+    // The atoms of the viewport are fetched once the view settles (debounced).
+    let timer = null;
+    const settled = () => {
+      if (!this.onViewport) return;
+      clearTimeout(timer);
+      timer = setTimeout(() => this.onViewport(this.visibleRect()), 150);
+    };
+    for (const ev of ["animation-finish", "open", "resize", "viewport-change"]) this.viewer.addHandler(ev, settled);
     this.viewer.addHandler("canvas-click", (e) => {
       if (!e.quick) return;
       const i = this.pick(e.position.x, e.position.y);
@@ -381,7 +392,10 @@ function liveRender(rows, stats, nFrames) {
   if (rows.length && !t.firstChild) t.append(el("tr", {}, ...Object.keys(rows[0]).map((k) => el("th", { text: k }))));
   for (const r of rows) t.insertBefore(el("tr", { class: "frame-row" }, ...Object.values(r).map((v) => el("td", { text: fmt(v) }))), t.children[1] || null);
   while (t.children.length > 101) t.lastChild.remove();
-  $("#live-overlay").src = `/api/live/${$("#live-select").value}/files/overlay.png?t=${Date.now()}`;
+  const img = $("#live-overlay");
+  img.onerror = () => { img.classList.add("hidden"); };  // no overlay drawn yet: try again at the next frame
+  img.onload = () => { img.classList.remove("hidden"); };
+  img.src = `/api/live/${$("#live-select").value}/files/overlay.png?t=${Date.now()}`;
 }
 function openLive(id) {
   if (liveSource) liveSource.close();
