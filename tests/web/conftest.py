@@ -55,12 +55,13 @@ def running_server(app, *, timeout: float = 30.0):
         th.join(timeout=timeout)
 
 
-def wait_done(get, iid: str, *, timeout: float = 120.0) -> dict:
-    """Poll GET /api/images/{iid} until done/failed."""
+def wait_done(get, iid: str, *, timeout: float = 120.0, plots: bool = False) -> dict:
+    """Poll GET /api/images/{iid} until done/failed (and, with ``plots``, its plots too)."""
     t0 = time.monotonic()
     while True:
         j = get(f"/api/images/{iid}").json()
-        if j["status"] in ("done", "failed"):
+        if j["status"] == "failed" or (j["status"] == "done" and (
+                not plots or j["plots"]["status"] in ("done", "failed"))):
             return j
         if time.monotonic() - t0 > timeout:
             raise TimeoutError(f"image {iid} still {j['status']} after {timeout} s")

@@ -28,7 +28,7 @@ def batch_a(client):
 def done_image(client, demo_tif, batch_a):
     r = _upload(client, demo_tif, batch=batch_a)
     assert r.status_code == 201, r.text
-    return wait_done(client.get, r.json()["id"])
+    return wait_done(client.get, r.json()["id"], plots=True)
 
 
 def test_upload_is_analysed_like_the_pipeline(client, done_image, demo_tif):
@@ -36,7 +36,7 @@ def test_upload_is_analysed_like_the_pipeline(client, done_image, demo_tif):
     from fastsac.pipeline import analyze
 
     j = done_image
-    assert j["status"] == "done" and j["error"] is None
+    assert j["status"] == "done" and j["error"] is None and j["plots"] == {"status": "done", "error": None}
     ref = analyze(read(demo_tif))
     assert j["n_atoms"] == ref.summary["n_atoms"] > 10
     assert j["summary"]["multimer_fraction"] == pytest.approx(ref.summary["multimer_fraction"])

@@ -91,7 +91,7 @@ def test_upload_view_mask_click_download(browser, tmp_path, demo_tif):
         assert f"{x:.4g}"[:5] in row.text_content()
 
         # plots from the saved result
-        expect(page.locator("#plots img")).to_have_count(3)
+        expect(page.locator("#plots img")).to_have_count(3, timeout=120_000)
 
         # download the zip and parse it
         with page.expect_download() as dl:
@@ -100,7 +100,7 @@ def test_upload_view_mask_click_download(browser, tmp_path, demo_tif):
         rows = list(csv.DictReader(io.StringIO(zf.read("demo/atoms.csv").decode())))
         assert len(rows) == api["n_atoms"]
         assert "demo/summary.json" in zf.namelist() and "demo/overlay.png" in zf.namelist()
-        assert errors == []
+        assert errors == [], errors
         page.close()
 
 
@@ -128,7 +128,7 @@ def test_batch_upload_with_a_bad_file(browser, tmp_path, demo_tif):
         expect(page.locator("#pooled")).to_contain_text("n_atoms", timeout=60_000)
         _shot(page, "batch")
         errors = [e for e in errors if "422" not in e]  # the rejected upload's response is logged
-        assert errors == []
+        assert errors == [], errors
         page.close()
 
 

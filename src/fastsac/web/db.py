@@ -68,6 +68,11 @@ MIGRATIONS: list[str] = [
         finished REAL
     );
     """,
+    # 2: the plots and report of an image are rendered after its result (time to first result)
+    """
+    ALTER TABLE images ADD COLUMN extras_status TEXT;
+    ALTER TABLE images ADD COLUMN extras_error TEXT
+    """,
 ]
 
 
@@ -182,7 +187,15 @@ class Store:
 
     def queue_image(self, iid: str, params: dict) -> None:
         self._exec("UPDATE images SET status = ?, params = ?, error = NULL, n_atoms = NULL, summary = NULL, "
-                   "started = NULL, finished = NULL WHERE id = ?", (QUEUED, json.dumps(params), iid))
+                   "started = NULL, finished = NULL, extras_status = NULL, extras_error = NULL WHERE id = ?",
+                   (QUEUED, json.dumps(params), iid))
+
+    def set_extras(self, iid: str, status: str, *, error: str | None = None) -> None:
+        self._exec("UPDATE images SET extras_status = ?, extras_error = ? WHERE id = ?", (status, error, iid))
+
+    def unfinished_extras(self) -> list[dict]:
+        return self._all("SELECT * FROM images WHERE status = ? AND extras_status IN (?, ?)",
+                         (DONE, QUEUED, RUNNING))
 
     def mark_running(self, iid: str) -> None:
         self._exec("UPDATE images SET status = ?, started = ? WHERE id = ? AND status = ?",

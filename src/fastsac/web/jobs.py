@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .db import DONE, FAILED, QUEUED, RUNNING, Store
 
-__all__ = ["analyze_image_job", "batch_report_job", "compare_job", "JobManager", "ProcessRunner",
+__all__ = ["analyze_image_job", "render_extras_job", "batch_report_job", "compare_job", "JobManager", "ProcessRunner",
            "ThreadRunner", "DaskRunner", "make_runner", "read_progress"]
 
 log = logging.getLogger(__name__)
@@ -78,15 +78,14 @@ def _render_plots(folder: Path, rep) -> list[str]:
 
 
 def analyze_image_job(upload: str, image_dir: str, *, detector: str = "default",
-                      multimer_cutoff_nm: float = 0.23, pixel_size_nm: float | None = None,
-                      n_sim: int = 99) -> dict:
+                      multimer_cutoff_nm: float = 0.23, pixel_size_nm: float | None = None) -> dict:
     """Analyse one stored upload into ``image_dir/result/<name>/``.
 
     Writes what :func:`fastsac.pipeline.write_result` writes (atoms.csv,
-    summary.json, overlay.png, …), then ``support_mask.png`` (the vacuum mask
-    the analysis used), the statistics plots and ``report.html`` rendered by
-    :mod:`fastsac.report` from the saved result. Progress goes to
-    ``image_dir/progress.json``.
+    summary.json, overlay.png, …) and ``support_mask.png`` (the vacuum mask
+    the analysis used). Progress goes to ``image_dir/progress.json``. The
+    plots and report come after, from :func:`render_extras_job`, so the result
+    is shown as soon as it exists.
 
     Returns
     -------
@@ -105,21 +104,15 @@ def analyze_image_job(upload: str, image_dir: str, *, detector: str = "default",
         if root.exists():  # a re-analysis replaces the previous result as a whole
             shutil.rmtree(root)
         m = read(upload, pixel_size_nm=pixel_size_nm)
-        _progress(image_dir, "detecting", 0.15)
+        _progress(image_dir, "detecting", 0.2)
         res = analyze(m, detector=detector, multimer_cutoff_nm=multimer_cutoff_nm)
-        _progress(image_dir, "writing", 0.5)
+        _progress(image_dir, "writing", 0.7)
         folder = root / m.name
         write_result(res, folder)
         if res.support is not None:
             from ..montage import support_png
 
             support_png(folder / "support_mask.png", res.support)
-        _progress(image_dir, "plots", 0.7)
-        from ..report import load_analysis_folder, write_html_report
-
-        reps = load_analysis_folder(root, n_sim=n_sim, progress=False)
-        _render_plots(folder, reps[0])
-        write_html_report(folder / "report.html", reps, title=f"fastsac: {m.name}")
         _progress(image_dir, "done", 1.0)
         return {"ok": True, "folder": m.name}
     except FastsacInputError as exc:  # name the file as the user knows it, not the server path
@@ -127,6 +120,24 @@ def analyze_image_job(upload: str, image_dir: str, *, detector: str = "default",
     except Exception as exc:  # the page shows one line; the log keeps the traceback
         log.exception("analysis of %s failed", upload)
         return {"ok": False, "error": f"analysis failed: {type(exc).__name__}: {_one_line(exc)}"}
+
+
+def render_extras_job(result_root: str, *, n_sim: int = 99) -> dict:
+    """The statistics plots (``plots/*.png``) and ``report.html`` of an analysed
+    image, rendered by :mod:`fastsac.report` from the saved result in
+    ``result_root/<name>/``."""
+    try:
+        from ..report import load_analysis_folder, write_html_report
+
+        root = Path(result_root)
+        reps = load_analysis_folder(root, n_sim=n_sim, progress=False)
+        folder = root / reps[0].name
+        made = _render_plots(folder, reps[0])
+        write_html_report(folder / "report.html", reps, title=f"fastsac: {reps[0].name}")
+        return {"ok": True, "plots": made}
+    except Exception as exc:
+        log.exception("plots of %s failed", result_root)
+        return {"ok": False, "error": f"plots failed: {type(exc).__name__}: {_one_line(exc)}"}
 
 
 def _load_reports(roots, n_sim: int):
@@ -300,6 +311,7 @@ class JobManager:
         self.n_perm = n_perm
         self._lock = threading.Lock()
         self._futures: dict[str, object] = {}
+        self._extras: dict[str, object] = {}
 
     def image_dir(self, iid: str) -> Path:
         return self.data / "images" / iid
@@ -320,6 +332,8 @@ class JobManager:
         left = self.store.unfinished_images()
         for im in left:
             self.submit_image(im["id"])
+        for im in self.store.unfinished_extras():
+            self._submit_extras(im["id"])
         return len(left)
 
     def submit_image(self, iid: str) -> None:
@@ -330,7 +344,7 @@ class JobManager:
         fut = self.runner.submit(analyze_image_job, str(d / im["filename"]), str(d),
                                  detector=p.get("detector", "default"),
                                  multimer_cutoff_nm=float(p.get("multimer_cutoff_nm", 0.23)),
-                                 pixel_size_nm=p.get("pixel_size_nm"), n_sim=self.n_sim)
+                                 pixel_size_nm=p.get("pixel_size_nm"))
         with self._lock:
             self._futures[iid] = fut
         fut.add_done_callback(lambda f, iid=iid: self._image_done(iid, f))
@@ -360,6 +374,7 @@ class JobManager:
                 folder = self.image_dir(iid) / RESULT_DIR / out["folder"]
                 summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
                 self.store.finish_image(iid, summary=summary)
+                self._submit_extras(iid)
             else:
                 self.store.finish_image(iid, error=out["error"])
             im = self.store.get_image(iid)
@@ -367,6 +382,28 @@ class JobManager:
                 self.maybe_batch_report(im["batch_id"])
         except Exception:  # the server is shutting down (store closed) or the files vanished
             log.exception("recording the result of image %s failed", iid)
+
+    def _submit_extras(self, iid: str) -> None:
+        self.store.set_extras(iid, QUEUED)
+        fut = self.runner.submit(render_extras_job, str(self.image_dir(iid) / RESULT_DIR), n_sim=self.n_sim)
+        with self._lock:
+            self._extras[iid] = fut
+
+        def done(f):
+            with self._lock:
+                if self._extras.get(iid) is not f:
+                    return
+                self._extras.pop(iid, None)
+            try:
+                out = f.result()
+            except BaseException as exc:
+                out = {"ok": False, "error": f"worker failed: {type(exc).__name__}: {_one_line(exc)}"}
+            try:
+                self.store.set_extras(iid, DONE if out.get("ok") else FAILED, error=out.get("error"))
+            except Exception:
+                log.exception("recording the plots of image %s failed", iid)
+
+        fut.add_done_callback(done)
 
     # ------------------------------------------------------------------ batches
     def batch_key(self, bid: str) -> str:

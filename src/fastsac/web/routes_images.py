@@ -97,7 +97,8 @@ def image_json(ctx, im: dict, *, full: bool = True) -> dict:
          "progress": prog, "error": im["error"], "n_atoms": im["n_atoms"] if status == DONE else None,
          "pixel_size_nm": im["pixel_size_nm"], "pixel_size_source": im["pixel_size_source"],
          "shape": [im["height"], im["width"]], "params": im["params"], "created": im["created"],
-         "started": im["started"], "finished": im["finished"]}
+         "started": im["started"], "finished": im["finished"],
+         "plots": {"status": im["extras_status"], "error": im["extras_error"]}}
     if full and status == DONE:
         d["summary"] = im["summary"]
         folder = ctx.jobs.result_folder(im)
@@ -159,6 +160,8 @@ async def upload(request):
         ctx.store.add_image(name=name, filename=name, params=params, batch_id=batch, image_id=iid,
                             pixel_size_nm=facts["pixel_size_nm"], pixel_size_source=facts["pixel_size_source"],
                             shape=facts["shape"])
+        if batch is not None:
+            ctx.store.set_batch_report(batch, None)  # the batch's report no longer covers every image
         ctx.jobs.submit_image(iid)
         return JSONResponse({"id": iid, "name": name, "status": "queued", **facts, "params": params},
                             status_code=201, headers={"location": f"/api/images/{iid}"})
@@ -197,6 +200,8 @@ async def reanalyze(request):
     if err:
         return error(400, err)
     ctx.store.queue_image(im["id"], params)
+    if im["batch_id"]:
+        ctx.store.set_batch_report(im["batch_id"], None)
     with ctx.lock:
         ctx.frames.pop(im["id"], None)
     ctx.jobs.submit_image(im["id"])

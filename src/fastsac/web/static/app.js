@@ -200,14 +200,14 @@ function renderJobs() {
   }));
 }
 
+const inWork = (j) => j.id && (j.status === "queued" || j.status === "running" ||
+  (j.status === "done" && j.plots && (j.plots.status === "queued" || j.plots.status === "running")));
 async function pollJobs() {
-  const live = [...JOBS.values()].filter((j) => j.id && (j.status === "queued" || j.status === "running"));
-  for (const j of live) {
+  for (const j of [...JOBS.values()].filter(inWork)) {
     try {
       const n = await api(`/api/images/${j.id}`);
       JOBS.set(j.id, n);
-      if (n.status === "done" && CURRENT === null) openImage(n.id);
-      if (n.status === "done" && CURRENT === n.id) openImage(n.id);
+      if (n.status === "done" && (CURRENT === null || CURRENT === n.id)) openImage(n.id);
     } catch (e) { /* transient */ }
   }
   renderJobs();
@@ -246,6 +246,7 @@ async function openImage(id) {
   $("#image-view").dataset.finished = String(j.finished);
   $("#image-title").textContent = j.name;
   renderJobs();
+  showExtras(j);
   if (!fresh) return;
   $("#recal-px").value = j.pixel_size_nm || "";
   $("#recal-source").textContent = j.pixel_size_nm ? `nm/px (${j.pixel_size_source})` : "not calibrated";
@@ -269,9 +270,17 @@ async function openImage(id) {
     ["Clark–Evans R", s.clark_evans_R], ["Clark–Evans p", s.clark_evans_p_value],
     ["monomers / dimers / trimers / ≥4", `${s.n_monomers} / ${s.n_dimers} / ${s.n_trimers} / ${s.n_clusters_4plus}`],
     ["detector", s.detector ? s.detector.name : null]]);
-  const files = j.files || [];
+}
+
+function showExtras(j) {
+  // plots, report and downloads: the plots are rendered after the result, so this runs again then
+  const id = j.id, files = j.files || [], key = `${id}/${j.finished}/${j.plots ? j.plots.status : ""}`;
+  if ($("#plots").dataset.key === key) return;
+  $("#plots").dataset.key = key;
   $("#plots").replaceChildren(...files.filter((f) => f.startsWith("plots/")).map((f) =>
     el("img", { src: `/api/images/${id}/files/${f}?v=${j.finished}`, alt: f })));
+  if (j.plots && j.plots.status === "queued") $("#plots").append(el("p", { class: "hint", text: "rendering plots…" }));
+  if (j.plots && j.plots.status === "failed") $("#plots").append(el("p", { class: "error", text: j.plots.error }));
   const dl = [["bundle.zip (everything)", `/api/images/${id}/bundle.zip`, "download-bundle"]];
   for (const f of ["atoms.csv", "clusters.csv", "summary.json", "overlay.png", "report.html"])
     if (files.includes(f)) dl.push([f, `/api/images/${id}/files/${f}`, "download-" + f.replace(".", "-")]);
