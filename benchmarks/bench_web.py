@@ -5,7 +5,8 @@ a loopback port with one spawned worker process (warmed up by one small job),
 the frame is uploaded over HTTP and ``GET /api/images/{id}`` is polled every
 20 ms until ``done``. Baselines in the same run: what ``fastsac analyze`` does
 per image in-process (``read`` + ``analyze`` + ``write_result``) and the web
-job itself in-process (the same + support mask PNG, plots and report.html).
+job itself in-process (the result without plots, then the plots and report.html
+drawn from the saved result).
 
 Part 2 — a simulated 32768² montage (a simulated 2048² frame tiled 16 × 16
 into a uint16 ``.npy``, 2 GiB, with its detections tiled the same way into
@@ -49,10 +50,11 @@ def first_result(frame: int, repeats: int, tmp: Path) -> dict:
     import httpx2 as httpx
 
     from fastsac.io import read, write_tiff
-    from fastsac.pipeline import analyze, write_result
+    from fastsac.pipeline import analyze
+    from fastsac.result import write_result
     from fastsac.synth import simulate
     from fastsac.web import create_app
-    from fastsac.web.jobs import analyze_image_job
+    from fastsac.web.jobs import analyze_image_job, render_extras_job
     from web.conftest import running_server
 
     img, _ = simulate(size=frame, seed=5)
@@ -73,7 +75,9 @@ def first_result(frame: int, repeats: int, tmp: Path) -> dict:
         t = time.perf_counter()
         out = analyze_image_job(str(path), str(d), n_sim=99)
         assert out["ok"], out
-        return time.perf_counter() - t
+        t1 = time.perf_counter()
+        assert render_extras_job(str(d / "result" / out["folder"]))["ok"]
+        return t1 - t, time.perf_counter() - t
 
     baseline_cli()  # imports, JIT
     cli = [baseline_cli() for _ in range(repeats)]
@@ -95,7 +99,11 @@ def first_result(frame: int, repeats: int, tmp: Path) -> dict:
                     break
                 time.sleep(0.02)
             assert j["status"] == "done", j
-            return t1 - t0, time.perf_counter() - t0, j["n_atoms"]
+            t2 = time.perf_counter()
+            while j["plots"]["status"] not in ("done", "failed"):
+                time.sleep(0.02)
+                j = http.get(f"/api/images/{r.json()['id']}").json()
+            return t1 - t0, t2 - t0, j["n_atoms"], time.perf_counter() - t0
 
         run_one(small)  # the worker process has started and imported everything
         for _ in range(repeats):
@@ -105,7 +113,9 @@ def first_result(frame: int, repeats: int, tmp: Path) -> dict:
         "frame_px": frame, "n_atoms": n_atoms, "repeats": repeats,
         "web_upload_accepted_s": round(statistics.median(w[0] for w in web), 3),
         "web_time_to_first_result_s": round(statistics.median(w[1] for w in web), 3),
-        "inprocess_web_job_s": round(statistics.median(job), 3),
+        "web_time_to_plots_s": round(statistics.median(w[3] for w in web), 3),
+        "inprocess_web_job_result_s": round(statistics.median(j[0] for j in job), 3),
+        "inprocess_web_job_result_plots_report_s": round(statistics.median(j[1] for j in job), 3),
         "inprocess_analyze_write_result_s": round(statistics.median(c[0] for c in cli), 3),
     }
 
@@ -193,23 +203,29 @@ def montage_tiles(size: int, frame: int, concurrency: int, tmp: Path) -> dict:
     rng = np.random.default_rng(0)
     app = create_app(tmp / "data2", workers=0, montages=[out])
     view = next(iter(app.state.ctx.montages.values()))
+    pyr = view.deepzoom[0]
     t = time.perf_counter()
     view.overview_thread.join()
     overview_s = time.perf_counter() - t  # the background build started when the app was made
     mid = next(iter(app.state.ctx.montages))
-    dz = DeepZoom(view.deepzoom[0], key="x", cache=TileCache())
-    levels = {"coarse (L9-12, from the overview)": range(9, 13), "fine (L13-15, from the source)": range(13, 16)}
+    dz = DeepZoom(pyr, key="x", cache=TileCache())
+    top = dz.max_level
+    fine = int(round(math.log2(pyr.f)))  # levels finer than the overview read the source
+    levels = {f"coarse (L{top - fine - 3}-{top - fine}, from the overview)": range(top - fine - 3, top - fine + 1),
+              f"fine (L{top - fine + 1}-{top}, from the source)": range(top - fine + 1, top + 1)}
     plan = {}
     for name, lv in levels.items():
         reqs = []
         for L in lv:
+            if L > top or L < 0:
+                continue
             h, w = dz.level_shape(L)
             nc, nr = math.ceil(w / 254), math.ceil(h / 254)
             reqs += [(L, int(rng.integers(nc)), int(rng.integers(nr))) for _ in range(48)]
         plan[name] = sorted(set(reqs))
     res = {"montage_px": size, "n_atoms": int(json.loads((out / "summary.json").read_text())["n_atoms"]),
            "generate_s": round(gen_s, 1), "overview_build_s": round(overview_s, 1),
-           "overview_factor": view.deepzoom[0].f, "concurrency": concurrency}
+           "overview_factor": pyr.f, "concurrency": concurrency}
     with running_server(app) as base:
         home = ["/api/montages/%s/image.dzi" % mid]
         for L in range(0, 11):
@@ -219,14 +235,16 @@ def montage_tiles(size: int, frame: int, concurrency: int, tmp: Path) -> dict:
         lat, wall, nbytes = asyncio.run(fetch_all(base, home, concurrency))
         res["first_screen"] = {"requests": len(home), "wall_s": round(wall, 3), **_summ(lat)}
         for name, reqs in plan.items():
+            if not reqs:
+                continue
             urls = [f"/api/montages/{mid}/image_files/{L}/{c}_{r}.jpeg" for L, c, r in reqs]
             cold, wall, _ = asyncio.run(fetch_all(base, urls, concurrency))
             warm, wall_w, _ = asyncio.run(fetch_all(base, urls, concurrency))
             # baseline: the same tiles made in-process, one after another, no HTTP
             fresh = DeepZoom(MontagePyramid(open_montage(view.summary["source"]), cache_dir=tmp / "bl"),
                              key="bl", cache=TileCache())
-            fresh.pyramid._overview = view.deepzoom[0].overview()
-            fresh.pyramid.lo, fresh.pyramid.hi = view.deepzoom[0].lo, view.deepzoom[0].hi
+            fresh.pyramid._overview = pyr.overview()
+            fresh.pyramid.lo, fresh.pyramid.hi = pyr.lo, pyr.hi
             bl = []
             for L, c, r in reqs:
                 t = time.perf_counter()

@@ -36,14 +36,15 @@ def test_upload_is_analysed_like_the_pipeline(client, done_image, demo_tif):
     from fastsac.pipeline import analyze
 
     j = done_image
+    # the app analyses with its own n_sim (9 here) for the pair-correlation envelopes
     assert j["status"] == "done" and j["error"] is None and j["plots"] == {"status": "done", "error": None}
-    ref = analyze(read(demo_tif))
+    ref = analyze(read(demo_tif), pair_correlation_params={"n_sim": 9})
     assert j["n_atoms"] == ref.summary["n_atoms"] > 10
     assert j["summary"]["multimer_fraction"] == pytest.approx(ref.summary["multimer_fraction"])
     assert j["pixel_size_nm"] == pytest.approx(0.0293) and j["pixel_size_source"] == "imagej"
     assert j["shape"] == [512, 512]
-    for f in ("atoms.csv", "summary.json", "overlay.png", "support_mask.png", "report.html",
-              "plots/nn_histogram.png", "plots/cluster_sizes.png", "plots/pair_correlation.png"):
+    for f in ("atoms.csv", "atoms.parquet", "summary.json", "overlay.png", "support_mask.png", "report.html",
+              "nn_histogram.png", "cluster_sizes.png", "pair_correlation.png"):
         assert f in j["files"]
     atoms = client.get(f"/api/images/{j['id']}/atoms.json").json()
     assert atoms["n"] == j["n_atoms"]
@@ -57,7 +58,7 @@ def test_bundle_zip_holds_the_saved_result(client, done_image):
     zf = zipfile.ZipFile(io.BytesIO(r.content))
     names = set(zf.namelist())
     assert {"demo/atoms.csv", "demo/summary.json", "demo/overlay.png", "demo/report.html",
-            "demo/plots/nn_histogram.png"} <= names
+            "demo/nn_histogram.png", "demo/support_mask.png", "demo/atoms.parquet"} <= names
     rows = list(csv.DictReader(io.StringIO(zf.read("demo/atoms.csv").decode())))
     assert len(rows) == done_image["n_atoms"]
     assert json.loads(zf.read("demo/summary.json"))["n_atoms"] == done_image["n_atoms"]
@@ -65,7 +66,7 @@ def test_bundle_zip_holds_the_saved_result(client, done_image):
 
 def test_result_files_and_report_is_sandboxed(client, done_image):
     iid = done_image["id"]
-    r = client.get(f"/api/images/{iid}/files/plots/nn_histogram.png")
+    r = client.get(f"/api/images/{iid}/files/nn_histogram.png")
     assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n"
     r = client.get(f"/api/images/{iid}/files/report.html")
     assert r.status_code == 200 and r.headers["content-security-policy"].startswith("sandbox")

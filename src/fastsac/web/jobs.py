@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 
 PROGRESS_FILE = "progress.json"
 RESULT_DIR = "result"
-#: Figures rendered per image by :func:`analyze_image_job` (file name → report function).
+#: Figures drawn per image by :func:`render_extras_job`.
 PLOTS = ("nn_histogram.png", "cluster_sizes.png", "pair_correlation.png")
+# (written by fastsac.figures.save_statistics_plots into the result folder)
 
 
 # --------------------------------------------------------------------------- worker side
@@ -63,29 +64,16 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:497] + "..."
 
 
-def _render_plots(folder: Path, rep) -> list[str]:
-    from ..report import cluster_size_figure, nn_histogram_figure, pair_correlation_figure, save_figure
-
-    plots = folder / "plots"
-    plots.mkdir(exist_ok=True)
-    save_figure(plots / "nn_histogram.png", nn_histogram_figure(rep.stats, title=f"{rep.name}: NN distances"))
-    save_figure(plots / "cluster_sizes.png", cluster_size_figure(rep.stats, title=f"{rep.name}: cluster sizes"))
-    made = ["nn_histogram.png", "cluster_sizes.png"]
-    if rep.pattern is not None:
-        save_figure(plots / "pair_correlation.png", pair_correlation_figure(rep.pattern))
-        made.append("pair_correlation.png")
-    return made
-
-
 def analyze_image_job(upload: str, image_dir: str, *, detector: str = "default",
-                      multimer_cutoff_nm: float = 0.23, pixel_size_nm: float | None = None) -> dict:
+                      multimer_cutoff_nm: float = 0.23, pixel_size_nm: float | None = None,
+                      n_sim: int = 99) -> dict:
     """Analyse one stored upload into ``image_dir/result/<name>/``.
 
-    Writes what :func:`fastsac.pipeline.write_result` writes (atoms.csv,
-    summary.json, overlay.png, …) and ``support_mask.png`` (the vacuum mask
-    the analysis used). Progress goes to ``image_dir/progress.json``. The
-    plots and report come after, from :func:`render_extras_job`, so the result
-    is shown as soon as it exists.
+    Writes what :func:`fastsac.result.write_result` writes (atoms.csv,
+    atoms.parquet, summary.json, support_mask.png, overlay.png) except the
+    plots, which :func:`render_extras_job` draws next from the saved result, so
+    the result is shown as soon as it exists. ``n_sim``: random placements of
+    the pair-correlation test. Progress goes to ``image_dir/progress.json``.
 
     Returns
     -------
@@ -97,7 +85,8 @@ def analyze_image_job(upload: str, image_dir: str, *, detector: str = "default",
     image_dir = Path(image_dir)
     try:
         from ..io import read
-        from ..pipeline import analyze, write_result
+        from ..pipeline import analyze
+        from ..result import write_result
 
         _progress(image_dir, "reading", 0.05)
         root = image_dir / RESULT_DIR
@@ -105,14 +94,10 @@ def analyze_image_job(upload: str, image_dir: str, *, detector: str = "default",
             shutil.rmtree(root)
         m = read(upload, pixel_size_nm=pixel_size_nm)
         _progress(image_dir, "detecting", 0.2)
-        res = analyze(m, detector=detector, multimer_cutoff_nm=multimer_cutoff_nm)
+        res = analyze(m, detector=detector, multimer_cutoff_nm=multimer_cutoff_nm,
+                      pair_correlation=n_sim > 0, pair_correlation_params={"n_sim": n_sim})
         _progress(image_dir, "writing", 0.7)
-        folder = root / m.name
-        write_result(res, folder)
-        if res.support is not None:
-            from ..montage import support_png
-
-            support_png(folder / "support_mask.png", res.support)
+        write_result(res, root / m.name, plots=False)
         _progress(image_dir, "done", 1.0)
         return {"ok": True, "folder": m.name}
     except FastsacInputError as exc:  # name the file as the user knows it, not the server path
@@ -122,35 +107,36 @@ def analyze_image_job(upload: str, image_dir: str, *, detector: str = "default",
         return {"ok": False, "error": f"analysis failed: {type(exc).__name__}: {_one_line(exc)}"}
 
 
-def render_extras_job(result_root: str, *, n_sim: int = 99) -> dict:
-    """The statistics plots (``plots/*.png``) and ``report.html`` of an analysed
-    image, rendered by :mod:`fastsac.report` from the saved result in
-    ``result_root/<name>/``."""
+def render_extras_job(result_folder: str) -> dict:
+    """The statistics plots (nn_histogram.png, cluster_sizes.png,
+    pair_correlation.png) and ``report.html`` of an analysed image, drawn by
+    :mod:`fastsac.figures` / :mod:`fastsac.report` from the saved result
+    (:func:`fastsac.result.load_result`; nothing is recomputed)."""
     try:
-        from ..report import load_analysis_folder, write_html_report
+        from ..figures import save_statistics_plots
+        from ..report import ImageReport, write_html_report
+        from ..result import load_result
 
-        root = Path(result_root)
-        reps = load_analysis_folder(root, n_sim=n_sim, progress=False)
-        folder = root / reps[0].name
-        made = _render_plots(folder, reps[0])
-        write_html_report(folder / "report.html", reps, title=f"fastsac: {reps[0].name}")
-        return {"ok": True, "plots": made}
+        saved = load_result(result_folder)
+        made = save_statistics_plots(result_folder, saved.stats, saved.pattern)
+        write_html_report(Path(result_folder) / "report.html", [ImageReport.from_saved(saved)],
+                          title=f"fastsac: {saved.name}")
+        return {"ok": True, "plots": sorted(made)}
     except Exception as exc:
-        log.exception("plots of %s failed", result_root)
+        log.exception("plots of %s failed", result_folder)
         return {"ok": False, "error": f"plots failed: {type(exc).__name__}: {_one_line(exc)}"}
 
 
-def _load_reports(roots, n_sim: int):
+def _load_reports(roots):
     from ..report import load_analysis_folder
 
     reports = []
     for root in roots:
-        reports += load_analysis_folder(root, n_sim=n_sim, progress=False)
+        reports += load_analysis_folder(root, progress=False)
     return reports
 
 
-def batch_report_job(result_roots: list[str], out_dir: str, *, title: str, summaries: list[dict],
-                     n_sim: int = 99) -> dict:
+def batch_report_job(result_roots: list[str], out_dir: str, *, title: str, summaries: list[dict]) -> dict:
     """Pooled statistics, plots, ``summary.csv`` and ``report.html`` of a batch.
 
     ``result_roots``: the ``result/`` folders of the batch's finished images;
@@ -158,23 +144,23 @@ def batch_report_job(result_roots: list[str], out_dir: str, *, title: str, summa
     ``out_dir`` and returns ``{"ok": True, "pooled": {...}}``.
     """
     try:
+        from ..figures import cluster_size_figure, nn_histogram_figure, save_figure
         from ..io import write_json
-        from ..pipeline import summary_row, write_summary_csv
-        from ..report import cluster_size_figure, nn_histogram_figure, save_figure, write_html_report
+        from ..report import write_html_report
+        from ..result import summary_row, write_summary_csv
         from ..spatial.stats import pool_dispersion
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        reports = _load_reports(result_roots, n_sim)
+        reports = _load_reports(result_roots)
         write_summary_csv(out / "summary.csv", [summary_row(s) for s in summaries])
         write_html_report(out / "report.html", reports, title=title)
         pooled_stats = pool_dispersion([r.stats for r in reports], names=[r.name for r in reports])
         pooled = pooled_stats.as_dict()
         pooled.pop("per_image", None)
         write_json(out / "report.json", {"images": [r.as_dict() for r in reports], "pooled": pooled})
-        (out / "plots").mkdir(exist_ok=True)
-        save_figure(out / "plots" / "nn_histogram.png", nn_histogram_figure(pooled_stats, title="pooled NN distances"))
-        save_figure(out / "plots" / "cluster_sizes.png", cluster_size_figure(pooled_stats, title="pooled cluster sizes"))
+        save_figure(out / "pooled_nn_histogram.png", nn_histogram_figure(pooled_stats, title="pooled NN distances"))
+        save_figure(out / "pooled_cluster_sizes.png", cluster_size_figure(pooled_stats, title="pooled cluster sizes"))
         return {"ok": True, "pooled": json.loads(json.dumps(pooled, default=_json_default))}
     except Exception as exc:
         log.exception("batch report failed")
@@ -191,7 +177,7 @@ def compare_job(roots_a: list[str], roots_b: list[str], out_dir: str, *, names: 
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        ra, rb = _load_reports(roots_a, 0), _load_reports(roots_b, 0)
+        ra, rb = _load_reports(roots_a), _load_reports(roots_b)
         if not ra or not rb:
             return {"ok": False, "error": "both batches need at least one finished image"}
         comp = compare_samples([r.stats for r in ra], [r.stats for r in rb], n_perm=n_perm, seed=0)
@@ -344,7 +330,7 @@ class JobManager:
         fut = self.runner.submit(analyze_image_job, str(d / im["filename"]), str(d),
                                  detector=p.get("detector", "default"),
                                  multimer_cutoff_nm=float(p.get("multimer_cutoff_nm", 0.23)),
-                                 pixel_size_nm=p.get("pixel_size_nm"))
+                                 pixel_size_nm=p.get("pixel_size_nm"), n_sim=self.n_sim)
         with self._lock:
             self._futures[iid] = fut
         fut.add_done_callback(lambda f, iid=iid: self._image_done(iid, f))
@@ -385,7 +371,8 @@ class JobManager:
 
     def _submit_extras(self, iid: str) -> None:
         self.store.set_extras(iid, QUEUED)
-        fut = self.runner.submit(render_extras_job, str(self.image_dir(iid) / RESULT_DIR), n_sim=self.n_sim)
+        folder = self.result_folder(self.store.get_image(iid))
+        fut = self.runner.submit(render_extras_job, str(folder))
         with self._lock:
             self._extras[iid] = fut
 
@@ -426,7 +413,7 @@ class JobManager:
         self.store.set_batch_report(bid, QUEUED, key=key)
         roots = [str(self.image_dir(i["id"]) / RESULT_DIR) for i in done]
         fut = self.runner.submit(batch_report_job, roots, str(self.batch_dir(bid)), title=f"fastsac: {b['name']}",
-                                 summaries=[i["summary"] for i in done], n_sim=self.n_sim)
+                                 summaries=[i["summary"] for i in done])
         fut.add_done_callback(lambda f: self._batch_done(bid, key, f))
         return True
 

@@ -15,7 +15,7 @@ from .common import JSONResponse, ctx_of, error, serve_file
 from .db import DONE
 from .routes_images import image_json
 
-BATCH_FILES = ("summary.csv", "report.html", "report.json", "plots/nn_histogram.png", "plots/cluster_sizes.png")
+BATCH_FILES = ("summary.csv", "report.html", "report.json", "pooled_nn_histogram.png", "pooled_cluster_sizes.png")
 
 
 async def _json_body(request) -> dict | None:

@@ -22,7 +22,7 @@ async def index(request):
 
 async def config(request):
     from ..io import SUPPORTED_SUFFIXES
-    from ..report import CLUSTER_COLORS
+    from ..figures import CLUSTER_COLORS
     from .app import DETECTORS
 
     ctx = ctx_of(request)

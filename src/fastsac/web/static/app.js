@@ -11,6 +11,7 @@ const el = (tag, attrs = {}, ...kids) => {
   return e;
 };
 let CONFIG = null;
+const PLOT_FILES = ["nn_histogram.png", "cluster_sizes.png", "pair_correlation.png"];
 const SPECIES_COLORS = ["#33bbee", "#ee3377", "#ffdd00", "#00dd88", "#aa66ff", "#ff7700"];
 
 function cookie(name) {
@@ -277,12 +278,12 @@ function showExtras(j) {
   const id = j.id, files = j.files || [], key = `${id}/${j.finished}/${j.plots ? j.plots.status : ""}`;
   if ($("#plots").dataset.key === key) return;
   $("#plots").dataset.key = key;
-  $("#plots").replaceChildren(...files.filter((f) => f.startsWith("plots/")).map((f) =>
+  $("#plots").replaceChildren(...PLOT_FILES.filter((f) => files.includes(f)).map((f) =>
     el("img", { src: `/api/images/${id}/files/${f}?v=${j.finished}`, alt: f })));
   if (j.plots && j.plots.status === "queued") $("#plots").append(el("p", { class: "hint", text: "rendering plots…" }));
   if (j.plots && j.plots.status === "failed") $("#plots").append(el("p", { class: "error", text: j.plots.error }));
   const dl = [["bundle.zip (everything)", `/api/images/${id}/bundle.zip`, "download-bundle"]];
-  for (const f of ["atoms.csv", "clusters.csv", "summary.json", "overlay.png", "report.html"])
+  for (const f of ["atoms.csv", "atoms.parquet", "clusters.csv", "summary.json", "overlay.png", "support_mask.png", "report.html"])
     if (files.includes(f)) dl.push([f, `/api/images/${id}/files/${f}`, "download-" + f.replace(".", "-")]);
   $("#downloads").replaceChildren(...dl.map(([t, href, idn]) => el("li", {}, el("a", { href, id: idn, text: t, target: t.endsWith(".html") || t.endsWith(".png") ? "_blank" : "_self" }))));
 }
@@ -329,7 +330,7 @@ async function openBatch(id) {
   if (p) {
     const pu = p.unit || u;
     kvTable($("#pooled"), Object.entries(p).filter(([k, v]) => typeof v !== "object" || v === null).map(([k, v]) => [k, v]));
-    $("#batch-plots").replaceChildren(...(b.files || []).filter((f) => f.startsWith("plots/")).map((f) =>
+    $("#batch-plots").replaceChildren(...(b.files || []).filter((f) => f.endsWith(".png")).map((f) =>
       el("img", { src: `/api/batches/${id}/files/${f}`, alt: f })));
     void pu;
   } else {
@@ -339,7 +340,7 @@ async function openBatch(id) {
       setTimeout(() => openBatch(id), 1000);
   }
   const dl = [["batch bundle.zip", `/api/batches/${id}/bundle.zip`]];
-  for (const f of b.files || []) if (!f.startsWith("plots/")) dl.push([f, `/api/batches/${id}/files/${f}`]);
+  for (const f of b.files || []) if (!f.endsWith(".png")) dl.push([f, `/api/batches/${id}/files/${f}`]);
   $("#batch-downloads").replaceChildren(...dl.map(([t, href]) => el("li", {}, el("a", { href, text: t, target: t.endsWith(".html") ? "_blank" : "_self" }))));
 }
 
