@@ -17,7 +17,7 @@ source), cold and cached; the whole first screen (DZI + every tile of levels
 0–10); and atoms per 2048² viewport (pyarrow filters). Baseline: the same
 tiles made in-process without HTTP.
 
-    PYTHONPATH=src python benchmarks/bench_web.py [--size 32768] [--frame 2048] [--concurrency 8] [--json out.json]
+    PYTHONPATH=src python benchmarks/bench_web.py [--size 32768] [--frame 2048] [--concurrency 8] [--n-sim 99] [--json out.json]
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _summ(xs) -> dict:
             "max_ms": round(max(xs) * 1e3, 2)}
 
 
-def first_result(frame: int, repeats: int, tmp: Path) -> dict:
+def first_result(frame: int, repeats: int, tmp: Path, n_sim: int = 99) -> dict:
     import httpx2 as httpx
 
     from fastsac.io import read, write_tiff
@@ -65,7 +65,7 @@ def first_result(frame: int, repeats: int, tmp: Path) -> dict:
 
     def baseline_cli():
         t = time.perf_counter()
-        res = analyze(read(path))
+        res = analyze(read(path), pair_correlation=n_sim > 0, pair_correlation_params={"n_sim": n_sim})
         write_result(res, tmp / "cli" / "frame2048")
         return time.perf_counter() - t, res.summary["n_atoms"]
 
@@ -73,7 +73,7 @@ def first_result(frame: int, repeats: int, tmp: Path) -> dict:
         d = tmp / f"job{k}"
         d.mkdir()
         t = time.perf_counter()
-        out = analyze_image_job(str(path), str(d), n_sim=99)
+        out = analyze_image_job(str(path), str(d), n_sim=n_sim)
         assert out["ok"], out
         t1 = time.perf_counter()
         assert render_extras_job(str(d / "result" / out["folder"]))["ok"]
@@ -84,7 +84,7 @@ def first_result(frame: int, repeats: int, tmp: Path) -> dict:
     job = [baseline_job(k) for k in range(repeats)]
     n_atoms = cli[0][1]
 
-    app = create_app(tmp / "data", workers=1, n_sim=99)
+    app = create_app(tmp / "data", workers=1, n_sim=n_sim)
     web = []
     with running_server(app) as base, httpx.Client(base_url=base, timeout=600) as http:
         def run_one(p):
@@ -110,7 +110,7 @@ def first_result(frame: int, repeats: int, tmp: Path) -> dict:
             web.append(run_one(path))
     assert all(w[2] == n_atoms for w in web)
     return {
-        "frame_px": frame, "n_atoms": n_atoms, "repeats": repeats,
+        "frame_px": frame, "n_atoms": n_atoms, "repeats": repeats, "n_sim": n_sim,
         "web_upload_accepted_s": round(statistics.median(w[0] for w in web), 3),
         "web_time_to_first_result_s": round(statistics.median(w[1] for w in web), 3),
         "web_time_to_plots_s": round(statistics.median(w[3] for w in web), 3),
@@ -270,6 +270,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frame", type=int, default=2048, help="frame side (px)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--n-sim", type=int, default=99,
+                    help="random placements of the pair-correlation test in each analysis (serve --n-sim)")
     ap.add_argument("--skip-frame", action="store_true")
     ap.add_argument("--skip-montage", action="store_true")
     ap.add_argument("--json", default=None)
@@ -278,7 +280,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         tmp = Path(tmp)
         if not a.skip_frame:
-            out["first_result"] = first_result(a.frame, a.repeats, tmp)
+            out["first_result"] = first_result(a.frame, a.repeats, tmp, a.n_sim)
             print(json.dumps(out["first_result"], indent=1), flush=True)
         if not a.skip_montage:
             out["montage"] = montage_tiles(a.size, a.frame, a.concurrency, tmp)

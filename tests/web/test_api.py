@@ -248,3 +248,20 @@ def test_real_server_with_worker_processes(tmp_path, demo_tif):
         j = wait_done(http.get, iid, timeout=180)
         assert j["status"] == "done" and j["n_atoms"] > 10
         assert http.get(f"/api/images/{iid}/bundle.zip").status_code == 200
+
+
+@pytest.mark.slow
+def test_jobs_on_a_dask_scheduler(tmp_path, demo_tif):
+    """`fastsac serve --scheduler ADDR`: the same jobs as Dask tasks (an in-process cluster here)."""
+    distributed = pytest.importorskip("distributed")
+    from starlette.testclient import TestClient
+
+    from fastsac.web import create_app
+
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as dask:
+        app = create_app(tmp_path / "data", scheduler=dask, n_sim=0)
+        with TestClient(app, base_url="http://127.0.0.1") as c:
+            assert c.get("/api/config").json()["workers"] == "dask"
+            iid = _upload(c, demo_tif).json()["id"]
+            j = wait_done(c.get, iid, plots=True)
+            assert j["status"] == "done" and j["n_atoms"] > 10 and j["plots"]["status"] == "done"

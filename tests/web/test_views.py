@@ -80,7 +80,8 @@ def test_montage_pyramid_levels_equal_block_means_and_cache(tmp_path, montage_ou
     ov = p.overview()
     np.testing.assert_allclose(ov, block_mean(img, 4), rtol=1e-5)
     # a coarse level (from the overview) and a fine one (read from the source)
-    np.testing.assert_array_equal(p.region(8, 0, 64, 0, 64), to_uint8(block_mean(block_mean(img, 4), 2), p.lo, p.hi)[:64, :64])
+    coarse = p.region(8, 0, 64, 0, 64).astype(int)  # made from the overview: float rounding may differ by 1
+    np.testing.assert_allclose(coarse, to_uint8(block_mean(img, 8), p.lo, p.hi)[:64, :64], atol=1)
     np.testing.assert_array_equal(p.region(2, 10, 50, 20, 90), to_uint8(block_mean(img, 2), p.lo, p.hi)[10:50, 20:90])
     assert len(list(tmp_path.glob("overview-*.npy"))) == 1
     q = MontagePyramid(src, cache_dir=tmp_path, overview_px=256)  # a restarted server reuses the overview

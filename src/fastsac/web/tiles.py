@@ -11,8 +11,8 @@ first time it is asked for and kept in a bounded LRU cache.
   :class:`fastsac.montage.MontageSource` (BigTIFF, Zarr, ``.npy``) without ever
   loading it whole. An overview binned by ``f`` (a power of two, at most
   ``overview_px`` on a side) is built once, streamed band by band, and cached
-  on disk; levels at or below ``1/f`` come from it, finer levels read only the
-  tile's own region of the source. So after the overview exists, every tile of
+  on disk, with every coarser level made from it; levels at or below ``1/f``
+  come from these, finer levels read only the tile's own region of the source. So after the overview exists, every tile of
   a 32768² montage costs one read of at most ``tile·f/2`` px on a side.
 
 Intensities are mapped to 8 bits by the 0.5th–99.8th percentiles of the frame
@@ -188,11 +188,19 @@ class MontagePyramid:
         self.lo = self.hi = None
 
     def overview(self) -> np.ndarray:
-        """The montage binned by ``f`` (float32), built once and cached in ``cache_dir``."""
+        """The montage binned by ``f`` (float32), built once and cached in ``cache_dir``;
+        every coarser level is made from it at the same time (each from the one
+        below, a quarter of its size), so the first screen only slices and encodes."""
         with self._lock:
             if self._overview is None:
-                self._overview = self._load_or_build()
-                self.lo, self.hi = display_range(self._overview)
+                ov = self._load_or_build()
+                self.lo, self.hi = display_range(ov)
+                lev, d = ov, self.f
+                self._levels[d] = to_uint8(lev, self.lo, self.hi)
+                while max(lev.shape) > 1:
+                    lev, d = block_mean(lev, 2), d * 2
+                    self._levels[d] = to_uint8(lev, self.lo, self.hi)
+                self._overview = ov
             return self._overview
 
     def _load_or_build(self) -> np.ndarray:
@@ -225,11 +233,9 @@ class MontagePyramid:
     def region(self, d: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         ov = self.overview()
         if d >= self.f:
-            with self._lock:
-                lev = self._levels.get(d)
-                if lev is None:
-                    lev = to_uint8(block_mean(ov, d // self.f), self.lo, self.hi)
-                    self._levels[d] = lev
+            lev = self._levels.get(d)
+            if lev is None:  # coarser than a 1-px level: cannot happen for DZI levels ≥ 0
+                lev = to_uint8(block_mean(ov, d // self.f), self.lo, self.hi)
             return lev[y0:y1, x0:x1]
         h, w = self.shape
         raw = self.source.read(y0 * d, min(h, y1 * d), x0 * d, min(w, x1 * d))
