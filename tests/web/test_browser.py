@@ -74,7 +74,6 @@ def test_upload_view_mask_click_download(browser, tmp_path, demo_tif):
         expect(viewer).to_have_attribute("data-mask", "off")
         page.check("#mask-toggle")
         expect(viewer).to_have_attribute("data-mask", "on", timeout=15_000)
-        _shot(page, "image")
         page.uncheck("#mask-toggle")
         expect(viewer).to_have_attribute("data-mask", "off")
 
@@ -92,6 +91,13 @@ def test_upload_view_mask_click_download(browser, tmp_path, demo_tif):
 
         # plots from the saved result
         expect(page.locator("#plots img")).to_have_count(3, timeout=120_000)
+        if os.environ.get("FASTSAC_SCREENSHOTS"):
+            page.check("#mask-toggle")
+            expect(viewer).to_have_attribute("data-mask", "on")
+            page.wait_for_timeout(1000)
+            page.evaluate("() => window.scrollTo(0, 0)")
+            page.screenshot(path=str(Path(os.environ["FASTSAC_SCREENSHOTS"]) / "web_image.png"), full_page=True)
+            page.uncheck("#mask-toggle")
 
         # download the zip and parse it
         with page.expect_download() as dl:
