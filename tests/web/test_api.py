@@ -231,7 +231,7 @@ def test_schema_migrations(tmp_path):
 
 def test_real_server_with_worker_processes(tmp_path, demo_tif):
     """uvicorn on a loopback port, analyses in a spawned worker process, driven over HTTP."""
-    import httpx2 as httpx
+    import httpx
 
     from fastsac.web import create_app
 
@@ -258,7 +258,7 @@ def test_jobs_on_a_dask_scheduler(tmp_path, demo_tif):
 
     from fastsac.web import create_app
 
-    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as dask:
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as dask:
         app = create_app(tmp_path / "data", scheduler=dask, n_sim=0)
         with TestClient(app, base_url="http://127.0.0.1") as c:
             assert c.get("/api/config").json()["workers"] == "dask"

@@ -51,7 +51,7 @@ def _page(browser, base):
 
 
 def test_upload_view_mask_click_download(browser, tmp_path, demo_tif):
-    import httpx2 as httpx
+    import httpx
 
     from fastsac.web import create_app
 
@@ -141,7 +141,7 @@ def test_batch_upload_with_a_bad_file(browser, tmp_path, demo_tif):
 def test_montage_and_live_views(browser, tmp_path, montage_out, demo_tif):
     import threading
 
-    import httpx2 as httpx
+    import httpx
 
     from fastsac.io import read, write_tiff
     from fastsac.live import watch

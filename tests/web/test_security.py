@@ -153,7 +153,7 @@ def test_auth_hook_sets_identity(app_factory):
 
 
 def test_real_server_binds_loopback_and_applies_limits(app_factory):
-    import httpx2 as httpx
+    import httpx
 
     app = app_factory(max_upload_bytes=5_000)
     with running_server(app) as base:

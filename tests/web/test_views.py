@@ -109,7 +109,7 @@ def _sse_events(resp):
 
 
 def test_live_session_streams_new_frames(tmp_path, demo_tif):
-    import httpx2 as httpx
+    import httpx
 
     from fastsac.io import read
     from fastsac.live import watch
