@@ -47,7 +47,7 @@ def _summ(xs) -> dict:
 
 
 def first_result(frame: int, repeats: int, tmp: Path, n_sim: int = 99) -> dict:
-    import httpx2 as httpx
+    import httpx
 
     from fastsac.io import read, write_tiff
     from fastsac.pipeline import analyze
@@ -169,7 +169,7 @@ def make_montage(size: int, frame: int, tmp: Path) -> Path:
 
 
 async def fetch_all(base, urls, concurrency):
-    import httpx2 as httpx
+    import httpx
 
     sem = asyncio.Semaphore(concurrency)
     lat = []
@@ -190,7 +190,7 @@ async def fetch_all(base, urls, concurrency):
 
 
 def montage_tiles(size: int, frame: int, concurrency: int, tmp: Path) -> dict:
-    import httpx2 as httpx
+    import httpx
 
     from fastsac.web import create_app
     from fastsac.web.tiles import DeepZoom, TileCache
