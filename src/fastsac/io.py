@@ -23,12 +23,17 @@ import numpy as np
 
 from .errors import FastsacInputError
 
+#: Pixel size of the ptnc-train images (nm/px). Physical defaults are tuned at this scale,
+#: and lengths of uncalibrated images are converted with it (announced as an assumption).
+DEFAULT_PIXEL_SIZE_NM = 0.0293
+
 log = logging.getLogger(__name__)
 
 __all__ = [
     "Micrograph", "read", "write_tiff", "read_points", "atomic_write", "atomic_path", "atomic_write_text",
     "write_json", "SUPPORTED_SUFFIXES", "read_frames", "image_info", "ImageInfo",
     "check_pixel_size", "remove_stale_temporaries", "PIXEL_SIZE_RANGE_NM", "MAX_PIXELS", "MAX_ABS_VALUE",
+    "DEFAULT_PIXEL_SIZE_NM", "unit_to_nm",
 ]
 
 #: Plausible pixel sizes, nm (0.1 pm to 1 µm). A file calibration outside is
@@ -369,7 +374,7 @@ def _check_data(arr: np.ndarray, source) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def _unit_to_nm(unit) -> float | None:
+def unit_to_nm(unit) -> float | None:
     if unit is None:
         return None
     if isinstance(unit, bytes):
@@ -404,7 +409,7 @@ def _read_tiff(path: Path, max_pixels, frame):
             if num and den:
                 px_per_unit = num / den
 
-        unit_nm = _unit_to_nm(ij.get("unit")) if ij else None
+        unit_nm = unit_to_nm(ij.get("unit")) if ij else None
         if unit_nm is not None and px_per_unit:
             px, src = unit_nm / px_per_unit, "imagej"
         if px is None:
@@ -412,7 +417,7 @@ def _read_tiff(path: Path, max_pixels, frame):
             scale = tags.get(65009)
             unit = tags.get(65003)
             if scale is not None and unit is not None:
-                u = _unit_to_nm(unit.value)
+                u = unit_to_nm(unit.value)
                 if u and float(scale.value) > 0:
                     px, src = float(scale.value) * u, "hyperspy"
         if px is None and px_per_unit:
@@ -488,7 +493,7 @@ def _read_rsciio(path: Path, max_pixels, frame):
     axes = sig.get("axes", [])
     if axes:
         ax = axes[-1]
-        u = _unit_to_nm(ax.get("units"))
+        u = unit_to_nm(ax.get("units"))
         if u and ax.get("scale"):
             px = float(ax["scale"]) * u
     data = np.asarray(sig["data"])

@@ -102,17 +102,17 @@ def test_out_not_writable(frame, tmp_path, capsys):
 def test_write_failure_mid_batch_is_one_line_per_file(tmp_path, capsys, monkeypatch):
     """A disk that fills up while one image's outputs are written: that image is
     one line, the next one is analysed."""
-    from fastsac import pipeline
+    from fastsac import result as result_mod
 
     a, b = good_tiff(tmp_path / "a.tif"), good_tiff(tmp_path / "b.tif", seed=1)
-    real = pipeline.write_result
+    real = result_mod.write_result
 
     def full_disk(result, out_dir, **kw):
         if result.name == "a":
             raise OSError(28, "No space left on device", str(out_dir))
         return real(result, out_dir, **kw)
 
-    monkeypatch.setattr(pipeline, "write_result", full_disk)
+    monkeypatch.setattr(result_mod, "write_result", full_disk)
     rc = main(["analyze", str(a), str(b), "-o", str(tmp_path / "o"), "--detector", "classical",
                "--no-report", "--no-overlay"])
     assert rc == 2

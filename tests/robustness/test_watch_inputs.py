@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from fastsac.detect import ClassicalDetector
+from fastsac.detectors import ClassicalDetector
 from fastsac.errors import FastsacInputError
 from fastsac.live import watch
 from fastsac.pipeline import analyze

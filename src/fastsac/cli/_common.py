@@ -317,7 +317,7 @@ def write_manifest(out: Path, *, command: str, argv: list[str] | None, entries: 
 # --------------------------------------------------------------------------- detectors
 def detector_from_args(args):
     """The detector the arguments ask for, or None after a one-line error message."""
-    from ..detect import get_detector
+    from ..detectors import get_detector
     from ..errors import FastsacInputError
 
     params = {} if args.threshold is None else {"threshold": args.threshold}

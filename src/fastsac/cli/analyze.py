@@ -19,7 +19,8 @@ DEFAULT_MAX_PIXELS = 8192 * 8192
 def add_parser(sub):
     p = sub.add_parser(
         "analyze", help="detect atoms and quantify their dispersion",
-        description="Analyse micrographs: writes OUT/<name>/atoms.csv, summary.json, overlay.png, "
+        description="Analyse micrographs: writes OUT/<name>/atoms.csv, atoms.parquet, summary.json, "
+                    "support_mask.png, overlay.png and plots, "
                     "OUT/summary.csv (one row per image, with its file), OUT/report.html and "
                     "OUT/manifest.json (what the run wrote). <name> is the file stem, qualified "
                     "by its folder when two inputs share a stem; each frame of a 3-D stack gets "
@@ -40,6 +41,11 @@ def add_parser(sub):
     p.add_argument("--no-overlay", action="store_true", help="skip overlay PNGs")
     p.add_argument("--no-report", action="store_true",
                    help="skip the batch HTML report OUT/report.html (g(r), envelopes, histograms)")
+    p.add_argument("--no-pair-correlation", action="store_true",
+                   help="skip Ripley L / g(r) with CSR envelopes (summary.json pair_correlation)")
+    p.add_argument("--zip", action="store_true",
+                   help="also write OUT/<name>.zip per image and OUT/batch.zip (CSV, Parquet, JSON, "
+                        "PNGs, report.html)")
     return p
 
 
@@ -62,11 +68,12 @@ def run(args) -> int:
     if why:
         return fail(why)
 
-    from ..detect import DEFAULT_PIXEL_SIZE_NM
-    from ..io import image_info, read
-    from ..pipeline import analyze, summary_row, write_result, write_summary_csv
+    from ..io import DEFAULT_PIXEL_SIZE_NM, image_info, read
+    from ..pipeline import analyze
+    from ..result import summary_row, write_bundle, write_result, write_summary_csv
 
     rows: list[dict] = []
+    done: list[Path] = []
     entries: list[dict] = []
     outputs: list[str] = []
     bad = ok = 0
@@ -91,7 +98,8 @@ def run(args) -> int:
                           f"usable calibration; lengths assume {DEFAULT_PIXEL_SIZE_NM} nm/px "
                           "(give --pixel-size NM)", file=sys.stderr)
                 res = analyze(m, detector=detector, multimer_cutoff_nm=args.multimer_cutoff_nm,
-                              backend=args.backend)
+                              backend=args.backend,
+                              pair_correlation=not args.no_pair_correlation)
                 res.summary["input_file"] = str(path)
                 res.summary["output_name"] = fname
                 res.summary["frame"] = frame
@@ -101,6 +109,7 @@ def run(args) -> int:
                     res.summary["calibration_rejected_nm"] = m.metadata["calibration_rejected_nm"]
                 outputs.append(fname)
                 write_result(res, out / fname, overlay=not args.no_overlay)
+                done.append(out / fname)
                 row = summary_row(res.summary)
                 row["image"] = fname
                 row["file"] = str(path)
@@ -132,11 +141,13 @@ def run(args) -> int:
     report_failed = False
     if ok and not args.no_report:
         try:
-            from ..report import load_analysis_folder, write_html_report
+            from ..report import ImageReport, write_html_report
+            from ..result import load_result
 
-            # Built from the files just written, exactly as `fastsac report OUT` would.
-            write_html_report(out / "report.html", load_analysis_folder(
-                out, multimer_cutoff_nm=args.multimer_cutoff_nm))
+            # Built from the result folders just written (nothing recomputed), exactly
+            # as `fastsac report OUT` would.
+            write_html_report(out / "report.html",
+                              [ImageReport.from_saved(load_result(d)) for d in done])
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - the tables are written; say why the report is not
@@ -144,6 +155,13 @@ def run(args) -> int:
             log.debug("report failed", exc_info=True)
             print(f"fastsac: {out / 'report.html'} not written: {describe_error(exc)}",
                   file=sys.stderr)
+    if ok and args.zip:
+        for d in done:
+            write_bundle(out / f"{d.name}.zip", [d])
+        write_bundle(out / "batch.zip", done,
+                     batch_files=[out / "summary.csv", out / "report.html"])
+        outputs += [f"{d.name}.zip" for d in done] + ["batch.zip"]
+        write_manifest(out, command="analyze", argv=argv, entries=entries, outputs=outputs)
     n = ok + bad
     print(f"analysed {ok}/{n} images -> {out}")
     return EXIT_BAD_INPUT if (bad or report_failed) else EXIT_OK

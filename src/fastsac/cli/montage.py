@@ -85,7 +85,7 @@ def run(args) -> int:
                                  multimer_cutoff_nm=args.multimer_cutoff_nm, dedup=args.dedup,
                                  progress=progress, support_mask=not args.no_support_mask)
         elif args.workers or args.scheduler:
-            from ..distributed import dask_runner
+            from ..dask_runner import dask_runner
 
             try:
                 ctx = dask_runner(workers=args.workers, scheduler=scheduler, progress=progress)

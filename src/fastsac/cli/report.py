@@ -7,8 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from ._common import (add_deprecated_alias, add_multimer_cutoff, check_writable_dir, fail,
-                      nonnegative_int, positive_int)
+from ._common import (add_deprecated_alias, check_writable_dir, fail,
+                      positive_int)
 
 log = logging.getLogger(__name__)
 
@@ -16,30 +16,22 @@ log = logging.getLogger(__name__)
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "report", help="rebuild the HTML report of a `fastsac analyze` output folder",
-        description="Read OUT_DIR/<stem>/atoms.csv and summary.json, recompute the dispersion statistics "
-                    "(support mask, density, NN distances, multimers, clusters, Clark–Evans, Ripley L / g(r) "
-                    "envelopes) and write a self-contained HTML report plus report.json.")
+        description="Read what `fastsac analyze` saved in OUT_DIR/<name>/ (atoms.csv, summary.json, "
+                    "support_mask.png, overlay and plots) and write a self-contained HTML report plus "
+                    "report.json. Nothing is recomputed: every number is the analysis's own; a folder "
+                    "missing something the report needs is named in one line.")
     p.add_argument("out_dir", type=Path, help="folder written by `fastsac analyze`")
     p.add_argument("-o", "--out", type=Path, dest="output", default=None,
                    help="HTML file (default OUT_DIR/report.html; report.json beside it)")
     add_deprecated_alias(p, "--output", "-o/--out", dest="output", type=Path)
     p.add_argument("--title", default="fastsac report", help="report title")
     p.add_argument("--sample", default=None, help="sample name shown in the header")
-    p.add_argument("--n-sim", type=nonnegative_int, default=99,
-                   help="random placements for the g(r)/L envelopes (0: skip; default 99)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random placements")
-    add_multimer_cutoff(p, default=None)
-    p.add_argument("--elements", nargs="+", default=None, metavar="EL",
-                   help="elements present (e.g. Pt Ni): classify species by intensity")
-    p.add_argument("--n-species", type=positive_int, default=None,
-                   help="number of species (default: by BIC)")
-    p.add_argument("--species", action="store_true", help="classify species even without --elements")
-    p.add_argument("--no-mask", action="store_true", help="do not recompute the support mask from the images")
     p.add_argument("--compare", type=Path, default=None, metavar="OTHER_DIR",
                    help="another analyze folder (e.g. after reaction): add a two-sample comparison "
                         "(KS and permutation tests on NN distances and multimer share)")
     p.add_argument("--n-perm", type=positive_int, default=9999,
                    help="permutations of the comparison (default 9999)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the comparison's permutations")
     return p
 
 
@@ -56,18 +48,14 @@ def run(args) -> int:
     if why:
         return fail(why)
     try:
-        reports = load_analysis_folder(args.out_dir, n_sim=args.n_sim, seed=args.seed,
-                                       recompute_mask=not args.no_mask,
-                                       multimer_cutoff_nm=args.multimer_cutoff_nm, elements=args.elements,
-                                       n_species=args.n_species, classify=args.species)
+        reports = load_analysis_folder(args.out_dir)
     except FastsacInputError as exc:
         return fail(str(exc))
     comparison = None
     names = (args.sample or args.out_dir.name, None)
     if args.compare is not None:
         try:
-            other = load_analysis_folder(args.compare, n_sim=0, recompute_mask=not args.no_mask,
-                                         multimer_cutoff_nm=args.multimer_cutoff_nm)
+            other = load_analysis_folder(args.compare)
             comparison = compare_samples([r.stats for r in reports], [r.stats for r in other],
                                          n_perm=args.n_perm, seed=args.seed)
         except (FastsacInputError, ValueError) as exc:

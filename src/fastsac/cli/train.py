@@ -12,7 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ._common import (EXIT_BAD_INPUT, EXIT_OK, add_deprecated_alias, environment_problem, fail,
+from ._common import (EXIT_OK, environment_problem, fail,
                       positive_int)
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def run(args) -> int:
     from dataclasses import replace
 
     from ..errors import FastsacInputError
-    from ..learned import TrainConfig, train
+    from ..training import TrainConfig, train
 
     why = _resolve_folders(args) or environment_problem(args)
     if why:
@@ -82,7 +82,7 @@ def _run_rescore(args) -> int:
     import time
 
     from ..errors import FastsacInputError
-    from ..rescore import train_rescore
+    from ..training import train_rescore
     out = args.out or Path("fastsac_rescore.json")
     t0 = time.perf_counter()
     try:
