@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from fastsac.errors import FastsacInputError
-from fastsac.io import _unit_to_nm, read
+from fastsac.io import read, unit_to_nm
 
 rsciio = pytest.importorskip("rsciio", reason="needs the formats extra (rosettasciio)")
 
@@ -93,7 +93,7 @@ def test_real_file_calibration_matches_its_metadata(path):
         return
     assert m.shape == data.shape
     ax = sig["axes"][-1]
-    u = _unit_to_nm(ax.get("units"))
+    u = unit_to_nm(ax.get("units"))
     expected = float(ax["scale"]) * u if u and ax.get("scale") else None
     if expected is not None and not 1e-4 <= expected <= 1e3:
         expected = None
