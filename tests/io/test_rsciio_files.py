@@ -3,8 +3,8 @@
 * An EMD file written by rosettasciio's own NCEM writer is read with its
   calibration (runs wherever the ``formats`` extra is installed).
 * Real files from rosettasciio's test data (GPL-3.0, never committed here):
-  ``.ci/fetch_rsciio_testfiles.py`` puts a few into a cache folder and
-  ``$FASTSAC_RSCIIO_TESTFILES`` points at it; each is read by fastsac and its
+  ``$FASTSAC_RSCIIO_TESTFILES`` points at a folder of them (not committed:
+  rosettasciio's test data is GPL-3.0 and not in its sdist); each is read by fastsac and its
   calibration checked against the file's own axes metadata as rosettasciio
   reports it. Skipped with the reason when the folder is absent.
 """
@@ -67,7 +67,7 @@ REAL = _real_files()
 
 
 @pytest.mark.skipif(not REAL, reason="no real DM3/DM4/EMD/SER files: set FASTSAC_RSCIIO_TESTFILES "
-                                     "to the folder .ci/fetch_rsciio_testfiles.py fills")
+                                     "to a folder of real files (rosettasciio's test data)")
 @pytest.mark.parametrize("path", REAL, ids=[p.name for p in REAL])
 def test_real_file_calibration_matches_its_metadata(path):
     suffix = path.suffix.lower()
