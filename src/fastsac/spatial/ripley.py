@@ -26,7 +26,7 @@ import numpy as np
 
 from .._validate import as_points
 from .pairs import pair_histogram, pair_histogram_backend, set_covariance_table, weight_table
-from .stats import Window
+from .window import Window
 
 __all__ = ["PairCorrelation", "pair_correlation", "DEFAULT_MAX_SIM_POINTS", "DEFAULT_MAX_NEIGHBORS"]
 
