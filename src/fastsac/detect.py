@@ -49,6 +49,10 @@ class Detections:
         Resolved parameters (JSON-serialisable).
     timings : dict
         Seconds per stage.
+    split_probability : (N,) float64 or None
+        Close-pair stage (:mod:`fastsac.pairs`): probability that the atom and
+        its closest partner within the pair radius are two atoms (NaN: no
+        partner); None when the stage did not run.
     """
 
     xy: np.ndarray
@@ -61,6 +65,7 @@ class Detections:
     detector: str = ""
     params: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    split_probability: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.xy)
@@ -74,18 +79,22 @@ class Detections:
         k = np.asarray(keep)
         return replace(self, xy=self.xy[k], score=self.score[k], amplitude=self.amplitude[k],
                        sigma_px=self.sigma_px[k], background=self.background[k],
-                       intensity=self.intensity[k], residual=self.residual[k])
+                       intensity=self.intensity[k], residual=self.residual[k],
+                       split_probability=None if self.split_probability is None
+                       else self.split_probability[k])
 
 
 def postprocess_scores(score_map: np.ndarray, raw: np.ndarray, *, threshold: float,
                        min_distance_px: float, refine: str = "gaussian", fit_radius_px: int = 4,
                        sigma_px: float = 1.5, exclude_border_px: int = 0,
-                       backend: str = "auto") -> dict:
+                       backend: str = "auto", pairs: dict | None = None) -> dict:
     """Shared detector tail: maxima of ``score_map`` above ``threshold``, NMS at
-    ``min_distance_px``, then sub-pixel refinement on ``raw``.
+    ``min_distance_px``, sub-pixel refinement on ``raw``, then (when ``pairs``
+    gives :func:`fastsac.pairs.resolve_pairs`' keyword arguments) one-or-two
+    decisions on close pairs.
 
     Returns a dict of arrays (xy, score, amplitude, sigma_px, background,
-    intensity, residual) and per-stage timings.
+    intensity, residual; split_probability with ``pairs``) and per-stage timings.
     """
     t0 = time.perf_counter()
     cand = peaks.local_maxima(score_map, threshold=threshold, radius=1,
@@ -98,9 +107,16 @@ def postprocess_scores(score_map: np.ndarray, raw: np.ndarray, *, threshold: flo
         raw, xy0, min_distance_px=min_distance_px, refine=refine, fit_radius_px=fit_radius_px,
         sigma_px=sigma_px, backend=backend)
     t2 = time.perf_counter()
-    return {"xy": xy, "score": score, "amplitude": amp, "sigma_px": sig, "background": bg,
-            "intensity": inten, "residual": res,
-            "timings": {"peaks": t1 - t0, "refine": t2 - t1}}
+    out = {"xy": xy, "score": score, "amplitude": amp, "sigma_px": sig, "background": bg,
+           "intensity": inten, "residual": res}
+    timings = {"peaks": t1 - t0, "refine": t2 - t1}
+    if pairs is not None:
+        from . import pairs as close_pairs
+
+        out = close_pairs.apply_pair_decisions(
+            out, close_pairs.resolve_pairs(raw, xy, score=score, **pairs))
+        timings["pairs"] = time.perf_counter() - t2
+    return out | {"timings": timings}
 
 
 class Detector:
@@ -165,6 +181,12 @@ class ClassicalDetector(Detector):
         Ignore maxima this close to the frame edge: the outermost scan line
         often has a different gain, which the reflected filters turn into
         false atoms.
+    resolve_pairs : bool
+        Decide one atom or two for detections closer than
+        ``pair_max_separation_nm`` (:mod:`fastsac.pairs`); merged pairs keep
+        the stronger detection at the one-atom fit's centre.
+    pair_max_separation_nm, pair_atom_sigma_nm : float
+        Pairs examined, and the Gaussian sigma of one atom's image, nm.
     refine : {"gaussian", "com", "none"}
     device : {"cpu", "auto", "cuda"}
         Where :meth:`detect` computes: ``"cpu"`` runs the C++/numpy kernels;
@@ -180,7 +202,8 @@ class ClassicalDetector(Detector):
                  surround_ratio: float = 3.0, background_nm: float | None = None,
                  min_distance_nm: float = 0.176, noise_sigma_nm: float = 0.94,
                  exclude_border_px: int = 1, refine: str = "gaussian", backend: str = "auto",
-                 device: str = "cpu"):
+                 device: str = "cpu", resolve_pairs: bool = True,
+                 pair_max_separation_nm: float = 0.30, pair_atom_sigma_nm: float = 0.095):
         self.threshold = float(threshold)
         self.atom_sigma_nm = check_positive(atom_sigma_nm, name="atom_sigma_nm")
         self.surround_ratio = check_positive(surround_ratio, name="surround_ratio")
@@ -198,13 +221,31 @@ class ClassicalDetector(Detector):
         if device not in ("cpu", "auto", "cuda"):
             raise ValueError(f"device must be 'cpu', 'auto' or 'cuda', got {device!r}")
         self.device = device
+        self.resolve_pairs = bool(resolve_pairs)
+        self.pair_max_separation_nm = check_positive(pair_max_separation_nm,
+                                                     name="pair_max_separation_nm")
+        self.pair_atom_sigma_nm = check_positive(pair_atom_sigma_nm, name="pair_atom_sigma_nm")
         self._nets: dict = {}
 
     def params(self) -> dict:
         return {"threshold": self.threshold, "atom_sigma_nm": self.atom_sigma_nm,
                 "surround_ratio": self.surround_ratio, "background_nm": self.background_nm,
                 "min_distance_nm": self.min_distance_nm, "noise_sigma_nm": self.noise_sigma_nm,
-                "exclude_border_px": self.exclude_border_px, "refine": self.refine}
+                "exclude_border_px": self.exclude_border_px, "refine": self.refine,
+                "resolve_pairs": self.resolve_pairs,
+                "pair_max_separation_nm": self.pair_max_separation_nm,
+                "pair_atom_sigma_nm": self.pair_atom_sigma_nm}
+
+    def pair_params(self, pixel_size_nm: float | None) -> dict | None:
+        """Keyword arguments of :func:`fastsac.pairs.resolve_pairs` at this pixel
+        size, or None when the close-pair stage is off."""
+        if not self.resolve_pairs:
+            return None
+        from .pairs import PAIR_DEFAULTS
+
+        return {"max_separation_px": self._px(self.pair_max_separation_nm, pixel_size_nm),
+                "atom_sigma_px": self._px(self.pair_atom_sigma_nm, pixel_size_nm),
+                "slope": PAIR_DEFAULTS["slope"], "prior_log_odds": PAIR_DEFAULTS["prior_log_odds"]}
 
     def _px(self, nm: float, pixel_size_nm: float | None) -> float:
         return nm / (pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
@@ -254,7 +295,7 @@ class ClassicalDetector(Detector):
         return {"threshold": self.threshold, "min_distance_px": self._px(self.min_distance_nm, px),
                 "refine": self.refine, "sigma_px": sigma_px,
                 "fit_radius_px": max(2, int(np.ceil(2.0 * sigma_px))),
-                "exclude_border_px": self.exclude_border_px}
+                "exclude_border_px": self.exclude_border_px, "pairs": self.pair_params(px)}
 
     def as_predictor(self, pixel_size_nm: float | None = None):
         """The score map as a torch module (:class:`fastsac.models.classical.ClassicalScoreNet`)

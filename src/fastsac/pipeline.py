@@ -17,6 +17,7 @@ import numpy as np
 
 from . import __version__
 from .detect import DEFAULT_PIXEL_SIZE_NM, Detections, get_detector
+from .confidence import atom_probability, confidence_columns, confidence_summary
 from .io import Micrograph, atomic_write_text, write_json
 from .spatial import clusters, nearest_neighbors
 
@@ -24,7 +25,8 @@ __all__ = ["analyze", "AnalysisResult", "write_result", "ATOM_COLUMNS", "write_s
 
 #: Columns of atoms.csv, in order.
 ATOM_COLUMNS = ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px", "intensity",
-                "nn_dist_nm", "cluster_id", "cluster_size", "in_support"]
+                "nn_dist_nm", "cluster_id", "cluster_size", "in_support", "probability",
+                "probability_expert", "split_probability"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class AnalysisResult:
     cluster_size: np.ndarray
     summary: dict = field(default_factory=dict)
     support: np.ndarray | None = field(default=None, repr=False)
+    #: Calibrated per-atom probabilities (:func:`fastsac.confidence.atom_probability`).
+    probability: object = field(default=None, repr=False)
 
     @property
     def pixel_size_nm(self) -> float | None:
@@ -62,17 +66,22 @@ class AnalysisResult:
             "nn_dist_nm": self.nn_dist if px else np.full(len(d), np.nan),
             "cluster_id": self.cluster_id, "cluster_size": self.cluster_size,
             "in_support": self.in_support(),
+            **confidence_columns(self.probability, d.split_probability, len(d)),
         }
 
     def in_support(self) -> np.ndarray:
         """(N,) int 1/0: the atom lies on support (not vacuum); all 1 without a mask."""
-        xy = self.detections.xy
-        if self.support is None or not len(xy):
-            return np.ones(len(xy), np.int64)
-        h, w = self.support.shape
-        r = np.clip(np.floor(xy[:, 1] + 0.5).astype(int), 0, h - 1)
-        c = np.clip(np.floor(xy[:, 0] + 0.5).astype(int), 0, w - 1)
-        return self.support[r, c].astype(np.int64)
+        return support_lookup(self.detections.xy, self.support)
+
+
+def support_lookup(xy, support) -> np.ndarray:
+    """(N,) int 1/0 of ``support`` at the atoms' rounded positions; all 1 without."""
+    if support is None or not len(xy):
+        return np.ones(len(xy), np.int64)
+    h, w = support.shape
+    r = np.clip(np.floor(xy[:, 1] + 0.5).astype(int), 0, h - 1)
+    c = np.clip(np.floor(xy[:, 0] + 0.5).astype(int), 0, w - 1)
+    return support[r, c].astype(np.int64)
 
 
 def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
@@ -150,6 +159,12 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
                       mask=None if mask is None else mask.mask,
                       multimer_cutoff_px=cutoff_px, backend=backend, **(stats_params or {}))
     t3 = time.perf_counter()
+    prob = atom_probability(found, pixel_size_nm=px)
+    conf = confidence_summary(
+        prob, xy=found.xy, in_support=support_lookup(found.xy, None if mask is None else mask.mask),
+        support_area_nm2=disp.as_dict().get("support_area_nm2"), multimer_cutoff_px=cutoff_px,
+        split_probability=found.split_probability)
+    t4 = time.perf_counter()
     nn_dist = nn.distance * px if px else nn.distance
     summary = {
         "fastsac_version": __version__,
@@ -161,12 +176,13 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
         **disp.as_dict(),
         "support": None if mask is None else mask.as_dict(),
         "detector": {"name": found.detector, "params": found.params},
+        "confidence": conf,
         "timings_s": {**found.timings, "detect_total": t1 - t0, "neighbors_mask": t2 - t1,
-                      "statistics": t3 - t2},
+                      "statistics": t3 - t2, "confidence": t4 - t3},
         "backend": {"nearest_neighbors": nn.backend, "clusters": cl.backend},
     }
     return AnalysisResult(micrograph.name, micrograph, found, nn_dist, nn.index, cl.labels,
-                          cl.sizes, summary, None if mask is None else mask.mask)
+                          cl.sizes, summary, None if mask is None else mask.mask, prob)
 
 
 def _atoms_csv(result: AnalysisResult) -> str:
@@ -211,12 +227,28 @@ SUMMARY_COLUMNS = ["image", "status", "n_atoms", "n_atoms_in_support", "pixel_si
                    "expected_nn_random_nm", "multimer_cutoff_nm", "multimer_fraction",
                    "clark_evans_R", "clark_evans_p_value", "n_monomers", "n_dimers", "n_trimers",
                    "n_clusters_4plus", "atoms_in_dimers", "atoms_in_trimers", "atoms_in_4plus",
-                   "detector"]
+                   "expected_atoms_in_support", "expected_atoms_in_support_lo",
+                   "expected_atoms_in_support_hi", "expected_density_per_nm2",
+                   "multimer_fraction_lo", "multimer_fraction_hi", "detector"]
+
+
+def _confidence_row(conf: dict | None) -> dict:
+    """The summary.csv columns of the ``confidence`` block."""
+    if not conf:
+        return {}
+    e = conf["expected_atoms_in_support"]
+    mf = conf.get("multimer_fraction_interval") or [None, None]
+    return {"expected_atoms_in_support": e["expected"],
+            "expected_atoms_in_support_lo": (e["interval"] or [None, None])[0],
+            "expected_atoms_in_support_hi": (e["interval"] or [None, None])[1],
+            "expected_density_per_nm2": e["density_per_nm2"],
+            "multimer_fraction_lo": mf[0], "multimer_fraction_hi": mf[1]}
 
 
 def summary_row(summary: dict) -> dict:
     """One flat row of ``summary.csv`` from a summary dict."""
     row = {k: summary.get(k) for k in SUMMARY_COLUMNS}
+    row.update(_confidence_row(summary.get("confidence")))
     row["detector"] = summary["detector"]["name"]
     row["status"] = "ok"
     return row
