@@ -174,9 +174,11 @@ def real_frames(shared: str, prior_log_odds=None):
         kw = ClassicalDetector().pair_params(px)
         if prior_log_odds is not None:
             kw["prior_log_odds"] = prior_log_odds
+        t0 = time.perf_counter()
         dec = resolve_pairs(m.data, off.xy, score=off.score, **kw)
         on = apply_pair_decisions(off, dec)
-        row = {"labels": len(lab), "labels_multimer": multimer(lab, px)}
+        row = {"labels": len(lab), "labels_multimer": multimer(lab, px),
+               "pairs_seconds": time.perf_counter() - t0}
         for key, d in (("off", off), ("on", on)):
             r = match_points(d.xy, lab)
             pooled[key].append(r)
@@ -192,7 +194,9 @@ def real_frames(shared: str, prior_log_odds=None):
         tot["labels"] += len(lab)
         tot["labels_multimer"] += row["labels_multimer"]
         per[path.stem] = row
-    summary = {"labels_multimer_share": tot["labels_multimer"] / tot["labels"]}
+    summary = {"labels_multimer_share": tot["labels_multimer"] / tot["labels"],
+               "pairs_seconds_total": sum(r["pairs_seconds"] for r in per.values()),
+               "pairs_examined_total": sum(r["pairs_examined"] for r in per.values())}
     for key in ("off", "on"):
         summary[key] = pool(pooled[key]) | {"detected": tot[key][0],
                                             "multimer_share": tot[key][1] / tot[key][0]}
@@ -211,7 +215,8 @@ def print_real(per, summary):
     o, n = summary["off"], summary["on"]
     print(f"pooled: F1 off {o['f1']:.3f} on {n['f1']:.3f}; multimer share experts "
           f"{summary['labels_multimer_share']:.2%}, off {o['multimer_share']:.2%}, "
-          f"on {n['multimer_share']:.2%}")
+          f"on {n['multimer_share']:.2%}; close-pair stage {summary['pairs_seconds_total']:.2f} s "
+          f"for {summary['pairs_examined_total']} pairs on {len(per)} frames")
 
 
 def markdown(rows, doses, seps) -> str:

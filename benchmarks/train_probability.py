@@ -33,7 +33,8 @@ import numpy as np
 from scipy.stats import norm
 
 from fastsac import read, read_points
-from fastsac.confidence import (FEATURES, expected_count, features, fit_logistic)
+from fastsac.confidence import (FEATURES, ProbabilityModel, expected_count, features,
+                                fit_logistic)
 from fastsac.detect import ClassicalDetector
 from fastsac.evaluate import match_points
 from fastsac.synth import simulate
@@ -102,6 +103,24 @@ def score_only(groups, X, y):
     return p
 
 
+def widen(m: ProbabilityModel, n: int) -> ProbabilityModel:
+    """A score-only model as an n-feature model (zero weights on the others)."""
+    mean, scale, coef = np.zeros(n), np.ones(n), np.zeros(n)
+    mean[0], scale[0], coef[0] = m.mean[0], m.scale[0], m.coef[0]
+    return ProbabilityModel(mean, scale, coef, m.intercept, m.target)
+
+
+def choose(groups, X, y, target):
+    """All four features or the score alone, whichever has the lower
+    out-of-fold Brier score; returns (oof predictions, model on all data, name)."""
+    p_all = oof(groups, X, y, target)
+    p_one = score_only(groups, X, y)
+    f = fill_values(X)
+    if brier(p_one, y) < brier(p_all, y):
+        return p_one, widen(fit_logistic(X[:, :1], y, target=target), X.shape[1]), "score only"
+    return p_all, fit_logistic(fill_failed(X, f), y, target=target), "all features"
+
+
 def metrics(p, y, X):
     base = np.full(len(y), y.mean())
     naive = norm.cdf(X[:, 0])
@@ -116,7 +135,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="calibration JSON to write")
     ap.add_argument("--json", default=None, help="metrics JSON")
     ap.add_argument("--png", default=None, help="reliability diagram")
-    ap.add_argument("--sim-seeds", type=int, default=2)
+    ap.add_argument("--sim-seeds", type=int, default=4)
     ap.add_argument("--size", type=int, default=512)
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -154,22 +173,24 @@ def main() -> None:
     print(f"real: {len(yr)} detections ({int(yr.sum())} labelled); sim: {len(ys)} detections "
           f"({int(ys.sum())} true), {k} frames; {time.perf_counter() - t0:.0f} s", flush=True)
 
-    p_real = oof(gr, Xr, yr, "expert labels")
-    p_sim = oof(gs, Xs, ys, "simulated truth")
+    p_real, m_expert, which_expert = choose(gr, Xr, yr, "expert labels")
+    p_sim, m_sim, which_sim = choose(gs, Xs, ys, "simulated truth")
     fr, fs = fill_values(Xr), fill_values(Xs)
-    m_expert = fit_logistic(fill_failed(Xr, fr), yr, target="expert labels")
-    m_sim = fit_logistic(fill_failed(Xs, fs), ys, target="simulated truth")
+    print(f"features: probability ← {which_sim}; probability_expert ← {which_expert}")
     # The simulated-truth model applied to the real frames (trained without them).
     p_sim_on_real = m_sim.predict(fill_failed(Xr, fs))
     res = {
         "features": list(FEATURES),
         "expert_labels_loo": metrics(p_real, yr, Xr) | {
-            "brier_score_only_platt_loo": brier(score_only(gr, Xr, yr), yr)},
+            "brier_score_only_platt_loo": brier(score_only(gr, Xr, yr), yr),
+            "brier_all_features_loo": brier(oof(gr, Xr, yr, ""), yr)},
         "simulated_truth_oof": metrics(p_sim, ys, Xs) | {
-            "brier_score_only_platt_oof": brier(score_only(gs, Xs, ys), ys)},
+            "brier_score_only_platt_oof": brier(score_only(gs, Xs, ys), ys),
+            "brier_all_features_oof": brier(oof(gs, Xs, ys, ""), ys)},
         "simulated_model_on_expert_labels": metrics(p_sim_on_real, yr, Xr),
         "per_image": {},
         "models": {"probability": m_sim.as_dict(), "probability_expert": m_expert.as_dict()},
+        "feature_choice": {"probability": which_sim, "probability_expert": which_expert},
     }
     for i, s in enumerate(stems):
         m = gr == i

@@ -245,7 +245,8 @@ class ClassicalDetector(Detector):
 
         return {"max_separation_px": self._px(self.pair_max_separation_nm, pixel_size_nm),
                 "atom_sigma_px": self._px(self.pair_atom_sigma_nm, pixel_size_nm),
-                "slope": PAIR_DEFAULTS["slope"], "prior_log_odds": PAIR_DEFAULTS["prior_log_odds"]}
+                "slope": PAIR_DEFAULTS["slope"], "prior_log_odds": PAIR_DEFAULTS["prior_log_odds"],
+                "bond_px": self._px(PAIR_DEFAULTS["bond_nm"], pixel_size_nm)}
 
     def _px(self, nm: float, pixel_size_nm: float | None) -> float:
         return nm / (pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)

@@ -8,25 +8,35 @@ multimer share is 0.4 %, the raw detections' 3.5 %). Which one it is cannot be
 read off the two scores; it is a question about the pixels.
 
 For every pair of detections closer than ``max_separation_px`` this stage
-fits, on the raw pixels of a square window around the pair's midpoint,
+fits, on the raw pixels of a square window around the pair's midpoint, each on
+a tilted background plane ``b + bx·x + by·y``:
 
-* **one atom**: ``b + A·G(x − p; s)`` with a free width ``s`` (5 parameters:
-  an elongated or noisy blob is allowed to be a wide single atom), and
-* **two atoms**: ``b + A₁·G(x − p₁; s) + A₂·G(x − p₂; s)`` with one shared
+* **one atom**: ``A·G(x − p; sᵤ, sᵥ, θ)``, an elliptical Gaussian with free
+  axes in [0.5, 2.5] × ``atom_sigma_px`` (9 parameters with the plane): a
+  single atom smeared by scan distortion, drift or a noisy support bump may
+  be elongated, and
+* **two atoms**: ``A₁·G(x − p₁; s) + A₂·G(x − p₂; s)``, round, with one shared
   width ``s`` restricted to the atom size from the calibration
-  (``atom_sigma_px`` × [0.8, 1.25]; 8 parameters),
+  (``atom_sigma_px`` × [0.8, 1.25]; 10 parameters),
 
 by least squares, and compares them with the Bayesian information criterion
 under Gaussian pixel noise of unknown variance measured in the same window
-(the profile likelihood: ``BIC = n·ln(RSS/n) + k·ln n``). ``ΔBIC = BIC₁ − BIC₂``
-(> 0 favours two atoms) gives the posterior probability of two atoms,
-``p_two = 1 / (1 + exp(−(slope·ΔBIC/2 + prior_log_odds)))``, where ``slope``
-and ``prior_log_odds`` are calibrated on simulated singles and dimers
-(``benchmarks/close_pairs.py``: real noise is correlated — scan-line jitter,
-support texture the size of an atom — so the raw BIC overstates the evidence).
-A pair with ``p_two < 0.5`` is merged into one atom: the stronger detection
-survives, moved to the one-atom fit's centre, with that fit's amplitude,
-width, background, intensity and residual.
+(profile likelihood, ``BIC = n·ln(RSS/n) + k·ln n``). Real noise is correlated
+(scan-line jitter, support texture the size of an atom), so ``n`` is the
+*effective* number of independent pixels, ``n·(1−ρx)/(1+ρx)·(1−ρy)/(1+ρy)``
+with the lag-1 autocorrelations ρ of the two-atom fit's residuals — the
+measured noise model of the window. ``ΔBIC = BIC₁ − BIC₂`` (> 0 favours two
+atoms) gives the posterior probability of two atoms
+
+    p_two = 1 / (1 + exp(−(slope·ΔBIC/2 + prior_log_odds + separation_prior(d))))
+
+with ``slope`` 1 and ``prior_log_odds`` 0 (no constant is tuned), and a
+geometric prior (:func:`separation_prior`): two metal atoms are never closer
+than their bond length (Pt 0.277 nm) and appear closer only in projection, so
+a pair 0.13 nm apart starts at prior odds 1:8 and one ≥ 0.277 nm apart at
+e²:1. A pair with ``p_two < 0.5`` is merged into one atom: the stronger
+detection survives, moved to the one-atom fit's centre, with that fit's
+amplitude, (geometric-mean) width, background, intensity and residual.
 
 Pairs are examined closest first; a merged survivor is re-examined against its
 remaining close neighbours (chains and triples are resolved pairwise).
@@ -49,15 +59,37 @@ from scipy.spatial import cKDTree
 
 from ._validate import as_points, check_positive
 
-__all__ = ["PairDecisions", "resolve_pairs", "apply_pair_decisions", "PAIR_DEFAULTS"]
+__all__ = ["PairDecisions", "resolve_pairs", "apply_pair_decisions", "decide_pair", "separation_prior",
+           "effective_pixels", "PAIR_DEFAULTS"]
 
 #: Defaults of the stage (physical lengths in nm; converted with the calibration).
-#: ``atom_sigma_nm``: the median fitted width of ptnc-train atoms (3.2 px) and of
-#: the simulator's default probe (0.25 nm FWHM → 0.106 nm). ``prior_log_odds``
-#: −1 (prior P(two) = 0.27): the one scalar chosen on ptnc-train
-#: (``benchmarks/close_pairs.py --real``, docs/confidence.md).
+#: ``atom_sigma_nm``: the median fitted width of ptnc-train atoms (3.2 px at
+#: 0.0293 nm/px; the simulator's default probe gives 0.106 nm). ``bond_nm``: Pt–Pt.
+#: No value here was tuned on ptnc-train (docs/confidence.md shows the
+#: sensitivity: ``benchmarks/close_pairs.py --real --prior-log-odds``).
 PAIR_DEFAULTS = {"max_separation_nm": 0.30, "atom_sigma_nm": 0.095, "slope": 1.0,
-                 "prior_log_odds": -1.0}
+                 "prior_log_odds": 0.0, "bond_nm": 0.277}
+
+
+def separation_prior(d_px: float, bond_px: float | None) -> float:
+    """Prior log-odds of two atoms at projected separation ``d_px``: two metal
+    atoms cannot be closer than their bond length ``bond_px``; they appear
+    closer only in projection, ``d = b·sin θ``. For a bond direction uniform on
+    the hemisphere above the support, ``P(d_proj ≤ d) = 1 − √(1 − (d/b)²)``;
+    its log-odds (clipped to [−4, 2]) is the prior. Flat-lying dimers are more
+    likely than steep ones, so this is generous to "two" at short ``d``."""
+    if bond_px is None or not bond_px > 0:
+        return 0.0
+    r = min(d_px / bond_px, 1.0)
+    p = 1.0 - math.sqrt(max(1.0 - r * r, 0.0))
+    if p <= 0.0:
+        return -4.0
+    if p >= 1.0:
+        return 2.0
+    return min(max(math.log(p / (1.0 - p)), -4.0), 2.0)
+
+#: Largest width of the one-atom model's ellipse axes, in atom sigmas.
+_MAX_WIDTH = 2.5
 
 #: Detection columns replaced by the one-atom fit when a pair is merged.
 _FIT_COLUMNS = ("amplitude", "sigma_px", "background", "intensity", "residual")
@@ -154,7 +186,8 @@ def _fit_pair(xx, yy, v, p1, p2, w1, w2, sigma, lims):
     ang = math.atan2(float(p2[1] - p1[1]), float(p2[0] - p1[0]))
     lb1 = [xlo, ylo, 0.0, 0.5 * sigma, lo_b - span, -slope_max, -slope_max, 0.5 * sigma,
            -2 * math.pi]
-    ub1 = [xhi, yhi, 4.0 * span, 2.5 * sigma, hi_b + span, slope_max, slope_max, 2.5 * sigma,
+    ub1 = [xhi, yhi, 4.0 * span, _MAX_WIDTH * sigma, hi_b + span, slope_max, slope_max,
+           _MAX_WIDTH * sigma,
            2 * math.pi]
     q1 = np.clip([c[0], c[1], amp0, 1.3 * sigma, b0, 0.0, 0.0, sigma, ang],
                  np.add(lb1, 1e-9), np.subtract(ub1, 1e-9))
@@ -182,6 +215,15 @@ def _fit_pair(xx, yy, v, p1, p2, w1, w2, sigma, lims):
     # Second start: the one-atom fit split by ± half the detections' separation.
     half = 0.5 * (p2 - p1)
     starts.append((a1[:2] - half, a1[:2] + half))
+    # Third: split along the ellipse's long axis by what its elongation implies
+    # for two round atoms (σ_long² ≈ σ² + D²/4); detections of a dimer sit
+    # closer together than its atoms.
+    s_long, s_short = (a1[3], a1[7]) if a1[3] >= a1[7] else (a1[7], a1[3])
+    th = a1[8] if a1[3] >= a1[7] else a1[8] + 0.5 * math.pi
+    dd = math.sqrt(max(s_long * s_long - s_short * s_short, 0.0))
+    if dd > 0.5:
+        off = dd * np.array([math.cos(th), math.sin(th)])
+        starts.append((a1[:2] - off, a1[:2] + off))
     rss2, res2 = np.inf, None
     for s1, s2_ in starts:
         q2 = np.clip([s1[0], s1[1], 0.5 * a1[2] + 1e-3 * span, s2_[0], s2_[1],
@@ -224,7 +266,7 @@ def effective_pixels(resid, xx, yy, lims) -> float:
 
 
 def decide_pair(image, p1, p2, *, w1: float = 1.0, w2: float = 1.0, atom_sigma_px: float,
-                slope: float = 1.0, prior_log_odds: float = 0.0):
+                slope: float = 1.0, prior_log_odds: float = 0.0, bond_px: float | None = None):
     """One decision: (delta_bic, p_two, one-atom fit (x, y, A, s, b, rms)) for the
     detections at ``p1`` and ``p2`` ([x, y] px); ``w1``/``w2`` weight the
     one-atom fit's start. NaN when the window holds too few pixels."""
@@ -241,14 +283,15 @@ def decide_pair(image, p1, p2, *, w1: float = 1.0, w2: float = 1.0, atom_sigma_p
     n_eff = effective_pixels(res2, xx, yy, lims)
     tiny = 1e-300
     dbic = n_eff * math.log(max(rss1, tiny) / max(rss2, tiny)) - 1 * math.log(n_eff)
-    z = slope * dbic / 2.0 + prior_log_odds
+    z = slope * dbic / 2.0 + prior_log_odds + separation_prior(d, bond_px)
     p_two = 1.0 / (1.0 + math.exp(-min(max(z, -700.0), 700.0)))
     return dbic, p_two, np.append(np.asarray(q1[:5], np.float64), math.sqrt(rss1 / n))
 
 
 def resolve_pairs(image, xy, *, score, max_separation_px: float, atom_sigma_px: float,
                   slope: float = PAIR_DEFAULTS["slope"],
-                  prior_log_odds: float = PAIR_DEFAULTS["prior_log_odds"]) -> PairDecisions:
+                  prior_log_odds: float = PAIR_DEFAULTS["prior_log_odds"],
+                  bond_px: float | None = None) -> PairDecisions:
     """Decide, for every pair of detections closer than ``max_separation_px``,
     whether it is one atom or two (see the module docstring).
 
@@ -267,6 +310,9 @@ def resolve_pairs(image, xy, *, score, max_separation_px: float, atom_sigma_px: 
         Gaussian sigma of one atom's image, px (from the calibration).
     slope, prior_log_odds : float
         Calibration of ``p_two`` from ΔBIC.
+    bond_px : float, optional
+        Bond length of the metal, px: adds :func:`separation_prior` (None: no
+        separation prior).
 
     Returns
     -------
@@ -293,7 +339,8 @@ def resolve_pairs(image, xy, *, score, max_separation_px: float, atom_sigma_px: 
     if getattr(image, "ndim", len(getattr(image, "shape", ()))) != 2:
         raise ValueError(f"image must be 2-D, got shape {getattr(image, 'shape', None)}")
     params = {"max_separation_px": float(max_separation_px), "atom_sigma_px": float(atom_sigma_px),
-              "slope": float(slope), "prior_log_odds": float(prior_log_odds)}
+              "slope": float(slope), "prior_log_odds": float(prior_log_odds),
+              "bond_px": None if bond_px is None else float(bond_px)}
     keep = np.ones(n, bool)
     out_xy = pts.copy()
     split = np.full(n, np.nan)
@@ -329,7 +376,7 @@ def resolve_pairs(image, xy, *, score, max_separation_px: float, atom_sigma_px: 
             dbic, p_two, q1 = decide_pair(image, _quantize(out_xy[strong]),
                                           _quantize(out_xy[weak]), w1=w_s, w2=w_w,
                                           atom_sigma_px=atom_sigma_px, slope=slope,
-                                          prior_log_odds=prior_log_odds)
+                                          prior_log_odds=prior_log_odds, bond_px=bond_px)
             merge = bool(np.isfinite(p_two) and p_two < 0.5)
             rec_pairs.append((i, j))
             rec_d.append(d)

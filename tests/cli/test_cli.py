@@ -47,8 +47,12 @@ def test_analyze_batch_with_bad_file(batch, tmp_path, capsys):
     for stem, pts in truths.items():
         header = (out / stem / "atoms.csv").read_text().splitlines()[0].split(",")
         assert header == ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px",
-                          "intensity", "nn_dist_nm", "cluster_id", "cluster_size", "in_support"]
-        rows = np.loadtxt(out / stem / "atoms.csv", delimiter=",", skiprows=1, ndmin=2)
+                          "intensity", "nn_dist_nm", "cluster_id", "cluster_size", "in_support",
+                          "probability", "probability_expert", "split_probability"]
+        # split_probability is empty (NaN) for atoms without a close partner
+        rows = np.loadtxt(out / stem / "atoms.csv", delimiter=",", skiprows=1, ndmin=2,
+                          usecols=range(14))
+        assert ((rows[:, 12] > 0) & (rows[:, 12] <= 1)).all()
         assert len(rows) == len(pts)
         np.testing.assert_allclose(rows[:, 2], rows[:, 0] * 0.0293, rtol=1e-4)
         s = json.loads((out / stem / "summary.json").read_text())

@@ -140,3 +140,30 @@ def test_postprocess_scores_with_pairs_merges_double_maxima():
                             **kw)
     assert len(off["xy"]) == 2 and len(on["xy"]) == 1
     assert "pairs" in on["timings"] and on["split_probability"][0] < 0.5
+
+
+def test_separation_prior_follows_projection_geometry():
+    from fastsac.pairs import separation_prior
+
+    b = 9.45  # Pt–Pt 0.277 nm at 0.0293 nm/px
+    assert separation_prior(5.0, None) == 0.0
+    d = np.linspace(0.5, 12, 40)
+    pr = np.array([separation_prior(x, b) for x in d])
+    assert (np.diff(pr) >= 0).all()  # closer pairs are less likely two atoms
+    p = 1 - np.sqrt(1 - (4.4 / b) ** 2)
+    assert separation_prior(4.4, b) == pytest.approx(np.log(p / (1 - p)))
+    assert separation_prior(b, b) == 2.0 and separation_prior(1e-9, b) == -4.0
+
+
+def test_effective_pixels_shrink_for_correlated_noise():
+    from fastsac.pairs import effective_pixels
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:30, 0:30]
+    white = rng.normal(size=(30, 30))
+    from scipy import ndimage as ndi
+    smooth = ndi.gaussian_filter(rng.normal(size=(30, 30)), 1.5)
+    lims = (0, 30, 0, 30)
+    n_w = effective_pixels(white.ravel(), xx.ravel(), yy.ravel(), lims)
+    n_s = effective_pixels(smooth.ravel(), xx.ravel(), yy.ravel(), lims)
+    assert 700 < n_w <= 900 and n_s < 0.2 * n_w
