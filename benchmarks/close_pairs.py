@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsac.detect import ClassicalDetector
+from fastsac.detectors import ClassicalDetector
 from fastsac.pairs import apply_pair_decisions, resolve_pairs
 from fastsac.synth import SimulationParams
 from fastsac.synth.patterns import AtomSet

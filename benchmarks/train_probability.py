@@ -35,7 +35,7 @@ from scipy.stats import norm
 from fastsac import read, read_points
 from fastsac.confidence import (FEATURES, ProbabilityModel, expected_count, features,
                                 fit_logistic)
-from fastsac.detect import ClassicalDetector
+from fastsac.detectors import ClassicalDetector
 from fastsac.evaluate import match_points
 from fastsac.synth import simulate
 

@@ -40,6 +40,7 @@ import numpy as np
 __all__ = ["FEATURES", "ProbabilityModel", "AtomProbability", "atom_probability", "features",
            "load_model", "default_model", "expected_count", "fit_logistic",
            "poisson_binomial_interval", "multimer_fraction_interval", "confidence_summary", "confidence_columns",
+           "confidence_row",
            "MODEL_FILE"]
 
 #: Shipped model file (package data in ``fastsac/weights``).
@@ -175,7 +176,7 @@ def atom_probability(detections, *, pixel_size_nm: float | None,
 
     ``pixel_size_nm`` None uses the detectors' default scale (0.0293 nm/px).
     """
-    from .detect import DEFAULT_PIXEL_SIZE_NM
+    from .io import DEFAULT_PIXEL_SIZE_NM
 
     n = len(detections.score)
     cal = calibration if calibration is not None else default_model()
@@ -313,3 +314,15 @@ def confidence_columns(prob: AtomProbability | None, split_probability, n: int) 
             "probability_expert": nan.copy() if prob is None else prob.probability_expert,
             "split_probability": nan.copy() if split_probability is None
             else np.asarray(split_probability, np.float64)}
+
+
+def confidence_row(conf: dict | None) -> dict:
+    """The summary.csv columns of a ``confidence`` block (empty without one)."""
+    if not conf:
+        return {}
+    e = conf["expected_atoms_in_support"]
+    lo, hi = e["interval"] or (None, None)
+    mf = conf.get("multimer_fraction_interval") or (None, None)
+    return {"expected_atoms_in_support": e["expected"], "expected_atoms_in_support_lo": lo,
+            "expected_atoms_in_support_hi": hi, "expected_density_per_nm2": e["density_per_nm2"],
+            "multimer_fraction_lo": mf[0], "multimer_fraction_hi": mf[1]}

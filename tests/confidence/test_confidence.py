@@ -11,7 +11,7 @@ import pytest
 from fastsac.confidence import (FEATURES, AtomProbability, atom_probability, confidence_summary,
                                 default_model, expected_count, features, fit_logistic, load_model,
                                 multimer_fraction_interval, poisson_binomial_interval)
-from fastsac.detect import Detections
+from fastsac.detectors import Detections
 from fastsac.errors import FastsacInputError
 
 

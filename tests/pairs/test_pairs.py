@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastsac.detect import ClassicalDetector, postprocess_scores
+from fastsac.detectors import ClassicalDetector, postprocess_scores
 from fastsac.pairs import PairDecisions, apply_pair_decisions, decide_pair, resolve_pairs
 
 SIGMA = 3.2
