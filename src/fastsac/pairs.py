@@ -183,6 +183,17 @@ def _fit_pair(xx, yy, v, p1, p2, w1, w2, sigma, lims):
     def r1(q):
         return q[4] + q[5] * dx + q[6] * dy + q[2] * g1(q) - v
 
+    def j1(q):
+        ct, st = math.cos(q[8]), math.sin(q[8])
+        ex, ey = xx - q[0], yy - q[1]
+        u, w = ex * ct + ey * st, -ex * st + ey * ct
+        su2, sv2 = q[3] * q[3], q[7] * q[7]
+        g = np.exp(-0.5 * (u * u / su2 + w * w / sv2))
+        ag = q[2] * g
+        return np.column_stack([ag * (u * ct / su2 - w * st / sv2), ag * (u * st / su2 + w * ct / sv2),
+                                g, ag * u * u / (su2 * q[3]), np.ones_like(g), dx, dy,
+                                ag * w * w / (sv2 * q[7]), ag * u * w * (1.0 / sv2 - 1.0 / su2)])
+
     ang = math.atan2(float(p2[1] - p1[1]), float(p2[0] - p1[0]))
     lb1 = [xlo, ylo, 0.0, 0.5 * sigma, lo_b - span, -slope_max, -slope_max, 0.5 * sigma,
            -2 * math.pi]
@@ -191,7 +202,8 @@ def _fit_pair(xx, yy, v, p1, p2, w1, w2, sigma, lims):
            2 * math.pi]
     q1 = np.clip([c[0], c[1], amp0, 1.3 * sigma, b0, 0.0, 0.0, sigma, ang],
                  np.add(lb1, 1e-9), np.subtract(ub1, 1e-9))
-    f1 = least_squares(r1, q1, bounds=(lb1, ub1), method="trf", x_scale="jac", max_nfev=400)
+    f1 = least_squares(r1, q1, jac=j1, bounds=(lb1, ub1), method="trf", x_scale="jac",
+                       max_nfev=400)
 
     def r2(q):
         return (q[6] + q[8] * dx + q[9] * dy + q[2] * _gauss(xx, yy, q[0], q[1], q[7])
