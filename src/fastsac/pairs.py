@@ -236,8 +236,13 @@ def _fit_pair(xx, yy, v, p1, p2, w1, w2, sigma, lims):
     if dd > 0.5:
         off = dd * np.array([math.cos(th), math.sin(th)])
         starts.append((a1[:2] - off, a1[:2] + off))
+    rss1 = float(f1.fun @ f1.fun)
     rss2, res2 = np.inf, None
     for s1, s2_ in starts:
+        if rss2 < 0.8 * rss1:
+            # Already clearly better than one atom: another optimum could only
+            # strengthen "two"; skip the remaining starts (they cost the time).
+            break
         q2 = np.clip([s1[0], s1[1], 0.5 * a1[2] + 1e-3 * span, s2_[0], s2_[1],
                       0.5 * a1[2] + 1e-3 * span, a1[4], sigma, a1[5], a1[6]],
                      np.add(lb2, 1e-9), np.subtract(ub2, 1e-9))
@@ -245,7 +250,6 @@ def _fit_pair(xx, yy, v, p1, p2, w1, w2, sigma, lims):
                            max_nfev=300)
         if float(f2.fun @ f2.fun) < rss2:
             rss2, res2 = float(f2.fun @ f2.fun), f2.fun
-    rss1 = float(f1.fun @ f1.fun)
     # The two-atom model nests "one atom of the calibrated size"; never let a
     # worse local optimum of the larger model count as evidence against it.
     q = f1.x
