@@ -245,3 +245,70 @@ def test_cli_detections(tmp_path, rng):
     assert rep["voters"] == ["h0", "h1", "detector"]
     det_rates = rep["per_annotator"]["detector"]
     assert det_rates["sensitivity"] > 0.7 and det_rates["images"] == 1
+
+
+def test_bootstrap_f1_and_statistics(rng):
+    from fastsac.consensus import bootstrap_f1, point_statistics, posterior_statistics
+    iv = bootstrap_f1([10, 0], [0, 10], [0, 10], n_resamples=400, seed=1)
+    assert iv.estimate == pytest.approx(0.5)
+    assert iv.low < 0.2 and iv.high == 1.0  # resampling two very different images
+    same = bootstrap_f1([5, 5, 5], [1, 1, 1], [1, 1, 1], n_resamples=100)
+    assert same.low == same.high == same.estimate
+    s = point_statistics([[[0, 0], [5, 0], [100, 100]]], areas_nm2=[10.0], pixel_sizes_nm=[0.04],
+                         multimer_cutoff_nm=0.23)
+    assert s["density_per_nm2"] == pytest.approx(0.3) and s["multimer_share"] == pytest.approx(2 / 3)
+    xy = rng.uniform(0, 500, (200, 2))
+    p = np.r_[np.ones(150), np.full(50, 0.5)]
+    post = posterior_statistics({"a": (xy, p, p > 0.9)}, areas_nm2={"a": 100.0}, pixel_sizes_nm={"a": 0.03},
+                                n_samples=400)
+    d = post["density_per_nm2"]
+    assert d["estimate"] == pytest.approx(1.5)
+    assert post["expected_n_atoms"] == pytest.approx(175)
+    # Samples keep 150 + Binomial(50, 0.5) atoms: 1.75 ± 0.07 per nm².
+    assert 1.6 < d["low"] < 1.75 < d["high"] < 1.9
+
+
+def test_cli_evaluate_against_consensus(tmp_path, ptnc_dir, rng, capsys):
+    stems = ["021", "025"]
+    img_dir = tmp_path / "images"
+    img_dir.mkdir()
+    for s in stems:
+        (img_dir / f"{s}.tif").symlink_to(ptnc_dir / "images" / f"{s}.tif")
+    from fastsac.io import read_points
+    dirs = []
+    for a, (keep, n_false) in enumerate([(1.0, 0), (0.85, 3), (0.75, 8)]):
+        d = tmp_path / f"ann{a}"
+        for s in stems:
+            t = read_points(ptnc_dir / "labels" / f"{s}.csv")
+            _write_labels(d / f"{s}.csv", _noisy_annotators(rng, t, [keep], [n_false], jitter=0.7)[0])
+        dirs.append(str(d))
+    assert main(["consensus", *dirs, "-o", str(tmp_path / "cons")]) == 0
+    capsys.readouterr()
+    rc = main(["evaluate", "--images", str(img_dir), "--consensus", str(tmp_path / "cons"),
+               "--detector", "classical", "--device", "cpu", "--json", "--bootstrap", "300",
+               "--annotator-resamples", "20"])
+    assert rc == 0
+    rep = json.loads(capsys.readouterr().out)
+    c = rep["consensus"]
+    f = c["f1_vs_consensus"]
+    assert f["estimate"] == pytest.approx(rep["f1"])
+    assert f["low"] <= f["estimate"] <= f["high"]
+    assert set(c["f1_vs_annotators"]) == {"ann0", "ann1", "ann2"}
+    assert all(v["images"] == 2 for v in c["f1_vs_annotators"].values())
+    st = c["statistics"]
+    for key in ("consensus_posterior", "annotator_bootstrap"):
+        dens = st[key]["density_per_nm2"]
+        assert dens["low"] <= dens["estimate"] <= dens["high"]
+        assert 0 <= st[key]["multimer_share"]["estimate"] <= 1
+    assert st["detector"]["n_atoms"] == rep["tp"] + rep["fp"]
+    # Table output names the interval.
+    rc = main(["evaluate", "--images", str(img_dir), "--consensus", str(tmp_path / "cons"),
+               "--detector", "classical", "--device", "cpu", "--bootstrap", "100",
+               "--annotator-resamples", "0"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "F1 vs consensus" in text and "F1 vs ann2" in text
+    # Neither or both of --labels/--consensus: one clear line.
+    rc = main(["evaluate", "--images", str(img_dir)])
+    assert rc == 2 and "--labels" in capsys.readouterr().out
+    rc = main(["evaluate", "--images", str(img_dir), "--consensus", str(tmp_path / "ann0")])
+    assert rc == 2 and "not a `fastsac consensus` output" in capsys.readouterr().err

@@ -198,8 +198,20 @@ def run(args) -> int:
             line = f"{x:.3f},{y:.3f},{im.agreement[i]:.4f},{im.n_annotators},{im.probability[i]:.6f}"
             lines.append(line + (f",{int(im.keep[i])}" if args.all_groups else ""))
         atomic_write_text(out / f"{stem}.csv", "\n".join(lines) + "\n")
+    # Every clicked spot with its probability: what posterior sampling of the consensus needs
+    # (fastsac evaluate --consensus), and per-atom weights for training.
+    for stem, im in result.images.items():
+        lines = ["X,Y,agreement,n_annotators,probability,in_consensus"]
+        for i in range(len(im.groups)):
+            x, y = im.groups.xy[i]
+            lines.append(f"{x:.3f},{y:.3f},{im.agreement[i]:.4f},{im.n_annotators},"
+                         f"{im.probability[i]:.6f},{int(im.keep[i])}")
+        atomic_write_text(out / "groups" / f"{stem}.csv", "\n".join(lines) + "\n")
     report = agreement_report(result, labels,
                               pairwise=pairwise_f1(labels, tolerance_px=args.tolerance_px))
+    report["annotator_dirs"] = [str(d.resolve()) for d in dirs]
+    if args.detections:
+        report["detections_dir"] = str(Path(args.detections).resolve())
     write_json(out / "agreement.json", report)
     n_kept = sum(int(im.keep.sum()) for im in result.images.values())
     print(f"consensus of {len(names)} annotators on {len(result.images)} images: {n_kept} atoms "

@@ -11,7 +11,17 @@ def add_parser(sub):
                                    "simulator truth) by file stem; Hungarian matching within a "
                                    "distance tolerance.")
     p.add_argument("--images", required=True, help="directory of images")
-    p.add_argument("--labels", required=True, help="directory of label CSVs named <stem>.csv")
+    p.add_argument("--labels", default=None, help="directory of label CSVs named <stem>.csv")
+    p.add_argument("--consensus", default=None, metavar="DIR",
+                   help="output folder of `fastsac consensus`: score against the consensus with a "
+                        "bootstrap interval and against each annotator, and give density and "
+                        "multimer share intervals from annotation disagreement")
+    p.add_argument("--bootstrap", type=int, default=2000, metavar="N",
+                   help="with --consensus: image resamples for the F1 interval, and posterior "
+                        "samples of the consensus (default: %(default)s)")
+    p.add_argument("--annotator-resamples", type=int, default=200, metavar="N",
+                   help="with --consensus: annotator-panel resamples for the statistics interval "
+                        "(0 = skip; default: %(default)s)")
     add_detector_args(p)
     p.add_argument("--tolerance-px", type=float, default=6.0,
                    help="match distance tolerance in pixels (default: %(default)s)")
@@ -30,18 +40,21 @@ def run(args) -> int:
     from ..evaluate import match_points, pool
     from ..io import SUPPORTED_SUFFIXES, read, read_points
 
+    if (args.labels is None) == (args.consensus is None):
+        print("fastsac evaluate: give one of --labels DIR or --consensus DIR")
+        return 2
     images = sorted(f for f in Path(args.images).iterdir() if f.suffix.lower() in SUPPORTED_SUFFIXES) \
         if Path(args.images).is_dir() else []
-    label_dir = Path(args.labels)
+    label_dir = Path(args.labels or args.consensus)
     pairs = [(im, label_dir / f"{im.stem}.csv") for im in images]
     pairs = [(im, lb) for im, lb in pairs if lb.exists()]
     if not pairs:
-        print(f"fastsac evaluate: no image in {args.images} has a label file <stem>.csv in {args.labels}")
+        print(f"fastsac evaluate: no image in {args.images} has a label file <stem>.csv in {label_dir}")
         return 2
     detector = detector_from_args(args)
     if detector is None:
         return 2
-    results, per_image, bad = [], {}, 0
+    results, per_image, bad, seen = [], {}, 0, {}
     for im, lb in tqdm(pairs, desc="evaluate", unit="img", disable=args.json or len(pairs) < 2):
         try:
             m = read(im, pixel_size_nm=args.pixel_size)
@@ -54,11 +67,20 @@ def run(args) -> int:
         r = match_points(det.xy, truth, tolerance_px=args.tolerance_px)
         results.append(r)
         per_image[im.stem] = r.as_dict()
+        seen[im.stem] = (det.xy, m.data.shape, m.pixel_size_nm)
     pooled = pool(results)
+    extra = None
+    if args.consensus:
+        from ._consensus_eval import consensus_evaluation
+
+        extra = consensus_evaluation(args, per_image, seen)
+        if extra is None:
+            return 2
     if args.json:
         print(json.dumps({**pooled, "tolerance_px": args.tolerance_px,
                           "detector": getattr(detector, "name", str(args.detector)),
-                          "per_image": per_image}, indent=2))
+                          "per_image": per_image,
+                          **({"consensus": extra} if extra else {})}, indent=2))
     else:
         print(f"{'image':<16}{'TP':>5}{'FP':>5}{'FN':>5}{'P':>8}{'R':>8}{'F1':>8}")
         for stem, d in per_image.items():
@@ -66,4 +88,8 @@ def run(args) -> int:
                   f"{d['precision']:>8.3f}{d['recall']:>8.3f}{d['f1']:>8.3f}")
         print(f"{'pooled':<16}{pooled['tp']:>5}{pooled['fp']:>5}{pooled['fn']:>5}"
               f"{pooled['precision']:>8.3f}{pooled['recall']:>8.3f}{pooled['f1']:>8.3f}")
+        if extra:
+            from ._consensus_eval import print_consensus_evaluation
+
+            print_consensus_evaluation(extra)
     return 2 if bad else 0
