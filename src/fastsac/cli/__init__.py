@@ -16,7 +16,7 @@ from .. import __version__
 
 # Order shown in --help. A command whose module is absent is skipped.
 COMMANDS = ["analyze", "evaluate", "demo", "simulate", "train", "report", "bench",
-            "montage", "watch", "consensus"]
+            "montage", "watch", "consensus", "users"]
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 2, 64
 
