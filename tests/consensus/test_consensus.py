@@ -132,12 +132,16 @@ def test_build_consensus_beats_single_annotators_and_majority(rng):
         return pool([match_points(sets[k], truth[k], tolerance_px=3) for k in truth])["f1"]
 
     em = build_consensus(labels, tolerance_px=3)
+    assert em.method == "em" and em.n_classes == 3  # auto with 5 annotators
+    em2 = build_consensus(labels, tolerance_px=3, n_classes=2)
     maj = build_consensus(labels, tolerance_px=3, method="majority")
     f_em = f1({k: im.xy for k, im in em.images.items()})
     f_maj = f1({k: im.xy for k, im in maj.images.items()})
     f_single = [f1({k: labels[k][a] for k in truth}) for a in range(len(sens))]
     assert f_em > max(f_single), (f_em, f_single)
     assert f_em >= f_maj - 0.005, (f_em, f_maj)
+    f_em2 = f1({k: im.xy for k, im in em2.images.items()})
+    assert f_em2 > max(f_single), (f_em2, f_single)
     # Fitted sensitivities rank the annotators as simulated.
     assert np.argsort(em.model.sensitivity).tolist() == np.argsort(sens).tolist()
     summ = annotator_summary(em)
@@ -155,8 +159,8 @@ def test_detector_voter_helps_resolve_ties(rng):
     det_xy = np.concatenate([truth + rng.normal(0, 0.5, truth.shape), fake])
     det_p = np.r_[np.full(len(truth), 0.9), np.full(len(fake), 0.1)]
     from fastsac.evaluate import match_points
-    without = build_consensus(labels, tolerance_px=3)
-    with_det = build_consensus(labels, tolerance_px=3, detections={"x": (det_xy, det_p)})
+    without = build_consensus(labels, tolerance_px=3, method="em")
+    with_det = build_consensus(labels, tolerance_px=3, method="em", detections={"x": (det_xy, det_p)})
     f_without = match_points(without.images["x"].xy, truth, tolerance_px=3).f1
     f_with = match_points(with_det.images["x"].xy, truth, tolerance_px=3).f1
     assert with_det.voters == ("a0", "a1", "detector")
@@ -191,7 +195,7 @@ def test_cli_consensus(tmp_path, rng, capsys):
             _write_labels(d / f"{stem}.csv", _noisy_annotators(rng, t, [s], [3], jitter=0.7)[0])
         dirs.append(str(d))
     out = tmp_path / "out"
-    rc = main(["consensus", *dirs, "-o", str(out), "--tolerance-px", "3"])
+    rc = main(["consensus", *dirs, "-o", str(out), "--tolerance-px", "3", "--method", "em"])
     assert rc == 0
     assert "sensitivity" in capsys.readouterr().out
     rep = json.loads((out / "agreement.json").read_text())
@@ -239,7 +243,7 @@ def test_cli_detections(tmp_path, rng):
     det.mkdir()
     (det / "im.csv").write_text("x_px,y_px,probability\n" + "".join(f"{x},{y},0.9\n" for x, y in t))
     rc = main(["consensus", str(tmp_path / "h0"), str(tmp_path / "h1"), "-o", str(tmp_path / "o"),
-               "--detections", str(det)])
+               "--detections", str(det), "--method", "em"])
     assert rc == 0
     rep = json.loads((tmp_path / "o" / "agreement.json").read_text())
     assert rep["voters"] == ["h0", "h1", "detector"]

@@ -97,7 +97,8 @@ def consensus_evaluation(args, per_image: dict, seen: dict) -> dict | None:
         if have:
             stats["annotator_bootstrap"] = annotator_bootstrap_statistics(
                 have, areas_nm2=area, pixel_sizes_nm=px, n_resamples=args.annotator_resamples,
-                tolerance_px=rep.get("tolerance_px", 3.0), method=rep.get("method", "em"),
+                tolerance_px=rep.get("tolerance_px", 3.0), method=rep.get("method", "auto"),
+                n_classes=(rep.get("model") or {}).get("classes", "auto"),
                 min_probability=rep.get("min_probability", 0.5), min_agreement=rep.get("min_agreement", 0.5))
     stats["detector"] = point_statistics([seen[s][0] for s in stems], areas_nm2=[area[s] for s in stems],
                                          pixel_sizes_nm=[px[s] for s in stems])

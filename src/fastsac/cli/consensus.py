@@ -18,9 +18,13 @@ def add_parser(sub):
     p.add_argument("-o", "--out", required=True, metavar="OUT", help="output folder")
     p.add_argument("--tolerance-px", type=float, default=3.0,
                    help="largest distance between clicks on the same spot (default: %(default)s)")
-    p.add_argument("--method", choices=["em", "majority"], default="em",
+    p.add_argument("--method", choices=["auto", "em", "majority"], default="auto",
                    help="em: keep groups with probability >= --min-probability; majority: keep "
-                        "groups with agreement >= --min-agreement (default: %(default)s)")
+                        "groups with agreement >= --min-agreement; auto: em with 5 or more "
+                        "annotators, majority with fewer (docs/annotation.md) (default: %(default)s)")
+    p.add_argument("--classes", choices=["auto", "2", "3"], default="auto",
+                   help="latent classes of the EM: 2 = real/spurious, 3 = easy real/hard real/"
+                        "spurious; auto: 3 with 5 or more voters (default: %(default)s)")
     p.add_argument("--min-probability", type=float, default=0.5,
                    help="EM consensus threshold on P(real atom) (default: %(default)s)")
     p.add_argument("--min-agreement", type=float, default=0.5,
@@ -108,7 +112,8 @@ def agreement_report(result, labels, *, pairwise) -> dict:
         "method": result.method, "tolerance_px": result.tolerance_px,
         "min_probability": result.min_probability, "min_agreement": result.min_agreement,
         "annotators": list(result.annotators), "voters": list(result.voters),
-        "model": {"prior": m.prior, "n_iter": m.n_iter, "converged": m.converged,
+        "model": {"classes": result.n_classes, "prior": m.prior, "n_unseen_atoms": m.n_unseen,
+                  "n_iter": m.n_iter, "converged": m.converged,
                   "log_likelihood": m.log_likelihood},
         "per_annotator": annotator_summary(result),
         "pairwise_f1": {"annotators": list(result.annotators), "matrix": pairwise},
@@ -187,7 +192,8 @@ def run(args) -> int:
                     report_bad(f, exc)
     result = build_consensus(labels, annotators=names, tolerance_px=args.tolerance_px,
                              method=args.method, min_probability=args.min_probability,
-                             min_agreement=args.min_agreement, detections=detections)
+                             min_agreement=args.min_agreement, detections=detections,
+                             n_classes=args.classes if args.classes == "auto" else int(args.classes))
     out = Path(args.out)
     for stem, im in result.images.items():
         sel = np.ones(len(im.groups), bool) if args.all_groups else im.keep
