@@ -316,3 +316,24 @@ def test_cli_evaluate_against_consensus(tmp_path, ptnc_dir, rng, capsys):
     assert rc == 2 and "--labels" in capsys.readouterr().out
     rc = main(["evaluate", "--images", str(img_dir), "--consensus", str(tmp_path / "ann0")])
     assert rc == 2 and "not a `fastsac consensus` output" in capsys.readouterr().err
+
+
+def test_expected_f1_threshold_and_three_classes(rng):
+    from fastsac.consensus import expected_f1_threshold
+    assert expected_f1_threshold([0.99, 0.9, 0.45, 0.4, 0.05]) == 0.45
+    assert expected_f1_threshold([]) == 1.0 and expected_f1_threshold([0.0, 0.0]) == 1.0
+    # Real atoms of two visibilities (clicked by ~95% / ~40% of annotators) and spurious clicks.
+    sens_easy, sens_hard, fake = 0.95, 0.4, 0.04
+    v = np.concatenate([rng.random((600, 6)) < sens_easy, rng.random((400, 6)) < sens_hard,
+                        rng.random((3000, 6)) < fake]).astype(float)
+    truth = np.r_[np.ones(1000, bool), np.zeros(3000, bool)]
+    seen = v.sum(axis=1) > 0
+    v, truth = v[seen], truth[seen]
+    acc = {}
+    for k in (2, 3):
+        m = fit_annotator_model(v, n_classes=k)
+        assert m.converged and np.all((m.probability >= 0) & (m.probability <= 1))
+        acc[k] = np.mean((m.probability >= 0.5) == truth)
+    assert acc[3] > acc[2] + 0.03 and acc[3] > 0.85
+    with pytest.raises(ValueError, match="n_classes"):
+        fit_annotator_model(v, n_classes=4)
