@@ -139,9 +139,12 @@ def test_session_cookie_csrf_and_origin(env):
     _, _, _, client = env
     r = client.post("/api/login", json={"name": "alice", "password": "pw-alice-secret"})
     assert r.status_code == 200
-    cookie = r.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    cookies = r.headers.get_list("set-cookie")
+    session = next(c for c in cookies if c.startswith("fastsac_session="))
+    assert "HttpOnly" in session and "SameSite=Strict" in session and "Path=/" in session
     csrf = r.json()["csrf"]
+    double = next(c for c in cookies if c.startswith("fastsac_csrf="))
+    assert double.startswith(f"fastsac_csrf={csrf};") and "HttpOnly" not in double
     p = {"points": [[5, 5]]}
     assert client.get("/api/me").json()["user"] == "alice"
     r = client.post("/api/images/img1/annotations", json=p)

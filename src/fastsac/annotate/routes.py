@@ -59,6 +59,10 @@ log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "fastsac_session"
 CSRF_HEADER = "x-csrf-token"
+#: The web app's double-submit CSRF cookie: the annotation pages send its value in
+#: X-CSRF-Token, and login sets it to the session's CSRF token, so that one header
+#: satisfies both the web app's double-submit check and this module's session check.
+CSRF_COOKIE = "fastsac_csrf"
 STATIC_DIR = Path(__file__).parent / "static"
 #: Largest JSON body accepted (a few hundred thousand points).
 MAX_BODY_BYTES = 4 << 20
@@ -168,8 +172,15 @@ class _Api:
         await self._run(self.store.clear_login_failures, f"name:{name}")
         ttl = 12 * 3600
         sid, csrf = await self._run(self.store.create_session, user, ttl_s=ttl)
-        return JSONResponse({"user": user.name, "role": user.role, "csrf": csrf},
-                            headers={"set-cookie": self._cookie(request, sid, ttl)})
+        response = JSONResponse({"user": user.name, "role": user.role, "csrf": csrf})
+        response.headers.append("set-cookie", self._cookie(request, sid, ttl))
+        response.headers.append("set-cookie", self._csrf_cookie(request, csrf))
+        return response
+
+    def _csrf_cookie(self, request: Request, value: str) -> str:
+        secure = request.url.scheme == "https" if self.secure_cookies is None else self.secure_cookies
+        # Readable by the page (double submit), never sent cross-site.
+        return f"{CSRF_COOKIE}={value}; Path=/; SameSite=Strict" + ("; Secure" if secure else "")
 
     async def logout(self, request: Request):
         user, err = await self.auth(request)
@@ -406,11 +417,19 @@ class _Api:
                         headers={"content-disposition": 'attachment; filename="consensus.csv"'})
 
     # -- pages ------------------------------------------------------------------------------
+    def _page(self, request: Request, name: str):
+        response = FileResponse(STATIC_DIR / name, headers={"cache-control": "no-store"})
+        if CSRF_COOKIE not in request.cookies:
+            import secrets
+
+            response.headers.append("set-cookie", self._csrf_cookie(request, secrets.token_urlsafe(24)))
+        return response
+
     async def page(self, request: Request):
-        return FileResponse(STATIC_DIR / "annotate.html", headers={"cache-control": "no-store"})
+        return self._page(request, "annotate.html")
 
     async def admin_page(self, request: Request):
-        return FileResponse(STATIC_DIR / "admin.html", headers={"cache-control": "no-store"})
+        return self._page(request, "admin.html")
 
 
 def _csv_field(text: str) -> str:

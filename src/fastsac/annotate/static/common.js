@@ -2,10 +2,16 @@
 // Shared by the annotation and admin pages: session, JSON calls with the CSRF token.
 const fs = { csrf: null, me: null };
 
+function fsCookie(name) {
+  const m = document.cookie.split("; ").find(c => c.startsWith(name + "="));
+  return m ? decodeURIComponent(m.slice(name.length + 1)) : "";
+}
+
 async function fsApi(path, opts = {}) {
   const headers = Object.assign({}, opts.headers || {});
   if (opts.body !== undefined) headers["content-type"] = "application/json";
-  if (opts.method && opts.method !== "GET" && fs.csrf) headers["x-csrf-token"] = fs.csrf;
+  // The session's CSRF token; before login the page's double-submit cookie (fastsac serve).
+  if (opts.method && opts.method !== "GET") headers["x-csrf-token"] = fs.csrf || fsCookie("fastsac_csrf");
   const r = await fetch(path, { method: opts.method || "GET", headers, credentials: "same-origin",
     body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
   let data = null;
