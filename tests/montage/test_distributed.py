@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastsac.detect import ClassicalDetector
+from fastsac.detectors import ClassicalDetector
 from fastsac.montage import analyze_montage
 
 from fastsac_testdata import spots
