@@ -33,7 +33,7 @@ from scipy.spatial import cKDTree
 
 from fastsac.consensus import build_consensus
 from fastsac.evaluate import match_points
-from fastsac.rescore import candidate_features
+from fastsac.detectors.rescore import candidate_features
 from fastsac.synth import simulate
 from fastsac.synth.annotators import random_panel, simulate_annotator
 

@@ -1,6 +1,6 @@
 """How often the expert labelled a spot, as a function of its classical SNR (ptnc-train).
 
-Every stage-1 candidate (classical SNR maximum above 2.5, ``fastsac.rescore.candidate_features``,
+Every stage-1 candidate (classical SNR maximum above 2.5, ``fastsac.detectors.rescore.candidate_features``,
 the protocol of ``benchmarks/cv_rescore.py`` → docs/model.md §5) is marked labelled when it is
 Hungarian-matched to an expert click within 6 px. The labelled fraction per SNR bin is written
 with a logistic fit P(labelled | SNR) = 1 / (1 + exp(-(SNR - snr50) / width)) (maximum
@@ -25,7 +25,7 @@ from scipy.optimize import minimize
 
 from fastsac import io
 from fastsac.evaluate import match_points
-from fastsac.rescore import candidate_features
+from fastsac.detectors.rescore import candidate_features
 
 BINS = [2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0, np.inf]
 

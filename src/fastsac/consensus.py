@@ -33,6 +33,7 @@ import numpy as np
 
 from ._validate import as_points, check_positive
 from .evaluate import match_points
+from .spatial.stats import DEFAULT_MULTIMER_CUTOFF_NM
 
 __all__ = ["PointGroups", "AnnotatorModel", "ImageConsensus", "Consensus", "group_points",
            "fit_annotator_model", "group_probability", "build_consensus", "pairwise_f1",
@@ -656,7 +657,7 @@ def bootstrap_f1(tp, fp, fn, *, n_resamples: int = 2000, seed: int = 0, level: f
     return _interval(est, f1(tp[pick].sum(1), fp[pick].sum(1), fn[pick].sum(1)), level)
 
 
-def point_statistics(point_sets, *, areas_nm2, pixel_sizes_nm, multimer_cutoff_nm: float = 0.23) -> dict:
+def point_statistics(point_sets, *, areas_nm2, pixel_sizes_nm, multimer_cutoff_nm: float = DEFAULT_MULTIMER_CUTOFF_NM) -> dict:
     """Pooled density (atoms per nm²) and multimer share (NN < cutoff) of point sets.
 
     Parameters
@@ -686,7 +687,7 @@ def _nn_px(xy: np.ndarray) -> np.ndarray:
 
 
 def posterior_statistics(groups: Mapping[str, tuple], *, areas_nm2: Mapping[str, float],
-                         pixel_sizes_nm: Mapping[str, float], multimer_cutoff_nm: float = 0.23,
+                         pixel_sizes_nm: Mapping[str, float], multimer_cutoff_nm: float = DEFAULT_MULTIMER_CUTOFF_NM,
                          n_samples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
     """Density and multimer share of a consensus with intervals from its posterior.
 
@@ -722,7 +723,7 @@ def posterior_statistics(groups: Mapping[str, tuple], *, areas_nm2: Mapping[str,
 
 def annotator_bootstrap_statistics(labels: Mapping[str, Sequence[np.ndarray | None]], *,
                                    areas_nm2: Mapping[str, float], pixel_sizes_nm: Mapping[str, float],
-                                   multimer_cutoff_nm: float = 0.23, n_resamples: int = 200,
+                                   multimer_cutoff_nm: float = DEFAULT_MULTIMER_CUTOFF_NM, n_resamples: int = 200,
                                    seed: int = 0, level: float = 0.95, **consensus_kw) -> dict:
     """Density and multimer share of the consensus with intervals from resampling annotators.
 

@@ -36,7 +36,7 @@ def consensus_evaluation(args, per_image: dict, seen: dict) -> dict | None:
                              posterior_statistics)
     from ..errors import FastsacInputError
     from ..evaluate import match_points
-    from ..io import read_points
+    from ..io import DEFAULT_PIXEL_SIZE_NM, read_points
     from ._common import report_bad
 
     cdir = Path(args.consensus)
@@ -78,7 +78,7 @@ def consensus_evaluation(args, per_image: dict, seen: dict) -> dict | None:
     for s in stems:
         _, shape, p_nm = seen[s]
         if p_nm is None:
-            p_nm, px_assumed = 0.0293, True
+            p_nm, px_assumed = DEFAULT_PIXEL_SIZE_NM, True
         px[s], area[s] = p_nm, shape[0] * shape[1] * p_nm ** 2
     groups = {}
     for s in stems:
@@ -88,7 +88,7 @@ def consensus_evaluation(args, per_image: dict, seen: dict) -> dict | None:
                 groups[s] = _read_groups(f)
             except FastsacInputError as exc:
                 report_bad(f, exc)
-    stats: dict = {"area": "whole image", "pixel_size_assumed_nm": 0.0293 if px_assumed else None}
+    stats: dict = {"area": "whole image", "pixel_size_assumed_nm": DEFAULT_PIXEL_SIZE_NM if px_assumed else None}
     if groups:
         stats["consensus_posterior"] = posterior_statistics(
             groups, areas_nm2=area, pixel_sizes_nm=px, n_samples=min(n_boot, 1000))

@@ -20,7 +20,7 @@ most annotators, which is what limits any consensus.
 
 The module works on arrays (spot positions, SNRs, which truth atom each spot is); the
 caller computes the SNR of the spots with the detector of its choice (the study uses
-:func:`fastsac.rescore.candidate_features`, the same stage-1 candidates the curve was
+:func:`fastsac.detectors.rescore.candidate_features`, the same stage-1 candidates the curve was
 measured on), so that ``synth`` keeps importing nothing from the pipeline.
 """
 
