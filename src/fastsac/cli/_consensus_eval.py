@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 
-def _read_groups(path):
+def read_consensus_groups(path):
     """(xy, probability, keep) of OUT/groups/<stem>.csv written by ``fastsac consensus``."""
     import csv
 
@@ -85,7 +85,7 @@ def consensus_evaluation(args, per_image: dict, seen: dict) -> dict | None:
         f = cdir / "groups" / f"{s}.csv"
         if f.exists():
             try:
-                groups[s] = _read_groups(f)
+                groups[s] = read_consensus_groups(f)
             except FastsacInputError as exc:
                 report_bad(f, exc)
     stats: dict = {"area": "whole image", "pixel_size_assumed_nm": DEFAULT_PIXEL_SIZE_NM if px_assumed else None}

@@ -34,6 +34,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1)")
     p.add_argument("--device", default="cpu", help="torch device (shipped weights: cpu)")
     p.add_argument("--cache-dir", type=Path, default=None, help="cache of pre-processed inputs")
+    p.add_argument("--consensus", type=Path, default=None, metavar="DIR",
+                   help="with --model rescore: train on the output of `fastsac consensus`, each atom "
+                        "weighted by its consensus probability; evaluated against the consensus on "
+                        "held-out images and compared with --baseline before it may become the default")
+    p.add_argument("--baseline", default="default",
+                   help="with --consensus: the current detector to beat (default: %(default)s)")
+    p.add_argument("--folds", type=int, default=4, help="with --consensus: image folds (default: %(default)s)")
     return p
 
 
@@ -42,6 +49,13 @@ def run(args) -> int:
 
     from ..errors import FastsacInputError
     from ..training import TrainConfig, train
+    if args.consensus is not None:
+        if args.model != "rescore":
+            print("error: --consensus trains the re-scorer: add --model rescore")
+            return EXIT_BAD_INPUT
+        from ._retrain import run_consensus_retrain
+
+        return run_consensus_retrain(args)
     if args.model == "rescore":
         return _run_rescore(args)
     if args.out is None:
