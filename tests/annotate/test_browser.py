@@ -33,11 +33,15 @@ def server(tmp_path):
 
     store = AnnotationStore.open(data_dir=tmp_path)
     users = {n: store.add_user(n, role=r, password=f"{n}-password")
-             for n, r in (("alice", "annotator"), ("bob", "annotator"), ("root", "admin"))}
+             for n, r in (("alice", "annotator"), ("bob", "annotator"), ("carol", "annotator"),
+                          ("root", "admin"))}
     store.add_image("frame1", mode="blind")
     store.assign("frame1", [users["alice"], users["bob"]])
+    store.add_image("frame2", mode="review")
+    store.assign("frame2", [users["carol"]])
     image = np.random.default_rng(0).poisson(40, (64, 80)).astype(np.float32)
-    app = create_annotation_app(store, image_source=lambda i: image if i == "frame1" else None)
+    app = create_annotation_app(store, image_source=lambda i: image if i in ("frame1", "frame2") else None,
+                                proposals=lambda i: [[12.0, 14.0], [50.0, 33.0], [70.0, 20.0]])
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     t = threading.Thread(target=srv.run, daemon=True)
@@ -162,3 +166,19 @@ def test_two_annotators_and_admin_consensus(server, browser):
     assert len(csv.strip().splitlines()) == 1 + api["n_consensus"]
     for c in (ctx_a, ctx_b, ctx_admin):
         c.close()
+
+
+def test_review_mode_starts_from_proposals(server, browser):
+    base, store = server
+    ctx = browser.new_context(viewport={"width": 1300, "height": 1000})
+    page = ctx.new_page()
+    _login(page, f"{base}/annotate", "carol")
+    page.wait_for_selector('body[data-ready="frame2"]')
+    assert "review mode" in page.text_content("#mode")
+    assert page.text_content("#count") == "3"  # the model's proposals, to accept or correct
+    page.locator("#canvas").click(position=_canvas_xy(50, 33), button="right")  # reject one
+    assert page.text_content("#count") == "2"
+    page.keyboard.press("s")
+    _expect_status(page, r"^saved version 1 \(2 atoms\)")
+    assert np.allclose(store.latest_annotations("frame2")["carol"].points, [[12, 14], [70, 20]])
+    ctx.close()
