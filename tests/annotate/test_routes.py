@@ -207,3 +207,49 @@ def test_admin_assign(env):
     assert "carl" in r.json()["assigned"]
     mine = client.get("/api/annotate/images", headers=bearer(tok["carl"])).json()["images"]
     assert [m["id"] for m in mine] == ["img9"]
+
+
+def test_admin_retrain_on_consensus(tmp_path):
+    from fastsac.detectors import get_detector
+    from fastsac.synth import simulate
+    from fastsac.synth.annotators import PROFILES, simulate_annotator
+    from fastsac.detectors.rescore import candidate_features
+    from fastsac.evaluate import match_points
+
+    store = AnnotationStore.open(data_dir=tmp_path)
+    admin = store.add_user("root", role="admin")
+    anns = [store.add_user(f"a{i}") for i in range(3)]
+    tok_admin, tok_ann = store.create_token(admin), store.create_token(anns[0])
+    frames, props = {}, {}
+    classical = get_detector("classical")
+    rng = np.random.default_rng(1)
+    for k in range(3):
+        img, truth = simulate(seed=200 + k)
+        fid = f"sim{k}"
+        frames[fid] = img
+        props[fid] = classical.detect(img, pixel_size_nm=0.0293).xy.tolist()
+        tab = candidate_features(img, pixel_size_nm=0.0293)
+        r = match_points(tab.xy, truth.xy, tolerance_px=4)
+        idx = np.full(len(tab.xy), -1)
+        idx[r.pairs[:, 0]] = r.pairs[:, 1]
+        store.assign(fid, anns)
+        for u, prof in zip(anns, ("expert", "careful", "liberal")):
+            a = simulate_annotator(tab.xy, tab.score, idx, truth_xy=truth.xy, shape=img.shape,
+                                   profile=PROFILES[prof], rng=rng)
+            store.save_annotation(fid, u, a.xy.tolist())
+    app = create_annotation_app(store, image_source=frames.get, proposals=lambda i: props[i],
+                                models_dir=tmp_path / "models", pixel_size=lambda i: 0.0293)
+    client = TestClient(app)
+    assert client.post("/api/annotate/retrain", json={}).status_code == 401
+    assert client.post("/api/annotate/retrain", json={}, headers=bearer(tok_ann)).status_code == 403
+    r = client.post("/api/annotate/retrain", json={"folds": 3}, headers=bearer(tok_admin))
+    assert r.status_code == 200, r.text
+    rep = r.json()
+    assert rep["images"] == ["sim0", "sim1", "sim2"] and rep["folds"] == 3
+    assert 0 < rep["f1_new_heldout"] <= 1 and 0 < rep["f1_baseline"] <= 1
+    assert rep["better"] == (rep["f1_new_heldout"] > rep["f1_baseline"])
+    assert (tmp_path / "models" / rep["model"]).exists()
+    assert get_detector(str(tmp_path / "models" / rep["model"])).model.meta["trained_on"] == "consensus"
+    # Not configured: a clear 501.
+    plain = TestClient(create_annotation_app(store))
+    assert plain.post("/api/annotate/retrain", json={}, headers=bearer(tok_admin)).status_code == 501

@@ -23,6 +23,8 @@ without a valid token is 401 whatever the image id), then checks the role:
 ``POST /api/annotate/images/{id}/assign``    admin: ``{"k": 3, "mode": "blind"}``
 ``GET /api/annotate/agreement``              admin: per image and annotator agreement
 ``GET /api/annotate/consensus.csv``          admin: consensus labels of all images
+``POST /api/annotate/retrain``               admin: re-scorer trained on the consensus,
+                                             held-out F1 vs the current detector
 ``GET /annotate``, ``GET /annotate/admin``   the annotation and admin pages
 ==========================================  =========================================
 
@@ -95,10 +97,13 @@ class _Api:
     """The endpoints, bound to one store and the app's callbacks."""
 
     def __init__(self, store: AnnotationStore, *, image_source, proposals, tolerance_px: float,
-                 secure_cookies: bool | None):
+                 secure_cookies: bool | None, models_dir=None, pixel_size=None):
         self.store = store
         self.image_source = image_source
         self.proposals = proposals
+        self.models_dir = None if models_dir is None else Path(models_dir)
+        self.pixel_size = pixel_size
+        self._retraining = threading.Lock()
         self.tolerance_px = float(tolerance_px)
         self.secure_cookies = secure_cookies
         self._png_cache: dict[str, bytes] = {}
@@ -416,6 +421,57 @@ class _Api:
         return Response("\n".join(lines) + "\n", media_type="text/csv",
                         headers={"content-disposition": 'attachment; filename="consensus.csv"'})
 
+    async def retrain(self, request: Request):
+        """Admin: retrain the re-scorer on the consensus; held-out comparison with the
+        current detector (its proposals) decides whether it may become the default."""
+        user, err = await self.auth(request, roles=("admin",))
+        if err:
+            return err
+        if self.models_dir is None or self.image_source is None or self.proposals is None:
+            return _error(501, "retraining needs models_dir, image_source and proposals (the current detector)")
+        data, err = await self.json_body(request)
+        if err:
+            return err
+        folds = int((data or {}).get("folds", 4)) if isinstance(data, dict) else 4
+        if not self._retraining.acquire(blocking=False):
+            return _error(409, "a retraining is running")
+        try:
+            report = await self._run(self._retrain, folds)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        finally:
+            self._retraining.release()
+        return JSONResponse(report)
+
+    def _retrain(self, folds: int) -> dict:
+        import time as _time
+
+        from ..detectors.rescore import candidate_features
+        from ..retrain import retrain_on_consensus
+
+        got, _, _ = self._consensus()
+        if got is None:
+            raise ValueError("no annotations yet")
+        result = got[0]
+        data, base = {}, {}
+        for i, im in result.images.items():
+            arr = self.image_source(i)
+            if arr is None or not len(im.groups):
+                continue
+            px = self.pixel_size(i) if self.pixel_size is not None else None
+            data[i] = (candidate_features(np.asarray(arr, np.float32), pixel_size_nm=px),
+                       im.groups.xy, im.probability, im.keep)
+            base[i] = np.asarray(self.proposals(i) or [], float).reshape(-1, 2)
+        rep = retrain_on_consensus(data, baseline_xy=base, folds=folds)
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        path = self.models_dir / f"rescore_consensus_{_time.strftime('%Y%m%dT%H%M%S')}.json"
+        rep.model.save(path)
+        out = {"model": path.name, "images": sorted(data), **rep.as_dict()}
+        from ..io import write_json
+
+        write_json(path.with_suffix(".eval.json"), json.loads(json.dumps(out)))
+        return out
+
     # -- pages ------------------------------------------------------------------------------
     def _page(self, request: Request, name: str):
         response = FileResponse(STATIC_DIR / name, headers={"cache-control": "no-store"})
@@ -442,7 +498,8 @@ def _csv_field(text: str) -> str:
 
 def annotation_routes(store: AnnotationStore, *, image_source: Callable[[str], np.ndarray | None] | None = None,
                       proposals: Callable[[str], list] | None = None, tolerance_px: float = 3.0,
-                      secure_cookies: bool | None = None) -> list:
+                      secure_cookies: bool | None = None, models_dir=None,
+                      pixel_size: Callable[[str], float | None] | None = None) -> list:
     """The annotation routes over ``store``.
 
     Parameters
@@ -455,9 +512,14 @@ def annotation_routes(store: AnnotationStore, *, image_source: Callable[[str], n
         Grouping tolerance of the consensus.
     secure_cookies : bool, optional
         Mark the session cookie ``Secure`` (default: when the request came over https).
+    models_dir : path, optional
+        Where ``POST /api/annotate/retrain`` writes re-scorers trained on the consensus
+        (with their held-out evaluation); None disables retraining.
+    pixel_size : callable, optional
+        ``image_id -> nm per px`` for retraining (default: the detectors' default).
     """
     api = _Api(store, image_source=image_source, proposals=proposals, tolerance_px=tolerance_px,
-               secure_cookies=secure_cookies)
+               secure_cookies=secure_cookies, models_dir=models_dir, pixel_size=pixel_size)
     return [
         Route("/api/login", api.login, methods=["POST"]),
         Route("/api/logout", api.logout, methods=["POST"]),
@@ -466,6 +528,7 @@ def annotation_routes(store: AnnotationStore, *, image_source: Callable[[str], n
         Route("/api/annotate/images/{image_id:path}/assign", api.assign, methods=["POST"]),
         Route("/api/annotate/agreement", api.agreement, methods=["GET"]),
         Route("/api/annotate/consensus.csv", api.export_csv, methods=["GET"]),
+        Route("/api/annotate/retrain", api.retrain, methods=["POST"]),
         Route("/api/images/{image_id:path}/annotations", api.post_annotations, methods=["POST"]),
         Route("/api/images/{image_id:path}/annotations", api.get_annotations, methods=["GET"]),
         Route("/api/images/{image_id:path}/consensus", api.consensus, methods=["GET"]),

@@ -50,6 +50,16 @@
   fsSession(async (me) => {
     if (me.role !== "admin") { document.getElementById("status").textContent = "admins only"; return; }
     document.getElementById("refresh").onclick = refresh;
+    document.getElementById("retrain").onclick = async () => {
+      const out = document.getElementById("retrain-result");
+      out.textContent = "retraining…";
+      try {
+        const r = await fsApi("/api/annotate/retrain", { method: "POST", body: { folds: 4 } });
+        out.textContent = `${r.model}: held-out F1 vs consensus ${fmt(r.f1_new_heldout)} vs current detector ` +
+          `${fmt(r.f1_baseline)} (${r.folds} folds, ${r.images.length} images) — ` +
+          (r.better ? "better: may become the default" : "not better: keep the current detector");
+      } catch (e) { out.textContent = `retraining failed: ${e.message}`; }
+    };
     document.getElementById("image-select").onchange = (ev) => showImage(ev.target.value);
     await refresh();
   });
