@@ -313,7 +313,7 @@ def test_cli_evaluate_against_consensus(tmp_path, ptnc_dir, rng, capsys):
     assert rc == 0 and "F1 vs consensus" in text and "F1 vs ann2" in text
     # Neither or both of --labels/--consensus: one clear line.
     rc = main(["evaluate", "--images", str(img_dir)])
-    assert rc == 2 and "--labels" in capsys.readouterr().out
+    assert rc == 2 and "--labels" in capsys.readouterr().err
     rc = main(["evaluate", "--images", str(img_dir), "--consensus", str(tmp_path / "ann0")])
     assert rc == 2 and "not a `fastsac consensus` output" in capsys.readouterr().err
 
