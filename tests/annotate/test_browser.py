@@ -182,3 +182,73 @@ def test_review_mode_starts_from_proposals(server, browser):
     _expect_status(page, r"^saved version 1 \(2 atoms\)")
     assert np.allclose(store.latest_annotations("frame2")["carol"].points, [[12, 14], [70, 20]])
     ctx.close()
+
+
+@pytest.fixture
+def web_server(tmp_path):
+    """`fastsac serve`'s app (annotation mounted) on a free loopback port, one demo frame uploaded."""
+    uvicorn = pytest.importorskip("uvicorn")
+    from starlette.testclient import TestClient
+
+    from fastsac.annotate import AnnotationStore
+    from fastsac.io import write_tiff
+    from fastsac.synth import demo_image
+    from fastsac.web import create_app
+
+    m, _ = demo_image(seed=0)
+    tif = tmp_path / "demo.tif"
+    write_tiff(tif, m.data, pixel_size_nm=m.pixel_size_nm)
+    data = tmp_path / "data"
+    app = create_app(data, workers=0, n_sim=9, n_perm=99)
+    store = AnnotationStore.open(data_dir=data)
+    users = {n: store.add_user(n, role=r, password=f"{n}-password")
+             for n, r in (("alice", "annotator"), ("bob", "annotator"), ("root", "admin"))}
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started
+    base = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        with open(tif, "rb") as fh:
+            iid = httpx.post(f"{base}/api/images", files={"file": ("demo.tif", fh, "image/tiff")},
+                             timeout=60).json()["id"]
+        store.add_image(iid, mode="blind")
+        store.assign(iid, [users["alice"], users["bob"]])
+        yield base, store, iid
+    finally:
+        srv.should_exit = True
+        t.join(10)
+
+
+def test_two_annotators_in_fastsac_serve(web_server, browser):
+    base, store, iid = web_server
+
+    def annotate(name, points):
+        ctx = browser.new_context(viewport={"width": 1300, "height": 1000})
+        page = ctx.new_page()
+        _login(page, f"{base}/annotate", name)
+        page.wait_for_selector(f'body[data-ready="{iid}"]')
+        for x, y in points:
+            page.locator("#canvas").click(position=_canvas_xy(x, y, w=512, h=512))
+        page.keyboard.press("s")
+        _expect_status(page, r"^saved version 1 ")
+        return ctx
+
+    ca = annotate("alice", [(100, 100), (200, 300), (400, 50)])
+    cb = annotate("bob", [(100, 100), (200, 300)])
+    assert {v.user_name for v in store.annotation_versions(iid)} == {"alice", "bob"}
+    cadm = browser.new_context(viewport={"width": 1300, "height": 1000})
+    admin = cadm.new_page()
+    _login(admin, f"{base}/annotate/admin", "root")
+    admin.wait_for_selector(f'body[data-ready="{iid}"]')
+    api = admin.evaluate(f"fetch('/api/images/{iid}/consensus').then(r => r.json())")
+    assert admin.text_content("#consensus-count") == str(api["n_consensus"])
+    assert sum(p["agreement"] == 1.0 for p in api["points"]) == 2
+    for c in (ca, cb, cadm):
+        c.close()
