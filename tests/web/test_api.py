@@ -265,3 +265,19 @@ def test_jobs_on_a_dask_scheduler(tmp_path, demo_tif):
             iid = _upload(c, demo_tif).json()["id"]
             j = wait_done(c.get, iid, plots=True)
             assert j["status"] == "done" and j["n_atoms"] > 10 and j["plots"]["status"] == "done"
+
+
+def test_process_runner_recovers_from_a_dead_worker():
+    """A killed worker breaks the pool: its job fails, the next one runs on new workers."""
+    import os
+    from concurrent.futures.process import BrokenProcessPool
+
+    from fastsac.web.jobs import ProcessRunner
+
+    runner = ProcessRunner(1)
+    try:
+        with pytest.raises(BrokenProcessPool):
+            runner.submit(os._exit, 3).result(timeout=120)
+        assert runner.submit(abs, -7).result(timeout=120) == 7
+    finally:
+        runner.shutdown()

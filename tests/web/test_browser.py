@@ -74,7 +74,6 @@ def test_upload_view_mask_click_download(browser, tmp_path, demo_tif):
         expect(viewer).to_have_attribute("data-mask", "off")
         page.check("#mask-toggle")
         expect(viewer).to_have_attribute("data-mask", "on", timeout=15_000)
-        _shot(page, "image")
         page.uncheck("#mask-toggle")
         expect(viewer).to_have_attribute("data-mask", "off")
 
@@ -92,6 +91,13 @@ def test_upload_view_mask_click_download(browser, tmp_path, demo_tif):
 
         # plots from the saved result
         expect(page.locator("#plots img")).to_have_count(3, timeout=120_000)
+        if os.environ.get("FASTSAC_SCREENSHOTS"):
+            page.check("#mask-toggle")
+            expect(viewer).to_have_attribute("data-mask", "on")
+            page.wait_for_timeout(1000)
+            page.evaluate("() => window.scrollTo(0, 0)")
+            page.screenshot(path=str(Path(os.environ["FASTSAC_SCREENSHOTS"]) / "web_image.png"), full_page=True)
+            page.uncheck("#mask-toggle")
 
         # download the zip and parse it
         with page.expect_download() as dl:
@@ -114,19 +120,30 @@ def test_batch_upload_with_a_bad_file(browser, tmp_path, demo_tif):
     write_tiff(second, m.data[::-1].copy(), pixel_size_nm=m.pixel_size_nm)
     bad = tmp_path / "broken.tif"
     bad.write_bytes(b"II*\x00 not really a tiff")
-    app = create_app(tmp_path / "data", workers=0, n_sim=0)
+    app = create_app(tmp_path / "data", workers=0, n_sim=0, n_perm=199)
     with running_server(app) as base:
         page, errors = _page(browser, base)
+        page.fill("#batch-name", "sample B")  # a one-image batch to compare with
+        page.set_input_files("#file-input", [str(second)])
+        page.click("#upload-button")
+        expect(page.locator("#jobs tr[data-status='done']")).to_have_count(1, timeout=120_000)
         page.fill("#batch-name", "sample A")
         page.set_input_files("#file-input", [str(demo_tif), str(bad), str(second)])
         page.click("#upload-button")
         expect(page.locator("#jobs tr[data-status='rejected']")).to_contain_text("broken.tif: ")
-        expect(page.locator("#jobs tr[data-status='done']")).to_have_count(2, timeout=120_000)
+        expect(page.locator("#jobs tr[data-status='done']")).to_have_count(3, timeout=120_000)
         page.click("nav button[data-tab='batches']")
         page.locator("#batches tbody tr", has_text="sample A").locator("button").click()
         expect(page.locator("#batch-table tr")).to_have_count(3)
         expect(page.locator("#pooled")).to_contain_text("n_atoms", timeout=60_000)
         _shot(page, "batch")
+        # compare the two batches (what `fastsac report A --compare B` computes)
+        page.select_option("#compare-a", label="sample A")
+        page.select_option("#compare-b", label="sample B")
+        page.click("#compare-button")
+        expect(page.locator("#compare-status a")).to_have_text("report", timeout=60_000)
+        expect(page.locator("#compare-result")).to_contain_text("ks_p_value")
+        expect(page.locator("#compare-result")).to_contain_text("n_perm")
         errors = [e for e in errors if "422" not in e]  # the rejected upload's response is logged
         assert errors == [], errors
         page.close()

@@ -209,17 +209,34 @@ def _warm() -> None:
 
 # --------------------------------------------------------------------------- runners
 class ProcessRunner:
-    """Jobs in local worker processes (spawned: no fork of a threaded server)."""
+    """Jobs in local worker processes (spawned: no fork of a threaded server).
+
+    A worker that dies (killed, out of memory) breaks a ProcessPoolExecutor for
+    good: its jobs fail with one line, and the next submission starts a new pool.
+    """
 
     name = "processes"
 
     def __init__(self, workers: int):
         self.workers = workers
-        self._pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_warm)
+        self._lock = threading.Lock()
+        self._pool = self._new_pool()
+
+    def _new_pool(self):
+        return cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_warm)
 
     def submit(self, fn, /, *args, **kwargs):
-        return self._pool.submit(fn, *args, **kwargs)
+        from concurrent.futures.process import BrokenProcessPool
+
+        with self._lock:
+            try:
+                return self._pool.submit(fn, *args, **kwargs)
+            except BrokenProcessPool:
+                log.warning("a worker process died; starting new workers")
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+                return self._pool.submit(fn, *args, **kwargs)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

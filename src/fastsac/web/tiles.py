@@ -244,12 +244,12 @@ class MontagePyramid:
 
 def mask_overlay_png(mask_png: str | Path) -> bytes:
     """The support mask (255 support / 0 vacuum PNG) as an RGBA overlay: vacuum
-    tinted blue, support transparent."""
+    opaque blue, support transparent (the viewer draws it at partial opacity)."""
     from PIL import Image
 
     m = np.asarray(Image.open(mask_png).convert("L")) > 127
     rgba = np.zeros(m.shape + (4,), np.uint8)
-    rgba[~m] = (40, 110, 255, 90)
+    rgba[~m] = (40, 110, 255, 255)
     buf = io.BytesIO()
     Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
     return buf.getvalue()

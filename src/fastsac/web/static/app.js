@@ -11,6 +11,7 @@ const el = (tag, attrs = {}, ...kids) => {
   return e;
 };
 let CONFIG = null;
+const MASK_OPACITY = 0.45;  // the mask PNG is opaque blue over vacuum, transparent over support
 const PLOT_FILES = ["nn_histogram.png", "cluster_sizes.png", "pair_correlation.png"];
 const SPECIES_COLORS = ["#33bbee", "#ee3377", "#ffdd00", "#00dd88", "#aa66ff", "#ff7700"];
 
@@ -96,11 +97,11 @@ class AtomViewer {
     const item = this.item();
     if (!item || !this.maskUrl) { this.box.dataset.mask = "none"; return; }
     if (on && !this.mask) {
-      this.viewer.addSimpleImage({ url: this.maskUrl, x: 0, y: 0, width: 1, opacity: 1,
+      this.viewer.addSimpleImage({ url: this.maskUrl, x: 0, y: 0, width: 1, opacity: MASK_OPACITY,
         success: (ev) => { this.mask = ev.item; this.box.dataset.mask = "on"; } });
       return;
     }
-    if (this.mask) { this.mask.setOpacity(on ? 1 : 0); this.box.dataset.mask = on ? "on" : "off"; }
+    if (this.mask) { this.mask.setOpacity(on ? MASK_OPACITY : 0); this.box.dataset.mask = on ? "on" : "off"; }
   }
   transform() {
     const item = this.item();
@@ -395,7 +396,7 @@ function liveRender(rows, stats, nFrames) {
   $("#live-updated").textContent = new Date().toLocaleTimeString();
   if (stats) {
     $("#live-atoms").textContent = fmt(stats.n_atoms);
-    $("#live-multimer").textContent = fmt(stats.multimer_share);
+    $("#live-multimer").textContent = fmt(stats.multimer_fraction ?? stats.multimer_share);
     kvTable($("#live-stats"), Object.entries(stats).filter(([k, v]) => typeof v !== "object" || v === null));
   }
   const t = $("#live-table");
