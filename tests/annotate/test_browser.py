@@ -188,7 +188,6 @@ def test_review_mode_starts_from_proposals(server, browser):
 def web_server(tmp_path):
     """`fastsac serve`'s app (annotation mounted) on a free loopback port, one demo frame uploaded."""
     uvicorn = pytest.importorskip("uvicorn")
-    from starlette.testclient import TestClient
 
     from fastsac.annotate import AnnotationStore
     from fastsac.io import write_tiff
