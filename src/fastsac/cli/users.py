@@ -9,7 +9,7 @@ def add_parser(sub):
     p = sub.add_parser("users", help="manage annotation accounts (add prints an API token)",
                        description="Accounts of the annotation app, stored in DIR/annotations.sqlite3 "
                                    "or the PostgreSQL database given with --database.")
-    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", help="add | token | list")
 
     def common(q):
         q.add_argument("--data", metavar="DIR", default=None,
