@@ -49,6 +49,13 @@ class Detections:
         Resolved parameters (JSON-serialisable).
     timings : dict
         Seconds per stage.
+    x_err_px, y_err_px, amplitude_err, sigma_err_px, background_err, intensity_err : (N,) float64
+        Standard errors of the fit (:func:`fastsac.peaks.refine_gaussian`;
+        NaN when not fitted, ``sigma_err_px`` NaN unless σ was fitted).
+    fit_status : (N,) int8
+        :class:`fastsac.peaks.FitStatus` (0 free fit, 1 fixed-σ fit, 2
+        centroid with linear amplitude, 3 no fit). Optional at construction:
+        missing error columns are NaN and the status NONE.
     """
 
     xy: np.ndarray
@@ -61,6 +68,23 @@ class Detections:
     detector: str = ""
     params: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    x_err_px: np.ndarray | None = None
+    y_err_px: np.ndarray | None = None
+    amplitude_err: np.ndarray | None = None
+    sigma_err_px: np.ndarray | None = None
+    background_err: np.ndarray | None = None
+    intensity_err: np.ndarray | None = None
+    fit_status: np.ndarray | None = None
+
+    def __post_init__(self):
+        n = len(self.xy)
+        for name in _ERROR_FIELDS:
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.full(n, np.nan))
+        st = (np.full(n, int(peaks.FitStatus.NONE)) if self.fit_status is None
+              else np.nan_to_num(np.asarray(self.fit_status, np.float64),
+                                 nan=float(peaks.FitStatus.NONE)))
+        object.__setattr__(self, "fit_status", st.astype(np.int8))
 
     def __len__(self) -> int:
         return len(self.xy)
@@ -74,7 +98,12 @@ class Detections:
         k = np.asarray(keep)
         return replace(self, xy=self.xy[k], score=self.score[k], amplitude=self.amplitude[k],
                        sigma_px=self.sigma_px[k], background=self.background[k],
-                       intensity=self.intensity[k], residual=self.residual[k])
+                       intensity=self.intensity[k], residual=self.residual[k],
+                       **{name: getattr(self, name)[k] for name in _ERROR_FIELDS + ("fit_status",)})
+
+
+_ERROR_FIELDS = ("x_err_px", "y_err_px", "amplitude_err", "sigma_err_px", "background_err",
+                 "intensity_err")
 
 
 def postprocess_scores(score_map: np.ndarray, raw: np.ndarray, *, threshold: float,
@@ -84,8 +113,8 @@ def postprocess_scores(score_map: np.ndarray, raw: np.ndarray, *, threshold: flo
     """Shared detector tail: maxima of ``score_map`` above ``threshold``, NMS at
     ``min_distance_px``, then sub-pixel refinement on ``raw``.
 
-    Returns a dict of arrays (xy, score, amplitude, sigma_px, background,
-    intensity, residual) and per-stage timings.
+    Returns a dict of arrays (xy, score and :data:`fastsac.peaks.FIT_COLUMNS`)
+    and per-stage timings.
     """
     t0 = time.perf_counter()
     cand = peaks.local_maxima(score_map, threshold=threshold, radius=1,
@@ -94,12 +123,11 @@ def postprocess_scores(score_map: np.ndarray, raw: np.ndarray, *, threshold: flo
     xy0 = cand.xy[keep].astype(np.float64)
     score = cand.values[keep].astype(np.float64)
     t1 = time.perf_counter()
-    xy, (amp, sig, bg, inten, res) = peaks.refine_positions(
+    xy, cols = peaks.refine_positions(
         raw, xy0, min_distance_px=min_distance_px, refine=refine, fit_radius_px=fit_radius_px,
         sigma_px=sigma_px, backend=backend)
     t2 = time.perf_counter()
-    return {"xy": xy, "score": score, "amplitude": amp, "sigma_px": sig, "background": bg,
-            "intensity": inten, "residual": res,
+    return {"xy": xy, "score": score, **dict(zip(peaks.FIT_COLUMNS, cols)),
             "timings": {"peaks": t1 - t0, "refine": t2 - t1}}
 
 
@@ -207,16 +235,20 @@ class ClassicalDetector(Detector):
                 "exclude_border_px": self.exclude_border_px, "refine": self.refine}
 
     def _px(self, nm: float, pixel_size_nm: float | None) -> float:
-        return nm / (pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
+        # Calibrations that differ in the 12th digit (TIFF 0.029299999999512 vs
+        # Zarr 0.0293) must give the same pixel parameters: round the pixel size.
+        return nm / peaks.stable_float(pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
 
     def pixel_params(self, pixel_size_nm: float | None) -> dict:
-        """The filter widths in pixels at ``pixel_size_nm`` (what :meth:`dog` and
-        :meth:`snr` use; the montage engine derives its halos from them)."""
+        """The filter widths and NMS distance in pixels at ``pixel_size_nm`` (what
+        :meth:`dog`, :meth:`snr` and the detector tail use; the montage engine
+        derives its halos from them)."""
         s = self._px(self.atom_sigma_nm, pixel_size_nm)
         bg = (None if self.background_nm is None
               else max(3, int(round(self._px(self.background_nm, pixel_size_nm)))))
         return {"sigma_px": s, "surround_px": s * self.surround_ratio, "background_px": bg,
-                "noise_sigma_px": self._px(self.noise_sigma_nm, pixel_size_nm)}
+                "noise_sigma_px": self._px(self.noise_sigma_nm, pixel_size_nm),
+                "min_distance_px": self._px(self.min_distance_nm, pixel_size_nm)}
 
     def dog(self, image, *, pixel_size_nm=None) -> np.ndarray:
         """Stage 1 of the score map: optional median background, then the
@@ -253,7 +285,7 @@ class ClassicalDetector(Detector):
         sigma_px = self._px(self.atom_sigma_nm, px)
         return {"threshold": self.threshold, "min_distance_px": self._px(self.min_distance_nm, px),
                 "refine": self.refine, "sigma_px": sigma_px,
-                "fit_radius_px": max(2, int(np.ceil(2.0 * sigma_px))),
+                "fit_radius_px": peaks.fit_radius(sigma_px),
                 "exclude_border_px": self.exclude_border_px}
 
     def as_predictor(self, pixel_size_nm: float | None = None):
@@ -306,8 +338,7 @@ class ClassicalDetector(Detector):
         stats = calibrate(source, net, device=dev, exact_max_px=exact_max_px, tile=tile,
                           batch_size=batch_size, progress=progress)
         t1 = time.perf_counter()
-        com_r = max(2, int(round(tail["sigma_px"] * 1.5)))
-        reach = 2 * com_r + tail["fit_radius_px"] + 2
+        reach = peaks.refine_reach(tail["sigma_px"], tail["fit_radius_px"], tail["refine"])
         res = infer.detect_tiled(source, net, halo=max(net.receptive_field + 1, reach), tile=tile,
                                  device=dev, batch_size=batch_size, progress=progress, **tail)
         res.timings["calibrate"] = t1 - t0

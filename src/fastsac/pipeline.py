@@ -24,7 +24,9 @@ __all__ = ["analyze", "AnalysisResult", "write_result", "ATOM_COLUMNS", "write_s
 
 #: Columns of atoms.csv, in order.
 ATOM_COLUMNS = ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px", "intensity",
-                "nn_dist_nm", "cluster_id", "cluster_size", "in_support"]
+                "x_err_px", "y_err_px", "amplitude_err", "sigma_err_px", "background",
+                "intensity_err", "fit_status", "nn_dist_nm", "cluster_id", "cluster_size",
+                "in_support"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,10 @@ class AnalysisResult:
             "x_px": d.xy[:, 0], "y_px": d.xy[:, 1],
             "x_nm": d.xy[:, 0] * scale, "y_nm": d.xy[:, 1] * scale,
             "score": d.score, "amplitude": d.amplitude, "sigma_px": d.sigma_px,
-            "intensity": d.intensity,
+            "intensity": d.intensity, "x_err_px": d.x_err_px, "y_err_px": d.y_err_px,
+            "amplitude_err": d.amplitude_err, "sigma_err_px": d.sigma_err_px,
+            "background": d.background, "intensity_err": d.intensity_err,
+            "fit_status": d.fit_status,
             "nn_dist_nm": self.nn_dist if px else np.full(len(d), np.nan),
             "cluster_id": self.cluster_id, "cluster_size": self.cluster_size,
             "in_support": self.in_support(),
@@ -179,7 +184,7 @@ def _atoms_csv(result: AnalysisResult) -> str:
         row = []
         for c, col in zip(ATOM_COLUMNS, cols):
             v = col[i]
-            if c in ("cluster_id", "cluster_size", "in_support"):
+            if c in ("cluster_id", "cluster_size", "in_support", "fit_status"):
                 row.append(int(v))
             else:
                 row.append("" if not np.isfinite(v) else f"{float(v):.6g}")
