@@ -47,7 +47,9 @@ def test_analyze_batch_with_bad_file(batch, tmp_path, capsys):
     for stem, pts in truths.items():
         header = (out / stem / "atoms.csv").read_text().splitlines()[0].split(",")
         assert header == ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px",
-                          "intensity", "nn_dist_nm", "cluster_id", "cluster_size", "in_support"]
+                          "intensity", "x_err_px", "y_err_px", "amplitude_err", "sigma_err_px",
+                          "background", "intensity_err", "fit_status", "nn_dist_nm",
+                          "cluster_id", "cluster_size", "in_support"]
         rows = np.loadtxt(out / stem / "atoms.csv", delimiter=",", skiprows=1, ndmin=2)
         assert len(rows) == len(pts)
         np.testing.assert_allclose(rows[:, 2], rows[:, 0] * 0.0293, rtol=1e-4)
