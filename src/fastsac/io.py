@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ._validate import stable_float
 from .errors import FastsacInputError
 
 __all__ = [
@@ -141,6 +142,8 @@ def read(path: str | os.PathLike, *, pixel_size_nm: float | None = None) -> Micr
         if not (np.isfinite(pixel_size_nm) and pixel_size_nm > 0):
             raise FastsacInputError(path, f"pixel size override must be > 0 nm, got {pixel_size_nm!r}")
         px, src = float(pixel_size_nm), "override"
+    # A TIFF's rational px/cm gives 0.029299999999512 for 0.0293: same calibration.
+    px = None if px is None else stable_float(px)
     return Micrograph(data, px, src if px else "none", os.fspath(path), meta)
 
 

@@ -228,8 +228,9 @@ def open_montage(source, *, pixel_size_nm: float | None = None) -> MontageSource
         raise FastsacInputError(path, f"expected a 2-D montage, got shape {shape}")
     if pixel_size_nm is not None:
         px = float(pixel_size_nm)
+    # As fastsac.io.read: calibrations equal to 9 digits are the same (TIFF rationals).
     return MontageSource(kind, os.fspath(path), shape, str(arr.dtype),
-                         float(px) if px else None, None, key)
+                         peaks.stable_float(px) if px else None, None, key)
 
 
 def _ome_pixel_size(ms) -> float | None:

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ._backend import Backend, Kernel, core, on_device
-from ._validate import as_float, as_points, check_image, check_positive
+from ._validate import as_float, as_points, check_image, check_positive, stable_float
 
 __all__ = ["local_maxima", "nms", "refine_com", "refine_gaussian", "refine_positions", "GaussianFit",
            "PeakCandidates", "FitStatus", "FIT_COLUMNS", "FIT_TABLE", "empty_fit_columns",
@@ -579,19 +579,6 @@ def refine_reach(sigma_px: float, fit_radius_px: int, refine: str = "gaussian") 
     if refine == "none":
         return 0
     return 2 * com_radius(sigma_px) + int(fit_radius_px) + 2
-
-
-def stable_float(value: float, digits: int = 9) -> float:
-    """``value`` rounded to ``digits`` significant digits.
-
-    Parameters derived from a calibration (σ in px = σ_nm / pixel size) go
-    through ceil/floor/round; pixel sizes that differ in the 12th digit (a
-    TIFF's 0.029299999999512 vs a Zarr's 0.0293) must not flip them, so the
-    derived float is rounded first."""
-    v = float(value)
-    if v == 0 or not np.isfinite(v):
-        return v
-    return float(f"{v:.{digits}g}")
 
 
 def refine_positions(raw, xy0, *, min_distance_px: float, refine: str = "gaussian",
