@@ -56,7 +56,7 @@ struct Pass {
 typedef double v4d __attribute__((vector_size(32)));
 typedef long long v4i __attribute__((vector_size(32)));
 #pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"  // always inlined: no vector ABI crosses a call
+#pragma GCC diagnostic ignored "-Wpsabi"  // vector helpers are always inlined: no vector ABI crosses a call
 
 __attribute__((always_inline)) inline v4d load4(const double* a) {
     v4d v;
@@ -158,7 +158,19 @@ void jac_pass(const double* __restrict xs, const double* __restrict ys,
     out.cost = hsum(cs);
 }
 
-#pragma GCC diagnostic pop
+
+// g[k] = w[k] exp(-((x-x0)^2 + (y-y0)^2) / 2 sigma^2) over the padded window.
+FASTSAC_FIT_CLONES
+void gauss_profile(const double* __restrict xs, const double* __restrict ys,
+                   const double* __restrict ws, int64_t mp, double x0, double y0, double sigma,
+                   double* __restrict g) {
+    const double c = -1.0 / (2.0 * sigma * sigma);
+    for (int64_t k = 0; k < mp; k += kLanes) {
+        const v4d dx = load4(xs + k) - x0, dy = load4(ys + k) - y0;
+        const v4d e = exp4_nonpos((dx * dx + dy * dy) * c) * load4(ws + k);
+        __builtin_memcpy(g + k, &e, sizeof e);
+    }
+}
 
 // Solve M d = b (n x n, row-major in a 5x5 array) by Gaussian elimination
 // with partial pivoting (as LAPACK gesv); false when a pivot is exactly zero.
@@ -242,11 +254,12 @@ bool lm(const Window& W, double p[5], double& cost, double sigma_lo, double sigm
 
 // Linear (A, b) for a Gaussian of width sigma at (x0, y0) (peaks._linear_amplitude).
 void linear_amplitude(const Window& W, double x0, double y0, double sigma, double& A, double& b) {
-    const double c = -1.0 / (2.0 * sigma * sigma);
+    thread_local std::vector<double> gbuf;
+    gbuf.resize(W.mp);
+    gauss_profile(W.x.data(), W.y.data(), W.w.data(), W.mp, x0, y0, sigma, gbuf.data());
     double sg = 0, sgg = 0, sv = 0, sgv = 0;
     for (int64_t k = 0; k < W.m; ++k) {
-        const double dx = W.x[k] - x0, dy = W.y[k] - y0;
-        const double g = std::exp((dx * dx + dy * dy) * c);
+        const double g = gbuf[k];
         sg += g;
         sgg += g * g;
         sv += W.v[k];
@@ -273,12 +286,12 @@ void fit_errors(const Window& W, const double p[5], double errs[5], double& ierr
     const int64_t m = W.m;
     const double c = -1.0 / (2.0 * p[3] * p[3]), is2 = 1.0 / (p[3] * p[3]), is3 = is2 / p[3];
     thread_local std::vector<double> g, q;
-    g.resize(m);
+    g.resize(W.mp);
     q.resize(m);
+    gauss_profile(W.x.data(), W.y.data(), W.w.data(), W.mp, p[0], p[1], p[3], g.data());
+    (void)c;
     double sg = 0, sgg = 0, sq = 0, sgq = 0;
     for (int64_t k = 0; k < m; ++k) {
-        const double dx = W.x[k] - p[0], dy = W.y[k] - p[1];
-        g[k] = std::exp((dx * dx + dy * dy) * c);
         const double r = p[4] + p[2] * g[k] - W.v[k];
         q[k] = r * r;
         sg += g[k];
@@ -322,11 +335,17 @@ void fit_errors(const Window& W, const double p[5], double errs[5], double& ierr
         }
         const double var = (c0 + c1 * g[k]) * dof;
         for (int a = 0; a < NP; ++a)
-            for (int b = 0; b < NP; ++b) {
-                H[a][b] += j[a] * j[b];
-                B[a][b] += j[a] * j[b] * var;
+            for (int b = a; b < NP; ++b) {
+                const double jj = j[a] * j[b];
+                H[a][b] += jj;
+                B[a][b] += jj * var;
             }
     }
+    for (int a = 0; a < NP; ++a)
+        for (int b = 0; b < a; ++b) {
+            H[a][b] = H[b][a];
+            B[a][b] = B[b][a];
+        }
     // Hi = H^-1 column by column.
     double Hi[5][5];
     for (int col = 0; col < NP; ++col) {
