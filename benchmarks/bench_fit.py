@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 def simulated_atoms(n: int, seed: int = 1):
     from fastsac import peaks
-    from fastsac.detect import get_detector
+    from fastsac.detectors import get_detector
     from fastsac.synth import simulate
 
     img, _ = simulate(size=2048, seed=seed)

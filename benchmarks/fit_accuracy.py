@@ -73,7 +73,7 @@ def crb_axis(fld, lam, xy, radius, p):
 
 def run_dose(dose, seeds, size=1024):
     from fastsac import peaks
-    from fastsac.detect import get_detector
+    from fastsac.detectors import get_detector
     from fastsac.synth.params import SimulationParams
     from fastsac.synth.render import Field, to_dtype
 
@@ -123,7 +123,7 @@ def fmt(row):
     for c in COLS:
         v = row[c]
         if c == "dose":
-            out.append(f"{v:.0e}")
+            out.append(f"{v:.3g}")
         elif c in ("no_intensity", "free", "fixed", "centroid"):
             out.append(f"{100 * v:.1f} %")
         elif isinstance(v, float):

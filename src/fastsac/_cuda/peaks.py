@@ -27,7 +27,6 @@ import math
 
 import numpy as np
 
-from .. import peaks as _peaks
 cu = None  # numba.cuda, bound on first use by _kernels()
 
 from . import as_torch, cuda, grid, launch, library, to_lib
@@ -615,10 +614,6 @@ def fit_gaussian_cuda(image, xy, radius, sigma, sigma_lo, sigma_hi, max_shift, m
     return to_lib(out, lib), to_lib(status, lib)
 
 
-_peaks._maxima_kernel.register("cuda")(local_maxima_cuda)
-_peaks._nms_kernel.register("cuda")(nms_cuda)
-_peaks._com_kernel.register("cuda")(refine_com_cuda)
-_peaks._gauss_kernel.register("cuda")(fit_gaussian_cuda)
 
 
 # --------------------------------------------------------------------------- engine helper
@@ -641,7 +636,7 @@ def detect_batch(s, raw, lims, *, threshold, min_distance_px, refine, fit_radius
         Fit columns as :data:`fastsac.peaks.FIT_COLUMNS` (status as float64).
         Candidates owned by the cores, before NMS, on the tensors' device, in
         *window* coordinates (``window`` indexes the batch); refinement as in
-        :func:`fastsac.detect.postprocess_scores`.
+        :func:`fastsac.detectors.postprocess_scores`.
     """
     import torch
     import torch.nn.functional as F
