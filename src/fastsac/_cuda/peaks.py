@@ -641,6 +641,8 @@ def detect_batch(s, raw, lims, *, threshold, min_distance_px, refine, fit_radius
     import torch
     import torch.nn.functional as F
 
+    from .. import peaks as _peaks  # the fit columns and σ bounds (the spec's module)
+
     n, h, w = s.shape
     dev = s.device
     fin = torch.isfinite(s)
