@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from .common import DETECTORS, STATIC_DIR  # noqa: F401 (part of the app's interface)
 from .db import Store
 from .jobs import JobManager, make_runner
 from .security import LOOPBACK_HOSTS, BodyTooLarge, SecurityMiddleware, allow_local, token_authenticator
@@ -36,10 +37,6 @@ __all__ = ["create_app", "WebContext", "DETECTORS"]
 
 log = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).parent / "static"
-#: Detectors the page offers: names only. A checkpoint path is never taken from
-#: the web (a checkpoint is a pickle; only the operator chooses files to load).
-DETECTORS = ("default", "classical", "rescore", "heatmap")
 #: Limit for request bodies other than uploads (JSON parameters).
 JSON_BODY_LIMIT = 64 << 10
 

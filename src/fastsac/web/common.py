@@ -11,7 +11,12 @@ from pathlib import Path, PurePosixPath
 from starlette.responses import FileResponse, Response
 from starlette.responses import JSONResponse as _StarletteJSON
 
-__all__ = ["JSONResponse", "json_safe", "error", "safe_upload_name", "serve_file", "csv_columns", "ctx_of", "finite"]
+STATIC_DIR = Path(__file__).parent / "static"
+#: Detectors the page offers: names only. A checkpoint path is never taken from
+#: the web (a checkpoint is a pickle; only the operator chooses files to load).
+DETECTORS = ("default", "classical", "rescore", "heatmap")
+
+__all__ = ["STATIC_DIR", "DETECTORS", "JSONResponse", "json_safe", "error", "safe_upload_name", "serve_file", "csv_columns", "ctx_of", "finite"]
 
 #: A result file a route may serve: one or two plain path components.
 RESULT_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}(/[A-Za-z0-9_][A-Za-z0-9_.-]{0,100})?$")

@@ -23,7 +23,7 @@ MAX_OPEN_FRAMES = 4
 # --------------------------------------------------------------------------- parameters
 def parse_params(values, *, base: dict | None = None) -> tuple[dict | None, str | None]:
     """Analysis parameters from form/JSON values: (params, None) or (None, error)."""
-    from .app import DETECTORS
+    from .common import DETECTORS
 
     p = dict(base or {"detector": "default", "multimer_cutoff_nm": 0.23, "pixel_size_nm": None})
     det = values.get("detector")

@@ -10,7 +10,7 @@ from .security import CSRF_COOKIE, CSRF_HEADER, new_csrf_token
 
 
 async def index(request):
-    from .app import STATIC_DIR
+    from .common import STATIC_DIR
 
     resp = HTMLResponse((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
     token = request.cookies.get(CSRF_COOKIE) or new_csrf_token()
@@ -23,7 +23,7 @@ async def index(request):
 async def config(request):
     from ..io import SUPPORTED_SUFFIXES
     from ..figures import CLUSTER_COLORS
-    from .app import DETECTORS
+    from .common import DETECTORS
 
     ctx = ctx_of(request)
     return JSONResponse({
