@@ -7,6 +7,7 @@
 namespace py = pybind11;
 
 void bind_filters(py::module_& m);
+void bind_fit(py::module_& m);
 void bind_gaussian(py::module_& m);
 void bind_peaks(py::module_& m);
 void bind_spatial(py::module_& m);
@@ -25,6 +26,7 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "fastsac C++ kernels (private; use the fastsac API)";
     m.def("openmp_threads", &openmp_threads, "Threads OpenMP will use (1 when built without OpenMP).");
     bind_filters(m);
+    bind_fit(m);
     bind_gaussian(m);
     bind_peaks(m);
     bind_spatial(m);

@@ -73,3 +73,16 @@ def resolve_option(value, enum_type: type[E], name: str) -> E:
         close = difflib.get_close_matches(str(value), [str(v) for v in valid], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"{name} must be one of {valid}, got {value!r}{hint}") from None
+
+
+def stable_float(value: float, digits: int = 9) -> float:
+    """``value`` rounded to ``digits`` significant digits.
+
+    Parameters derived from a calibration (σ in px = σ_nm / pixel size) go
+    through ceil/floor/round; pixel sizes that differ in the 12th digit (a
+    TIFF's 0.029299999999512 vs a Zarr's 0.0293) must not flip them, so the
+    derived float is rounded first."""
+    v = float(value)
+    if v == 0 or not np.isfinite(v):
+        return v
+    return float(f"{v:.{digits}g}")

@@ -479,7 +479,7 @@ def _kernel_comparison(dev: str) -> dict:
         "local_maxima": (peaks._maxima_kernel, (img, 0.6, 1, 0)),
         "nms": (peaks._nms_kernel, (xy0, cand.values.astype(np.float64), 3.0)),
         "refine_com": (peaks._com_kernel, (img, xy0, 2, 2)),
-        "refine_gaussian": (peaks._gauss_kernel, (img, xy0, 3, 1.4, 50)),
+        "refine_gaussian": (peaks._gauss_kernel, (img, xy0, 3, 1.4, 0.7, 3.5, 3.0, 50)),
         "nearest_neighbors": (nb._nn_kernel, (pts,)),
         "clusters": (nb._cluster_kernel, (pts, 40.0)),
     }

@@ -452,6 +452,11 @@ def apply_pair_decisions(detections, decisions: PairDecisions):
                 c = _FIT_COLUMNS.index(name)
                 v = v.astype(np.float64)
                 v[merged_here] = decisions.one_atom_fit[merged_here, c]
+            elif name.endswith("_err") or name.endswith("_err_px"):
+                # The survivor's standard errors belong to its old round fit, not to
+                # the merged one-atom fit: unknown for merged atoms.
+                v = v.astype(np.float64)
+                v[merged_here] = np.nan
             new[name] = v[k]
     new["split_probability"] = decisions.split_probability[k]
     if is_dataclass(detections):

@@ -892,7 +892,8 @@ def predict_tiled(image, predictor: Callable, *, tile=None, halo, device: str = 
 @dataclass(frozen=True)
 class TiledDetections:
     """Detections of :func:`detect_tiled`, same fields and order as
-    :func:`fastsac.detectors.postprocess_scores` (a dict there).
+    :func:`fastsac.detectors.postprocess_scores` (a dict there; the fit columns
+    after ``residual`` are the rest of :data:`fastsac.peaks.FIT_COLUMNS`).
 
     ``n_candidates`` is the size of the candidate table before NMS.
     """
@@ -904,6 +905,13 @@ class TiledDetections:
     background: np.ndarray
     intensity: np.ndarray
     residual: np.ndarray
+    x_err_px: np.ndarray
+    y_err_px: np.ndarray
+    amplitude_err: np.ndarray
+    sigma_err_px: np.ndarray
+    background_err: np.ndarray
+    intensity_err: np.ndarray
+    fit_status: np.ndarray
     n_candidates: int
     plan: TilePlan
     device: str
@@ -917,9 +925,9 @@ class TiledDetections:
         return len(self.xy)
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("xy", "score", "amplitude", "sigma_px",
-                                              "background", "intensity", "residual",
-                                              "split_probability")}
+        from .peaks import FIT_COLUMNS
+
+        return {k: getattr(self, k) for k in ("xy", "score", *FIT_COLUMNS, "split_probability")}
 
 
 def resolve_close_pairs(res: TiledDetections, image, pairs: dict | None) -> TiledDetections:
@@ -1016,13 +1024,15 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
     from ._backend import Backend
     from ._validate import resolve_option
 
+    from .peaks import com_radius, refine_reach
+
     torch = _torch()
     t_start = time.perf_counter()
     check_positive(min_distance_px, name="min_distance_px", allow_zero=True)
     if refine not in ("gaussian", "com", "none"):
         raise ValueError(f"refine must be 'gaussian', 'com' or 'none', got {refine!r}")
-    com_r = max(2, int(round(sigma_px * 1.5)))
-    reach = (2 * com_r + int(fit_radius_px) + 2) if refine != "none" else 0
+    com_r = com_radius(sigma_px)
+    reach = refine_reach(sigma_px, fit_radius_px, refine)
     rf_extra = 1
     if halo == "auto":
         halo = max(receptive_field(predictor, device=_param_device(predictor) or "cpu") + 1, reach)
@@ -1103,7 +1113,9 @@ class _PeakCollector:
         self.threshold, self.min_distance_px, self.refine = threshold, min_distance_px, refine
         self.fit_radius_px, self.sigma_px = fit_radius_px, sigma_px
         self.exclude_border_px = exclude_border_px
-        self.com_r = max(2, int(round(sigma_px * 1.5)))
+        from .peaks import com_radius
+
+        self.com_r = com_radius(sigma_px)
         self.host_backend = "auto" if peaks_backend is Backend.AUTO else peaks_backend.value
         self.tables: list[tuple] = []
         self.t_peaks = self.t_nms = 0.0
@@ -1161,12 +1173,12 @@ class _PeakCollector:
                                         refine=self.refine, fit_radius_px=self.fit_radius_px,
                                         sigma_px=self.sigma_px, backend=self.host_backend)
             else:
-                xy, cols = xy0, [np.full(len(xy0), np.nan) for _ in range(5)]
+                xy, cols = xy0, peaks.empty_fit_columns(len(xy0))
             self.tables.append((np.full(len(xy0), t, np.int64), xy0, vals, xy, *cols))
         self.t_peaks += time.perf_counter() - t1
 
     def finish(self):
-        """(xy, score, amplitude, sigma, background, intensity, residual) after one
+        """(xy, score, *fit columns of :data:`fastsac.peaks.FIT_COLUMNS`) after one
         NMS over the whole candidate table, in the whole-image candidate order
         (row-major by integer position), so ties and output order match exactly."""
         from . import peaks
@@ -1174,12 +1186,14 @@ class _PeakCollector:
 
         torch = _torch()
         plan, tables = self.plan, self.tables
+        n_fit = len(peaks.FIT_COLUMNS)
+        n_cols = 4 + n_fit  # window, xy0, score, xy, fit columns
         t2 = time.perf_counter()
         on_gpu = bool(tables) and all(isinstance(t[0], torch.Tensor) for t in tables)
         # Window origins [x, y] of every tile: tables hold window coordinates.
         origin = np.stack([plan.windows[:, 2], plan.windows[:, 0]], axis=1).astype(np.float64)
         if on_gpu:  # candidate tables never left the device: sort + NMS there too
-            cat = [torch.cat([t[k] for t in tables]) for k in range(9)]
+            cat = [torch.cat([t[k] for t in tables]) for k in range(n_cols)]
             off = torch.as_tensor(origin, device=cat[1].device)[cat[0]]
             cat = [cat[1] + off, cat[2], cat[3] + off] + cat[4:]
             key = cat[0][:, 1].to(torch.int64) * plan.shape[1] + cat[0][:, 0].to(torch.int64)
@@ -1193,11 +1207,11 @@ class _PeakCollector:
             tables = [tuple(x.cpu().numpy() if isinstance(x, torch.Tensor) else x for x in t)
                       for t in tables]
             if tables:
-                cat = [np.concatenate([np.asarray(t[k]) for t in tables]) for k in range(9)]
+                cat = [np.concatenate([np.asarray(t[k]) for t in tables]) for k in range(n_cols)]
                 off = origin[cat[0]]
                 cat = [cat[1].reshape(-1, 2) + off, cat[2], cat[3].reshape(-1, 2) + off] + cat[4:]
             else:
-                cat = [np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2))] + [np.zeros(0)] * 5
+                cat = [np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2))] + [np.zeros(0)] * n_fit
             xy0, vals = cat[0].reshape(-1, 2), cat[1]
             order = np.lexsort((xy0[:, 0], xy0[:, 1]))
             nms_backend = "auto" if self.pb in (Backend.AUTO, Backend.CUDA) else self.pb.value

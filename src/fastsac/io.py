@@ -21,6 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ._validate import stable_float
 from .errors import FastsacInputError
 
 #: Pixel size of the ptnc-train images (nm/px). Physical defaults are tuned at this scale,
@@ -186,6 +187,8 @@ def read(path: str | os.PathLike, *, pixel_size_nm: float | None = None,
     if frame is not None:
         meta["frame"] = int(frame)
         meta["name"] = f"{path.stem}_f{frame:03d}"
+    # A TIFF's rational px/cm gives 0.029299999999512 for 0.0293: same calibration.
+    px = None if px is None else stable_float(px)
     return Micrograph(data, px, src if px else "none", os.fspath(path), meta)
 
 

@@ -300,8 +300,9 @@ def open_montage(source, *, pixel_size_nm: float | None = None) -> MontageSource
             px = None
     if pixel_size_nm is not None:
         px = float(pixel_size_nm)
+    # As fastsac.io.read: calibrations equal to 9 digits are the same (TIFF rationals).
     return MontageSource(kind, os.fspath(path), shape, str(arr.dtype),
-                         float(px) if px else None, None, key)
+                         peaks.stable_float(px) if px else None, None, key)
 
 
 def _ome_pixel_size(ms) -> float | None:
@@ -361,17 +362,14 @@ class ClassicalTiling:
     @classmethod
     def from_detector(cls, det: ClassicalDetector, pixel_size_nm: float | None):
         px = pixel_size_nm or DEFAULT_PIXEL_SIZE_NM
-        bg = None if det.background_nm is None else max(3, int(round(det.background_nm / px)))
-        s = det.atom_sigma_nm / px
-        s2 = s * det.surround_ratio
-        ns = det.noise_sigma_nm / px
-        fit_r = max(2, int(np.ceil(2.0 * s)))
-        com_r = max(2, int(round(s * 1.5)))
-        reach = (2 * com_r + fit_r + 2) if det.refine != "none" else 0
+        p = det.pixel_params(px)  # the detector's own conversion (calibration-stable)
+        bg, s, s2, ns = p["background_px"], p["sigma_px"], p["surround_px"], p["noise_sigma_px"]
+        fit_r = peaks.fit_radius(s)
+        reach = peaks.refine_reach(s, fit_r, det.refine)
         # scipy's median of even size n covers offsets -n/2 … n/2-1; odd: ±n//2.
         med_r = 0 if bg is None else bg // 2
         halo_dog = med_r + max(_gauss_reach(s), _gauss_reach(s2))
-        return cls(bg, s, s2, ns, det.threshold, det.min_distance_nm / px, det.refine, fit_r,
+        return cls(bg, s, s2, ns, det.threshold, p["min_distance_px"], det.refine, fit_r,
                    det.backend, halo_dog, _gauss_reach(ns) + 1, reach,
                    int(getattr(det, "exclude_border_px", 0)), det, px)
 
@@ -458,7 +456,7 @@ def _detect_from_dog(source, core, win, dog, tiling, cap, glob, index, arr=None)
     xy0 = np.stack([cx[own], cy[own]], axis=1).astype(np.float64).reshape(-1, 2)
     vals = cand.values[own].astype(np.float64)
     n = len(xy0)
-    cols = [np.full(n, np.nan) for _ in range(5)]
+    cols = peaks.empty_fit_columns(n)
     xy = xy0.copy()
     if n and tiling.refine != "none":
         rwin = _grow(core, tiling.reach, source.shape)
@@ -466,8 +464,7 @@ def _detect_from_dog(source, core, win, dog, tiling, cap, glob, index, arr=None)
         off = np.array([rwin[2], rwin[0]], np.float64)
         xy, cols = _refine(raw, xy0 - off, tiling)
         xy = xy + off
-    return {"xy0": xy0, "score": vals, "xy": xy, "amplitude": cols[0], "sigma_px": cols[1],
-            "background": cols[2], "intensity": cols[3], "residual": cols[4],
+    return {"xy0": xy0, "score": vals, "xy": xy, **dict(zip(peaks.FIT_COLUMNS, cols)),
             "tile": np.full(n, index, np.int64)}
 
 
@@ -752,8 +749,7 @@ def replace_timings(d: Detections, tim: dict) -> Detections:
 
 
 def _finish(tables, t: ClassicalTiling, det, px):
-    keys = ["xy0", "score", "xy", "amplitude", "sigma_px", "background", "intensity",
-            "residual", "tile"]
+    keys = ["xy0", "score", "xy", *peaks.FIT_COLUMNS, "tile"]
     if tables:
         cat = {k: np.concatenate([np.asarray(r[k]) for r in tables]) for k in keys}
     else:
@@ -764,10 +760,10 @@ def _finish(tables, t: ClassicalTiling, det, px):
     order = np.lexsort((xy0[:, 0], xy0[:, 1]))
     sc = cat["score"][order].astype(np.float32).astype(np.float64)
     keep = order[grid_nms(xy0[order], sc, radius=t.min_distance)] if len(order) else order
-    d = Detections(xy[keep].reshape(-1, 2), cat["score"][keep], cat["amplitude"][keep],
-                   cat["sigma_px"][keep], cat["background"][keep], cat["intensity"][keep],
-                   cat["residual"][keep], det.name,
-                   det.params() | {"pixel_size_nm_used": px or DEFAULT_PIXEL_SIZE_NM}, {})
+    d = Detections(xy=xy[keep].reshape(-1, 2), score=cat["score"][keep],
+                   **{k: cat[k][keep] for k in peaks.FIT_COLUMNS}, detector=det.name,
+                   params=det.params() | {"pixel_size_nm_used": px or DEFAULT_PIXEL_SIZE_NM},
+                   timings={})
     return d, cat["tile"][keep].astype(np.int64), len(order)
 
 
@@ -1306,7 +1302,7 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
         owner.append(np.full(len(g), i, np.int64))
     xy = np.concatenate(xs) if xs else np.zeros((0, 2))
     cat = {k: np.concatenate([getattr(d, k) for d in keep_cols]) if keep_cols else np.zeros(0)
-           for k in ("score", "amplitude", "sigma_px", "background", "intensity", "residual")}
+           for k in ("score",) + peaks.FIT_COLUMNS}
     own = np.concatenate(owner) if owner else np.zeros(0, np.int64)
     px = px_seen
     r_px = (dedup_radius_nm if dedup_radius_nm is not None
@@ -1317,10 +1313,10 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
     split = None
     if keep_cols and all(d.split_probability is not None for d in keep_cols):
         split = np.concatenate([d.split_probability for d in keep_cols])[keep]
-    dets = Detections(xy[keep].reshape(-1, 2), *(cat[k][keep] for k in
-                      ("score", "amplitude", "sigma_px", "background", "intensity", "residual")),
-                      det.name, det.params(), {"detect": time.perf_counter() - t0},
-                      split_probability=split)
+    dets = Detections(xy=xy[keep].reshape(-1, 2), **{k: cat[k][keep] for k in
+                                                     ("score",) + peaks.FIT_COLUMNS},
+                      detector=det.name, params=det.params(),
+                      timings={"detect": time.perf_counter() - t0}, split_probability=split)
     x_hi = float((frames_a[:, 0] + frames_a[:, 2]).max()) if len(frames_a) else 0.0
     y_hi = float((frames_a[:, 1] + frames_a[:, 3]).max()) if len(frames_a) else 0.0
     x_lo = float(frames_a[:, 0].min()) if len(frames_a) else 0.0

@@ -8,16 +8,18 @@ fits). Positions are ``[x, y]`` = ``[column, row]`` pixels.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from ._backend import Backend, Kernel, core, on_device
-from ._validate import as_float, as_points, check_image, check_positive
+from ._validate import as_float, as_points, check_image, check_positive, stable_float
 
 __all__ = ["local_maxima", "nms", "refine_com", "refine_gaussian", "refine_positions", "GaussianFit",
-           "PeakCandidates"]
+           "PeakCandidates", "FitStatus", "FIT_COLUMNS", "FIT_TABLE", "empty_fit_columns",
+           "com_radius", "fit_radius", "refine_reach", "stable_float", "default_sigma_bounds"]
 
 
 # --------------------------------------------------------------------------- maxima
@@ -212,31 +214,45 @@ def refine_com(image, xy, *, radius: int = 3, iterations: int = 2,
     return _com_kernel(img, pts, int(radius), int(iterations), backend=backend)
 
 
-@dataclass(frozen=True)
-class GaussianFit:
-    """Per-atom isotropic 2-D Gaussian fit ``b + A exp(-r²/2σ²)`` (arrays of length N).
+class FitStatus(enum.IntEnum):
+    """How an atom's Gaussian parameters were obtained (``fit_status`` column).
 
-    ``intensity`` = 2π A σ² is the integrated (background-free) intensity;
-    ``residual`` the RMS fit residual; ``converged`` whether the fit met its
-    tolerance within the iteration budget and stayed inside its window (failed
-    fits keep the input position and report NaN parameters).
+    FREE (0)
+        Free fit of x, y, A, σ, b converged with σ strictly inside its bounds,
+        A > 0 and the centre within ``max_shift`` of the start.
+    FIXED_SIGMA (1)
+        The free fit failed; x, y, A, b fitted with σ fixed at the nominal
+        atom size (``sigma_err`` is NaN).
+    CENTROID (2)
+        Both fits failed; the position is the start (the centre of mass in
+        :func:`refine_positions`), A and b are the linear least-squares
+        values for a Gaussian of the nominal σ there (A may be ≤ 0: the spot
+        is not brighter than its surroundings).
+    NONE (3)
+        Fewer than 6 finite pixels in the window, or no fit was asked for
+        (``refine`` ≠ "gaussian"): parameters are NaN.
     """
 
-    xy: np.ndarray
-    amplitude: np.ndarray
-    sigma: np.ndarray
-    background: np.ndarray
-    intensity: np.ndarray
-    residual: np.ndarray
-    converged: np.ndarray
-    backend: str = "numpy"
+    FREE = 0
+    FIXED_SIGMA = 1
+    CENTROID = 2
+    NONE = 3
 
 
-def _fit_one(xx, yy, v, x0, y0, sigma0, max_iter):
-    """Levenberg–Marquardt for (x, y, A, sigma, b). Returns params, rms, ok."""
-    b0 = float(np.min(v))
-    p = np.array([x0, y0, max(float(np.max(v)) - b0, 1e-12), sigma0, b0])
-    lam = 1e-3
+#: Columns of the fit table (``(N, 13)`` float64) every fit backend returns, in order.
+FIT_TABLE = ("x", "y", "amplitude", "sigma", "background", "intensity", "residual",
+             "x_err", "y_err", "amplitude_err", "sigma_err", "background_err", "intensity_err")
+
+
+def _lm(xx, yy, v, p, fit_sigma, sigma_lo, sigma_hi, max_iter):
+    """Levenberg–Marquardt for p = [x, y, A, σ, b] (σ held fixed unless
+    ``fit_sigma``; fitted σ is projected into [sigma_lo, sigma_hi] after each
+    step, and the fit fails once σ sat on a bound after 3 consecutive
+    accepted steps). Converged (ok) when the relative cost drop of an accepted
+    step is < 1e-9 or no damped step (λ up to 1e10) lowers the cost.
+    Returns (p, cost, ok)."""
+    free = [0, 1, 2, 3, 4] if fit_sigma else [0, 1, 2, 4]
+    p = p.astype(np.float64).copy()
 
     def resid(p):
         r2 = (xx - p[0]) ** 2 + (yy - p[1]) ** 2
@@ -245,27 +261,25 @@ def _fit_one(xx, yy, v, x0, y0, sigma0, max_iter):
 
     r, g, r2 = resid(p)
     cost = float(r @ r)
-    ok = False
+    lam = 1e-3
+    rel = 0.0
+    pinned = 0  # consecutive accepted steps with σ on a bound
     for _ in range(max_iter):
-        s2 = p[3] ** 2
-        J = np.empty((len(v), 5))
-        J[:, 0] = p[2] * g * (xx - p[0]) / s2
-        J[:, 1] = p[2] * g * (yy - p[1]) / s2
-        J[:, 2] = g
-        J[:, 3] = p[2] * g * r2 / (s2 * p[3])
-        J[:, 4] = 1.0
+        J = _jacobian(xx, yy, p, g, r2)[:, free]
         A = J.T @ J
         grad = J.T @ r
         step_taken = False
         while lam < 1e10:
             M = A + lam * np.diag(np.diag(A) + 1e-12)
             try:
-                delta = -np.linalg.solve(M, grad)
+                delta = np.linalg.solve(M, grad)
             except np.linalg.LinAlgError:
                 lam *= 10
                 continue
-            pn = p + delta
-            pn[3] = abs(pn[3])
+            pn = p.copy()
+            pn[free] -= delta
+            if fit_sigma:
+                pn[3] = min(max(abs(pn[3]), sigma_lo), sigma_hi)
             rn, gn, r2n = resid(pn)
             cn = float(rn @ rn)
             if cn < cost:
@@ -273,125 +287,341 @@ def _fit_one(xx, yy, v, x0, y0, sigma0, max_iter):
                 p, r, g, r2, cost = pn, rn, gn, r2n, cn
                 lam = max(lam / 10, 1e-7)
                 step_taken = True
+                pinned = pinned + 1 if fit_sigma and p[3] in (sigma_lo, sigma_hi) else 0
                 break
             lam *= 10
+        if pinned >= 3:  # σ wants to leave its physical range: the free fit failed
+            return p, cost, False
         if not step_taken or rel < 1e-9:
-            ok = True
-            break
-    return p, float(np.sqrt(cost / len(v))), ok
+            return p, cost, True
+    return p, cost, False
 
 
-def _refine_gaussian_numpy_ref(image: np.ndarray, xy: np.ndarray, radius: int,
-                               sigma: float, max_iter: int) -> tuple:
-    """Spec. Fit ``b + A exp(-((x-x0)²+(y-y0)²)/2σ²)`` by Levenberg–Marquardt
-    to the (2r+1)² square (clipped at borders, NaN pixels skipped) around the
-    rounded start. Start: x0,y0 = input, σ = ``sigma``, b = window min, A =
-    window max − b. Accept when the relative cost drop < 1e-9 or no step
-    lowers the cost. A fit is marked failed (NaN parameters, input position)
-    if fewer than 6 pixels, σ outside (0.2, 2r], A ≤ 0, or the centre moves
-    out of the window."""
+def _jacobian(xx, yy, p, g, r2):
+    """∂model/∂[x, y, A, σ, b] of ``b + A g`` (N, 5)."""
+    s2 = p[3] ** 2
+    ag = p[2] * g
+    return np.stack([ag * (xx - p[0]) / s2, ag * (yy - p[1]) / s2, g, ag * r2 / (s2 * p[3]),
+                     np.ones_like(g)], axis=1)
+
+
+def _fit_errors(xx, yy, v, p, free):
+    """Standard errors of p[free] and of the intensity, with a per-atom,
+    signal-dependent noise model measured from the residuals.
+
+    The squared residuals are regressed on the model's shape,
+    ``r² ≈ c0 + c1·g`` (background noise + shot noise growing with the atom's
+    signal), with c1 ≥ 0 and c0 ≥ 0 enforced (a negative coefficient is
+    dropped and the other refitted), then scaled by m/(m − k) for the k fitted
+    parameters. The fit is unweighted, so the covariance is the sandwich
+    H⁻¹ (Jᵀ diag(var) J) H⁻¹ with H = JᵀJ. Returns (errors of x, y, A, σ, b
+    (NaN where not fitted), intensity error)."""
+    m, k = len(v), len(free)
+    r2 = (xx - p[0]) ** 2 + (yy - p[1]) ** 2
+    g = np.exp(-r2 / (2 * p[3] ** 2))
+    res = p[4] + p[2] * g - v
+    q = res * res
+    c0, c1 = _noise_model(g, q)
+    var = (c0 + c1 * g) * (m / max(m - k, 1))
+    J = _jacobian(xx, yy, p, g, r2)[:, free]
+    H = J.T @ J
+    errs = np.full(5, np.nan)
+    try:
+        Hi = np.linalg.inv(H)
+    except np.linalg.LinAlgError:
+        return errs, np.nan
+    C = Hi @ ((J * var[:, None]).T @ J) @ Hi
+    d = np.sqrt(np.maximum(np.diag(C), 0.0))
+    errs[free] = d
+    # intensity 2πAσ²: gradient (2πσ², 4πAσ) in (A, σ)
+    ia = free.index(2)
+    gi = np.zeros(k)
+    gi[ia] = 2 * np.pi * p[3] ** 2
+    if 3 in free:
+        gi[free.index(3)] = 4 * np.pi * p[2] * p[3]
+    return errs, float(np.sqrt(max(gi @ C @ gi, 0.0)))
+
+
+def _noise_model(g, q):
+    """Least-squares (c0, c1) of q ≈ c0 + c1 g with c0, c1 ≥ 0."""
+    m = len(g)
+    sg, sgg, sq, sgq = g.sum(), (g * g).sum(), q.sum(), (g * q).sum()
+    det = m * sgg - sg * sg
+    if det > 1e-12 * m * max(sgg, 1e-300):
+        c0 = (sgg * sq - sg * sgq) / det
+        c1 = (m * sgq - sg * sq) / det
+        if c0 >= 0 and c1 >= 0:
+            return c0, c1
+        if c1 < 0:
+            return sq / m, 0.0
+        return 0.0, (sgq / sgg if sgg > 0 else 0.0)
+    return sq / m, 0.0
+
+
+def _linear_amplitude(xx, yy, v, x0, y0, sigma):
+    """(A, b) minimising Σ(b + A g − v)² for the Gaussian of width ``sigma`` at (x0, y0)."""
+    g = np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma * sigma))
+    m = len(v)
+    sg, sgg, sv, sgv = g.sum(), (g * g).sum(), v.sum(), (g * v).sum()
+    det = m * sgg - sg * sg
+    if det > 1e-12 * m * max(sgg, 1e-300):
+        return (m * sgv - sg * sv) / det, (sgg * sv - sg * sgv) / det
+    return 0.0, sv / m
+
+
+def _fit_gaussian_numpy_ref(image: np.ndarray, xy: np.ndarray, radius: int, sigma: float,
+                            sigma_lo: float, sigma_hi: float, max_shift: float,
+                            max_iter: int) -> tuple:
+    """Spec. Per point: the (2r+1)² square around the rounded start (clipped at
+    the borders, non-finite pixels skipped; fewer than 6 → NONE).
+
+    1. Linear start: (A, b) by least squares for a Gaussian of the nominal
+       ``sigma`` at the start (:func:`_linear_amplitude`).
+    2. Free fit (x, y, A, σ, b) by Levenberg–Marquardt from (start, A′, σ, b)
+       with A′ = max(A, 1e-3 (max − min), 1e-12), σ projected into
+       [sigma_lo, sigma_hi] after every step; accepted (FREE) when converged
+       (relative cost drop < 1e-9, or no damped step lowers the cost, within
+       ``max_iter`` iterations), A > 0, sigma_lo < σ < sigma_hi, the centre
+       within the window and within ``max_shift`` of the start, and the window
+       not constant.
+    3. Else fixed-σ fit (x, y, A, b) from the same start; same acceptance
+       (FIXED_SIGMA).
+    4. Else CENTROID: the start position with the linear (A, b) of step 1.
+
+    Errors: :func:`_fit_errors` for the accepted model (x, y, A, b only for
+    FIXED_SIGMA and CENTROID). Returns ``(table (N, 13) float64 in the order
+    of FIT_TABLE, status (N,) int8)``."""
     n = len(xy)
-    out = np.full((n, 7), np.nan)
-    conv = np.zeros(n, bool)
+    out = np.full((n, len(FIT_TABLE)), np.nan)
+    status = np.full(n, int(FitStatus.NONE), np.int8)
     h, w = image.shape
     for i, (x0, y0) in enumerate(xy):
+        out[i, 0:2] = x0, y0
         xi = min(max(int(np.floor(x0 + 0.5)), 0), w - 1)
         yi = min(max(int(np.floor(y0 + 0.5)), 0), h - 1)
         y_lo, y_hi = max(yi - radius, 0), min(yi + radius + 1, h)
         x_lo, x_hi = max(xi - radius, 0), min(xi + radius + 1, w)
         yy, xx = np.mgrid[y_lo:y_hi, x_lo:x_hi]
         v = image[y_lo:y_hi, x_lo:x_hi].astype(np.float64).ravel()
-        xx, yy = xx.ravel().astype(np.float64), yy.ravel().astype(np.float64)
         ok = np.isfinite(v)
-        out[i, 0:2] = x0, y0
         if ok.sum() < 6:
             continue
-        p, rms, good = _fit_one(xx[ok], yy[ok], v[ok], float(x0), float(y0), sigma, max_iter)
-        inside = (abs(p[0] - xi) <= radius) and (abs(p[1] - yi) <= radius)
-        if good and inside and 0.2 < p[3] <= 2 * radius and p[2] > 0:
-            out[i] = (p[0], p[1], p[2], p[3], p[4], 2 * np.pi * p[2] * p[3] ** 2, rms)
-            conv[i] = True
-    return out, conv
+        xx, yy, v = xx.ravel()[ok].astype(np.float64), yy.ravel()[ok].astype(np.float64), v[ok]
+        a_lin, b_lin = _linear_amplitude(xx, yy, v, x0, y0, sigma)
+        contrast = float(v.max()) > float(v.min())  # a constant window holds no spot
+        a0 = max(a_lin, 1e-3 * (float(v.max()) - float(v.min())), 1e-12)
+        start = np.array([x0, y0, a0, sigma, b_lin])
+
+        def accept(p, good):
+            inside = abs(p[0] - xi) <= radius and abs(p[1] - yi) <= radius
+            near = (p[0] - x0) ** 2 + (p[1] - y0) ** 2 <= max_shift * max_shift
+            return good and inside and near and p[2] > 0 and contrast
+
+        p, cost, good = _lm(xx, yy, v, start, True, sigma_lo, sigma_hi, max_iter)
+        if accept(p, good) and sigma_lo < p[3] < sigma_hi:
+            st, free = FitStatus.FREE, [0, 1, 2, 3, 4]
+        else:
+            p, cost, good = _lm(xx, yy, v, start, False, sigma_lo, sigma_hi, max_iter)
+            free = [0, 1, 2, 4]
+            if accept(p, good):
+                st = FitStatus.FIXED_SIGMA
+            else:
+                st = FitStatus.CENTROID
+                p = np.array([x0, y0, a_lin, sigma, b_lin])
+                g = np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma * sigma))
+                rr = b_lin + a_lin * g - v
+                cost = float(rr @ rr)
+        errs, i_err = _fit_errors(xx, yy, v, p, free)
+        out[i, :7] = (p[0], p[1], p[2], p[3], p[4], 2 * np.pi * p[2] * p[3] ** 2,
+                      np.sqrt(cost / len(v)))
+        out[i, 7:12] = errs[[0, 1, 2, 3, 4]]
+        out[i, 12] = i_err
+        status[i] = int(st)
+    return out, status
 
 
-_gauss_kernel = Kernel("refine_gaussian", _refine_gaussian_numpy_ref)
+@dataclass(frozen=True)
+class GaussianFit:
+    """Per-atom isotropic 2-D Gaussian fit ``b + A exp(-r²/2σ²)`` (arrays of length N).
+
+    ``intensity`` = 2π A σ² is the integrated (background-free) intensity;
+    ``residual`` the RMS fit residual; ``*_err`` the standard errors (see
+    :func:`_fit_errors`); ``status`` the :class:`FitStatus` of each atom
+    (every atom with ≥ 6 finite window pixels gets an amplitude and an
+    intensity; only ``FitStatus.NONE`` rows are NaN).
+    """
+
+    xy: np.ndarray
+    amplitude: np.ndarray
+    sigma: np.ndarray
+    background: np.ndarray
+    intensity: np.ndarray
+    residual: np.ndarray
+    xy_err: np.ndarray
+    amplitude_err: np.ndarray
+    sigma_err: np.ndarray
+    background_err: np.ndarray
+    intensity_err: np.ndarray
+    status: np.ndarray
+    backend: str = "numpy"
+
+    @property
+    def converged(self) -> np.ndarray:
+        """(N,) bool: the free fit was accepted (``status == FitStatus.FREE``)."""
+        return self.status == FitStatus.FREE
+
+
+_gauss_kernel = Kernel("fit_gaussian", _fit_gaussian_numpy_ref)
 
 
 @_gauss_kernel.register("cpp")
-def _refine_gaussian_cpp(image, xy, radius, sigma, max_iter):
-    params, conv = core().refine_gaussian(image, xy, int(radius), float(sigma), int(max_iter))
-    return np.asarray(params, np.float64).reshape(-1, 7), np.asarray(conv, bool)
+def _fit_gaussian_cpp(image, xy, radius, sigma, sigma_lo, sigma_hi, max_shift, max_iter):
+    table, status = core().fit_gaussian(image, xy, int(radius), float(sigma), float(sigma_lo),
+                                        float(sigma_hi), float(max_shift), int(max_iter))
+    return (np.asarray(table, np.float64).reshape(-1, len(FIT_TABLE)),
+            np.asarray(status, np.int8))
 
 
-def refine_gaussian(image, xy, *, radius: int = 4, sigma: float = 1.5, max_iter: int = 50,
+def default_sigma_bounds(sigma_px: float) -> tuple[float, float]:
+    """Physical range of a fitted atom σ around the nominal one: [0.5, 2.5] × σ.
+
+    For the classical detector's 0.0586 nm that is 0.029–0.147 nm, which
+    holds an atom of FWHM 0.1 nm (σ 0.042 nm) as well as the ~0.1 nm σ
+    (probe + blur) measured on ptnc-train and simulated by ``fastsac.synth``.
+    """
+    return 0.5 * float(sigma_px), 2.5 * float(sigma_px)
+
+
+def refine_gaussian(image, xy, *, radius: int = 4, sigma: float = 1.5,
+                    sigma_bounds: tuple[float, float] | None = None,
+                    max_shift: float | None = None, max_iter: int = 50,
                     backend: str = "auto") -> GaussianFit:
-    """Sub-pixel 2-D Gaussian least-squares fit per atom, in parallel over atoms.
+    """Sub-pixel 2-D Gaussian least-squares fit per atom, in parallel over atoms,
+    with a fixed-σ and a centroid fallback and standard errors.
 
     Parameters
     ----------
     image : (H, W) array
-        Raw or background-subtracted intensities (fit includes a local background).
+        Raw or background-subtracted intensities (the fit includes a local background).
     xy : (N, 2) array
-        Start positions [x, y].
+        Start positions [x, y] (the centroid of the ``CENTROID`` fallback).
     radius : int
         Half-width of the fitted square window, pixels.
     sigma : float
-        Starting Gaussian sigma, pixels.
+        Nominal Gaussian σ, pixels: the start of the free fit and the σ of
+        the fixed-σ and centroid fallbacks.
+    sigma_bounds : (lo, hi), optional
+        Physical range of the fitted σ (default :func:`default_sigma_bounds`);
+        a free fit that ends on a bound falls back to fixed σ.
+    max_shift : float, optional
+        A fit whose centre moved further than this from the start has
+        wandered onto another feature and is not accepted (default: no limit
+        beyond the window).
+    max_iter : int
+        Levenberg–Marquardt iterations per fit.
+
+    Returns
+    -------
+    GaussianFit
     """
     img = as_float(check_image(image, allow_nan=True)).astype(np.float32, copy=False)
     pts = as_points(xy)
     check_positive(sigma, name="sigma")
     if int(radius) < 1:
         raise ValueError(f"radius must be ≥ 1, got {radius}")
+    lo, hi = default_sigma_bounds(sigma) if sigma_bounds is None else map(float, sigma_bounds)
+    if not 0 < lo < sigma < hi:
+        raise ValueError(f"sigma_bounds must satisfy 0 < lo < sigma < hi; got lo={lo}, "
+                         f"sigma={sigma}, hi={hi}")
+    shift = np.inf if max_shift is None else check_positive(max_shift, name="max_shift")
     if not np.isfinite(pts).all():
         raise ValueError("xy contains NaN or inf positions; drop them first")
     b = _gauss_kernel.resolve(backend, data=image)
     if len(pts) == 0:
-        params, conv = np.zeros((0, 7)), np.zeros(0, bool)
+        table, status = np.zeros((0, len(FIT_TABLE))), np.zeros(0, np.int8)
     else:
-        params, conv = _gauss_kernel.impls[b](img, pts, int(radius), float(sigma), int(max_iter))
-    xy_out = np.where(conv[:, None], params[:, :2], pts)
-    return GaussianFit(xy_out, params[:, 2], params[:, 3], params[:, 4], params[:, 5],
-                       params[:, 6], conv, b.value)
+        table, status = _gauss_kernel.impls[b](img, pts, int(radius), float(sigma), lo, hi,
+                                               float(shift), int(max_iter))
+    t = table
+    return GaussianFit(t[:, :2].copy(), t[:, 2], t[:, 3], t[:, 4], t[:, 5], t[:, 6],
+                       t[:, 7:9].copy(), t[:, 9], t[:, 10], t[:, 11], t[:, 12],
+                       np.asarray(status, np.int8), b.value)
+
+
+#: Per-atom fit columns of :func:`refine_positions` (and of ``Detections``), in order.
+FIT_COLUMNS = ("amplitude", "sigma_px", "background", "intensity", "residual", "x_err_px",
+               "y_err_px", "amplitude_err", "sigma_err_px", "background_err", "intensity_err",
+               "fit_status")
+
+
+def empty_fit_columns(n: int) -> list[np.ndarray]:
+    """Fit columns of ``n`` atoms that were not fitted: NaN, status NONE (float64)."""
+    cols = [np.full(n, np.nan) for _ in FIT_COLUMNS]
+    cols[-1][:] = float(FitStatus.NONE)
+    return cols
+
+
+def com_radius(sigma_px: float) -> int:
+    """Disc radius of the centre-of-mass step of :func:`refine_positions`, px."""
+    return max(2, int(round(stable_float(sigma_px) * 1.5)))
+
+
+def fit_radius(sigma_px: float, factor: float = 2.0) -> int:
+    """Half-width of the Gaussian-fit window for atoms of σ ``sigma_px``: ⌈factor·σ⌉ ≥ 2."""
+    return max(2, int(np.ceil(stable_float(factor * sigma_px))))
+
+
+def refine_reach(sigma_px: float, fit_radius_px: int, refine: str = "gaussian") -> int:
+    """How far (px) the refinement of :func:`refine_positions` reads raw pixels
+    around an integer maximum: two centre-of-mass steps (each may move the
+    point by up to the disc radius) plus the fit window, plus 2 for rounding.
+    Tiled engines need at least this halo to be exact; 0 for ``refine="none"``."""
+    if refine == "none":
+        return 0
+    return 2 * com_radius(sigma_px) + int(fit_radius_px) + 2
 
 
 def refine_positions(raw, xy0, *, min_distance_px: float, refine: str = "gaussian",
-                     fit_radius_px: int = 4, sigma_px: float = 1.5, backend: str = "auto"):
+                     fit_radius_px: int = 4, sigma_px: float = 1.5,
+                     sigma_bounds: tuple[float, float] | None = None, backend: str = "auto"):
     """The detectors' refinement step: centre of mass, then a Gaussian fit.
 
-    A centroid or fit that moved further than ``min_distance_px`` from its
-    integer maximum has wandered onto another feature and is discarded (the
-    earlier position is kept); fit parameters of failed or discarded fits are
-    NaN. Points are independent, so the result for a point does not depend on
-    which other points are refined with it (tiled engines rely on this).
+    A centroid that moved further than ``min_distance_px`` from its integer
+    maximum has wandered onto another feature and is discarded (the integer
+    position is kept); a fit moving further than that from the centroid is
+    not accepted (:func:`refine_gaussian` falls back to fixed σ, then to the
+    centroid). Points are independent, so the result for a point does not
+    depend on which other points are refined with it (tiled engines rely on
+    this).
 
     Returns
     -------
     xy : (N, 2) float64
-    fit_columns : list of five (N,) float64 arrays
-        amplitude, sigma, background, intensity, residual.
+    fit_columns : list of (N,) float64 arrays
+        In the order of :data:`FIT_COLUMNS` (``fit_status`` as float: a
+        :class:`FitStatus` value; NONE for ``refine`` ≠ "gaussian").
     """
     xy0 = np.asarray(xy0, np.float64).reshape(-1, 2)
     n = len(xy0)
-    cols = [np.full(n, np.nan) for _ in range(5)]
+    cols = empty_fit_columns(n)
     xy = xy0
     if n and refine in ("com", "gaussian"):
-        xy = refine_com(raw, xy0, radius=max(2, int(round(sigma_px * 1.5))), iterations=2,
-                        backend=backend)
+        xy = refine_com(raw, xy0, radius=com_radius(sigma_px), iterations=2, backend=backend)
         moved = np.hypot(*(xy - xy0).T) > min_distance_px
         xy[moved] = xy0[moved]
     if n and refine == "gaussian":
-        fit = refine_gaussian(raw, xy, radius=fit_radius_px, sigma=sigma_px, backend=backend)
-        good = fit.converged & (np.hypot(*(fit.xy - xy).T) <= min_distance_px)
-        xy = np.where(good[:, None], fit.xy, xy)
-        cols = [fit.amplitude.copy(), fit.sigma.copy(), fit.background.copy(),
-                fit.intensity.copy(), fit.residual.copy()]
-        for a in cols:
-            a[~good] = np.nan
+        fit = refine_gaussian(raw, xy, radius=fit_radius_px, sigma=sigma_px,
+                              sigma_bounds=sigma_bounds, max_shift=max(min_distance_px, 1e-9),
+                              backend=backend)
+        xy = fit.xy
+        cols = [fit.amplitude, fit.sigma, fit.background, fit.intensity, fit.residual,
+                fit.xy_err[:, 0].copy(), fit.xy_err[:, 1].copy(), fit.amplitude_err,
+                fit.sigma_err, fit.background_err, fit.intensity_err,
+                fit.status.astype(np.float64)]
     return np.asarray(xy, np.float64), cols
 
 
 # CUDA implementations, by dotted path: imported (with numba.cuda) only when first used.
 for _kernel, _fn in ((_maxima_kernel, "local_maxima_cuda"), (_nms_kernel, "nms_cuda"),
-                    (_com_kernel, "refine_com_cuda"), (_gauss_kernel, "refine_gaussian_cuda")):
+                    (_com_kernel, "refine_com_cuda"), (_gauss_kernel, "fit_gaussian_cuda")):
     _kernel.register_path("cuda", f"fastsac._cuda.peaks:{_fn}")

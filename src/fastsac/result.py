@@ -42,8 +42,10 @@ __all__ = ["ATOM_COLUMNS", "AnalysisResult", "atoms_table", "build_summary", "pr
 
 #: Columns of atoms.csv / atoms.parquet, in order (README documents each).
 ATOM_COLUMNS = ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px", "background",
-                "intensity", "residual", "nn_dist_px", "nn_dist_nm", "cluster_id", "cluster_size",
-                "in_support", "probability", "probability_expert", "split_probability"]
+                "intensity", "residual", "x_err_px", "y_err_px", "amplitude_err", "sigma_err_px",
+                "background_err", "intensity_err", "fit_status", "nn_dist_px", "nn_dist_nm",
+                "cluster_id", "cluster_size", "in_support", "probability", "probability_expert",
+                "split_probability"]
 
 #: Integer columns (written without decimals).
 INT_COLUMNS = {"cluster_id", "cluster_size", "in_support", "tile", "fit_status", "species"}
@@ -74,6 +76,9 @@ def atoms_table(detections: Detections, *, pixel_size_nm: float | None, nn_dist_
              "x_nm": d.xy[:, 0] * scale, "y_nm": d.xy[:, 1] * scale,
              "score": d.score, "amplitude": d.amplitude, "sigma_px": d.sigma_px,
              "background": d.background, "intensity": d.intensity, "residual": d.residual,
+             "x_err_px": d.x_err_px, "y_err_px": d.y_err_px, "amplitude_err": d.amplitude_err,
+             "sigma_err_px": d.sigma_err_px, "background_err": d.background_err,
+             "intensity_err": d.intensity_err, "fit_status": np.asarray(d.fit_status, np.int64),
              "nn_dist_px": nn, "nn_dist_nm": nn * scale,
              "cluster_id": np.asarray(cluster_id, np.int64),
              "cluster_size": np.asarray(cluster_size, np.int64),

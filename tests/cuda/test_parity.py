@@ -95,16 +95,25 @@ def test_refine_com_input_unchanged(cuda_ok, rng):
     np.testing.assert_array_equal(start, before)
 
 
-def test_refine_gaussian_parity(cuda_ok, rng):
+def test_fit_gaussian_parity(cuda_ok, rng):
+    """Status, parameters and errors as the reference, on windows clipped at
+    the corner, with NaN, on a flat image, on touching spots and on noise."""
     img, start = _refine_points(rng, (20, 20), 4)
-    ref_p, ref_c = peaks._refine_gaussian_numpy_ref(img, start, 3, 1.5, 30)
-    fit = peaks.refine_gaussian(img, start, radius=3, sigma=1.5, max_iter=30, backend="cuda")
-    np.testing.assert_array_equal(fit.converged, ref_c)
-    assert ref_c.sum() >= 2
-    np.testing.assert_allclose(fit.xy, np.where(ref_c[:, None], ref_p[:, :2], start),
-                               rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(fit.sigma, ref_p[:, 3], rtol=1e-6, equal_nan=True)
-    np.testing.assert_allclose(fit.intensity, ref_p[:, 5], rtol=1e-6, equal_nan=True)
+    img[3, 12] = np.nan
+    img[:, 17] += 60 * np.exp(-((np.arange(20) - 10.0) ** 2) / 4)  # a ridge next to a spot
+    noise = rng.normal(5, 1, (20, 20)).astype(np.float32)
+    flat = np.full((20, 20), 2.0, np.float32)
+    for im, pts in ((img, start), (noise, rng.uniform(0, 19, (6, 2))), (flat, start[:2])):
+        ref, ref_st = peaks._fit_gaussian_numpy_ref(im, pts, 3, 1.5, 0.75, 3.75, 2.0, 30)
+        fit = peaks.refine_gaussian(im, pts, radius=3, sigma=1.5, max_shift=2.0, max_iter=30,
+                                    backend="cuda")
+        np.testing.assert_array_equal(fit.status, ref_st)
+        np.testing.assert_allclose(fit.xy, ref[:, :2], rtol=0, atol=1e-6)
+        got = np.column_stack([fit.amplitude, fit.sigma, fit.background, fit.intensity,
+                               fit.residual, fit.xy_err, fit.amplitude_err, fit.sigma_err,
+                               fit.background_err, fit.intensity_err])
+        np.testing.assert_allclose(got, ref[:, 2:], rtol=1e-6, atol=1e-12, equal_nan=True)
+    assert (fit.status == peaks.FitStatus.CENTROID).all()  # flat: no spot
 
 
 # --------------------------------------------------------------------------- spatial
@@ -202,10 +211,10 @@ def test_gpu_large_parity(real_gpu):
     xy0 = ref[0][keep_ref].astype(float)
     np.testing.assert_allclose(peaks.refine_com(img, xy0, radius=3, backend="cuda"),
                                peaks._refine_com_numpy_ref(img, xy0, 3, 2), atol=1e-9)
-    p_ref, c_ref = peaks._refine_gaussian_numpy_ref(img, xy0, 4, 1.3, 50)
+    p_ref, st_ref = peaks._fit_gaussian_numpy_ref(img, xy0, 4, 1.3, 0.65, 3.25, np.inf, 50)
     fit = peaks.refine_gaussian(img, xy0, radius=4, sigma=1.3, backend="cuda")
-    assert (fit.converged == c_ref).mean() > 0.99
-    both = fit.converged & c_ref
+    assert (fit.status == st_ref).mean() > 0.99
+    both = fit.status == st_ref
     np.testing.assert_allclose(fit.xy[both], p_ref[both, :2], atol=1e-5)
     pts = rng.uniform(0, 2000, (20000, 2))
     d_ref, i_ref = nb._nearest_neighbors_numpy_ref(pts)

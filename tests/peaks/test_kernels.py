@@ -2,8 +2,7 @@
 
 Tolerances: local_maxima and nms must match exactly (integer outputs, same
 order); refine_com within 1e-9 px (only the summation order differs);
-refine_gaussian: identical converged flags, positions within 1e-4 px and the
-other parameters within 1e-4 relative on converged fits.
+refine_gaussian: see test_fit.py.
 """
 
 from __future__ import annotations
@@ -13,9 +12,8 @@ import pytest
 from fastsac_testdata import backend_params
 
 from fastsac import _backend, peaks
-from fastsac.peaks import (_com_kernel, _gauss_kernel, _local_maxima_numpy_ref, _maxima_kernel,
-                           _nms_kernel, _nms_numpy_ref, _refine_com_numpy_ref,
-                           _refine_gaussian_numpy_ref)
+from fastsac.peaks import (_com_kernel, _local_maxima_numpy_ref, _maxima_kernel, _nms_kernel,
+                           _nms_numpy_ref, _refine_com_numpy_ref)
 
 
 
@@ -39,11 +37,6 @@ def nms_backend(request):
 @pytest.fixture(params=backend_params(_com_kernel))
 def com_backend(request):
     return _need(_com_kernel, request.param)
-
-
-@pytest.fixture(params=backend_params(_gauss_kernel))
-def gauss_backend(request):
-    return _need(_gauss_kernel, request.param)
 
 
 def spots(shape, centres, *, amplitude=100.0, sigma=1.2, background=10.0, noise=0.0, rng=None):
@@ -196,53 +189,7 @@ def test_refine_com_recovers_subpixel_centres(com_backend, rng):
     assert np.abs(got - centres).max() < 0.05
 
 
-# ------------------------------------------------------------------ Gaussian fit
-def test_refine_gaussian_parity(gauss_backend, rng):
-    centres = grid_centres(rng, (80, 96), spacing=13)
-    img = spots((80, 96), centres, sigma=1.3, noise=2.0, rng=rng)
-    start = np.round(centres) + rng.uniform(-0.3, 0.3, centres.shape)
-    ref, ref_ok = _refine_gaussian_numpy_ref(img, start, 4, 1.5, 50)
-    got, ok = _gauss_kernel.impls[_backend.Backend(gauss_backend)](img, start, 4, 1.5, 50)
-    assert ok.dtype == bool and got.shape == (len(start), 7)
-    np.testing.assert_array_equal(ok, ref_ok)
-    assert ref_ok.all()
-    np.testing.assert_allclose(got[:, :2], ref[:, :2], rtol=0, atol=1e-4)
-    np.testing.assert_allclose(got[:, 2:], ref[:, 2:], rtol=1e-4, atol=1e-6)
-
-
-def test_refine_gaussian_recovers_subpixel_centres(gauss_backend, rng):
-    centres = grid_centres(rng, (96, 128), spacing=15)
-    img = spots((96, 128), centres, amplitude=80.0, sigma=1.4, noise=0.5, rng=rng)
-    fit = peaks.refine_gaussian(img, np.round(centres), radius=4, sigma=1.5, backend=gauss_backend)
-    assert fit.converged.all()
-    assert np.abs(fit.xy - centres).max() < 0.05
-    np.testing.assert_allclose(fit.sigma, 1.4, atol=0.05)
-    np.testing.assert_allclose(fit.amplitude, 80.0, rtol=0.05)
-    np.testing.assert_allclose(fit.background, 10.0, atol=0.5)
-    np.testing.assert_allclose(fit.intensity, 2 * np.pi * 80.0 * 1.4 ** 2, rtol=0.06)
-    assert fit.backend == gauss_backend
-
-
-def test_refine_gaussian_failures(gauss_backend, rng):
-    img = spots((40, 40), [[20.2, 19.7]], sigma=1.2)
-    img[0:5, 0:4] = np.nan  # window of (1, 1) at radius 3 keeps 5 finite pixels
-    flat = np.full((12, 12), 3.0, np.float32)
-    start = np.array([[20.0, 20.0], [1.0, 1.0], [0.0, 39.0]])
-    ref, ref_ok = _refine_gaussian_numpy_ref(img, start, 3, 1.5, 50)
-    got, ok = _gauss_kernel.impls[_backend.Backend(gauss_backend)](img, start, 3, 1.5, 50)
-    np.testing.assert_array_equal(ok, ref_ok)
-    assert ok[0] and not ok[1]  # the NaN corner leaves < 6 finite pixels around (1, 1)
-    np.testing.assert_array_equal(got[1, :2], start[1])
-    assert np.isnan(got[1, 2:]).all()
-    np.testing.assert_allclose(got[ok, :2], ref[ok, :2], atol=1e-4)
-    # A flat window cannot give A > 0 and σ in range, or converges to a flat fit: same verdict.
-    ref_f, ref_fok = _refine_gaussian_numpy_ref(flat, np.array([[6.0, 6.0]]), 3, 1.5, 50)
-    got_f, fok = _gauss_kernel.impls[_backend.Backend(gauss_backend)](flat, np.array([[6.0, 6.0]]), 3, 1.5, 50)
-    np.testing.assert_array_equal(fok, ref_fok)
-    tiny = np.ones((2, 2), np.float32)  # only 4 pixels
-    fit = peaks.refine_gaussian(tiny, [[0.0, 0.0]], backend=gauss_backend)
-    assert not fit.converged[0] and np.isnan(fit.sigma[0])
-    np.testing.assert_array_equal(fit.xy, [[0.0, 0.0]])
+# Gaussian fit: tests/peaks/test_fit.py
 
 
 def test_refine_inputs_not_mutated_and_nan_positions_rejected(com_backend, rng):

@@ -5,10 +5,11 @@ Agreement with the numpy references (the specs in :mod:`fastsac.peaks`):
 
 * ``local_maxima``, ``nms``: identical integer output (same indices, same order).
 * ``refine_com``: within 1e-9 px (sequential vs numpy's pairwise summation).
-* ``refine_gaussian``: same ``converged`` flags and parameters within 1e-6
-  (relative) on well-posed fits; the Levenberg–Marquardt path is the
-  reference's step for step, only the 5×5 solve (Gaussian elimination with
-  partial pivoting vs LAPACK) and summation order differ in rounding.
+* ``fit_gaussian``: same status (free / fixed-σ / centroid / none) and
+  parameters and errors within 1e-6 (relative) on well-posed fits; the
+  Levenberg–Marquardt path, fallbacks and error model are the reference's
+  step for step, only the 5×5 solve (Gaussian elimination with partial
+  pivoting vs LAPACK) and summation order differ in rounding.
 
 NMS on the GPU: greedy NMS is sequential by nature. Here every point decides
 in parallel rounds: a point is *suppressed* as soon as a higher-priority kept
@@ -176,51 +177,48 @@ def _kernels():
                 c += r * r
         return c
 
-    @cu.jit
-    def gauss(img, img_idx, xy, radius, sigma0, max_iter, out, conv):
-        i = cu.grid(1)
-        if i >= xy.shape[0]:
-            return
-        b = img_idx[i]
-        h, w = img.shape[1], img.shape[2]
-        x0 = xy[i, 0]
-        y0 = xy[i, 1]
-        for k in range(7):
-            out[i, k] = math.nan
-        out[i, 0] = x0
-        out[i, 1] = y0
-        conv[i] = 0
-        xi = min(max(int(math.floor(x0 + 0.5)), 0), w - 1)
-        yi = min(max(int(math.floor(y0 + 0.5)), 0), h - 1)
-        y_lo, y_hi = max(yi - radius, 0), min(yi + radius + 1, h)
-        x_lo, x_hi = max(xi - radius, 0), min(xi + radius + 1, w)
-        npx = 0
-        vmin = math.inf
-        vmax = -math.inf
-        for yy in range(y_lo, y_hi):
-            for xx in range(x_lo, x_hi):
-                v = float(img[b, yy, xx])
-                if not (math.isnan(v) or math.isinf(v)):
-                    npx += 1
-                    vmin = min(vmin, v)
-                    vmax = max(vmax, v)
-        if npx < 6:
-            return
-        p = cu.local.array(5, np.float64)
-        pn = cu.local.array(5, np.float64)
-        A = cu.local.array((5, 5), np.float64)
-        M = cu.local.array((5, 6), np.float64)
-        gr = cu.local.array(5, np.float64)
-        jr = cu.local.array(5, np.float64)
-        p[0] = x0
-        p[1] = y0
-        p[2] = max(vmax - vmin, 1e-12)
-        p[3] = sigma0
-        p[4] = vmin
+    @cu.jit(device=True)
+    def f_solve(M, n, x):
+        # Solve M[:n, :n] x = M[:n, 5] by Gaussian elimination with partial pivoting.
+        for col in range(n):
+            piv = col
+            best = abs(M[col, col])
+            for rr in range(col + 1, n):
+                if abs(M[rr, col]) > best:
+                    best = abs(M[rr, col])
+                    piv = rr
+            if best == 0.0:
+                return False
+            if piv != col:
+                for cc in range(6):
+                    tmp = M[col, cc]
+                    M[col, cc] = M[piv, cc]
+                    M[piv, cc] = tmp
+            for rr in range(col + 1, n):
+                f = M[rr, col] / M[col, col]
+                for cc in range(col, n):
+                    M[rr, cc] -= f * M[col, cc]
+                M[rr, 5] -= f * M[col, 5]
+        for a in range(n - 1, -1, -1):
+            acc = M[a, 5]
+            for cc in range(a + 1, n):
+                acc -= M[a, cc] * x[cc]
+            x[a] = acc / M[a, a]
+        return True
+
+    @cu.jit(device=True)
+    def f_lm(img, b, y_lo, y_hi, x_lo, x_hi, p, fit_sigma, s_lo, s_hi, max_iter, cost0,
+             A, M, gr, jr, pn, idx):
+        # Levenberg–Marquardt as peaks._lm; p updated in place. Returns (ok, cost).
+        np_ = 5 if fit_sigma else 4
+        for a in range(5):
+            idx[a] = a
+        if not fit_sigma:
+            idx[3] = 4
         lam = 1e-3
-        cost = g_cost(img, b, y_lo, y_hi, x_lo, x_hi, p[0], p[1], p[2], p[3], p[4])
-        ok = False
+        cost = cost0
         rel = 0.0
+        pinned = 0
         for _ in range(max_iter):
             s2 = p[3] * p[3]
             for a in range(5):
@@ -238,50 +236,31 @@ def _kernels():
                     jr[0] = p[2] * g * (xx - p[0]) / s2
                     jr[1] = p[2] * g * (yy - p[1]) / s2
                     jr[2] = g
-                    jr[3] = p[2] * g * r2 / (s2 * p[3])
-                    jr[4] = 1.0
-                    for a in range(5):
+                    if fit_sigma:
+                        jr[3] = p[2] * g * r2 / (s2 * p[3])
+                        jr[4] = 1.0
+                    else:
+                        jr[3] = 1.0
+                    for a in range(np_):
                         gr[a] += jr[a] * res
-                        for c in range(5):
+                        for c in range(np_):
                             A[a, c] += jr[a] * jr[c]
             step_taken = False
             while lam < 1e10:
-                for a in range(5):
-                    for c in range(5):
+                for a in range(np_):
+                    for c in range(np_):
                         M[a, c] = A[a, c]
                     M[a, a] += lam * (A[a, a] + 1e-12)
-                    M[a, 5] = -gr[a]
-                singular = False
-                for col in range(5):  # Gaussian elimination, partial pivoting
-                    piv = col
-                    best = abs(M[col, col])
-                    for rr in range(col + 1, 5):
-                        if abs(M[rr, col]) > best:
-                            best = abs(M[rr, col])
-                            piv = rr
-                    if best == 0.0:
-                        singular = True
-                        break
-                    if piv != col:
-                        for cc in range(6):
-                            tmp = M[col, cc]
-                            M[col, cc] = M[piv, cc]
-                            M[piv, cc] = tmp
-                    for rr in range(col + 1, 5):
-                        f = M[rr, col] / M[col, col]
-                        for cc in range(col, 6):
-                            M[rr, cc] -= f * M[col, cc]
-                if singular:
+                    M[a, 5] = gr[a]
+                if not f_solve(M, np_, jr):
                     lam *= 10
                     continue
-                for a in range(4, -1, -1):
-                    acc = M[a, 5]
-                    for cc in range(a + 1, 5):
-                        acc -= M[a, cc] * pn[cc]
-                    pn[a] = acc / M[a, a]
                 for a in range(5):
-                    pn[a] = p[a] + pn[a]
-                pn[3] = abs(pn[3])
+                    pn[a] = p[a]
+                for a in range(np_):
+                    pn[idx[a]] -= jr[a]
+                if fit_sigma:
+                    pn[3] = min(max(abs(pn[3]), s_lo), s_hi)
                 cn = g_cost(img, b, y_lo, y_hi, x_lo, x_hi, pn[0], pn[1], pn[2], pn[3], pn[4])
                 if cn < cost:
                     rel = (cost - cn) / max(cost, 1e-300)
@@ -290,23 +269,223 @@ def _kernels():
                     cost = cn
                     lam = max(lam / 10, 1e-7)
                     step_taken = True
+                    if fit_sigma and (p[3] == s_lo or p[3] == s_hi):
+                        pinned += 1
+                    else:
+                        pinned = 0
                     break
                 lam *= 10
+            if pinned >= 3:
+                return False, cost
             if not step_taken or rel < 1e-9:
-                ok = True
-                break
-        inside = abs(p[0] - xi) <= radius and abs(p[1] - yi) <= radius
-        if ok and inside and 0.2 < p[3] and p[3] <= 2 * radius and p[2] > 0:
-            out[i, 0] = p[0]
-            out[i, 1] = p[1]
-            out[i, 2] = p[2]
-            out[i, 3] = p[3]
-            out[i, 4] = p[4]
-            out[i, 5] = 2 * math.pi * p[2] * p[3] * p[3]
-            out[i, 6] = math.sqrt(cost / npx)
-            conv[i] = 1
+                return True, cost
+        return False, cost
 
-    return {"maxima_mask": maxima_mask, "nms_round": nms_round, "com": com, "gauss": gauss}
+    @cu.jit(device=True)
+    def f_errors(img, b, y_lo, y_hi, x_lo, x_hi, p, fit_sigma, H, B, M, Hi, jr, x, idx, errs):
+        # Standard errors as peaks._fit_errors: errs[0:5] (x, y, A, σ, b), errs[5] intensity.
+        for a in range(6):
+            errs[a] = math.nan
+        np_ = 5 if fit_sigma else 4
+        for a in range(5):
+            idx[a] = a
+        if not fit_sigma:
+            idx[3] = 4
+        s2 = p[3] * p[3]
+        m = 0
+        sg = 0.0
+        sgg = 0.0
+        sq = 0.0
+        sgq = 0.0
+        for yy in range(y_lo, y_hi):
+            for xx in range(x_lo, x_hi):
+                v = float(img[b, yy, xx])
+                if math.isnan(v) or math.isinf(v):
+                    continue
+                g = math.exp(-((xx - p[0]) * (xx - p[0]) + (yy - p[1]) * (yy - p[1])) / (2 * s2))
+                r = p[4] + p[2] * g - v
+                m += 1
+                sg += g
+                sgg += g * g
+                sq += r * r
+                sgq += g * r * r
+        det = m * sgg - sg * sg
+        if det > 1e-12 * m * max(sgg, 1e-300):
+            c0 = (sgg * sq - sg * sgq) / det
+            c1 = (m * sgq - sg * sq) / det
+            if not (c0 >= 0 and c1 >= 0):
+                if c1 < 0:
+                    c0 = sq / m
+                    c1 = 0.0
+                else:
+                    c0 = 0.0
+                    c1 = sgq / sgg if sgg > 0 else 0.0
+        else:
+            c0 = sq / m
+            c1 = 0.0
+        dof = m / max(m - np_, 1)
+        for a in range(5):
+            for c in range(5):
+                H[a, c] = 0.0
+                B[a, c] = 0.0
+        for yy in range(y_lo, y_hi):
+            for xx in range(x_lo, x_hi):
+                v = float(img[b, yy, xx])
+                if math.isnan(v) or math.isinf(v):
+                    continue
+                r2 = (xx - p[0]) * (xx - p[0]) + (yy - p[1]) * (yy - p[1])
+                g = math.exp(-r2 / (2 * s2))
+                jr[0] = p[2] * g * (xx - p[0]) / s2
+                jr[1] = p[2] * g * (yy - p[1]) / s2
+                jr[2] = g
+                if fit_sigma:
+                    jr[3] = p[2] * g * r2 / (s2 * p[3])
+                    jr[4] = 1.0
+                else:
+                    jr[3] = 1.0
+                var = (c0 + c1 * g) * dof
+                for a in range(np_):
+                    for c in range(np_):
+                        H[a, c] += jr[a] * jr[c]
+                        B[a, c] += jr[a] * jr[c] * var
+        for col in range(np_):
+            for a in range(np_):
+                for c in range(np_):
+                    M[a, c] = H[a, c]
+                M[a, 5] = 1.0 if a == col else 0.0
+            if not f_solve(M, np_, x):
+                return
+            for a in range(np_):
+                Hi[a, col] = x[a]
+        # C = Hi B Hi (reuse M for Hi B, H for C)
+        for a in range(np_):
+            for c in range(np_):
+                acc = 0.0
+                for k in range(np_):
+                    acc += Hi[a, k] * B[k, c]
+                M[a, c] = acc
+        for a in range(np_):
+            for c in range(np_):
+                acc = 0.0
+                for k in range(np_):
+                    acc += M[a, k] * Hi[k, c]
+                H[a, c] = acc
+        for a in range(np_):
+            errs[idx[a]] = math.sqrt(max(H[a, a], 0.0))
+        for a in range(5):
+            jr[a] = 0.0
+        jr[2] = 2 * math.pi * p[3] * p[3]
+        if fit_sigma:
+            jr[3] = 4 * math.pi * p[2] * p[3]
+        vi = 0.0
+        for a in range(np_):
+            for c in range(np_):
+                vi += jr[a] * H[a, c] * jr[c]
+        errs[5] = math.sqrt(max(vi, 0.0))
+
+    @cu.jit
+    def fit(img, img_idx, xy, radius, sigma0, s_lo, s_hi, max_shift, max_iter, out, status):
+        i = cu.grid(1)
+        if i >= xy.shape[0]:
+            return
+        b = img_idx[i]
+        h, w = img.shape[1], img.shape[2]
+        x0 = xy[i, 0]
+        y0 = xy[i, 1]
+        for k in range(13):
+            out[i, k] = math.nan
+        out[i, 0] = x0
+        out[i, 1] = y0
+        status[i] = 3
+        xi = min(max(int(math.floor(x0 + 0.5)), 0), w - 1)
+        yi = min(max(int(math.floor(y0 + 0.5)), 0), h - 1)
+        y_lo, y_hi = max(yi - radius, 0), min(yi + radius + 1, h)
+        x_lo, x_hi = max(xi - radius, 0), min(xi + radius + 1, w)
+        npx = 0
+        vmin = math.inf
+        vmax = -math.inf
+        sg = 0.0
+        sgg = 0.0
+        sv = 0.0
+        sgv = 0.0
+        for yy in range(y_lo, y_hi):
+            for xx in range(x_lo, x_hi):
+                v = float(img[b, yy, xx])
+                if not (math.isnan(v) or math.isinf(v)):
+                    npx += 1
+                    vmin = min(vmin, v)
+                    vmax = max(vmax, v)
+                    g = math.exp(-((xx - x0) * (xx - x0) + (yy - y0) * (yy - y0))
+                                 / (2 * sigma0 * sigma0))
+                    sg += g
+                    sgg += g * g
+                    sv += v
+                    sgv += g * v
+        if npx < 6:
+            return
+        det = npx * sgg - sg * sg
+        if det > 1e-12 * npx * max(sgg, 1e-300):
+            a_lin = (npx * sgv - sg * sv) / det
+            b_lin = (sgg * sv - sg * sgv) / det
+        else:
+            a_lin = 0.0
+            b_lin = sv / npx
+        a0 = max(a_lin, 1e-3 * (vmax - vmin), 1e-12)
+        p = cu.local.array(5, np.float64)
+        pn = cu.local.array(5, np.float64)
+        A = cu.local.array((5, 5), np.float64)
+        B = cu.local.array((5, 5), np.float64)
+        Hi = cu.local.array((5, 5), np.float64)
+        M = cu.local.array((5, 6), np.float64)
+        gr = cu.local.array(5, np.float64)
+        jr = cu.local.array(5, np.float64)
+        idx = cu.local.array(5, np.int64)
+        errs = cu.local.array(6, np.float64)
+        p[0] = x0
+        p[1] = y0
+        p[2] = a0
+        p[3] = sigma0
+        p[4] = b_lin
+        c_start = g_cost(img, b, y_lo, y_hi, x_lo, x_hi, x0, y0, a0, sigma0, b_lin)
+        ok, cost = f_lm(img, b, y_lo, y_hi, x_lo, x_hi, p, True, s_lo, s_hi, max_iter, c_start,
+                        A, M, gr, jr, pn, idx)
+        inside = abs(p[0] - xi) <= radius and abs(p[1] - yi) <= radius
+        near = (p[0] - x0) ** 2 + (p[1] - y0) ** 2 <= max_shift * max_shift
+        st = 0
+        contrast = vmax > vmin
+        if not (ok and inside and near and p[2] > 0 and contrast and s_lo < p[3] and p[3] < s_hi):
+            p[0] = x0
+            p[1] = y0
+            p[2] = a0
+            p[3] = sigma0
+            p[4] = b_lin
+            ok, cost = f_lm(img, b, y_lo, y_hi, x_lo, x_hi, p, False, s_lo, s_hi, max_iter,
+                            c_start, A, M, gr, jr, pn, idx)
+            inside = abs(p[0] - xi) <= radius and abs(p[1] - yi) <= radius
+            near = (p[0] - x0) ** 2 + (p[1] - y0) ** 2 <= max_shift * max_shift
+            st = 1
+            if not (ok and inside and near and p[2] > 0 and contrast):
+                st = 2
+                p[0] = x0
+                p[1] = y0
+                p[2] = a_lin
+                p[3] = sigma0
+                p[4] = b_lin
+                cost = g_cost(img, b, y_lo, y_hi, x_lo, x_hi, x0, y0, a_lin, sigma0, b_lin)
+        f_errors(img, b, y_lo, y_hi, x_lo, x_hi, p, st == 0, A, B, M, Hi, jr, gr, idx, errs)
+        out[i, 0] = p[0]
+        out[i, 1] = p[1]
+        out[i, 2] = p[2]
+        out[i, 3] = p[3]
+        out[i, 4] = p[4]
+        out[i, 5] = 2 * math.pi * p[2] * p[3] * p[3]
+        out[i, 6] = math.sqrt(cost / npx)
+        for k in range(5):
+            out[i, 7 + k] = errs[k]
+        out[i, 12] = errs[5]
+        status[i] = st
+
+    return {"maxima_mask": maxima_mask, "nms_round": nms_round, "com": com, "fit": fit}
 
 
 # --------------------------------------------------------------------------- wrappers
@@ -413,8 +592,9 @@ def refine_com_cuda(image, xy, radius, iterations, *, img_idx=None):
     return to_lib(pts, lib)
 
 
-def refine_gaussian_cuda(image, xy, radius, sigma, max_iter, *, img_idx=None):
-    """CUDA ``refine_gaussian``: (params (N, 7), converged (N,)) like the reference."""
+def fit_gaussian_cuda(image, xy, radius, sigma, sigma_lo, sigma_hi, max_shift, max_iter, *,
+                      img_idx=None):
+    """CUDA ``fit_gaussian``: (table (N, 13), status (N,) int8) like the reference."""
     import torch
 
     lib = library(xy)
@@ -424,14 +604,14 @@ def refine_gaussian_cuda(image, xy, radius, sigma, max_iter, *, img_idx=None):
     dev = pts.device
     ii = (_zero_index(n, dev) if img_idx is None
           else as_torch(img_idx, np.int64))
-    out = torch.empty((n, 7), dtype=torch.float64, device=dev)
-    conv = torch.empty(n, dtype=torch.uint8, device=dev)
+    out = torch.empty((n, 13), dtype=torch.float64, device=dev)
+    status = torch.empty(n, dtype=torch.int8, device=dev)
     if n:
         g = grid(n, 64)
-        launch(_kernels()["gauss"], g[0], g[1],
-               (img, ii, pts, int(radius), float(sigma), int(max_iter), out, conv),
-               writes=(6, 7))
-    return to_lib(out, lib), to_lib(conv.bool(), lib)
+        launch(_kernels()["fit"], g[0], g[1],
+               (img, ii, pts, int(radius), float(sigma), float(sigma_lo), float(sigma_hi),
+                float(max_shift), int(max_iter), out, status), writes=(9, 10))
+    return to_lib(out, lib), to_lib(status, lib)
 
 
 
@@ -452,14 +632,16 @@ def detect_batch(s, raw, lims, *, threshold, min_distance_px, refine, fit_radius
 
     Returns
     -------
-    tuple of torch tensors (window, xy0, score, xy, amplitude, sigma, background, intensity,
-    residual)
+    tuple of torch tensors (window, xy0, score, xy, *fit columns)
+        Fit columns as :data:`fastsac.peaks.FIT_COLUMNS` (status as float64).
         Candidates owned by the cores, before NMS, on the tensors' device, in
         *window* coordinates (``window`` indexes the batch); refinement as in
         :func:`fastsac.detectors.postprocess_scores`.
     """
     import torch
     import torch.nn.functional as F
+
+    from .. import peaks as _peaks  # the fit columns and σ bounds (the spec's module)
 
     n, h, w = s.shape
     dev = s.device
@@ -476,7 +658,9 @@ def detect_batch(s, raw, lims, *, threshold, min_distance_px, refine, fit_radius
     vals = s[b, yy, xx].to(torch.float64)
     xy0 = torch.stack([xx, yy], 1).to(torch.float64)
     m = len(b)
-    nanc = [torch.full((m,), math.nan, dtype=torch.float64, device=dev) for _ in range(5)]
+    nanc = [torch.full((m,), math.nan, dtype=torch.float64, device=dev)
+            for _ in range(len(_peaks.FIT_COLUMNS) - 1)]
+    nanc.append(torch.full((m,), float(_peaks.FitStatus.NONE), dtype=torch.float64, device=dev))
     if m == 0 or refine == "none":
         return (b, xy0, vals, xy0, *nanc)
     k = _kernels()
@@ -487,15 +671,14 @@ def detect_batch(s, raw, lims, *, threshold, min_distance_px, refine, fit_radius
     moved = torch.hypot(*(xy - xy0).T) > min_distance_px
     xy = torch.where(moved[:, None], xy0, xy)
     if refine == "gaussian":
-        out = torch.empty((m, 7), dtype=torch.float64, device=dev)
-        conv = torch.empty(m, dtype=torch.uint8, device=dev)
+        # As peaks.refine_positions: the fit may move at most min_distance_px.
+        lo, hi = _peaks.default_sigma_bounds(sigma_px)
+        out = torch.empty((m, 13), dtype=torch.float64, device=dev)
+        status = torch.empty(m, dtype=torch.int8, device=dev)
         g = grid(m, 64)
-        launch(k["gauss"], g[0], g[1], (img, b, xy.contiguous(), int(fit_radius_px),
-                                        float(sigma_px), 50, out, conv), writes=(6, 7))
-        cv = conv.bool()
-        fxy = torch.where(cv[:, None], out[:, :2], xy)
-        good = cv & (torch.hypot(*(fxy - xy).T) <= min_distance_px)
-        xy = torch.where(good[:, None], fxy, xy)
-        nanc = [torch.where(good, out[:, c], torch.full_like(out[:, c], math.nan))
-                for c in (2, 3, 4, 5, 6)]
+        launch(k["fit"], g[0], g[1], (img, b, xy.contiguous(), int(fit_radius_px),
+                                      float(sigma_px), lo, hi, max(float(min_distance_px), 1e-9),
+                                      50, out, status), writes=(9, 10))
+        xy = out[:, :2].contiguous()
+        nanc = [out[:, c].contiguous() for c in range(2, 13)] + [status.to(torch.float64)]
     return (b, xy0, vals, xy, *nanc)

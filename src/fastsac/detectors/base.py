@@ -39,6 +39,13 @@ class Detections:
         Close-pair stage (:mod:`fastsac.close_pairs`): probability that the atom and
         its closest partner within the pair radius are two atoms (NaN: no
         partner); None when the stage did not run.
+    x_err_px, y_err_px, amplitude_err, sigma_err_px, background_err, intensity_err : (N,) float64
+        Standard errors of the fit (:func:`fastsac.peaks.refine_gaussian`;
+        NaN when not fitted, ``sigma_err_px`` NaN unless σ was fitted).
+    fit_status : (N,) int8
+        :class:`fastsac.peaks.FitStatus` (0 free fit, 1 fixed-σ fit, 2
+        centroid with linear amplitude, 3 no fit). Optional at construction:
+        missing error columns are NaN and the status NONE.
     """
 
     xy: np.ndarray
@@ -52,6 +59,23 @@ class Detections:
     params: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     split_probability: np.ndarray | None = None
+    x_err_px: np.ndarray | None = None
+    y_err_px: np.ndarray | None = None
+    amplitude_err: np.ndarray | None = None
+    sigma_err_px: np.ndarray | None = None
+    background_err: np.ndarray | None = None
+    intensity_err: np.ndarray | None = None
+    fit_status: np.ndarray | None = None
+
+    def __post_init__(self):
+        n = len(self.xy)
+        for name in _ERROR_FIELDS:
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.full(n, np.nan))
+        st = (np.full(n, int(peaks.FitStatus.NONE)) if self.fit_status is None
+              else np.nan_to_num(np.asarray(self.fit_status, np.float64),
+                                 nan=float(peaks.FitStatus.NONE)))
+        object.__setattr__(self, "fit_status", st.astype(np.int8))
 
     def __len__(self) -> int:
         return len(self.xy)
@@ -67,7 +91,12 @@ class Detections:
                        sigma_px=self.sigma_px[k], background=self.background[k],
                        intensity=self.intensity[k], residual=self.residual[k],
                        split_probability=None if self.split_probability is None
-                       else self.split_probability[k])
+                       else self.split_probability[k],
+                       **{name: getattr(self, name)[k] for name in _ERROR_FIELDS + ("fit_status",)})
+
+
+_ERROR_FIELDS = ("x_err_px", "y_err_px", "amplitude_err", "sigma_err_px", "background_err",
+                 "intensity_err")
 
 
 def postprocess_scores(score_map: np.ndarray, raw: np.ndarray, *, threshold: float,
@@ -79,8 +108,8 @@ def postprocess_scores(score_map: np.ndarray, raw: np.ndarray, *, threshold: flo
     gives :func:`fastsac.close_pairs.resolve_pairs`' keyword arguments) one-or-two
     decisions on close pairs.
 
-    Returns a dict of arrays (xy, score, amplitude, sigma_px, background,
-    intensity, residual; split_probability with ``pairs``) and per-stage timings.
+    Returns a dict of arrays (xy, score and :data:`fastsac.peaks.FIT_COLUMNS`;
+    split_probability with ``pairs``) and per-stage timings.
     """
     t0 = time.perf_counter()
     cand = peaks.local_maxima(score_map, threshold=threshold, radius=1,
@@ -89,12 +118,11 @@ def postprocess_scores(score_map: np.ndarray, raw: np.ndarray, *, threshold: flo
     xy0 = cand.xy[keep].astype(np.float64)
     score = cand.values[keep].astype(np.float64)
     t1 = time.perf_counter()
-    xy, (amp, sig, bg, inten, res) = peaks.refine_positions(
+    xy, cols = peaks.refine_positions(
         raw, xy0, min_distance_px=min_distance_px, refine=refine, fit_radius_px=fit_radius_px,
         sigma_px=sigma_px, backend=backend)
     t2 = time.perf_counter()
-    out = {"xy": xy, "score": score, "amplitude": amp, "sigma_px": sig, "background": bg,
-           "intensity": inten, "residual": res}
+    out = {"xy": xy, "score": score, **dict(zip(peaks.FIT_COLUMNS, cols))}
     timings = {"peaks": t1 - t0, "refine": t2 - t1}
     if pairs is not None:
         from .. import close_pairs

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from .. import preprocess
+from .. import peaks, preprocess
 from .._backend import resolve_device
 from .._validate import as_float, check_image, check_positive
 from ..io import DEFAULT_PIXEL_SIZE_NM
@@ -123,16 +123,20 @@ class ClassicalDetector(Detector):
                 "bond_px": self._px(PAIR_DEFAULTS["bond_nm"], pixel_size_nm)}
 
     def _px(self, nm: float, pixel_size_nm: float | None) -> float:
-        return nm / (pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
+        # Calibrations that differ in the 12th digit (TIFF 0.029299999999512 vs
+        # Zarr 0.0293) must give the same pixel parameters: round the pixel size.
+        return nm / peaks.stable_float(pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
 
     def pixel_params(self, pixel_size_nm: float | None) -> dict:
-        """The filter widths in pixels at ``pixel_size_nm`` (what :meth:`dog` and
-        :meth:`snr` use; the montage engine derives its halos from them)."""
+        """The filter widths and NMS distance in pixels at ``pixel_size_nm`` (what
+        :meth:`dog`, :meth:`snr` and the detector tail use; the montage engine
+        derives its halos from them)."""
         s = self._px(self.atom_sigma_nm, pixel_size_nm)
         bg = (None if self.background_nm is None
               else max(3, int(round(self._px(self.background_nm, pixel_size_nm)))))
         return {"sigma_px": s, "surround_px": s * self.surround_ratio, "background_px": bg,
-                "noise_sigma_px": self._px(self.noise_sigma_nm, pixel_size_nm)}
+                "noise_sigma_px": self._px(self.noise_sigma_nm, pixel_size_nm),
+                "min_distance_px": self._px(self.min_distance_nm, pixel_size_nm)}
 
     def dog(self, image, *, pixel_size_nm=None) -> np.ndarray:
         """Stage 1 of the score map: optional median background, then the
@@ -168,7 +172,7 @@ class ClassicalDetector(Detector):
         sigma_px = self._px(self.atom_sigma_nm, px)
         return {"threshold": self.threshold, "min_distance_px": self._px(self.min_distance_nm, px),
                 "refine": self.refine, "sigma_px": sigma_px,
-                "fit_radius_px": max(2, int(np.ceil(2.0 * sigma_px))),
+                "fit_radius_px": peaks.fit_radius(sigma_px),
                 "exclude_border_px": self.exclude_border_px, "pairs": self.pair_params(px)}
 
     def as_predictor(self, pixel_size_nm: float | None = None):
@@ -221,8 +225,7 @@ class ClassicalDetector(Detector):
         stats = calibrate(source, net, device=dev, exact_max_px=exact_max_px, tile=tile,
                           batch_size=batch_size, progress=progress)
         t1 = time.perf_counter()
-        com_r = max(2, int(round(tail["sigma_px"] * 1.5)))
-        reach = 2 * com_r + tail["fit_radius_px"] + 2
+        reach = peaks.refine_reach(tail["sigma_px"], tail["fit_radius_px"], tail["refine"])
         res = infer.detect_tiled(source, net, halo=max(net.receptive_field + 1, reach), tile=tile,
                                  device=dev, batch_size=batch_size, progress=progress, **tail)
         res.timings["calibrate"] = t1 - t0

@@ -55,8 +55,7 @@ def _refine_points(raw, xy0, *, refine, sigma_px, fit_radius_px, max_shift_px, b
     xy, cols = peaks.refine_positions(raw, xy0, min_distance_px=max_shift_px, refine=refine,
                                       fit_radius_px=fit_radius_px, sigma_px=sigma_px,
                                       backend=backend)
-    return {"xy": xy, **dict(zip(("amplitude", "sigma_px", "background", "intensity", "residual"),
-                                 cols))}
+    return {"xy": xy, **dict(zip(peaks.FIT_COLUMNS, cols))}
 
 
 def _check_refine(refine: str) -> str:

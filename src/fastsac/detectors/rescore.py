@@ -172,9 +172,9 @@ def candidate_features(image, *, pixel_size_nm: float | None = None, candidate_t
     score = cand.values[keep].astype(np.float64)
     sigma_px = det.atom_sigma_nm / px
     xy, cols = peaks.refine_positions(img, xy0, min_distance_px=nms_px, refine=det.refine,
-                                      sigma_px=sigma_px, fit_radius_px=max(2, int(np.ceil(2.0 * sigma_px))),
+                                      sigma_px=sigma_px, fit_radius_px=peaks.fit_radius(sigma_px),
                                       backend=backend)
-    fit = dict(zip(("amplitude", "sigma_px", "background", "intensity", "residual"), cols))
+    fit = dict(zip(peaks.FIT_COLUMNS, cols))
     t2 = time.perf_counter()
     n = len(xy0)
     if n == 0:
@@ -196,7 +196,9 @@ def candidate_features(image, *, pixel_size_nm: float | None = None, candidate_t
     ann_std = np.maximum(ann_std, 1e-9)
     f["contrast"] = (disc - ann) / ann_std
     f["surround_rel"] = ann / (np.median(ann) or 1.0)
-    ok = np.isfinite(fit["amplitude"])
+    # Features of the shipped re-scorer: fit values only where the free fit
+    # succeeded (it was trained with failed fits as 0; fallbacks are not fits of σ).
+    ok = fit["fit_status"] == float(peaks.FitStatus.FREE)
     f["fit_amplitude"] = np.where(ok, fit["amplitude"] / ann_std, 0.0)
     f["fit_sigma"] = np.where(ok, np.clip(fit["sigma_px"] * to_ref, 0, 10), 0.0)
     tree = cKDTree(xy0)
@@ -347,7 +349,7 @@ class RescoreDetector(Detector):
         t0 = time.perf_counter()
         k = prob >= self.threshold
         t1 = time.perf_counter()
-        fit = [tab.fit[c][k] for c in ("amplitude", "sigma_px", "background", "intensity", "residual")]
-        return Detections(tab.xy[k], prob[k], *fit, detector=self.name,
+        fit = {c: tab.fit[c][k] for c in peaks.FIT_COLUMNS}
+        return Detections(xy=tab.xy[k], score=prob[k], **fit, detector=self.name,
                           params=self.params() | {"pixel_size_nm_used": px or DEFAULT_PIXEL_SIZE_NM},
                           timings=tab.timings | {"rescore": t1 - t0})

@@ -438,8 +438,9 @@ def detect_resident(image: np.ndarray, net: ClassicalScoreNet, *, device, tile: 
         cap, rms = _exact_statistics(D)
         net.set_statistics(cap, rms)
         t_cal = time.perf_counter()
-        com_r = max(2, int(round(sigma_px * 1.5)))
-        reach = 2 * com_r + int(fit_radius_px) + 2 if refine != "none" else 0
+        from .. import peaks
+
+        reach = peaks.refine_reach(sigma_px, fit_radius_px, refine)
         plan2 = infer.plan_tiles((H, W), tile=tile, halo=max(net.noise.r + 1, reach))
         pb = resolve_option(peaks_backend, Backend, "peaks_backend")
         collector = infer._PeakCollector(
