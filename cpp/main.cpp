@@ -12,6 +12,8 @@ void bind_peaks(py::module_& m);
 void bind_spatial(py::module_& m);
 void bind_regions(py::module_& m);
 void bind_clusters(py::module_& m);
+void bind_boxfilter(py::module_& m);
+void bind_probes(py::module_& m);
 
 static int openmp_threads() {
 #ifdef FASTSAC_HAVE_OPENMP
@@ -30,4 +32,6 @@ PYBIND11_MODULE(_core, m) {
     bind_spatial(m);
     bind_regions(m);
     bind_clusters(m);
+    bind_boxfilter(m);
+    bind_probes(m);
 }

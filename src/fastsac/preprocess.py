@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ._backend import Kernel, core
+from .boxfilter import box_gaussian_filter
 from ._validate import as_float, check_image, check_positive, resolve_option
 
 __all__ = ["median_filter", "gaussian_filter", "gaussian_weights", "subtract_background", "normalize",
@@ -186,12 +187,17 @@ def subtract_background(image, *, method: str = "median", size_px: float = 40,
 
 def local_noise(residual, *, sigma_px: float = 16.0, floor_fraction: float = 1e-3,
                 cap: float | None = None, global_rms: float | None = None,
-                backend: str = "auto") -> np.ndarray:
+                window: str = "gaussian", backend: str = "auto") -> np.ndarray:
     """Local standard deviation of a background-subtracted image.
 
     Uses a Gaussian-weighted mean of the squared residual after removing the
     brightest 2 % (atoms) so they do not inflate the estimate. A floor of
     ``floor_fraction`` × global sigma avoids division by zero in flat vacuum.
+
+    ``window="box"`` weights by a cascade of extended boxes of the same
+    variance instead (:func:`fastsac.boxfilter.box_gaussian_filter`: O(1) per
+    pixel, support ≈ 3σ instead of 4σ, exact fixed-point arithmetic on the
+    grid set by ``cap²``, so tiles given the whole image's ``cap`` match it).
 
     ``cap`` (the 98th percentile of ``|residual|``) and ``global_rms`` (RMS of
     the capped residual) are computed from ``residual`` unless given: a tiled
@@ -203,7 +209,12 @@ def local_noise(residual, *, sigma_px: float = 16.0, floor_fraction: float = 1e-
         cap = np.percentile(np.abs(r), 98)
     cap = np.float32(cap)
     sq = np.minimum(r * r, cap * cap)
-    var = gaussian_filter(sq, sigma_px, backend=backend)
+    if window == "box":
+        var = box_gaussian_filter(sq, sigma_px, scale=float(cap * cap), backend=backend)
+    elif window == "gaussian":
+        var = gaussian_filter(sq, sigma_px, backend=backend)
+    else:
+        raise ValueError(f"window must be 'gaussian' or 'box', got {window!r}")
     glob = (float(np.sqrt(np.mean(sq))) if global_rms is None else float(global_rms)) or 1.0
     return np.sqrt(np.maximum(var, (floor_fraction * glob) ** 2)).astype(np.float32)
 
