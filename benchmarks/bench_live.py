@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         for window in a.noise_window or [None]:
             det = a.detector
             if window is not None:
-                from fastsac.detect import ClassicalDetector
+                from fastsac.detectors import ClassicalDetector
 
                 det = ClassicalDetector(noise_window=window, device=a.device)
             t0 = time.perf_counter()

@@ -87,10 +87,10 @@ def probe_machine(core, repeat: int) -> dict:
 def run_stages(size: int, n_points: int, repeat: int) -> tuple[list[dict], dict]:
     from fastsac import io, peaks, preprocess
     from fastsac.boxfilter import box_gaussian_filter, box_plan
-    from fastsac.detect import ClassicalDetector
+    from fastsac.detectors import ClassicalDetector
     from fastsac.pipeline import analyze, write_result
     from fastsac.spatial import clusters, nearest_neighbors
-    from fastsac.spatial.mask import support_mask
+    from fastsac.support import support_mask
     from fastsac.spatial.stats import dispersion
     from fastsac.synth import simulate
 

@@ -21,9 +21,13 @@ import numpy as np
 
 from .errors import FastsacInputError
 
+#: Pixel size of the ptnc-train images (nm/px). Physical defaults are tuned at this scale,
+#: and lengths of uncalibrated images are converted with it (announced as an assumption).
+DEFAULT_PIXEL_SIZE_NM = 0.0293
+
 __all__ = [
     "Micrograph", "read", "write_tiff", "read_points", "atomic_write", "atomic_path", "atomic_write_text",
-    "write_json", "SUPPORTED_SUFFIXES",
+    "write_json", "SUPPORTED_SUFFIXES", "DEFAULT_PIXEL_SIZE_NM", "unit_to_nm",
 ]
 
 # Length of one unit, in nanometres. Keys are lower-cased.
@@ -166,7 +170,7 @@ def _check_data(arr: np.ndarray, source) -> np.ndarray:
     return data
 
 
-def _unit_to_nm(unit) -> float | None:
+def unit_to_nm(unit) -> float | None:
     if unit is None:
         return None
     if isinstance(unit, bytes):
@@ -195,7 +199,7 @@ def _read_tiff(path: Path):
             if num and den:
                 px_per_unit = num / den
 
-        unit_nm = _unit_to_nm(ij.get("unit")) if ij else None
+        unit_nm = unit_to_nm(ij.get("unit")) if ij else None
         if unit_nm is not None and px_per_unit:
             px, src = unit_nm / px_per_unit, "imagej"
         if px is None:
@@ -203,7 +207,7 @@ def _read_tiff(path: Path):
             scale = tags.get(65009)
             unit = tags.get(65003)
             if scale is not None and unit is not None:
-                u = _unit_to_nm(unit.value)
+                u = unit_to_nm(unit.value)
                 if u and float(scale.value) > 0:
                     px, src = float(scale.value) * u, "hyperspy"
         if px is None and px_per_unit:
@@ -255,7 +259,7 @@ def _read_rsciio(path: Path):
     axes = sig.get("axes", [])
     if axes:
         ax = axes[-1]
-        u = _unit_to_nm(ax.get("units"))
+        u = unit_to_nm(ax.get("units"))
         if u and ax.get("scale"):
             px = float(ax["scale"]) * u
     return np.asarray(sig["data"]), px, "rosettasciio" if px else "none", {"format": suffix[1:]}

@@ -18,8 +18,6 @@ seconds, then reported once as bad and skipped.
 
 from __future__ import annotations
 
-import base64
-import html
 import logging
 import os
 import time
@@ -28,8 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .detect import DEFAULT_PIXEL_SIZE_NM, Detections, get_detector
+from .io import DEFAULT_PIXEL_SIZE_NM
+from .detectors import Detections, get_detector
 from .errors import FastsacInputError
+from .html_page import fmt, img_tag, page, table
 from .io import Micrograph, atomic_write_text, write_json
 
 __all__ = ["LiveSession", "FrameResult", "watch", "WatchReport", "FrameWatcher",
@@ -83,7 +83,7 @@ class LiveSession:
     Parameters
     ----------
     detector : str or Detector
-        As :func:`fastsac.detect.get_detector`; resolved once.
+        As :func:`fastsac.detectors.get_detector`; resolved once.
     pixel_size_nm : float, optional
         Calibration applied to frames without their own (and overriding
         nothing that the frame carries unless ``override=True``).
@@ -94,10 +94,10 @@ class LiveSession:
         support area.
     device : {"cpu", "auto", "cuda"}
         Where the default/classical detector runs (see
-        :class:`~fastsac.detect.ClassicalDetector`); on a GPU the support
+        :class:`~fastsac.detectors.ClassicalDetector`); on a GPU the support
         mask is computed on the CPU meanwhile.
     mask_params : dict, optional
-        Passed to :func:`~fastsac.spatial.mask.support_mask` (e.g. a coarser
+        Passed to :func:`~fastsac.support.support_mask` (e.g. a coarser
         ``working_px`` for faster frames).
     stats_params : dict, optional
         Passed to :func:`~fastsac.spatial.stats.dispersion`. Default: the
@@ -109,7 +109,7 @@ class LiveSession:
     --------
     >>> s = LiveSession(detector="classical", pixel_size_nm=0.0293)   # doctest: +SKIP
     >>> r = s.process(frame)                                         # doctest: +SKIP
-    >>> r.latency_s, s.stats()["multimer_share"]                     # doctest: +SKIP
+    >>> r.latency_s, s.stats()["multimer_fraction"]                     # doctest: +SKIP
     """
 
     def __init__(self, *, detector="default", pixel_size_nm: float | None = None,
@@ -150,7 +150,7 @@ class LiveSession:
             m = Micrograph(m.data, self.pixel_size_nm, "override", m.source, m.metadata)
         res = analyze(m, detector=self.detector, multimer_cutoff_nm=self.multimer_cutoff_nm,
                       support_mask=self.support_mask, mask_params=self.mask_params,
-                      stats_params=self.stats_params)
+                      stats_params=self.stats_params, pair_correlation=False)
         latency = time.perf_counter() - t0
         s = res.summary
         idx = len(self.frames)
@@ -167,7 +167,7 @@ class LiveSession:
                "multimer_atoms": int(s["n_atoms_multimer"]), "support_area_nm2": support_nm2,
                "density_per_nm2": s["n_atoms_in_support"] / support_nm2 if support_nm2 else None,
                "nn_mean_nm": float(nn_nm.mean()) if len(nn_nm) else None,
-               "multimer_share": s["multimer_fraction"], "latency_s": latency,
+               "multimer_fraction": s["multimer_fraction"], "latency_s": latency,
                "calibrated": calibrated}
         self.frames.append(row)
         return FrameResult(idx, row["name"], res.detections, res.nn_dist, res.cluster_size, s,
@@ -187,7 +187,7 @@ class LiveSession:
         analyze(Micrograph.from_array(frame, pixel_size_nm=self.pixel_size_nm or DEFAULT_PIXEL_SIZE_NM),
                 detector=self.detector, multimer_cutoff_nm=self.multimer_cutoff_nm,
                 support_mask=self.support_mask, mask_params=self.mask_params,
-                stats_params=self.stats_params)
+                stats_params=self.stats_params, pair_correlation=False)
         return time.perf_counter() - t0
 
     def _add_nn(self, nn_nm: np.ndarray) -> None:
@@ -209,7 +209,7 @@ class LiveSession:
         """Running statistics over all frames so far (pooled, nm).
 
         ``nn_hist`` counts pooled per-frame NN distances in :data:`NN_BINS_NM`
-        (the last bin is open); ``multimer_share`` = pooled multimer atoms /
+        (the last bin is open); ``multimer_fraction`` = pooled multimer atoms /
         pooled atoms; ``density_per_nm2`` = pooled atoms on support / pooled
         support area (the whole frame when ``support_mask=False``). An
         uncalibrated frame is converted at :data:`DEFAULT_PIXEL_SIZE_NM`.
@@ -224,7 +224,7 @@ class LiveSession:
         return {
             "n_frames": len(self.frames), "n_atoms": int(n),
             "support_area_nm2": float(area), "density_per_nm2": n_sup / area if area else None,
-            "multimer_atoms": int(mult), "multimer_share": mult / n if n else None,
+            "multimer_atoms": int(mult), "multimer_fraction": mult / n if n else None,
             "multimer_cutoff_nm": self.multimer_cutoff_nm,
             "nn_dist_nm": {"mean": self._nn_mean if n_nn else None,
                            "median": float(0.5 * (nn[(n_nn - 1) // 2] + nn[n_nn // 2])) if n_nn else None,
@@ -336,7 +336,7 @@ _ATOM_FIELDS = ["frame", "image", "x_px", "y_px", "x_nm", "y_nm", "score", "inte
 
 #: Columns of frames.csv: the per-frame rows of :attr:`LiveSession.frames`.
 _FRAME_FIELDS = ["frame", "name", "n_atoms", "n_atoms_in_support", "multimer_atoms",
-                 "support_area_nm2", "density_per_nm2", "nn_mean_nm", "multimer_share",
+                 "support_area_nm2", "density_per_nm2", "nn_mean_nm", "multimer_fraction",
                  "latency_s", "calibrated"]
 
 
@@ -393,7 +393,7 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
     last_overlay = None
     renderer = None
     if overlay:
-        from .report import save_overlay
+        from .figures import save_overlay
 
         renderer = _LatestOnly(save_overlay)
     first = True
@@ -554,38 +554,24 @@ def _svg_hist(counts, edges, width=420, height=140) -> str:
 
 
 def _write_dashboard(path, stats, rows, overlay_png, *, refresh_s: int = 2) -> None:
-    """Self-contained HTML (inline PNG + SVG) with a meta refresh."""
-    img = ""
-    if overlay_png is not None and Path(overlay_png).exists():
-        b64 = base64.b64encode(Path(overlay_png).read_bytes()).decode("ascii")
-        img = f'<img alt="latest frame" src="data:image/png;base64,{b64}" style="max-width:480px">'
-
-    def f(v, fmt="{:.4g}"):
-        return "–" if v is None else fmt.format(v)
-
+    """Self-contained HTML (inline PNG + SVG) that reloads itself, through the
+    same writer as the batch report (:mod:`fastsac.html_page`)."""
     nn = stats["nn_dist_nm"]
-    recent = "".join(
-        f"<tr><td>{r['frame']}</td><td>{html.escape(str(r['name']))}</td><td>{r['n_atoms']}</td>"
-        f"<td>{f(r['density_per_nm2'])}</td><td>{f(r['multimer_share'])}</td>"
-        f"<td>{f(r['latency_s'], '{:.3f}')}</td></tr>" for r in rows[-10:][::-1])
-    page = f"""<!doctype html><html><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="{int(refresh_s)}">
-<title>fastsac live</title>
-<style>body{{font-family:sans-serif;margin:1em}}td,th{{padding:2px 8px;text-align:right}}
-.k{{font-size:1.6em;font-weight:bold}}.box{{display:inline-block;margin-right:2em}}</style>
-</head><body><h2>fastsac live — {stats['n_frames']} frames</h2>
-<div class="box"><div class="k">{stats['n_atoms']}</div>atoms</div>
-<div class="box"><div class="k">{f(stats['density_per_nm2'])}</div>atoms / nm²</div>
-<div class="box"><div class="k">{f(stats['multimer_share'], '{:.1%}')}</div>multimer share
-(NN &lt; {stats['multimer_cutoff_nm']:g} nm)</div>
-<div class="box"><div class="k">{f(nn['mean'], '{:.3f}')}</div>mean NN, nm</div>
-<div class="box"><div class="k">{f(stats['latency_s']['last'], '{:.2f}')} s</div>last latency</div>
-<h3>NN distance distribution (nm, pooled)</h3>
-{_svg_hist(stats['nn_hist']['counts'], stats['nn_hist']['edges_nm'])}
-<h3>Latest frame</h3>{img}
-<h3>Recent frames</h3><table><tr><th>frame</th><th>name</th><th>atoms</th><th>density</th>
-<th>multimer</th><th>latency s</th></tr>{recent}</table>
-<p style="color:#888">updated {time.strftime('%Y-%m-%d %H:%M:%S')}</p></body></html>
-"""
-    atomic_write_text(path, page)
+    boxes = [(stats["n_atoms"], "atoms"), (fmt(stats["density_per_nm2"]), "atoms / nm²"),
+             (fmt(stats["multimer_fraction"]),
+              f"multimer share (NN &lt; {stats['multimer_cutoff_nm']:g} nm)"),
+             (fmt(nn["mean"]), "mean NN, nm"), (fmt(stats["latency_s"]["last"]), "last latency, s")]
+    parts = [f"<h1>fastsac live — {stats['n_frames']} frames</h1>",
+             "<div class='grid'>" + "".join(f"<div class='note'><b style='font-size:1.5em'>{v}</b>"
+                                            f"<br>{k}</div>" for v, k in boxes) + "</div>",
+             "<h2>NN distance distribution (nm, pooled)</h2>",
+             _svg_hist(stats["nn_hist"]["counts"], stats["nn_hist"]["edges_nm"])]
+    if overlay_png is not None and Path(overlay_png).exists():
+        parts += ["<h2>Latest frame</h2>", img_tag(Path(overlay_png).read_bytes(), "latest frame")]
+    parts += ["<h2>Recent frames</h2>",
+              table(["frame", "name", "atoms", "density (/nm²)", "multimer share", "latency (s)"],
+                    [[r["frame"], r["name"], r["n_atoms"], r["density_per_nm2"], r["multimer_fraction"],
+                      r["latency_s"]] for r in rows[-10:][::-1]]),
+              f"<p class='meta'>updated {time.strftime('%Y-%m-%d %H:%M:%S')}</p>"]
+    atomic_write_text(path, page("fastsac live", parts, refresh_s=refresh_s))
 

@@ -42,7 +42,7 @@ and counts. Three things make that true:
 Memory: a few windows of ``(tile + 2·halo)²`` float32 plus the candidate
 table; the montage itself is never loaded. Chunk work is a pure function of
 ``(source spec, core)`` so it runs the same in-process or as Dask tasks
-(:mod:`fastsac.distributed`).
+(:mod:`fastsac.dask_runner`).
 """
 
 from __future__ import annotations
@@ -61,8 +61,10 @@ import numpy as np
 
 from . import peaks
 from .boxfilter import box_reach
-from .detect import DEFAULT_PIXEL_SIZE_NM, ClassicalDetector, Detections, get_detector
+from .io import DEFAULT_PIXEL_SIZE_NM
+from .detectors import ClassicalDetector, Detections, get_detector
 from .errors import FastsacInputError
+from .result import ATOM_COLUMNS
 
 __all__ = ["MontageSource", "open_montage", "plan_cores", "classical_halo", "ClassicalTiling",
            "MontageResult", "detect_montage", "analyze_montage", "montage_statistics",
@@ -73,9 +75,8 @@ __all__ = ["MontageSource", "open_montage", "plan_cores", "classical_halo", "Cla
 log = logging.getLogger(__name__)
 
 #: Columns of the montage Parquet table, in order (``tile`` = owning core / frame index).
-PARQUET_COLUMNS = ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px", "intensity",
-                   "background", "residual", "nn_dist_nm", "cluster_id", "cluster_size", "tile",
-                   "in_support"]
+#: Columns of atoms.parquet: the frames' atom table plus the owning tile.
+PARQUET_COLUMNS = ATOM_COLUMNS + ["tile"]
 
 _TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter default
 
@@ -147,7 +148,7 @@ def _tiff_pixel_size(path: Path) -> float | None:
     """Calibration from the tags only (never decodes pixel data)."""
     import tifffile
 
-    from .io import _unit_to_nm
+    from .io import unit_to_nm
 
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
@@ -158,7 +159,7 @@ def _tiff_pixel_size(path: Path) -> float | None:
             num, den = xres.value if isinstance(xres.value, tuple) else (xres.value, 1)
             ppu = num / den if num and den else None
         ij = tif.imagej_metadata or {}
-        u = _unit_to_nm(ij.get("unit")) if ij else None
+        u = unit_to_nm(ij.get("unit")) if ij else None
         if u and ppu:
             return u / ppu
         resunit = tags.get("ResolutionUnit")
@@ -238,9 +239,9 @@ def _ome_pixel_size(ms) -> float | None:
     try:
         axes = ms[0]["axes"]
         scale = ms[0]["datasets"][0]["coordinateTransformations"][0]["scale"]
-        from .io import _unit_to_nm
+        from .io import unit_to_nm
 
-        u = _unit_to_nm(axes[-1].get("unit"))
+        u = unit_to_nm(axes[-1].get("unit"))
         return float(scale[-1]) * u if u else None
     except (KeyError, IndexError, TypeError):
         return None
@@ -404,7 +405,7 @@ def _detect_from_dog(source, core, win, dog, tiling, cap, glob, index, arr=None)
 
 
 def _refine(raw, xy0, t: ClassicalTiling):
-    """The refinement half of :func:`fastsac.detect.postprocess_scores`, per point."""
+    """The refinement half of :func:`fastsac.detectors.postprocess_scores`, per point."""
     return peaks.refine_positions(raw, xy0, min_distance_px=t.min_distance, refine=t.refine,
                                   fit_radius_px=t.fit_radius, sigma_px=t.sigma,
                                   backend=t.backend)
@@ -528,22 +529,20 @@ class MontageResult:
         return montage_in_support(self.detections.xy, self.support, self.support_bin, self.shape)
 
     def table(self) -> dict[str, np.ndarray]:
-        """Columns of :data:`PARQUET_COLUMNS`."""
-        d = self.detections
+        """Columns of :data:`PARQUET_COLUMNS`: the frame's atom table
+        (:func:`fastsac.result.atoms_table`) plus the owning ``tile``."""
+        from .result import atoms_table
+
         px = self.pixel_size_nm
-        scale = px if px else np.nan
-        return {"x_px": d.xy[:, 0], "y_px": d.xy[:, 1], "x_nm": d.xy[:, 0] * scale,
-                "y_nm": d.xy[:, 1] * scale, "score": d.score, "amplitude": d.amplitude,
-                "sigma_px": d.sigma_px, "intensity": d.intensity, "background": d.background,
-                "residual": d.residual,
-                "nn_dist_nm": self.nn_dist if px else np.full(len(d), np.nan),
-                "cluster_id": self.cluster_id, "cluster_size": self.cluster_size,
-                "tile": self.tile, "in_support": self.in_support()}
+        return atoms_table(self.detections, pixel_size_nm=px,
+                           nn_dist_px=self.nn_dist / px if px else self.nn_dist,
+                           cluster_id=self.cluster_id, cluster_size=self.cluster_size,
+                           in_support=self.in_support(), extra={"tile": self.tile})
 
 
 class _Runner:
     """Runs chunk functions in-process (sequentially, tqdm) — the default; the
-    Dask runner in :mod:`fastsac.distributed` has the same ``map`` signature."""
+    Dask runner in :mod:`fastsac.dask_runner` has the same ``map`` signature."""
 
     name = "local"
 
@@ -621,7 +620,7 @@ def detect_montage(source, *, detector="classical", tile: int = 2048,
         raise ValueError(f"engine must be 'auto', 'cpp' or 'torch', got {engine!r}")
     if engine == "auto":
         engine = ("torch" if runner is None and getattr(det, "device", "cpu") != "cpu"
-                  and det._resolved_device() == "cuda" else "cpp")
+                  and det.resolved_device() == "cuda" else "cpp")
     if engine == "torch":
         dev = "cpu" if getattr(det, "device", "cpu") == "cpu" else det.device
         return _detect_montage_torch(src, det, tile=tile, device=dev, progress=progress)
@@ -709,15 +708,14 @@ def mask_bin_factor(shape, *, pixel_size_nm: float | None, smooth_nm: float = 0.
                     working_px: float = 6.0, max_binned_px: int = MAX_BINNED_PX) -> int:
     """Block size F of the montage's support mask.
 
-    F starts as the factor :func:`fastsac.spatial.mask.support_mask` bins a
+    F starts as the factor :func:`fastsac.support.support_mask` bins a
     whole image by (``round(σ_smooth / working_px)``, 2 at 0.0293 nm/px; 1 when
     the image is under 8F px on a side) and is raised, one at a time, only until
     the binned montage ``⌈H/F⌉·⌈W/F⌉`` has at most ``max_binned_px`` pixels.
     """
-    from .spatial.mask import _FALLBACK_PX_NM
 
     h, w = (int(v) for v in shape)
-    px = float(pixel_size_nm) if pixel_size_nm else _FALLBACK_PX_NM
+    px = float(pixel_size_nm) if pixel_size_nm else DEFAULT_PIXEL_SIZE_NM
     sigma = smooth_nm / px
     f = max(1, int(round(sigma / working_px))) if np.isfinite(working_px) and working_px > 0 else 1
     if not (f > 1 and min(h, w) >= 8 * f):
@@ -730,14 +728,14 @@ def mask_bin_factor(shape, *, pixel_size_nm: float | None, smooth_nm: float = 0.
 
 
 def _bin_block(a: np.ndarray, f: int) -> np.ndarray:
-    """F×F block means by the very function :func:`~fastsac.spatial.mask.support_mask`
-    bins a whole image with (:func:`~fastsac.spatial.mask.bin_mean`: ragged
+    """F×F block means by the very function :func:`~fastsac.support.support_mask`
+    bins a whole image with (:func:`~fastsac.support.bin_mean`: ragged
     last blocks by edge padding, summed in float64, then float32); every block
     is computed by the same per-element operations in the same order, so a
     window that starts on the block grid and ends on it or at the image edge
     (the padding then replicates the image's last row/column) gives exactly
     the whole image's blocks."""
-    from .spatial.mask import bin_mean
+    from .support import bin_mean
 
     return bin_mean(a, f)
 
@@ -755,7 +753,7 @@ def montage_support_mask(source, *, pixel_size_nm: float | None = None,
 
     The montage is read core by core (in-process or as Dask tasks through
     ``runner``) and binned by F×F block means with the arithmetic of
-    :func:`fastsac.spatial.mask.support_mask` (the binned array is
+    :func:`fastsac.support.support_mask` (the binned array is
     bit-identical to the one it builds internally for the whole image); then
     ``support_mask(binned, pixel_size_nm=px·F, working_px=inf)`` runs on it.
     With the default F (:func:`mask_bin_factor`) on a montage whose binned
@@ -775,7 +773,7 @@ def montage_support_mask(source, *, pixel_size_nm: float | None = None,
     runner : optional
         As in :func:`detect_montage`.
     **mask_params
-        Other :func:`~fastsac.spatial.mask.support_mask` arguments
+        Other :func:`~fastsac.support.support_mask` arguments
         (``smooth_nm``, ``min_contrast``, ``device`` …; ``working_px`` only
         sets the default F).
 
@@ -819,14 +817,14 @@ def _resolve_bin_factor(bin_factor, shape, px, mask_params, working_px, max_binn
 
 
 def _mask_of_binned(binned: np.ndarray, shape, f: int, px: float | None, mask_params: dict):
-    """:func:`~fastsac.spatial.mask.support_mask` of the F-binned montage, with
+    """:func:`~fastsac.support.support_mask` of the F-binned montage, with
     the areas of the full-resolution montage (as ``support_mask`` reports them
     for a whole image it bins itself)."""
-    from .spatial.mask import _FALLBACK_PX_NM, MaskResult, support_mask
+    from .support import MaskResult, support_mask
     from .spatial.stats import Window
 
     H, W = shape
-    small = support_mask(binned, pixel_size_nm=(px or _FALLBACK_PX_NM) * f, working_px=np.inf,
+    small = support_mask(binned, pixel_size_nm=(px or DEFAULT_PIXEL_SIZE_NM) * f, working_px=np.inf,
                          **mask_params)
     # Full-resolution support px: the ragged last blocks count at their true size.
     area = Window(shape, mask=small.mask, bin_factor=f).area if small.mask.any() else 0.0
@@ -844,7 +842,7 @@ def frames_support_mask(folder, pos, shape, *, pixel_size_nm: float | None,
     Each frame is placed at its integer-rounded position and binned into the
     montage's F×F block grid (origin at global pixel 0, 0); overlaps are
     averaged, blocks no frame covers take the value of the nearest covered
-    block. Then :func:`~fastsac.spatial.mask.support_mask` runs on the mosaic
+    block. Then :func:`~fastsac.support.support_mask` runs on the mosaic
     as in :func:`montage_support_mask`. Unlike that function this is not
     bit-identical to a whole image's mask (frames overlap and need not align
     with the block grid); it serves densities per support area.
@@ -932,7 +930,7 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
     docs/statistics.md), on the global coordinates, so a montage that also
     fits as one image gives identical numbers.
 
-    ``mask`` is a :class:`~fastsac.spatial.mask.MaskResult` on the
+    ``mask`` is a :class:`~fastsac.support.MaskResult` on the
     ``mask_bin_factor``-binned grid (:func:`montage_support_mask`) or None
     (then like ``analyze(..., support_mask=False)``): atoms on vacuum are
     flagged, not dropped; density and the support Clark–Evans test use the
@@ -945,7 +943,7 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
     (nn_dist (N,), cluster_id (N,), cluster_size (N,), summary dict)
         ``nn_dist`` in nm when calibrated, else px.
     """
-    from . import __version__
+    from .result import build_summary
     from .spatial import clusters, nearest_neighbors
     from .spatial.stats import dispersion
 
@@ -953,7 +951,7 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
     px = pixel_size_nm
     cutoff_px = multimer_cutoff_nm / (px or DEFAULT_PIXEL_SIZE_NM)
     if mask is not None:
-        from .spatial.mask import require_support
+        from .support import require_support
 
         require_support(mask, source or name)
     t0 = time.perf_counter()
@@ -964,18 +962,14 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
                       mask_bin_factor=mask_bin_factor, multimer_cutoff_px=cutoff_px,
                       backend=backend, **(stats_params or {}))
     nn_dist = nn.distance * px if px else nn.distance
-    summary = {
-        "fastsac_version": __version__,
-        "image": name,
-        "source": os.path.abspath(source) if source else None,
-        "shape_px": [int(s) for s in shape],
-        "pixel_size_nm": px,
-        "pixel_size_source": "override" if px else "none",
-        **disp.as_dict(),
-        "support": None if mask is None else mask.as_dict(),
-        "timings_s": {"statistics": time.perf_counter() - t0},
-        "backend": {"nearest_neighbors": nn.backend, "clusters": cl.backend},
-    }
+    summary = build_summary(
+        disp, name=name, source=source, shape=shape, pixel_size_nm=px,
+        pixel_size_source="override" if px else "none",
+        mask_info=None if mask is None else mask.as_dict(), pattern=None,
+        detector=None, timings={"statistics": time.perf_counter() - t0},
+        backends={"nearest_neighbors": nn.backend, "clusters": cl.backend},
+        parameters={"multimer_cutoff_nm": multimer_cutoff_nm, "stats_params": stats_params or {}},
+        extra={"pair_correlation": {"note": "not computed for montages yet"}})
     return nn_dist, cl.labels, cl.sizes, summary
 
 
@@ -1038,37 +1032,18 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
 # --------------------------------------------------------------------------- parquet
 def write_parquet(path, result: MontageResult) -> Path:
     """Write the detections (global coordinates, :data:`PARQUET_COLUMNS`) atomically,
-    with the summary as JSON in the file's key-value metadata."""
-    import json
+    with the summary as JSON in the file's key-value metadata
+    (:func:`fastsac.result.write_atoms_parquet`, the frames' writer)."""
+    from .result import write_atoms_parquet
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from .io import _json_default, atomic_path
-
-    tab = result.table()
-    types = {"cluster_id": pa.int64(), "cluster_size": pa.int64(), "tile": pa.int64(),
-             "in_support": pa.int64()}
-    arrays = [pa.array(np.asarray(tab[c]), type=types.get(c, pa.float64()))
-              for c in PARQUET_COLUMNS]
-    table = pa.Table.from_arrays(arrays, names=PARQUET_COLUMNS)
-    meta = {b"fastsac.summary": json.dumps(result.statistics, default=_json_default).encode()}
-    table = table.replace_schema_metadata(meta)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    return Path(path)
+    return write_atoms_parquet(path, result.table(), result.statistics)
 
 
 def read_parquet(path) -> tuple[dict[str, np.ndarray], dict]:
     """Columns and summary written by :func:`write_parquet`."""
-    import json
+    from .result import read_atoms_parquet
 
-    import pyarrow.parquet as pq
-
-    t = pq.read_table(path)
-    meta = t.schema.metadata or {}
-    summary = json.loads(meta.get(b"fastsac.summary", b"{}"))
-    return {c: t.column(c).to_numpy() for c in t.column_names}, summary
+    return read_atoms_parquet(path)
 
 
 # --------------------------------------------------------------------------- folder mode
@@ -1121,7 +1096,7 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
     With ``support_mask`` the vacuum is found on the binned mosaic of the
     frames (:func:`frames_support_mask`); densities are then per support area
     as in :func:`analyze_montage` (``mask_params``: ``max_binned_px`` and
-    :func:`~fastsac.spatial.mask.support_mask` arguments; ``stats_params`` go
+    :func:`~fastsac.support.support_mask` arguments; ``stats_params`` go
     to :func:`~fastsac.spatial.stats.dispersion`).
 
     Each frame is detected whole; detections are shifted by the frame's

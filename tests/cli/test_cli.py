@@ -46,8 +46,10 @@ def test_analyze_batch_with_bad_file(batch, tmp_path, capsys):
     assert "broken.tif" in err and "Traceback" not in err
     for stem, pts in truths.items():
         header = (out / stem / "atoms.csv").read_text().splitlines()[0].split(",")
-        assert header == ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px",
-                          "intensity", "nn_dist_nm", "cluster_id", "cluster_size", "in_support"]
+        from fastsac.result import ATOM_COLUMNS
+
+        assert header == ATOM_COLUMNS
+        assert header[:7] == ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px"]
         rows = np.loadtxt(out / stem / "atoms.csv", delimiter=",", skiprows=1, ndmin=2)
         assert len(rows) == len(pts)
         np.testing.assert_allclose(rows[:, 2], rows[:, 0] * 0.0293, rtol=1e-4)
@@ -115,9 +117,9 @@ def test_all_vacuum_frame_is_one_clear_line(batch, tmp_path, capsys, monkeypatch
     other frames are still analysed."""
     import dataclasses
 
-    from fastsac.spatial import mask as mask_mod
+    from fastsac import pipeline
 
-    real = mask_mod.support_mask
+    real = pipeline.find_support
 
     def no_support_for_img1(image, **kw):
         res = real(image, **kw)
@@ -130,7 +132,7 @@ def test_all_vacuum_frame_is_one_clear_line(batch, tmp_path, capsys, monkeypatch
     from fastsac.io import read
 
     img1_sum = read(d / "img1.tif").data.sum()
-    monkeypatch.setattr(mask_mod, "support_mask", no_support_for_img1)
+    monkeypatch.setattr(pipeline, "find_support", no_support_for_img1)
     out = tmp_path / "out"
     rc = main(["analyze", str(d / "img0.tif"), str(d / "img1.tif"), "-o", str(out),
                "--detector", "classical"])

@@ -9,7 +9,7 @@ from fastsac.evaluate import match_points, pool
 from fastsac.io import Micrograph
 from fastsac.synth import simulate
 
-detect = pytest.importorskip("fastsac.detect")
+detect = pytest.importorskip("fastsac.detectors")
 
 
 def _inside(xy, size, border):

@@ -33,7 +33,7 @@ def add_detector_args(p) -> None:
                    help="default | classical | heatmap | rescore | PATH to a checkpoint or re-scorer .json (default: %(default)s = the best cross-validated detector, today classical)")
     p.add_argument("--threshold", type=float, default=None,
                    help="detector score threshold (detector's own default if omitted)")
-    p.add_argument("--backend", default="auto", choices=["auto", "cpp", "numba", "cuda", "numpy"],
+    p.add_argument("--backend", default="auto", choices=["auto", "cpp", "cuda", "numpy"],
                    help="kernel backend (default: %(default)s)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the default/classical detector runs: its score map as torch "
@@ -43,16 +43,16 @@ def add_detector_args(p) -> None:
 
 def detector_from_args(args):
     """The detector the arguments ask for, or None after a one-line error message."""
-    from ..detect import get_detector
+    from ..detectors import get_detector
     from ..errors import FastsacInputError
 
     params = {} if args.threshold is None else {"threshold": args.threshold}
     device = getattr(args, "device", "cpu")
     if device == "cuda":
-        from ..infer import _resolve_device
+        from .._backend import resolve_device
 
         try:
-            _resolve_device("cuda")
+            resolve_device("cuda")
         except (RuntimeError, ValueError) as exc:
             print(f"fastsac: --device cuda: {exc}", file=sys.stderr)
             return None

@@ -19,6 +19,11 @@ def add_parser(sub):
     p.add_argument("--no-overlay", action="store_true", help="skip overlay PNGs")
     p.add_argument("--no-report", action="store_true",
                    help="skip the batch HTML report OUT/report.html (g(r), envelopes, histograms)")
+    p.add_argument("--no-pair-correlation", action="store_true",
+                   help="skip Ripley L / g(r) with CSR envelopes (summary.json pair_correlation)")
+    p.add_argument("--zip", action="store_true",
+                   help="also write OUT/<name>.zip per image and OUT/batch.zip (CSV, Parquet, JSON, "
+                        "PNGs, report.html)")
     return p
 
 
@@ -29,7 +34,8 @@ def run(args) -> int:
 
     from ..errors import FastsacInputError
     from ..io import read
-    from ..pipeline import analyze, summary_row, write_result, write_summary_csv
+    from ..pipeline import analyze
+    from ..result import summary_row, write_bundle, write_result, write_summary_csv
 
     out = Path(args.out)
     files = expand_inputs(args.inputs)
@@ -39,13 +45,14 @@ def run(args) -> int:
     detector = detector_from_args(args)
     if detector is None:
         return 2
-    rows, bad = [], 0
+    rows, bad, done = [], 0, []
     for path in tqdm(files, desc="analyze", unit="img", disable=len(files) < 2):
         try:
             m = read(path, pixel_size_nm=args.pixel_size)
             res = analyze(m, detector=detector, multimer_cutoff_nm=args.multimer_cutoff,
-                          backend=args.backend)
+                          backend=args.backend, pair_correlation=not args.no_pair_correlation)
             write_result(res, out / path.stem, overlay=not args.no_overlay)
+            done.append(out / path.stem)
             rows.append(summary_row(res.summary))
         except FastsacInputError as exc:
             bad += 1
@@ -55,10 +62,17 @@ def run(args) -> int:
         write_summary_csv(out / "summary.csv", rows)
     ok = len(files) - bad
     if ok and not args.no_report:
-        from ..report import load_analysis_folder, write_html_report
+        from ..report import ImageReport, write_html_report
+        from ..result import load_result
 
-        # Built from the files just written, exactly as `fastsac report OUT` would.
-        write_html_report(out / "report.html", load_analysis_folder(
-            out, multimer_cutoff_nm=args.multimer_cutoff))
+        # Built from the result folders just written (nothing recomputed), exactly as
+        # `fastsac report OUT` would.
+        write_html_report(out / "report.html",
+                          [ImageReport.from_saved(load_result(d)) for d in done])
+    if ok and args.zip:
+        for d in done:
+            write_bundle(out / f"{d.name}.zip", [d])
+        write_bundle(out / "batch.zip", done,
+                     batch_files=[out / "summary.csv", out / "report.html"])
     print(f"analysed {ok}/{len(files)} images -> {out}")
     return 2 if bad else 0

@@ -65,7 +65,7 @@ def run(args) -> int:
                                  multimer_cutoff_nm=args.multimer_cutoff, dedup=args.dedup,
                                  progress=progress, support_mask=not args.no_support_mask)
         elif args.workers or args.scheduler:
-            from ..distributed import dask_runner
+            from ..dask_runner import dask_runner
 
             with dask_runner(workers=args.workers, scheduler=args.scheduler,
                              progress=progress) as runner:

@@ -41,7 +41,7 @@ def run(args) -> int:
     from dataclasses import replace
 
     from ..errors import FastsacInputError
-    from ..learned import TrainConfig, train
+    from ..training import TrainConfig, train
     if args.model == "rescore":
         return _run_rescore(args)
     if args.out is None:
@@ -68,7 +68,7 @@ def _run_rescore(args) -> int:
     import time
 
     from ..errors import FastsacInputError
-    from ..rescore import train_rescore
+    from ..training import train_rescore
     out = args.out or Path("fastsac_rescore.json")
     t0 = time.perf_counter()
     try:

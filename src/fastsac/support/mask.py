@@ -29,71 +29,23 @@ Algorithm (all lengths physical when the pixel size is known):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy import ndimage as ndi
 
-from .._backend import Kernel, core
+from .._backend import Kernel, core, resolve_device
 from .._validate import as_float, check_image, check_positive
+from ..errors import FastsacInputError
+from ..io import DEFAULT_PIXEL_SIZE_NM
 from ..preprocess import gaussian_filter
+from .regions import MaskResult, drop_small_regions, expand_blocks
 
 __all__ = ["support_mask", "MaskResult", "bin_mean", "require_support"]
-
-#: Pixel size assumed for the default physical lengths when an image is uncalibrated (ptnc-train).
-_FALLBACK_PX_NM = 0.0293
-
-
-@dataclass(frozen=True)
-class MaskResult:
-    """Support mask of one image.
-
-    Attributes
-    ----------
-    mask : (H, W) bool ndarray
-        True on the support (where atoms can be), False in vacuum.
-    support_area_px : float
-        Support area in px².
-    support_area_nm2 : float or None
-        Support area in nm²; None when the pixel size is unknown.
-    vacuum_fraction : float
-        Fraction of the image that is vacuum, in [0, 1].
-    pixel_size_nm : float or None
-    has_vacuum : bool
-        Whether step 3 found a dark and flat class at all.
-    contrast : float
-        (bright − dark) / bright in smoothed intensity above the floor.
-    texture_ratio : float
-        Median local std of the dark class / of the bright class.
-    params : dict
-        Resolved parameters (in px).
-    """
-
-    mask: np.ndarray
-    support_area_px: float
-    support_area_nm2: float | None
-    vacuum_fraction: float
-    pixel_size_nm: float | None
-    has_vacuum: bool
-    contrast: float
-    texture_ratio: float
-    params: dict
-
-    def as_dict(self) -> dict:
-        """JSON-ready summary (no mask array)."""
-        return {"support_area_px2": self.support_area_px, "support_area_nm2": self.support_area_nm2,
-                "vacuum_fraction": self.vacuum_fraction, "has_vacuum": self.has_vacuum,
-                "mask_contrast": self.contrast, "mask_texture_ratio": self.texture_ratio,
-                "pixel_size_nm": self.pixel_size_nm}
-
 
 def require_support(mask, source=None) -> None:
     """Raise :class:`~fastsac.errors.FastsacInputError` naming ``source`` when a
     support mask (a :class:`MaskResult` or a bool array) holds no support at all:
     densities and dispersion statistics are undefined on an all-vacuum image,
     and the caller should say so in one line rather than fail deep inside."""
-    from ..errors import FastsacInputError
-
     arr = getattr(mask, "mask", mask)
     if arr is not None and not np.any(arr):
         raise FastsacInputError(source, "the support mask found no support (the whole image looks "
@@ -195,7 +147,7 @@ def support_mask(image, *, pixel_size_nm: float | None = None, smooth_nm: float 
         but costs f² in time. ``working_px=inf`` disables binning.
     device : {"cpu", "auto", "cuda"}
         ``"cuda"`` does the pixel work with torch on the GPU
-        (:func:`fastsac.spatial._mask_torch.support_mask_torch`, same result:
+        (:func:`fastsac.support.mask_torch.support_mask_torch`, same result:
         identical masks on the real and simulated test frames); ``"auto"`` when
         torch sees a GPU.
 
@@ -210,11 +162,10 @@ def support_mask(image, *, pixel_size_nm: float | None = None, smooth_nm: float 
     0.0
     """
     if device != "cpu":
-        from ..infer import _resolve_device
 
-        dev = _resolve_device(device)
+        dev = resolve_device(device)
         if dev.type == "cuda":
-            from ._mask_torch import support_mask_torch
+            from .mask_torch import support_mask_torch
 
             if pixel_size_nm is not None:
                 check_positive(pixel_size_nm, name="pixel_size_nm")
@@ -226,7 +177,7 @@ def support_mask(image, *, pixel_size_nm: float | None = None, smooth_nm: float 
     img = as_float(check_image(image)).astype(np.float32)
     if pixel_size_nm is not None:
         check_positive(pixel_size_nm, name="pixel_size_nm")
-    px = float(pixel_size_nm) if pixel_size_nm else _FALLBACK_PX_NM
+    px = float(pixel_size_nm) if pixel_size_nm else DEFAULT_PIXEL_SIZE_NM
     for name, v in (("smooth_nm", smooth_nm), ("min_region_nm2", min_region_nm2),
                     ("opening_nm", opening_nm)):
         check_positive(v, name=name, allow_zero=name != "smooth_nm")
@@ -238,7 +189,7 @@ def support_mask(image, *, pixel_size_nm: float | None = None, smooth_nm: float 
         small = support_mask(binned, pixel_size_nm=px * f, smooth_nm=smooth_nm, min_contrast=min_contrast,
                              max_texture_ratio=max_texture_ratio, min_region_nm2=min_region_nm2,
                              opening_nm=opening_nm, working_px=np.inf)
-        support = _expand(small.mask, f, h, w)
+        support = expand_blocks(small.mask, f, h, w)
         area = float(support.sum())
         return MaskResult(support, area, area * pixel_size_nm**2 if pixel_size_nm else None,
                           1.0 - area / (h * w), pixel_size_nm, small.has_vacuum, small.contrast,
@@ -298,8 +249,8 @@ def support_mask(image, *, pixel_size_nm: float | None = None, smooth_nm: float 
         # would leave a one-pixel frame of "support" around a vacuum at the border.
         pad = np.pad(vac, open_r + 1, mode="edge")
         vac = _open_disk(pad, open_r)[open_r + 1:-open_r - 1, open_r + 1:-open_r - 1]
-    vac = _drop_small(vac, min_region_px)
-    support = _drop_small(~vac, min_region_px, keep_touching_border=True)
+    vac = drop_small_regions(vac, min_region_px)
+    support = drop_small_regions(~vac, min_region_px, keep_touching_border=True)
     if support.all() or not support.any():
         return _all_support(contrast, texture) if support.all() else MaskResult(
             support, 0.0, 0.0 if pixel_size_nm else None, 1.0, pixel_size_nm, True,
@@ -345,7 +296,7 @@ def _near(region: np.ndarray, radius: float) -> np.ndarray:
     padded = np.zeros((ch * f, cw * f), bool)
     padded[:h, :w] = region
     cells = padded.reshape(ch, f, cw, f).any(axis=(1, 3))
-    return _expand(_near_disk(cells, radius + f * np.sqrt(2.0), float(f)), f, h, w)
+    return expand_blocks(_near_disk(cells, radius + f * np.sqrt(2.0), float(f)), f, h, w)
 
 
 def _near_disk_numpy_ref(region: np.ndarray, radius: float, scale: float = 1.0) -> np.ndarray:
@@ -371,57 +322,3 @@ def _near_disk(region: np.ndarray, radius: float, scale: float = 1.0, *,
                backend: str = "auto") -> np.ndarray:
     """See :func:`_near_disk_numpy_ref` (the spec)."""
     return _near_disk_kernel(region, radius, scale, backend=backend)
-
-
-def _drop_small_regions_numpy_ref(region: np.ndarray, min_px: float,
-                                  keep_touching_border: bool = False) -> np.ndarray:
-    """Remove 4-connected components of ``region`` smaller than ``min_px`` pixels.
-
-    With ``keep_touching_border`` nothing touching the image border is removed
-    (for support: a sliver of support at the edge is still support)."""
-    lab, n = ndi.label(region)
-    if n == 0:
-        return region
-    sizes = np.bincount(lab.ravel())
-    small = sizes < min_px
-    small[0] = False
-    if keep_touching_border:
-        edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-        small[edge] = False
-    if not small.any():  # the usual case: skip a full-frame gather
-        return region
-    return region & ~small[lab]
-
-
-def _expand_blocks_numpy_ref(small: np.ndarray, factor: int, h: int, w: int) -> np.ndarray:
-    """Nearest-neighbour upsampling of a binned mask by ``factor``, cropped to (h, w)."""
-    return np.repeat(np.repeat(small, factor, axis=0), factor, axis=1)[:h, :w]
-
-
-_drop_small_kernel = Kernel("drop_small_regions", _drop_small_regions_numpy_ref)
-_expand_kernel = Kernel("expand_blocks", _expand_blocks_numpy_ref)
-
-
-@_drop_small_kernel.register("cpp")
-def _drop_small_regions_cpp(region, min_px, keep_touching_border=False):
-    # Runs instead of pixels: ~10x faster than label + bincount on a 1024² mask.
-    return core().drop_small_regions(np.asarray(region, bool), float(min_px), bool(keep_touching_border))
-
-
-@_expand_kernel.register("cpp")
-def _expand_blocks_cpp(small, factor, h, w):
-    return core().expand_blocks(np.asarray(small, bool), int(factor), int(h), int(w))
-
-
-def _drop_small(region: np.ndarray, min_px: float, keep_touching_border: bool = False, *,
-                backend: str = "auto") -> np.ndarray:
-    """Remove 4-connected components of ``region`` smaller than ``min_px`` pixels
-    (see :func:`_drop_small_regions_numpy_ref`, the spec)."""
-    return _drop_small_kernel(region, min_px, keep_touching_border, backend=backend)
-
-
-def _expand(small: np.ndarray, factor: int, h: int, w: int, *, backend: str = "auto") -> np.ndarray:
-    """The full-resolution (h, w) mask of a mask binned by ``factor``."""
-    if factor == 1 and small.shape == (h, w):
-        return small
-    return _expand_kernel(small, factor, h, w, backend=backend)

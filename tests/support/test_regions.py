@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastsac.spatial.mask import _drop_small, _expand
+from fastsac.support.regions import drop_small_regions, expand_blocks
 
 BACKENDS = ["numpy", "cpp"]
 
@@ -44,8 +44,8 @@ def test_drop_small_matches_label_reference(rng, backend):
         before = region.copy()
         for min_px in (0, 1, 2, 3.5, 4, 9, 1e9):
             for keep in (False, True):
-                want = _drop_small(region, min_px, keep, backend="numpy")
-                got = _drop_small(region, min_px, keep, backend=backend)
+                want = drop_small_regions(region, min_px, keep, backend="numpy")
+                got = drop_small_regions(region, min_px, keep, backend=backend)
                 assert got.dtype == bool and got.shape == region.shape
                 np.testing.assert_array_equal(got, want, err_msg=f"min_px={min_px} keep={keep}")
         np.testing.assert_array_equal(region, before)  # input untouched
@@ -56,19 +56,19 @@ def test_drop_small_values():
     r[1:3, 1:3] = True       # 4 px, inside
     r[0, 5:8] = True         # 3 px, touching the border
     r[4, 1] = r[5, 2] = True  # two 1-px components (diagonal, not connected)
-    got = _drop_small(r, 4, backend="cpp")
+    got = drop_small_regions(r, 4, backend="cpp")
     assert got[1:3, 1:3].all() and not got[0].any() and not got[4:].any()  # size == min_px stays
-    kept = _drop_small(r, 4, keep_touching_border=True, backend="cpp")
+    kept = drop_small_regions(r, 4, keep_touching_border=True, backend="cpp")
     assert kept[0, 5:8].all() and kept[5, 2] and not kept[4, 1]  # (5, 2) is on the bottom edge
 
 
 def test_drop_small_non_contiguous_and_int_input(rng):
     big = rng.random((60, 80)) < 0.5
     view = big[::2, 1::3]
-    np.testing.assert_array_equal(_drop_small(view, 3, backend="cpp"), _drop_small(view, 3, backend="numpy"))
+    np.testing.assert_array_equal(drop_small_regions(view, 3, backend="cpp"), drop_small_regions(view, 3, backend="numpy"))
     as_int = view.astype(np.uint8)
-    np.testing.assert_array_equal(_drop_small(as_int.astype(bool), 3, backend="cpp"),
-                                  _drop_small(view, 3, backend="numpy"))
+    np.testing.assert_array_equal(drop_small_regions(as_int.astype(bool), 3, backend="cpp"),
+                                  drop_small_regions(view, 3, backend="numpy"))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -79,18 +79,18 @@ def test_expand_matches_repeat(rng, backend):
         f = int(rng.integers(1, 5))
         h, w = int(rng.integers(0, hb * f + 1)), int(rng.integers(0, wb * f + 1))
         want = np.repeat(np.repeat(small, f, 0), f, 1)[:h, :w]
-        got = _expand(small, f, h, w, backend=backend)
+        got = expand_blocks(small, f, h, w, backend=backend)
         assert got.shape == (h, w)
         np.testing.assert_array_equal(got, want)
 
 
 def test_expand_rejects_oversized_crop():
     with pytest.raises(ValueError, match="larger"):
-        _expand(np.ones((3, 3), bool), 2, 7, 6, backend="cpp")
+        expand_blocks(np.ones((3, 3), bool), 2, 7, 6, backend="cpp")
 
 
 def test_bin_mean_equals_reshaped_mean(rng):
-    from fastsac.spatial.mask import bin_mean
+    from fastsac.support.mask import bin_mean
 
     for _ in range(40):
         h, w = (int(v) for v in rng.integers(1, 40, 2))
@@ -107,7 +107,7 @@ def test_bin_mean_equals_reshaped_mean(rng):
 def test_open_disk_equals_scipy(rng):
     from scipy import ndimage as ndi
 
-    from fastsac.spatial.mask import _open_disk
+    from fastsac.support.mask import _open_disk
 
     for r in (1, 2, 3, 5):
         yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
@@ -119,7 +119,7 @@ def test_open_disk_equals_scipy(rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16, np.int16, np.uint8, np.uint32])
 def test_bin_mean_cpp_matches_reference(rng, dtype):
-    from fastsac.spatial.mask import bin_mean
+    from fastsac.support.mask import bin_mean
 
     for _ in range(25):
         h, w = (int(v) for v in rng.integers(1, 45, 2))
@@ -136,7 +136,7 @@ def test_bin_mean_cpp_matches_reference(rng, dtype):
 
 
 def test_bin_mean_nan_inf_and_views(rng):
-    from fastsac.spatial.mask import bin_mean
+    from fastsac.support.mask import bin_mean
 
     img = rng.normal(100, 5, (33, 47)).astype(np.float32)
     img[3, 4], img[20, 46], img[32, 0] = np.nan, np.inf, -np.inf
@@ -152,7 +152,7 @@ def test_bin_mean_nan_inf_and_views(rng):
 def test_near_disk_matches_distance_transform(rng, backend):
     from scipy import ndimage as ndi
 
-    from fastsac.spatial.mask import _near_disk
+    from fastsac.support.mask import _near_disk
 
     for region in _cases(rng):
         for radius, scale in ((0.0, 1.0), (1.0, 1.0), (1.5, 1.0), (5.0, 1.0), (6.9, 1.0),

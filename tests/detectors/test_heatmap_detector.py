@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from fastsac import io
-from fastsac.detect import get_detector
+from fastsac.detectors import get_detector
 from fastsac.evaluate import match_points, pool
-from fastsac.learned import HeatmapDetector, default_detector, load_detector
+from fastsac.detectors.learned import HeatmapDetector, default_detector, load_detector
 from fastsac.models import HeatmapUNet, save_checkpoint
 
 
@@ -119,7 +119,7 @@ def test_load_detector_overrides_and_roundtrip(tmp_path):
 def test_train_is_seeded_and_writes_a_loadable_checkpoint(tmp_path):
     from dataclasses import replace
 
-    from fastsac.learned import TrainConfig, train
+    from fastsac.training import TrainConfig, train
     rng = np.random.default_rng(3)
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
@@ -139,7 +139,7 @@ def test_train_is_seeded_and_writes_a_loadable_checkpoint(tmp_path):
 
 
 def test_predictor_matches_score_map(det, rng):
-    from fastsac.learned import heatmap_preprocess
+    from fastsac.detectors.learned import heatmap_preprocess
     img, _ = _synthetic(rng, shape=(96, 128))
     prep = heatmap_preprocess(img, pixel_size_nm=None)
     pred = det.as_predictor()
@@ -151,9 +151,9 @@ def test_predictor_matches_score_map(det, rng):
 
 
 def test_simulated_training_frames_are_valid():
-    from fastsac.learned import TrainConfig, _simulated_training_frames
+    from fastsac.training import TrainConfig, simulated_training_frames
 
-    frames = _simulated_training_frames(TrainConfig(synth_frames=2, seed=3), "auto")
+    frames = simulated_training_frames(TrainConfig(synth_frames=2, seed=3), "auto")
     assert len(frames) == 2
     for inp, xy in frames:
         assert inp.shape == (512, 512) and np.isfinite(inp).all()
@@ -161,5 +161,5 @@ def test_simulated_training_frames_are_valid():
         assert ((xy >= 0) & (xy <= 511)).all()
         # input is in local-noise units: background pixels have roughly unit spread
         assert 0.3 < float(np.median(np.abs(inp - np.median(inp)))) * 1.4826 < 3.0
-    again = _simulated_training_frames(TrainConfig(synth_frames=2, seed=3), "auto")
+    again = simulated_training_frames(TrainConfig(synth_frames=2, seed=3), "auto")
     np.testing.assert_array_equal(frames[0][1], again[0][1])  # seeded

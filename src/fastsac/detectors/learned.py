@@ -10,23 +10,22 @@
   refinement (``refine="com"|"gaussian"``) on the raw image.
 * :class:`HeatmapDetector` is fastsac's own detector: median background
   subtraction + local-noise normalisation, a compact U-Net heatmap, then the
-  shared :func:`~fastsac.detect.postprocess_scores` (maxima → NMS → sub-pixel
+  shared :func:`~fastsac.detectors.postprocess_scores` (maxima → NMS → sub-pixel
   fit). Per-atom score = heatmap peak value. Images are resampled to the
   model's working pixel size when their calibration is known.
 * :func:`default_detector` returns the shipped heatmap model (``--detector heatmap``;
   ``"default"`` stays classical until a learned model beats it under cross-validation)
   (``fastsac/weights/fastsac_heatmap_v1.pt``) or None; :func:`load_detector`
-  builds a detector from a checkpoint recognised by its keys; :func:`train`
-  trains the heatmap model from scratch (seeded; ``fastsac train``).
+  builds a detector from a checkpoint recognised by its keys. Training lives in
+  :mod:`fastsac.training` (``fastsac train``), so analysis never imports the simulator.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -35,16 +34,15 @@ import torch
 from scipy import ndimage as ndi
 from torch.nn import functional as F
 
-from . import peaks, preprocess
-from ._validate import as_float, check_image, check_positive
-from .detect import DEFAULT_PIXEL_SIZE_NM, Detections, Detector, _as_micrograph, postprocess_scores
-from .errors import FastsacInputError
-from .models import BasicCNN, Checkpoint, DenseSacCnn, HeatmapUNet, load_checkpoint, save_checkpoint
-from .models.sac_cnn import ATOM_CLASS, HALO, WINDOW
+from .. import peaks, preprocess
+from .._validate import as_float, check_image, check_positive
+from ..io import DEFAULT_PIXEL_SIZE_NM
+from .base import Detections, Detector, as_micrograph, postprocess_scores
+from ..models import BasicCNN, Checkpoint, DenseSacCnn, load_checkpoint
+from ..models.sac_cnn import ATOM_CLASS, HALO, WINDOW
 
 __all__ = ["SacCnnDetector", "HeatmapDetector", "HeatmapPredictor", "default_detector", "load_detector",
-           "sliding_window_probabilities", "sac_cnn_preprocess", "heatmap_preprocess",
-           "TrainConfig", "TrainResult", "train", "DEFAULT_WEIGHTS", "evaluate_threshold_sweep"]
+           "sliding_window_probabilities", "sac_cnn_preprocess", "heatmap_preprocess", "DEFAULT_WEIGHTS"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +51,7 @@ DEFAULT_WEIGHTS = "fastsac_heatmap_v1.pt"
 
 
 def _refine_points(raw, xy0, *, refine, sigma_px, fit_radius_px, max_shift_px, backend):
-    """Sub-pixel refinement as in :func:`~fastsac.detect.postprocess_scores`, as a dict of columns."""
+    """Sub-pixel refinement as in :func:`~fastsac.detectors.postprocess_scores`, as a dict of columns."""
     xy, cols = peaks.refine_positions(raw, xy0, min_distance_px=max_shift_px, refine=refine,
                                       fit_radius_px=fit_radius_px, sigma_px=sigma_px,
                                       backend=backend)
@@ -211,7 +209,7 @@ class SacCnnDetector(Detector):
                 np.asarray(score, np.float64)[keep], area[keep])
 
     def detect(self, micrograph, *, pixel_size_nm=None) -> Detections:
-        img, px = _as_micrograph(micrograph, pixel_size_nm)
+        img, px = as_micrograph(micrograph, pixel_size_nm)
         t0 = time.perf_counter()
         prob = self.score_map(img)
         t1 = time.perf_counter()
@@ -230,13 +228,13 @@ class SacCnnDetector(Detector):
 # ----------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class _Prepared:
+class PreparedImage:
     image: np.ndarray      # (h, w) float32 network input at the working scale
     scale: tuple           # (sy, sx): working pixels per input pixel
     shape: tuple           # original (H, W)
 
 
-def _resample(img: np.ndarray, out_shape) -> np.ndarray:
+def resample_image(img: np.ndarray, out_shape) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(img, np.float32))[None, None]
     return F.interpolate(t, size=tuple(int(s) for s in out_shape), mode="bilinear",
                          align_corners=False)[0, 0].numpy()
@@ -244,7 +242,7 @@ def _resample(img: np.ndarray, out_shape) -> np.ndarray:
 
 def heatmap_preprocess(image, *, pixel_size_nm: float | None, working_pixel_nm: float = DEFAULT_PIXEL_SIZE_NM,
                        background_nm: float = 40 * DEFAULT_PIXEL_SIZE_NM,
-                       noise_sigma_nm: float = 16 * DEFAULT_PIXEL_SIZE_NM, backend: str = "auto") -> _Prepared:
+                       noise_sigma_nm: float = 16 * DEFAULT_PIXEL_SIZE_NM, backend: str = "auto") -> PreparedImage:
     """Network input of :class:`HeatmapDetector`: median background subtraction and division
     by the local noise level (windows given in nm), then resampling to the working scale when
     the calibration is known and differs by > 2 %. Values are in local-noise units.
@@ -263,18 +261,18 @@ def heatmap_preprocess(image, *, pixel_size_nm: float | None, working_pixel_nm: 
                              noise_sigma_px=noise_sigma_nm / (working_pixel_nm * scale))
     if scale != 1.0:
         oh, ow = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-        x = _resample(x, (oh, ow))
+        x = resample_image(x, (oh, ow))
         sy, sx = oh / h, ow / w
     else:
         sy = sx = 1.0
-    return _Prepared(np.ascontiguousarray(x, np.float32), (sy, sx), (h, w))
+    return PreparedImage(np.ascontiguousarray(x, np.float32), (sy, sx), (h, w))
 
 
 #: Network inputs are local-noise units divided by this (keeps activations O(1)).
-_INPUT_SCALE = 0.25
+INPUT_SCALE = 0.25
 
 
-def _run_heatmap(model: torch.nn.Module, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+def run_heatmap(model: torch.nn.Module, x: np.ndarray, device: str = "cpu") -> np.ndarray:
     """Sigmoid heatmap of a prepared image.
 
     Reflect-pads by the halo rounded up to a multiple of ``pad_multiple`` in front (so image
@@ -287,7 +285,7 @@ def _run_heatmap(model: torch.nn.Module, x: np.ndarray, device: str = "cpu") -> 
     front = -(-halo // m) * m
     ph = front + (-(h + 2 * front)) % m
     pw = front + (-(w + 2 * front)) % m
-    t = torch.from_numpy(x * _INPUT_SCALE)[None, None].to(device)
+    t = torch.from_numpy(x * INPUT_SCALE)[None, None].to(device)
     # Reflect padding by the halo keeps border atoms as well detected as interior ones.
     mode = "reflect" if min(h, w) > max(front, ph, pw) else "replicate"
     t = F.pad(t, (front, pw, front, ph), mode=mode)
@@ -314,7 +312,7 @@ class HeatmapPredictor(torch.nn.Module):
         self.pad_multiple = int(getattr(net, "pad_multiple", 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(x * _INPUT_SCALE))
+        return torch.sigmoid(self.net(x * INPUT_SCALE))
 
 
 class HeatmapDetector(Detector):
@@ -372,13 +370,13 @@ class HeatmapDetector(Detector):
         prep = heatmap_preprocess(image, pixel_size_nm=pixel_size_nm, working_pixel_nm=self.working_pixel_nm,
                                   background_nm=self.background_nm, noise_sigma_nm=self.noise_sigma_nm,
                                   backend=self.backend)
-        heat = _run_heatmap(self.model, prep.image, self.device)
+        heat = run_heatmap(self.model, prep.image, self.device)
         if heat.shape != prep.shape:
-            heat = _resample(heat, prep.shape)
+            heat = resample_image(heat, prep.shape)
         return heat
 
     def detect(self, micrograph, *, pixel_size_nm=None) -> Detections:
-        img, px = _as_micrograph(micrograph, pixel_size_nm)
+        img, px = as_micrograph(micrograph, pixel_size_nm)
         t0 = time.perf_counter()
         heat = self.score_map(img, pixel_size_nm=px)
         t1 = time.perf_counter()
@@ -436,276 +434,3 @@ def default_detector(**params) -> Detector | None:
     """
     p = _weights_path()
     return None if p is None else load_detector(p, **params)
-
-
-# ----------------------------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Recipe of the shipped model (``fastsac train`` defaults reproduce it).
-
-    Patches of ``patch`` px are cut from the pre-processed real images with
-    random scale (log-uniform in ``scale_range``), flips/rot90, intensity
-    gain and extra Gaussian noise; targets are Gaussian bumps of
-    ``target_sigma_px`` on the (transformed) labels.
-    """
-
-    widths: tuple = (8, 16, 32)
-    patch: int = 64
-    batch: int = 16
-    steps: int = 1200
-    lr: float = 5e-3
-    weight_decay: float = 1e-4
-    target_sigma_px: float = 2.0
-    pos_weight: float = 10.0
-    p_centred: float = 0.5
-    scale_range: tuple = (0.85, 1.18)
-    gain_range: tuple = (0.9, 1.1)
-    noise_max: float = 0.2
-    seed: int = 0
-    threads: int = 1
-    min_distance_nm: float = 0.15
-    noise_sigma_nm: float = 16 * DEFAULT_PIXEL_SIZE_NM
-    background_nm: float = 40 * DEFAULT_PIXEL_SIZE_NM
-    #: Simulated frames (fastsac.synth, exact truth) mixed into training, with
-    #: domain randomisation over dose, blur, loading and clustering; 0 = real only.
-    synth_frames: int = 0
-    #: Probability that a training patch comes from a simulated frame.
-    synth_fraction: float = 0.5
-
-
-def _simulated_training_frames(cfg: TrainConfig, backend: str) -> list:
-    """(network input, truth in working pixels) for ``cfg.synth_frames`` simulated frames.
-
-    Domain randomisation: dose over a decade around the real images', probe blur,
-    loading, clustering and vacuum vary frame to frame (seeded by ``cfg.seed``).
-    """
-    from .synth import simulate
-
-    rng = np.random.default_rng([cfg.seed, 7])
-    out = []
-    for i in range(cfg.synth_frames):
-        img, truth = simulate(
-            size=512, seed=int(rng.integers(2**31)), dose=float(np.exp(rng.uniform(np.log(1.5e4), np.log(2e5)))),
-            probe_fwhm_nm=float(rng.uniform(0.18, 0.3)), loading_per_nm2=float(rng.uniform(0.1, 0.5)),
-            pattern=str(rng.choice(["random", "clustered"])))
-        prep = heatmap_preprocess(img.astype(np.float32), pixel_size_nm=DEFAULT_PIXEL_SIZE_NM,
-                                  working_pixel_nm=DEFAULT_PIXEL_SIZE_NM, background_nm=cfg.background_nm,
-                                  noise_sigma_nm=cfg.noise_sigma_nm, backend=backend)
-        out.append((prep.image, np.asarray(truth.xy, np.float64)))
-    return out
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    model: torch.nn.Module
-    config: TrainConfig
-    threshold: float
-    train_f1: float
-    losses: list = field(default_factory=list)
-    seconds: float = 0.0
-    images: list = field(default_factory=list)
-
-
-def _render_targets(xy: np.ndarray, size: int, sigma: float) -> np.ndarray:
-    """Max of Gaussian bumps (peak 1) at ``xy`` on a size×size grid."""
-    out = np.zeros((size, size), np.float32)
-    if not len(xy):
-        return out
-    r = int(math.ceil(4 * sigma))
-    for x, y in xy:
-        x0, x1 = max(0, int(x) - r), min(size, int(x) + r + 2)
-        y0, y1 = max(0, int(y) - r), min(size, int(y) + r + 2)
-        if x0 >= x1 or y0 >= y1:
-            continue
-        gx = np.exp(-0.5 * ((np.arange(x0, x1) - x) / sigma) ** 2)
-        gy = np.exp(-0.5 * ((np.arange(y0, y1) - y) / sigma) ** 2)
-        np.maximum(out[y0:y1, x0:x1], (gy[:, None] * gx[None, :]).astype(np.float32), out=out[y0:y1, x0:x1])
-    return out
-
-
-def _sample_batch(data, cfg: TrainConfig, rng: np.random.Generator):
-    """One augmented batch: (B,1,P,P) inputs and targets."""
-    p = cfg.patch
-    xs = np.empty((cfg.batch, 1, p, p), np.float32)
-    ys = np.empty((cfg.batch, 1, p, p), np.float32)
-    lo, hi = np.log(cfg.scale_range[0]), np.log(cfg.scale_range[1])
-    for b in range(cfg.batch):
-        img, pts = data[rng.integers(len(data))]
-        s = float(np.exp(rng.uniform(lo, hi)))   # input px per patch px
-        c = min(int(math.ceil(p * s)), min(img.shape))
-        s = c / p
-        if len(pts) and rng.random() < cfg.p_centred:
-            # Half the patches contain a labelled atom somewhere inside: more signal per step.
-            ax, ay = pts[rng.integers(len(pts))]
-            y0 = int(np.clip(ay - rng.uniform(4, c - 4), 0, img.shape[0] - c))
-            x0 = int(np.clip(ax - rng.uniform(4, c - 4), 0, img.shape[1] - c))
-        else:
-            y0 = int(rng.integers(0, img.shape[0] - c + 1))
-            x0 = int(rng.integers(0, img.shape[1] - c + 1))
-        crop = img[y0:y0 + c, x0:x0 + c]
-        patch = crop if c == p else _resample(crop, (p, p))
-        q = (pts - [x0, y0] + 0.5) / s - 0.5       # label positions in patch pixels
-        q = q[(q[:, 0] > -5) & (q[:, 0] < p + 5) & (q[:, 1] > -5) & (q[:, 1] < p + 5)]
-        tgt = _render_targets(q, p, cfg.target_sigma_px)
-        k = int(rng.integers(4))
-        patch, tgt = np.rot90(patch, k), np.rot90(tgt, k)
-        if rng.random() < 0.5:
-            patch, tgt = patch[:, ::-1], tgt[:, ::-1]
-        gain = rng.uniform(*cfg.gain_range)
-        noise = rng.uniform(0, cfg.noise_max)
-        patch = patch * gain + rng.normal(0, noise, patch.shape)
-        xs[b, 0] = patch * _INPUT_SCALE
-        ys[b, 0] = tgt
-    return torch.from_numpy(xs), torch.from_numpy(ys)
-
-
-def _load_training_images(image_dir: Path, label_dir: Path, stems, *, working_pixel_nm: float, backend: str,
-                          cache_dir=None, noise_sigma_nm: float = 16 * DEFAULT_PIXEL_SIZE_NM,
-                          background_nm: float = 40 * DEFAULT_PIXEL_SIZE_NM):
-    from .io import read, read_points
-    data = []
-    for stem in stems:
-        cands = sorted(image_dir.glob(f"{stem}.*"))
-        if not cands:
-            raise FastsacInputError(image_dir / stem, "training image not found")
-        mic = read(cands[0])
-        pts = read_points(label_dir / f"{stem}.csv")
-        key = f"{stem}_bg{background_nm:.4f}_n{noise_sigma_nm:.4f}"
-        cached = Path(cache_dir) / f"{key}.npz" if cache_dir is not None else None
-        if cached is not None and cached.is_file():
-            with np.load(cached) as z:
-                prep = _Prepared(z["image"], tuple(z["scale"]), tuple(z["shape"]))
-        else:
-            prep = heatmap_preprocess(mic.data, pixel_size_nm=mic.pixel_size_nm,
-                                      working_pixel_nm=working_pixel_nm, background_nm=background_nm,
-                                      noise_sigma_nm=noise_sigma_nm, backend=backend)
-            if cached is not None:
-                # The median background dominates loading; caching it makes repeated runs (CV) cheap.
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                np.savez(cached, image=prep.image, scale=np.asarray(prep.scale), shape=np.asarray(prep.shape))
-        sy, sx = prep.scale
-        pts_w = (pts + 0.5) * [sx, sy] - 0.5
-        data.append({"stem": stem, "raw": mic.data, "px": mic.pixel_size_nm, "input": prep.image,
-                     "labels": pts, "labels_work": pts_w})
-    return data
-
-
-def _detect_prepared(det: "HeatmapDetector", d: dict) -> Detections:
-    """``det.detect`` on a training image whose network input is already prepared."""
-    heat = _run_heatmap(det.model, d["input"], det.device)
-    if heat.shape != d["raw"].shape:
-        heat = _resample(heat, d["raw"].shape)
-    px = d["px"] or det.working_pixel_nm
-    s = det.atom_sigma_nm / px
-    out = postprocess_scores(heat, d["raw"], threshold=det.threshold, min_distance_px=det.min_distance_nm / px,
-                             refine=det.refine, sigma_px=max(s, 0.7), fit_radius_px=max(2, int(np.ceil(2.5 * s))),
-                             backend=det.backend)
-    out.pop("timings")
-    return Detections(**out, detector=det.name)
-
-
-def evaluate_threshold_sweep(detections_by_image, truths, thresholds, *, tolerance_px: float = 6.0):
-    """Pooled P/R/F1 for each threshold, filtering detections made at a lower threshold by score.
-
-    Filtering by score after greedy NMS equals re-running NMS at the higher
-    threshold (a kept point is only ever suppressed by a stronger one).
-    """
-    from .evaluate import match_points, pool
-    rows = []
-    for thr in thresholds:
-        res = [match_points(d.xy[d.score >= thr], t, tolerance_px=tolerance_px)
-               for d, t in zip(detections_by_image, truths)]
-        rows.append({"threshold": float(thr)} | pool(res))
-    return rows
-
-
-def train(image_dir, label_dir=None, *, stems=None, config: TrainConfig | None = None,
-          out: str | os.PathLike | None = None, backend: str = "auto", progress: bool = True,
-          cache_dir: str | os.PathLike | None = None, device: str = "cpu") -> TrainResult:
-    """Train the heatmap U-Net from scratch (seeded, CPU) and optionally save a checkpoint.
-
-    Parameters
-    ----------
-    image_dir : path
-        Folder of calibrated images ``<stem>.tif``.
-    label_dir : path, optional
-        Folder of ``<stem>.csv`` expert labels (X, Y); default ``image_dir/../labels``.
-    stems : list of str, optional
-        Images to train on (default: every image with a label file).
-    config : TrainConfig
-    out : path, optional
-        Where to write the fastsac checkpoint.
-    cache_dir : path, optional
-        Folder for pre-processed inputs (``<stem>.npz``), reused by later runs.
-    device : str
-        torch device for training (the shipped weights were trained on CPU).
-
-    Returns
-    -------
-    TrainResult
-        The model, the detection threshold chosen on the training images
-        (max pooled F1 at 6 px) and the loss history.
-    """
-    from tqdm import tqdm
-    cfg = config or TrainConfig()
-    from .evaluate import labelled_stems
-
-    image_dir, label_dir, stems = labelled_stems(image_dir, label_dir, stems)
-    t_start = time.perf_counter()
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
-        data = _load_training_images(image_dir, label_dir, stems, working_pixel_nm=DEFAULT_PIXEL_SIZE_NM,
-                                     backend=backend, cache_dir=cache_dir, noise_sigma_nm=cfg.noise_sigma_nm,
-                                     background_nm=cfg.background_nm)
-        pairs = [(d["input"], d["labels_work"]) for d in data]
-        synth_pairs = _simulated_training_frames(cfg, backend) if cfg.synth_frames else []
-        torch.manual_seed(cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
-        model = HeatmapUNet(tuple(cfg.widths))
-        # channels_last is ~2x faster for these thin convolutions on CPU.
-        model = model.to(device=device, memory_format=torch.channels_last)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
-        losses = []
-        model.train()
-        for step in tqdm(range(cfg.steps), desc="train", disable=not progress, mininterval=5):
-            use_synth = bool(synth_pairs) and rng.random() < cfg.synth_fraction
-            x, y = _sample_batch(synth_pairs if use_synth else pairs, cfg, rng)
-            x = x.to(device).contiguous(memory_format=torch.channels_last)
-            y = y.to(device)
-            logits = model(x)
-            w = 1.0 + cfg.pos_weight * y
-            loss = F.binary_cross_entropy_with_logits(logits, y, weight=w)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            if step % 250 == 0:
-                log.info("step %d loss %.4f", step, float(np.mean(losses[-50:])))
-        model = model.to("cpu", memory_format=torch.contiguous_format).eval()
-        det = HeatmapDetector(model, threshold=0.05, min_distance_nm=cfg.min_distance_nm, backend=backend,
-                              noise_sigma_nm=cfg.noise_sigma_nm, background_nm=cfg.background_nm)
-        dets = [_detect_prepared(det, d) for d in data]
-        grid = np.round(np.arange(0.1, 0.91, 0.02), 2)
-        rows = evaluate_threshold_sweep(dets, [d["labels"] for d in data], grid)
-        best = max(rows, key=lambda r: (r["f1"], -abs(r["threshold"] - 0.5)))
-    finally:
-        torch.set_num_threads(old_threads)
-    seconds = time.perf_counter() - t_start
-    result = TrainResult(model, cfg, best["threshold"], best["f1"], losses, seconds, list(stems))
-    if out is not None:
-        cfg_d = asdict(cfg)
-        save_checkpoint(out, model, arch={"name": "heatmap_unet", "widths": list(cfg.widths)},
-                        detector={"threshold": best["threshold"], "min_distance_nm": cfg.min_distance_nm,
-                                  "atom_sigma_nm": 0.045, "working_pixel_nm": DEFAULT_PIXEL_SIZE_NM,
-                                  "background_nm": cfg.background_nm,
-                                  "noise_sigma_nm": cfg.noise_sigma_nm},
-                        meta={"train_config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg_d.items()},
-                              "train_images": list(stems), "train_f1": best["f1"],
-                              "train_seconds": round(seconds, 1), "torch": str(torch.__version__)})
-    return result

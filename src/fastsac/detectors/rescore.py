@@ -1,6 +1,6 @@
 """Two-stage atom detector: classical signal-to-noise candidates + a learned re-scorer.
 
-Stage 1 is :class:`~fastsac.detect.ClassicalDetector`'s score map (difference-of-Gaussians
+Stage 1 is :class:`~fastsac.detectors.ClassicalDetector`'s score map (difference-of-Gaussians
 matched filter divided by the local noise, no median background) with a *low* threshold
 (2.5 local-noise units), which keeps ~95 % of the expert-labelled atoms of ptnc-train at
 ~5× as many candidates. Stage 2 describes every candidate by a few image measurements
@@ -32,13 +32,14 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
-from . import io, peaks, preprocess
-from ._validate import as_float, check_image, check_positive
-from .detect import DEFAULT_PIXEL_SIZE_NM, ClassicalDetector, Detections, Detector, _as_micrograph
-from .errors import FastsacInputError
+from .. import io, peaks, preprocess
+from .._validate import as_float, check_image
+from ..io import DEFAULT_PIXEL_SIZE_NM
+from .base import Detections, Detector, as_micrograph
+from .classical import ClassicalDetector
+from ..errors import FastsacInputError
 
-__all__ = ["FEATURES", "CandidateTable", "candidate_features", "RescoreModel", "RescoreDetector",
-           "fit_logistic", "choose_threshold", "train_rescore", "load_rescore", "default_rescore",
+__all__ = ["FEATURES", "CandidateTable", "candidate_features", "RescoreModel", "RescoreDetector", "load_rescore", "default_rescore",
            "RESCORE_WEIGHTS"]
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ RESCORE_WEIGHTS = "fastsac_rescore_v1.json"
 _FORMAT = "fastsac-rescore"
 
 #: Per-candidate features, in model order. Distances and widths are in pixels at
-#: :data:`~fastsac.detect.DEFAULT_PIXEL_SIZE_NM` (i.e. physical units / 0.0293 nm).
+#: :data:`~fastsac.detectors.DEFAULT_PIXEL_SIZE_NM` (i.e. physical units / 0.0293 nm).
 FEATURES = ("score", "snr_fine", "snr_fine_max", "snr_coarse", "snr_coarse_max", "noise_rel",
             "thickness_rel", "contrast", "surround_rel", "fit_amplitude", "fit_sigma",
             "d_higher", "d_strong", "n_within", "n_strong_frame", "score_rel")
@@ -335,13 +336,13 @@ class RescoreDetector(Detector):
 
     def candidates(self, micrograph, *, pixel_size_nm=None) -> tuple[CandidateTable, np.ndarray]:
         """All stage-1 candidates with their atom probabilities (for threshold sweeps)."""
-        img, px = _as_micrograph(micrograph, pixel_size_nm)
+        img, px = as_micrograph(micrograph, pixel_size_nm)
         tab = candidate_features(img, pixel_size_nm=px, candidate_threshold=self.model.candidate_threshold,
                                  classical=self.classical, backend=self.backend)
         return tab, self.model.probability(tab.features)
 
     def detect(self, micrograph, *, pixel_size_nm=None) -> Detections:
-        img, px = _as_micrograph(micrograph, pixel_size_nm)
+        img, px = as_micrograph(micrograph, pixel_size_nm)
         tab, prob = self.candidates(img, pixel_size_nm=px)
         t0 = time.perf_counter()
         k = prob >= self.threshold
@@ -350,137 +351,3 @@ class RescoreDetector(Detector):
         return Detections(tab.xy[k], prob[k], *fit, detector=self.name,
                           params=self.params() | {"pixel_size_nm_used": px or DEFAULT_PIXEL_SIZE_NM},
                           timings=tab.timings | {"rescore": t1 - t0})
-
-
-# ----------------------------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------------------------
-
-def fit_logistic(X, y, *, l2: float = 1.0, max_iter: int = 100, tol: float = 1e-10):
-    """L2-penalised logistic regression by Newton's method (deterministic).
-
-    Minimises Σ log-loss + l2/2 · ‖w‖² on standardised features; the intercept is not
-    penalised. Returns (mean, scale, coef, intercept).
-    """
-    X = np.asarray(X, np.float64)
-    y = np.asarray(y, np.float64)
-    check_positive(l2, name="l2")
-    if X.ndim != 2 or len(X) != len(y) or len(X) == 0:
-        raise ValueError(f"X must be (N, F) and y (N,) with N > 0, got {X.shape} and {y.shape}")
-    mean = X.mean(0)
-    scale = X.std(0)
-    scale[scale < 1e-12] = 1.0
-    Z = np.c_[np.ones(len(X)), (X - mean) / scale]
-    w = np.zeros(Z.shape[1])
-    pen = np.full(Z.shape[1], l2)
-    pen[0] = 0.0
-    for _ in range(max_iter):
-        p = 1.0 / (1.0 + np.exp(-np.clip(Z @ w, -40, 40)))
-        g = Z.T @ (p - y) + pen * w
-        H = (Z * (p * (1 - p))[:, None]).T @ Z + np.diag(pen + 1e-9)
-        step = np.linalg.solve(H, g)
-        w -= step
-        if np.max(np.abs(step)) < tol:
-            break
-    return mean, scale, w[1:], float(w[0])
-
-
-def _targets(tab: CandidateTable, labels, tolerance_px: float) -> np.ndarray:
-    """1 for the candidates Hungarian-matched to a label, else 0."""
-    from .evaluate import match_points  # evaluation sits downstream of detection (one-way imports)
-    y = np.zeros(len(tab.xy))
-    r = match_points(tab.xy, labels, tolerance_px=tolerance_px)
-    y[r.pairs[:, 0]] = 1.0
-    return y
-
-
-def choose_threshold(probs, targets, n_labels, grid=None) -> tuple[float, float]:
-    """Probability threshold that maximises pooled F1 over images.
-
-    ``probs``/``targets``: lists of per-image (N,) arrays (target 1 = the candidate is
-    matched to a label); ``n_labels``: labels per image. Returns (threshold, F1).
-    """
-    grid = np.round(np.arange(0.05, 0.951, 0.01), 2) if grid is None else np.asarray(grid)
-    p = np.concatenate(probs)
-    t = np.concatenate(targets)
-    n = float(np.sum(n_labels))
-    f1 = np.array([2 * t[p >= g].sum() / ((p >= g).sum() + n) for g in grid])
-    # Ties → the threshold closest to 0.5 (the least extreme).
-    k = max(range(len(grid)), key=lambda i: (round(f1[i], 12), -abs(grid[i] - 0.5)))
-    return float(grid[k]), float(f1[k])
-
-
-def _fit_and_select(tables, targets, n_labels, *, l2, inner_folds):
-    """Fit on all given images; threshold from out-of-fold predictions over image groups."""
-    m = len(tables)
-    groups = [list(range(i, m, inner_folds)) for i in range(min(inner_folds, m))]
-    oof = [None] * m
-    for g in groups:
-        tr = [i for i in range(m) if i not in g] or g
-        mean, scale, coef, b = fit_logistic(np.concatenate([tables[i].features for i in tr]),
-                                            np.concatenate([targets[i] for i in tr]), l2=l2)
-        rm = RescoreModel(mean, scale, coef, b, 0.5)
-        for i in g:
-            oof[i] = rm.probability(tables[i].features)
-    thr, f1_oof = choose_threshold(oof, targets, n_labels)
-    mean, scale, coef, b = fit_logistic(np.concatenate([t.features for t in tables]),
-                                        np.concatenate(targets), l2=l2)
-    return mean, scale, coef, b, thr, f1_oof
-
-
-def train_rescore(image_dir, label_dir=None, *, stems=None, out=None, candidate_threshold: float = 2.5,
-                  l2: float = 1.0, inner_folds: int = 5, tolerance_px: float = 6.0, tables=None,
-                  backend: str = "auto") -> RescoreModel:
-    """Train the re-scorer on labelled images (seconds on a CPU; deterministic).
-
-    Parameters
-    ----------
-    image_dir : path
-        Folder of calibrated ``<stem>.tif`` images.
-    label_dir : path, optional
-        Folder of ``<stem>.csv`` labels (X = column, Y = row, px); default ``image_dir/../labels``.
-    stems : list of str, optional
-        Images to use (default: every image with a label file).
-    out : path, optional
-        Write the model as JSON here.
-    candidate_threshold : float
-        Stage-1 SNR threshold.
-    l2 : float
-        Ridge penalty of the logistic regression (standardised features).
-    inner_folds : int
-        The probability threshold maximises pooled F1 of out-of-fold predictions over this
-        many groups of training images (group g = images g, g + k, …).
-    tables : dict stem → (CandidateTable, labels), optional
-        Pre-computed features (cross-validation reuses them).
-
-    Returns
-    -------
-    RescoreModel
-    """
-    t0 = time.perf_counter()
-    if tables is None:
-        from .evaluate import labelled_stems
-
-        image_dir, label_dir, stems = labelled_stems(image_dir, label_dir, stems)
-        tables = {}
-        for s in stems:
-            img_path = next(p for p in sorted(image_dir.glob(f"{s}.*")) if p.suffix != ".csv")
-            mic = io.read(img_path)
-            tables[s] = (candidate_features(mic.data, pixel_size_nm=mic.pixel_size_nm,
-                                            candidate_threshold=candidate_threshold, backend=backend),
-                         io.read_points(label_dir / f"{s}.csv"))
-    stems = list(stems) if stems is not None else sorted(tables)
-    tabs = [tables[s][0] for s in stems]
-    targets = [_targets(tables[s][0], tables[s][1], tolerance_px) for s in stems]
-    n_labels = [len(tables[s][1]) for s in stems]
-    mean, scale, coef, b, thr, f1_oof = _fit_and_select(tabs, targets, n_labels, l2=l2, inner_folds=inner_folds)
-    seconds = time.perf_counter() - t0
-    model = RescoreModel(mean, scale, coef, b, thr, candidate_threshold, FEATURES,
-                         {"train_images": list(stems), "l2": l2, "inner_folds": inner_folds,
-                          "tolerance_px": tolerance_px, "out_of_fold_f1": round(f1_oof, 4),
-                          "n_candidates": int(sum(len(t.xy) for t in tabs)),
-                          "n_labels": int(sum(n_labels))})
-    log.info("re-scorer: %d images, threshold %.2f (out-of-fold F1 %.3f), %.1f s", len(stems), thr, f1_oof, seconds)
-    if out is not None:
-        model.save(out)
-    return model

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from fastsac import io
-from fastsac.detect import ClassicalDetector, get_detector
+from fastsac.detectors import ClassicalDetector, get_detector
 from fastsac.errors import FastsacInputError
 from fastsac.evaluate import match_points, pool
-from fastsac.rescore import (FEATURES, RescoreDetector, RescoreModel, candidate_features, choose_threshold,
-                             default_rescore, fit_logistic, load_rescore, train_rescore)
+from fastsac.detectors.rescore import FEATURES, RescoreDetector, RescoreModel, candidate_features, default_rescore, load_rescore
+from fastsac.training import choose_threshold, fit_logistic, train_rescore
 
 
 @pytest.fixture(scope="module")

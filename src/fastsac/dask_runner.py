@@ -12,7 +12,7 @@ consumed in chunk order, so the output is identical to the in-process run.
 
 Examples
 --------
->>> from fastsac.distributed import dask_runner               # doctest: +SKIP
+>>> from fastsac.dask_runner import dask_runner               # doctest: +SKIP
 >>> from fastsac.montage import analyze_montage               # doctest: +SKIP
 >>> with dask_runner(workers=4) as runner:                    # doctest: +SKIP
 ...     res = analyze_montage("montage.tif", runner=runner)

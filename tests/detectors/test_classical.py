@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from fastsac import read, read_points
-from fastsac.detect import ClassicalDetector, Detections, get_detector
+from fastsac.detectors import ClassicalDetector, Detections, get_detector
 from fastsac.evaluate import match_points, pool
 
 from fastsac_testdata import ptnc_stems

@@ -18,8 +18,7 @@ import torch
 from fastsac import io
 from fastsac.errors import FastsacInputError
 from fastsac.evaluate import match_points
-from fastsac.learned import (SacCnnDetector, load_detector, sac_cnn_preprocess,
-                             sliding_window_probabilities)
+from fastsac.detectors.learned import SacCnnDetector, load_detector, sac_cnn_preprocess, sliding_window_probabilities
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +90,6 @@ def test_load_detector_rejects_other_files(tmp_path):
 
 
 def test_get_detector_resolves_checkpoint_path(sac_cnn_ckpt):
-    from fastsac.detect import get_detector
+    from fastsac.detectors import get_detector
     det = get_detector(str(sac_cnn_ckpt), threshold=0.5)
     assert isinstance(det, SacCnnDetector) and det.threshold == 0.5

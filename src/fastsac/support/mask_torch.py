@@ -1,6 +1,6 @@
 """The support mask with its pixel work on a GPU (torch), for live analysis.
 
-Same algorithm and parameters as :func:`fastsac.spatial.mask.support_mask`
+Same algorithm and parameters as :func:`fastsac.support.mask.support_mask`
 (see there). Everything up to the final mask stays on the device, and the
 host waits for it only twice: once for the seven numbers that decide whether
 there is vacuum at all, once for the small binned vacuum mask, whose small
@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .mask import _FALLBACK_PX_NM, MaskResult, _drop_small, _expand
+from ..io import DEFAULT_PIXEL_SIZE_NM
+from .regions import MaskResult, drop_small_regions, expand_blocks
 
 
 @functools.lru_cache(maxsize=32)
@@ -33,7 +34,7 @@ def _disk(radius: float, f: int, device: str, scaled: bool = False) -> torch.Ten
     copy would make the host wait for the queued GPU work.
 
     ``scaled``: offsets d with ``sqrt(d²) * f <= radius`` in float64 (the
-    distance-transform test of :func:`fastsac.spatial.mask._near`); otherwise
+    distance-transform test of :func:`fastsac.support.mask._near`); otherwise
     ``d² <= radius²`` with integer ``radius`` (scipy's disk structuring element).
     """
     k = int(radius // f) if scaled else int(radius)
@@ -114,7 +115,7 @@ def _histogram(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bins: int):
 
 
 def _otsu(counts: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """:func:`fastsac.spatial.mask._otsu_from_hist` on the device (0-d tensor)."""
+    """:func:`fastsac.support.mask._otsu_from_hist` on the device (0-d tensor)."""
     centers = 0.5 * (edges[1:] + edges[:-1])
     h = counts.double()
     w0 = torch.cumsum(h, 0)
@@ -127,7 +128,7 @@ def _otsu(counts: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
 
 
 def _near(region: torch.Tensor, radius: float) -> torch.Tensor:
-    """:func:`fastsac.spatial.mask._near` on the device: the same cells and the same
+    """:func:`fastsac.support.mask._near` on the device: the same cells and the same
     ``distance * f <= reach`` test, as a convolution of the cell grid with a disk."""
     f = max(1, int(radius // 6))
     h, w = region.shape
@@ -147,13 +148,13 @@ def support_mask_torch(image, *, pixel_size_nm: float | None = None, smooth_nm: 
                        min_contrast: float = 0.75, max_texture_ratio: float = 0.6,
                        min_region_nm2: float = 0.5, opening_nm: float = 0.1,
                        working_px: float = 6.0, device="cuda") -> MaskResult:
-    """:func:`fastsac.spatial.mask.support_mask` with the pixel work on ``device``.
+    """:func:`fastsac.support.mask.support_mask` with the pixel work on ``device``.
 
     ``image``: (H, W) numpy array or torch tensor (already on the device is best).
     """
     dev = torch.device(device)
     h, w = image.shape
-    px = float(pixel_size_nm) if pixel_size_nm else _FALLBACK_PX_NM
+    px = float(pixel_size_nm) if pixel_size_nm else DEFAULT_PIXEL_SIZE_NM
     sigma_full = smooth_nm / px
     f = max(1, int(round(sigma_full / working_px))) if math.isfinite(working_px) else 1
     if min(h, w) < 8 * f:
@@ -167,7 +168,7 @@ def support_mask_torch(image, *, pixel_size_nm: float | None = None, smooth_nm: 
               "bin_factor": f, "device": str(dev)}
 
     def result(support, has_vac, contrast, texture):
-        full = _expand(support, f, h, w)
+        full = expand_blocks(support, f, h, w)
         area = float(np.count_nonzero(full))
         return MaskResult(full, area, area * pixel_size_nm**2 if pixel_size_nm else None,
                           1.0 - area / (h * w), pixel_size_nm, has_vac, float(contrast),
@@ -257,8 +258,8 @@ def support_mask_torch(image, *, pixel_size_nm: float | None = None, smooth_nm: 
             di = F.conv2d(er.float(), disk, padding=open_r) > 0.5
             vac = di[0, 0, p:-p, p:-p]
         vac_np = vac.cpu().numpy()
-    vac_np = _drop_small(vac_np, min_region_px)
-    support = _drop_small(~vac_np, min_region_px, keep_touching_border=True)
+    vac_np = drop_small_regions(vac_np, min_region_px)
+    support = drop_small_regions(~vac_np, min_region_px, keep_touching_border=True)
     if not support.any():
         return result(support, True, contrast, texture)
     return result(support, not support.all(), contrast, texture)

@@ -1,131 +1,21 @@
-"""Atom detectors: from a micrograph to a table of sub-pixel atom positions.
-
-Every detector produces a *score map* (classical: matched-filter signal-to-noise;
-learned: heatmap or probability) and shares the same post-processing: local
-maxima → non-maximum suppression → sub-pixel refinement on the raw image.
-
-``get_detector(spec)`` resolves ``"default"`` (the best cross-validated
-detector, today the classical one), ``"classical"``, ``"heatmap"`` (fastsac's
-learned U-Net), ``"rescore"`` (classical candidates + learned re-scorer) or a
-checkpoint path.
+"""The classical (model-free) detector, fastsac's default: a difference-of-Gaussians
+matched filter normalised by the local noise, then the shared tail
+(:func:`~fastsac.detectors.base.postprocess_scores`).
 """
 
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 
-from . import peaks, preprocess
-from ._validate import as_float, check_image, check_positive
-from .errors import FastsacInputError
-from .io import Micrograph
+from .. import preprocess
+from .._backend import resolve_device
+from .._validate import as_float, check_image, check_positive
+from ..io import DEFAULT_PIXEL_SIZE_NM
+from .base import Detections, Detector, as_micrograph, postprocess_scores
 
-__all__ = ["Detections", "Detector", "ClassicalDetector", "get_detector", "postprocess_scores",
-           "DEFAULT_PIXEL_SIZE_NM"]
-
-#: Pixel size of the ptnc-train images; physical defaults are tuned at this scale.
-DEFAULT_PIXEL_SIZE_NM = 0.0293
-
-
-@dataclass(frozen=True)
-class Detections:
-    """Atoms found in one image.
-
-    Attributes
-    ----------
-    xy : (N, 2) float64
-        Sub-pixel positions [x, y] (column, row) in pixels.
-    score : (N,) float64
-        Detector confidence at the atom (score-map peak value).
-    amplitude, sigma_px, background, intensity, residual : (N,) float64
-        2-D Gaussian fit on the raw image (NaN where the fit failed);
-        ``intensity`` = 2π A σ² in raw counts·px².
-    detector : str
-    params : dict
-        Resolved parameters (JSON-serialisable).
-    timings : dict
-        Seconds per stage.
-    """
-
-    xy: np.ndarray
-    score: np.ndarray
-    amplitude: np.ndarray
-    sigma_px: np.ndarray
-    background: np.ndarray
-    intensity: np.ndarray
-    residual: np.ndarray
-    detector: str = ""
-    params: dict = field(default_factory=dict)
-    timings: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.xy)
-
-    @classmethod
-    def empty(cls, detector: str = "", params: dict | None = None) -> "Detections":
-        z = np.zeros(0)
-        return cls(np.zeros((0, 2)), z, z, z, z, z, z, detector, params or {}, {})
-
-    def subset(self, keep) -> "Detections":
-        k = np.asarray(keep)
-        return replace(self, xy=self.xy[k], score=self.score[k], amplitude=self.amplitude[k],
-                       sigma_px=self.sigma_px[k], background=self.background[k],
-                       intensity=self.intensity[k], residual=self.residual[k])
-
-
-def postprocess_scores(score_map: np.ndarray, raw: np.ndarray, *, threshold: float,
-                       min_distance_px: float, refine: str = "gaussian", fit_radius_px: int = 4,
-                       sigma_px: float = 1.5, exclude_border_px: int = 0,
-                       backend: str = "auto") -> dict:
-    """Shared detector tail: maxima of ``score_map`` above ``threshold``, NMS at
-    ``min_distance_px``, then sub-pixel refinement on ``raw``.
-
-    Returns a dict of arrays (xy, score, amplitude, sigma_px, background,
-    intensity, residual) and per-stage timings.
-    """
-    t0 = time.perf_counter()
-    cand = peaks.local_maxima(score_map, threshold=threshold, radius=1,
-                              exclude_border=exclude_border_px, backend=backend)
-    keep = peaks.nms(cand.xy, cand.values, radius=min_distance_px, backend=backend)
-    xy0 = cand.xy[keep].astype(np.float64)
-    score = cand.values[keep].astype(np.float64)
-    t1 = time.perf_counter()
-    xy, (amp, sig, bg, inten, res) = peaks.refine_positions(
-        raw, xy0, min_distance_px=min_distance_px, refine=refine, fit_radius_px=fit_radius_px,
-        sigma_px=sigma_px, backend=backend)
-    t2 = time.perf_counter()
-    return {"xy": xy, "score": score, "amplitude": amp, "sigma_px": sig, "background": bg,
-            "intensity": inten, "residual": res,
-            "timings": {"peaks": t1 - t0, "refine": t2 - t1}}
-
-
-class Detector:
-    """Base class. Subclasses implement :meth:`score_map` and set ``threshold``.
-
-    ``detect`` accepts a :class:`~fastsac.io.Micrograph` or a 2-D array.
-    """
-
-    name = "detector"
-
-    def params(self) -> dict:
-        return {}
-
-    def score_map(self, image: np.ndarray, *, pixel_size_nm: float | None = None) -> np.ndarray:
-        raise NotImplementedError
-
-    def detect(self, micrograph, *, pixel_size_nm: float | None = None) -> Detections:
-        raise NotImplementedError
-
-
-def _as_micrograph(micrograph, pixel_size_nm):
-    if isinstance(micrograph, Micrograph):
-        px = pixel_size_nm or micrograph.pixel_size_nm
-        return micrograph.data, px
-    return as_float(check_image(micrograph)).astype(np.float32), pixel_size_nm
+__all__ = ["ClassicalDetector"]
 
 
 class ClassicalDetector(Detector):
@@ -253,12 +143,11 @@ class ClassicalDetector(Detector):
         """Local signal-to-noise of the DoG-filtered image, float32 (H, W)."""
         return self.snr(self.dog(image, pixel_size_nm=pixel_size_nm), pixel_size_nm=pixel_size_nm)
 
-    def _resolved_device(self) -> str:
+    def resolved_device(self) -> str:
         if self.device == "cpu":
             return "cpu"
-        from .infer import _resolve_device
 
-        return _resolve_device(self.device).type
+        return resolve_device(self.device).type
 
     def _tail_params(self, px) -> dict:
         sigma_px = self._px(self.atom_sigma_nm, px)
@@ -271,7 +160,7 @@ class ClassicalDetector(Detector):
         """The score map as a torch module (:class:`fastsac.models.classical.ClassicalScoreNet`)
         for :func:`fastsac.infer.detect_tiled`; calibrate it on the image first
         (:func:`fastsac.models.classical.calibrate`). Cached per pixel size."""
-        from .models.classical import ClassicalScoreNet
+        from ..models.classical import ClassicalScoreNet
 
         key = float(pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
         if key not in self._nets:
@@ -292,11 +181,11 @@ class ClassicalDetector(Detector):
         device with room for 8 B/px) uploads the image once and keeps it and
         its DoG on the device (:func:`fastsac.models.classical.detect_resident`):
         one read of the host data instead of two, and an exact percentile."""
-        from . import infer
-        from .models.classical import calibrate, detect_resident, resident_bytes
+        from .. import infer
+        from ..models.classical import calibrate, detect_resident, resident_bytes
 
         dev = device or (self.device if self.device != "cpu" else "cpu")
-        if tile is None and infer._resolve_device(dev).type == "cuda":
+        if tile is None and resolve_device(dev).type == "cuda":
             # The halo is 121 px at 0.0293 nm/px: 4096² cores read 1.12× their
             # area (the memory-based default picks ~1.7k cores, 1.4×).
             tile = 4096
@@ -305,7 +194,7 @@ class ClassicalDetector(Detector):
         if resident is None:
             resident = False
             if isinstance(source, np.ndarray) and source.ndim == 2 and \
-                    infer._resolve_device(dev).type == "cuda":
+                    resolve_device(dev).type == "cuda":
                 import torch
 
                 free = torch.cuda.mem_get_info()[0]
@@ -326,9 +215,9 @@ class ClassicalDetector(Detector):
         return res
 
     def detect(self, micrograph, *, pixel_size_nm=None) -> Detections:
-        img, px = _as_micrograph(micrograph, pixel_size_nm)
+        img, px = as_micrograph(micrograph, pixel_size_nm)
         params = self.params() | {"pixel_size_nm_used": px or DEFAULT_PIXEL_SIZE_NM}
-        if self.device != "cpu" and self._resolved_device() == "cuda":
+        if self.device != "cpu" and self.resolved_device() == "cuda":
             # One window holding the whole frame (tiles only when it is huge).
             res = self.detect_tiled(img, pixel_size_nm=px, device="cuda",
                                     tile=None if img.size > (1 << 26) else max(img.shape))
@@ -344,54 +233,3 @@ class ClassicalDetector(Detector):
         out = postprocess_scores(score, img, backend=self.backend, **self._tail_params(px))
         timings = {"score_map": t1 - t0, **out.pop("timings")}
         return Detections(**out, detector=self.name, params=params, timings=timings)
-
-
-def get_detector(spec="default", **params) -> Detector:
-    """Resolve a detector from a name, a checkpoint path or a Detector instance.
-
-    ``"default"``: the detector with the best cross-validated F1 on real
-    labelled images — today :class:`ClassicalDetector` (leave-one-image-out
-    pooled F1 0.695 on ptnc-train, against 0.691 for the two-stage re-scorer,
-    0.585 (4-fold) for fastsac's heatmap U-Net and 0.605 for the published
-    SAC-CNN; docs/model.md). ``"classical"``: the same, explicitly.
-    ``"heatmap"``: fastsac's shipped learned heatmap detector. ``"rescore"``:
-    :class:`fastsac.rescore.RescoreDetector` with the shipped re-scorer. A
-    path: a checkpoint recognised by its keys (the published SAC-CNN, or a
-    fastsac model; ``.json``: a re-scorer). Extra keyword arguments go to the
-    detector (e.g. ``threshold``).
-    """
-    if isinstance(spec, Detector):
-        return spec
-    if spec is None or spec in ("default", "classical"):
-        return ClassicalDetector(**params)
-    if spec == "heatmap":
-        from .learned import default_detector
-
-        det = default_detector(**params)
-        if det is None:
-            raise FastsacInputError("fastsac/weights", "the shipped heatmap model's weights are "
-                                                      "not installed; reinstall fastsac")
-        return det
-    if spec == "rescore":
-        from .rescore import default_rescore
-
-        det = default_rescore(**params)
-        if det is None:
-            raise FastsacInputError("fastsac/weights", "the shipped re-scorer is not installed; "
-                                                      "reinstall fastsac")
-        return det
-    path = Path(os.fspath(spec))
-    if path.suffix == ".json":
-        if not path.is_file():
-            raise FastsacInputError(path, "re-scorer file not found")
-        from .rescore import load_rescore
-
-        return load_rescore(path, **params)
-    if path.suffix in (".ckpt", ".pt", ".pth") or path.exists():
-        if not path.is_file():
-            raise FastsacInputError(path, "detector checkpoint not found")
-        from .learned import load_detector
-
-        return load_detector(path, **params)
-    raise ValueError(f"detector must be 'default', 'classical', 'heatmap', 'rescore' or a checkpoint path, "
-                     f"got {spec!r}")

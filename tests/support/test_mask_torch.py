@@ -9,9 +9,9 @@ pytest.importorskip("torch")
 
 from fastsac_testdata import PTNC  # noqa: E402
 
-from fastsac.spatial import _mask_torch as mt  # noqa: E402
-from fastsac.spatial._mask_torch import support_mask_torch  # noqa: E402
-from fastsac.spatial.mask import _near, _otsu_from_hist, support_mask  # noqa: E402
+from fastsac.support import mask_torch as mt  # noqa: E402
+from fastsac.support.mask_torch import support_mask_torch  # noqa: E402
+from fastsac.support.mask import _near, _otsu_from_hist, support_mask  # noqa: E402
 
 from .test_mask import textured_support, with_vacuum  # noqa: E402
 

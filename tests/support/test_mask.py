@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from fastsac.spatial import support_mask
+from fastsac.support import support_mask
 
 
 def textured_support(rng, shape, mean=1000.0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastsac.detect import ClassicalDetector
+from fastsac.detectors import ClassicalDetector
 from fastsac.montage import analyze_montage
 
 from fastsac_testdata import spots
@@ -14,7 +14,7 @@ pytest.importorskip("distributed")
 
 
 def test_local_cluster_equals_single_process(tmp_path):
-    from fastsac.distributed import dask_runner
+    from fastsac.dask_runner import dask_runner
     from fastsac.io import write_tiff
 
     img, _ = spots((512, 512), n=250, pairs=30, seed=7)
@@ -39,7 +39,7 @@ def test_local_cluster_equals_single_process(tmp_path):
 
 
 def test_runner_arguments_are_checked():
-    from fastsac.distributed import dask_runner
+    from fastsac.dask_runner import dask_runner
 
     with pytest.raises(ValueError, match="exactly one"):
         with dask_runner():
