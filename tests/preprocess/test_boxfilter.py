@@ -140,3 +140,18 @@ def test_threads_give_the_same_result(rng):
 def test_scales_guard_zero_scale():
     qf, dq = bf._scales(0.0, box_plan(2.0))
     assert qf == 2.0 ** 30 and dq == 2.0 ** -30
+
+
+def test_torch_tensor_scale_equals_float_scale(rng):
+    torch = pytest.importorskip("torch")
+    from fastsac.models.classical import _BoxGaussian
+
+    x = rng.random((50, 40)).astype(np.float32) * 300
+    net = _BoxGaussian(6.0)
+    t = torch.as_tensor(x)[None, None]
+    a = net(t, float(np.abs(x).max()))
+    b = net(t, t.abs().amax().double())
+    assert torch.equal(a, b)
+    np.testing.assert_array_equal(a[0, 0].numpy(), box_gaussian_filter(x, 6.0, backend="numpy"))
+    zero = torch.zeros_like(t)
+    assert torch.equal(net(zero, zero.amax().double()), zero)

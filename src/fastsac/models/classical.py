@@ -159,10 +159,16 @@ class _BoxGaussian(torch.nn.Module):
         outer = z.narrow(dim, 0, n) + z.narrow(dim, 2 * p.r + 2, n)
         return torch.round((p.M * inner + p.a * outer) * (1.0 / p.norm))
 
-    def forward(self, x: torch.Tensor, scale: float) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scale) -> torch.Tensor:
+        """``scale``: a float, or a 0-d float64 tensor (no host sync on a GPU)."""
         from ..boxfilter import _scales
 
-        qf, dq = _scales(scale, self.plan)
+        if isinstance(scale, torch.Tensor):
+            # the same IEEE float64 operations as _scales, on the device
+            s = torch.where((scale > 0) & torch.isfinite(scale), scale, torch.ones_like(scale))
+            qf, dq = (2.0 ** self.plan.q_bits) / s, s / (2.0 ** self.plan.q_bits)
+        else:
+            qf, dq = _scales(scale, self.plan)
         q = torch.clamp(torch.round(x.double() * qf), -2.0 ** 30, 2.0 ** 30)
         for dim in (2, 3):
             for _ in range(self.plan.passes):
