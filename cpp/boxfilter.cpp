@@ -71,16 +71,26 @@ void box_rows_strip(const int32_t* in, int64_t in_stride, int32_t* out, int64_t 
     }
 }
 
-// Quantise columns [x0, x0 + n) of every row into a strip (clipped to +-2^30, the spec's range).
+// Quantise columns [x0, x0 + n) of every row into a strip (clipped to +-2^30,
+// the spec's range). With `square`, the value quantised is min(x * x, cap2) in
+// float32 first (the local-noise input: the squared residual, atoms clipped).
 FASTSAC_BOX_CLONES
 void quantise_strip(const float* src, int64_t w, int64_t h, int64_t x0, int64_t n, double qscale,
-                    int32_t* q) {
+                    bool square, float cap2, int32_t* q) {
     for (int64_t y = 0; y < h; ++y) {
         const float* s = src + y * w + x0;
         int32_t* o = q + y * n;
-        for (int64_t i = 0; i < n; ++i)
-            o[i] = static_cast<int32_t>(
-                rint_small(std::min(std::max(static_cast<double>(s[i]) * qscale, -kQMax), kQMax)));
+        if (square) {
+            for (int64_t i = 0; i < n; ++i) {
+                const float v = std::min(s[i] * s[i], cap2);
+                o[i] = static_cast<int32_t>(
+                    rint_small(std::min(std::max(static_cast<double>(v) * qscale, -kQMax), kQMax)));
+            }
+        } else {
+            for (int64_t i = 0; i < n; ++i)
+                o[i] = static_cast<int32_t>(
+                    rint_small(std::min(std::max(static_cast<double>(s[i]) * qscale, -kQMax), kQMax)));
+        }
     }
 }
 
@@ -137,8 +147,19 @@ void box_cols_lines(double* const* line, int g, int64_t w, const BoxParams& p, s
     }
 }
 
-py::array_t<float> box_gaussian(f32_array image, int64_t r, int64_t a, int64_t M, int64_t passes,
-                                double qscale, double inv_norm, double dequant) {
+// o = sqrt(max(float32(q * dequant), floor)). No errno for sqrt (its argument
+// is >= floor >= 0), so the loop vectorises; the result is the correctly
+// rounded float32 square root either way.
+FASTSAC_BOX_CLONES __attribute__((optimize("no-math-errno")))
+void sqrt_floor_line(const double* q, float* o, int64_t w, double dequant, float floor) {
+    for (int64_t x = 0; x < w; ++x) o[x] = std::sqrt(std::max(static_cast<float>(q[x] * dequant), floor));
+}
+
+// The cascade; with `noise`, the input is min(x*x, cap2) and the output
+// sqrt(max(var, floor)) (float32 throughout, as the numpy spec).
+py::array_t<float> box_core(f32_array image, int64_t r, int64_t a, int64_t M, int64_t passes,
+                            double qscale, double inv_norm, double dequant, bool noise, float cap2,
+                            float floor) {
     require(image.ndim() == 2, "box_gaussian: image must be 2-D");
     require(r >= 0 && a >= 0 && M >= 1 && passes >= 1, "box_gaussian: bad box parameters");
     const int64_t h = image.shape(0), w = image.shape(1);
@@ -161,7 +182,7 @@ py::array_t<float> box_gaussian(f32_array image, int64_t r, int64_t a, int64_t M
         s0.resize(static_cast<size_t>(h * kStrip));
         s1.resize(static_cast<size_t>(h * kStrip));
         acc.resize(kStrip);
-        quantise_strip(src, w, h, x0, n, qscale, s0.data());
+        quantise_strip(src, w, h, x0, n, qscale, noise, cap2, s0.data());
         int32_t* cur_s = s0.data();
         int32_t* nxt_s = s1.data();
         for (int64_t pass = 0; pass < passes; ++pass) {
@@ -190,10 +211,25 @@ py::array_t<float> box_gaussian(f32_array image, int64_t r, int64_t a, int64_t M
         box_cols_lines(ln, g, w, p, zbuf, cbuf);
         for (int j = 0; j < g; ++j) {
             float* o = dst + (y0 + j) * w;
-            for (int64_t x = 0; x < w; ++x) o[x] = static_cast<float>(ln[j][x] * dequant);
+            if (noise) {
+                sqrt_floor_line(ln[j], o, w, dequant, floor);
+            } else {
+                for (int64_t x = 0; x < w; ++x) o[x] = static_cast<float>(ln[j][x] * dequant);
+            }
         }
     });
     return result;
+}
+
+py::array_t<float> box_gaussian(f32_array image, int64_t r, int64_t a, int64_t M, int64_t passes,
+                                double qscale, double inv_norm, double dequant) {
+    return box_core(image, r, a, M, passes, qscale, inv_norm, dequant, false, 0.0f, 0.0f);
+}
+
+py::array_t<float> box_local_noise(f32_array residual, int64_t r, int64_t a, int64_t M, int64_t passes,
+                                   double qscale, double inv_norm, double dequant, float cap2,
+                                   float floor) {
+    return box_core(residual, r, a, M, passes, qscale, inv_norm, dequant, true, cap2, floor);
 }
 
 }  // namespace
@@ -205,4 +241,9 @@ void bind_boxfilter(py::module_& m) {
           "Cascade of `passes` extended boxes (inner weight M, outer weight a at r+1) per axis on\n"
           "fixed-point integers rint(x * qscale), reflected borders; returns float32 q * dequant.\n"
           "Equal bit for bit to fastsac.boxfilter._box_gaussian_numpy_ref.");
+    m.def("box_local_noise", &fastsac::box_local_noise, py::arg("residual"), py::arg("r"), py::arg("a"),
+          py::arg("M"), py::arg("passes"), py::arg("qscale"), py::arg("inv_norm"), py::arg("dequant"),
+          py::arg("cap2"), py::arg("floor"),
+          "sqrt(max(box cascade of min(residual**2, cap2), floor)) in float32, fused; equal bit for\n"
+          "bit to fastsac.boxfilter._box_local_noise_numpy_ref.");
 }

@@ -44,7 +44,8 @@ import numpy as np
 from ._backend import Kernel, core
 from ._validate import as_float, check_image, check_positive
 
-__all__ = ["BoxPlan", "box_plan", "box_reach", "box_gaussian_filter", "DEFAULT_PASSES"]
+__all__ = ["BoxPlan", "box_plan", "box_reach", "box_gaussian_filter", "box_local_noise",
+           "DEFAULT_PASSES"]
 
 #: Extended boxes per axis. Three match σ² exactly and reach 3(r+1) ≈ 3σ;
 #: the detection F1 equals the Gaussian's (docs/performance.md).
@@ -205,3 +206,41 @@ def box_gaussian_filter(image, sigma: float, *, scale: float | None = None,
             raise ValueError(f"scale must be a finite bound ≥ 0 of |image|, got {scale}")
     return np.asarray(_box_kernel(np.ascontiguousarray(img), plan, scale, backend=backend),
                       dtype=np.float32)
+
+
+def _box_local_noise_numpy_ref(residual: np.ndarray, plan: BoxPlan, cap2: np.float32,
+                               floor: np.float32) -> np.ndarray:
+    """Spec of the fused local noise: ``sqrt(max(box(min(r², cap²)), floor))`` in
+    float32, the box cascade on the fixed-point grid of ``cap²``."""
+    r = np.asarray(residual, np.float32)
+    sq = np.minimum(r * r, np.float32(cap2))
+    var = _box_gaussian_numpy_ref(sq, plan, float(cap2))
+    return np.sqrt(np.maximum(var, np.float32(floor)))
+
+
+_noise_kernel = Kernel("box_local_noise", _box_local_noise_numpy_ref)
+
+
+@_noise_kernel.register("cpp")
+def _box_local_noise_cpp(residual, plan, cap2, floor):
+    qf, dq = _scales(float(cap2), plan)
+    return core().box_local_noise(residual, int(plan.r), int(plan.a), int(plan.M), int(plan.passes),
+                                  qf, 1.0 / plan.norm, dq, float(cap2), float(floor))
+
+
+def box_local_noise(residual, sigma: float, *, cap2, floor, passes: int = DEFAULT_PASSES,
+                    backend: str = "auto") -> np.ndarray:
+    """Local noise level ``sqrt(max(B_σ[min(r², cap2)], floor))`` with the
+    extended-box cascade ``B_σ`` (:func:`box_gaussian_filter` on the grid of
+    ``cap2``), fused in one pass over the image (the squared, clipped residual and
+    the variance never exist as full arrays). ``cap2`` and ``floor`` are float32
+    values (the caller's clipped-variance cap and variance floor).
+
+    Returns
+    -------
+    (H, W) float32 ndarray
+    """
+    r = as_float(check_image(residual), name="residual").astype(np.float32, copy=False)
+    plan = box_plan(sigma, passes)
+    return np.asarray(_noise_kernel(np.ascontiguousarray(r), plan, np.float32(cap2), np.float32(floor),
+                                    backend=backend), dtype=np.float32)

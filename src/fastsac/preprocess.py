@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ._backend import Kernel, core
-from .boxfilter import box_gaussian_filter
+from .boxfilter import box_local_noise
 from ._validate import as_float, check_image, check_positive, resolve_option
 
 __all__ = ["median_filter", "gaussian_filter", "gaussian_weights", "subtract_background", "normalize",
@@ -208,14 +208,18 @@ def local_noise(residual, *, sigma_px: float = 16.0, floor_fraction: float = 1e-
     if cap is None:
         cap = np.percentile(np.abs(r), 98)
     cap = np.float32(cap)
-    sq = np.minimum(r * r, cap * cap)
-    if window == "box":
-        var = box_gaussian_filter(sq, sigma_px, scale=float(cap * cap), backend=backend)
-    elif window == "gaussian":
-        var = gaussian_filter(sq, sigma_px, backend=backend)
-    else:
+    if window not in ("gaussian", "box"):
         raise ValueError(f"window must be 'gaussian' or 'box', got {window!r}")
+    if window == "box" and global_rms is not None:
+        # Fused C++ pass: the clipped square and the variance never materialise.
+        floor = np.float32((floor_fraction * (float(global_rms) or 1.0)) ** 2)
+        return box_local_noise(r, sigma_px, cap2=cap * cap, floor=floor, backend=backend)
+    sq = np.minimum(r * r, cap * cap)
     glob = (float(np.sqrt(np.mean(sq))) if global_rms is None else float(global_rms)) or 1.0
+    if window == "box":
+        return box_local_noise(r, sigma_px, cap2=cap * cap, floor=np.float32((floor_fraction * glob) ** 2),
+                               backend=backend)
+    var = gaussian_filter(sq, sigma_px, backend=backend)
     return np.sqrt(np.maximum(var, (floor_fraction * glob) ** 2)).astype(np.float32)
 
 

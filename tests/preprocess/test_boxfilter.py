@@ -155,3 +155,25 @@ def test_torch_tensor_scale_equals_float_scale(rng):
     np.testing.assert_array_equal(a[0, 0].numpy(), box_gaussian_filter(x, 6.0, backend="numpy"))
     zero = torch.zeros_like(t)
     assert torch.equal(net(zero, zero.amax().double()), zero)
+
+
+def test_fused_local_noise_equals_its_spec_and_the_unfused_chain(rng, backend):
+    from fastsac.boxfilter import box_local_noise
+    from fastsac.preprocess import local_noise
+
+    for name, x in images(rng):
+        r = (x - x.mean()).astype(np.float32)
+        cap = np.float32(np.percentile(np.abs(r), 98)) if np.abs(r).max() > 0 else np.float32(0)
+        floor = np.float32(1e-6)
+        got = box_local_noise(r, 7.0, cap2=cap * cap, floor=floor, backend=backend)
+        sq = np.minimum(r * r, cap * cap)
+        var = box_gaussian_filter(sq, 7.0, scale=float(cap * cap), backend="numpy")
+        np.testing.assert_array_equal(got, np.sqrt(np.maximum(var, floor)), err_msg=name)
+    # local_noise(window="box"): the same whether the global RMS is given or computed
+    r = rng.normal(0, 2, (120, 90)).astype(np.float32)
+    a = local_noise(r, sigma_px=9.0, window="box", backend=backend)
+    cap = np.float32(np.percentile(np.abs(r), 98))
+    rms = float(np.sqrt(np.mean(np.minimum(r * r, cap * cap))))
+    b = local_noise(r, sigma_px=9.0, window="box", cap=cap, global_rms=rms, backend=backend)
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == np.float32 and np.isfinite(a).all() and (a > 0).all()
