@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -232,6 +233,58 @@ py::array_t<float> box_local_noise(f32_array residual, int64_t r, int64_t a, int
     return box_core(residual, r, a, M, passes, qscale, inv_norm, dequant, true, cap2, floor);
 }
 
+// The k-th smallest |x| (0-based) for each k in `ks` (ascending not required),
+// exactly: |x| as float32 orders like its bit pattern, so a histogram of the
+// top 16 bits finds each k's bin (one parallel pass) and only that bin's values
+// are selected (a second pass, then nth_element on a few thousand values).
+py::array_t<float> kth_abs(f32_array x, py::array_t<int64_t, py::array::c_style | py::array::forcecast> ks) {
+    const int64_t n = x.size();
+    const int64_t nk = ks.size();
+    require(n > 0, "kth_abs: empty input");
+    const float* v = x.data();
+    const int64_t* kk = ks.data();
+    for (int64_t j = 0; j < nk; ++j) require(kk[j] >= 0 && kk[j] < n, "kth_abs: rank out of range");
+    constexpr int kBins = 1 << 15;  // |x| has a clear sign bit: 31 bits, top 15 after >> 16
+    auto bin_of = [](float f) {
+        uint32_t b;
+        std::memcpy(&b, &f, 4);
+        return static_cast<int>((b & 0x7FFFFFFFu) >> 16);
+    };
+    py::array_t<float> out(static_cast<py::ssize_t>(nk));
+    float* o = out.mutable_data();
+    std::vector<int64_t> ranks(kk, kk + nk);
+    {
+        py::gil_scoped_release release;
+        const int T = std::max(1, n_threads());
+        const int64_t chunk = (n + T - 1) / T;
+        std::vector<std::vector<int64_t>> hist(T);
+        parallel_run(T, [&](int64_t t) {
+            auto& h = hist[t];
+            h.assign(kBins, 0);
+            const int64_t lo = t * chunk, hi = std::min(n, lo + chunk);
+            for (int64_t i = lo; i < hi; ++i) ++h[bin_of(v[i])];
+        });
+        std::vector<int64_t> cum(kBins + 1, 0);
+        for (int b = 0; b < kBins; ++b) {
+            int64_t c = 0;
+            for (int t = 0; t < T; ++t) c += hist[t][b];
+            cum[b + 1] = cum[b] + c;
+        }
+        for (int64_t j = 0; j < nk; ++j) {
+            const int64_t k = ranks[j];
+            const int b = static_cast<int>(std::upper_bound(cum.begin(), cum.end(), k) - cum.begin()) - 1;
+            std::vector<float> sel;
+            sel.reserve(static_cast<size_t>(cum[b + 1] - cum[b]));
+            for (int64_t i = 0; i < n; ++i)
+                if (bin_of(v[i]) == b) sel.push_back(std::fabs(v[i]));
+            const int64_t r = k - cum[b];
+            std::nth_element(sel.begin(), sel.begin() + r, sel.end());
+            o[j] = sel[static_cast<size_t>(r)];
+        }
+    }
+    return out;
+}
+
 }  // namespace
 }  // namespace fastsac
 
@@ -241,6 +294,8 @@ void bind_boxfilter(py::module_& m) {
           "Cascade of `passes` extended boxes (inner weight M, outer weight a at r+1) per axis on\n"
           "fixed-point integers rint(x * qscale), reflected borders; returns float32 q * dequant.\n"
           "Equal bit for bit to fastsac.boxfilter._box_gaussian_numpy_ref.");
+    m.def("kth_abs", &fastsac::kth_abs, py::arg("x"), py::arg("ranks"),
+          "The k-th smallest |x| (0-based) of a float32 array for each k in ranks, exactly.");
     m.def("box_local_noise", &fastsac::box_local_noise, py::arg("residual"), py::arg("r"), py::arg("a"),
           py::arg("M"), py::arg("passes"), py::arg("qscale"), py::arg("inv_norm"), py::arg("dequant"),
           py::arg("cap2"), py::arg("floor"),

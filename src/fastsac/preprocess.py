@@ -20,7 +20,7 @@ from .boxfilter import box_local_noise
 from ._validate import as_float, check_image, check_positive, resolve_option
 
 __all__ = ["median_filter", "gaussian_filter", "gaussian_weights", "subtract_background", "normalize",
-           "local_noise",
+           "local_noise", "abs_percentile",
            "BackgroundResult", "BackgroundMethod", "NormalizeMethod"]
 
 
@@ -129,6 +129,38 @@ def gaussian_filter(image, sigma: float, *, truncate: float = 4.0, backend: str 
                       dtype=np.float32)
 
 
+def _abs_percentile_numpy_ref(x: np.ndarray, q: float) -> float:
+    """Spec: ``np.percentile(np.abs(x), q)`` (linear interpolation) of a float32 array."""
+    return np.percentile(np.abs(x), q)
+
+
+_abs_percentile_kernel = Kernel("kth_abs", _abs_percentile_numpy_ref)
+
+
+@_abs_percentile_kernel.register("cpp")
+def _abs_percentile_cpp(x, q):
+    # The two order statistics around numpy's virtual index, selected exactly by
+    # a bit-pattern histogram (O(n), all cores), then interpolated by numpy
+    # itself on those two values, so the rounding is numpy's.
+    a = x.ravel()
+    n = a.size
+    virtual = (n - 1) * np.float64(q / 100.0)
+    lo = int(np.floor(virtual))
+    v = core().kth_abs(a, np.array([lo, min(lo + 1, n - 1)], np.int64))
+    return np.quantile(np.asarray(v, np.float32), float(virtual - np.floor(virtual)))
+
+
+def abs_percentile(x, q: float, *, backend: str = "auto"):
+    """``np.percentile(np.abs(x), q)`` of a float32 image, equal to numpy's value
+    (the C++ kernel selects the two order statistics in O(n) instead of numpy's
+    partition of a copy: ~10× faster on 2048²)."""
+    a = np.ascontiguousarray(as_float(check_image(x), name="x"), dtype=np.float32)
+    q = float(q)
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"q must be in [0, 100], got {q}")
+    return _abs_percentile_kernel(a, q, backend=backend)
+
+
 class BackgroundMethod(str, enum.Enum):
     MEDIAN = "median"      # published workflow: 40×40 median
     GAUSSIAN = "gaussian"  # cheap smooth background: wide Gaussian of a clipped image
@@ -206,7 +238,7 @@ def local_noise(residual, *, sigma_px: float = 16.0, floor_fraction: float = 1e-
     """
     r = as_float(check_image(residual)).astype(np.float32)
     if cap is None:
-        cap = np.percentile(np.abs(r), 98)
+        cap = abs_percentile(r, 98, backend=backend)
     cap = np.float32(cap)
     if window not in ("gaussian", "box"):
         raise ValueError(f"window must be 'gaussian' or 'box', got {window!r}")
