@@ -14,6 +14,7 @@ void bind_regions(py::module_& m);
 void bind_clusters(py::module_& m);
 void bind_boxfilter(py::module_& m);
 void bind_probes(py::module_& m);
+void bind_pairs(py::module_& m);
 
 static int openmp_threads() {
 #ifdef FASTSAC_HAVE_OPENMP
@@ -34,4 +35,5 @@ PYBIND11_MODULE(_core, m) {
     bind_clusters(m);
     bind_boxfilter(m);
     bind_probes(m);
+    bind_pairs(m);
 }

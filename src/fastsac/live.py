@@ -11,9 +11,12 @@ HTML dashboard up to date.
 A file is complete when either the writer used the ``.tmp``/``.part`` →
 rename convention (such names and dot-files are never read; a frame seen under
 its temporary name is taken at the first poll after the rename), or its size
-and mtime were unchanged across two polls *and* it reads cleanly. A stable file
-that does not read is retried until it has been stable for ``settle_s``
-seconds, then reported once as bad and skipped.
+and mtime have not changed for ``settle_s`` seconds (and at least across two
+polls) *and* it reads cleanly. A stable file that does not read is reported
+once and retried whenever it changes again (a writer that paused mid-file), so
+it is never abandoned; a file that changes after it was analysed is analysed
+again: a new row, whose ``supersedes`` column names the frame it replaces
+(the running statistics drop the replaced frame).
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import numpy as np
 
 from .io import DEFAULT_PIXEL_SIZE_NM
 from .detectors import Detections, get_detector
-from .errors import FastsacInputError
 from .html_page import fmt, img_tag, page, table
 from .io import Micrograph, atomic_write_text, write_json
 
@@ -133,6 +135,8 @@ class LiveSession:
         self._nn_sorted = np.zeros(0)
         self._nn_n, self._nn_mean, self._nn_m2 = 0, 0.0, 0.0
         self._nn_counts = np.zeros(len(NN_BINS_NM) - 1, np.int64)
+        self._frame_nn: dict[int, np.ndarray] = {}  # per frame, for retract()
+        self.superseded: set[int] = set()  # frames replaced by a newer version (retract)
 
     def process(self, frame, *, name: str | None = None) -> FrameResult:
         """Analyse one frame ((H, W) array, :class:`~fastsac.io.Micrograph` or path)."""
@@ -161,6 +165,7 @@ class LiveSession:
         nn_nm = nn_px[np.isfinite(nn_px)] * px
         support_nm2 = float(s["support_area_px2"]) * px * px
         self._add_nn(nn_nm)
+        self._frame_nn[idx] = np.sort(nn_nm)
         self.latencies.append(latency)
         row = {"frame": idx, "name": name or m.name, "n_atoms": int(s["n_atoms"]),
                "n_atoms_in_support": int(s["n_atoms_in_support"]),
@@ -168,7 +173,7 @@ class LiveSession:
                "density_per_nm2": s["n_atoms_in_support"] / support_nm2 if support_nm2 else None,
                "nn_mean_nm": float(nn_nm.mean()) if len(nn_nm) else None,
                "multimer_fraction": s["multimer_fraction"], "latency_s": latency,
-               "calibrated": calibrated}
+               "calibrated": calibrated, "supersedes": None}
         self.frames.append(row)
         return FrameResult(idx, row["name"], res.detections, res.nn_dist, res.cluster_size, s,
                            latency, dict(s.get("timings_s", {})) | {"total": latency},
@@ -205,6 +210,32 @@ class LiveSession:
         self._nn_n = n
         self._nn_counts += np.histogram(np.minimum(new, NN_BINS_NM[-1] - 1e-12), bins=NN_BINS_NM)[0]
 
+    def retract(self, index: int) -> None:
+        """Drop frame ``index`` from the running statistics (a newer version of
+        the same file replaces it); its row stays, listed in :attr:`superseded`."""
+        if index in self.superseded:
+            return
+        self.superseded.add(index)
+        old = self._frame_nn.pop(index, np.zeros(0))
+        k = len(old)
+        if k == 0:
+            return
+        pos = np.searchsorted(self._nn_sorted, old)
+        # Equal values: delete one occurrence per removed value.
+        pos = pos + (np.arange(k) - np.searchsorted(old, old))
+        self._nn_sorted = np.delete(self._nn_sorted, pos)
+        n = self._nn_n - k
+        if n == 0:
+            self._nn_n, self._nn_mean, self._nn_m2 = 0, 0.0, 0.0
+        else:  # Chan's merge run backwards
+            mean_k = float(old.mean())
+            mean = (self._nn_n * self._nn_mean - k * mean_k) / n
+            delta = mean_k - mean
+            self._nn_m2 = max(self._nn_m2 - float(((old - mean_k) ** 2).sum())
+                              - delta * delta * n * k / self._nn_n, 0.0)
+            self._nn_n, self._nn_mean = n, mean
+        self._nn_counts -= np.histogram(np.minimum(old, NN_BINS_NM[-1] - 1e-12), bins=NN_BINS_NM)[0]
+
     def stats(self) -> dict:
         """Running statistics over all frames so far (pooled, nm).
 
@@ -214,15 +245,16 @@ class LiveSession:
         support area (the whole frame when ``support_mask=False``). An
         uncalibrated frame is converted at :data:`DEFAULT_PIXEL_SIZE_NM`.
         """
-        n = sum(f["n_atoms"] for f in self.frames)
-        n_sup = sum(f["n_atoms_in_support"] for f in self.frames)
-        mult = sum(f["multimer_atoms"] for f in self.frames)
-        area = sum(f["support_area_nm2"] for f in self.frames)
+        live = [f for f in self.frames if f["frame"] not in self.superseded]
+        n = sum(f["n_atoms"] for f in live)
+        n_sup = sum(f["n_atoms_in_support"] for f in live)
+        mult = sum(f["multimer_atoms"] for f in live)
+        area = sum(f["support_area_nm2"] for f in live)
         nn, n_nn = self._nn_sorted, self._nn_n
         hist = self._nn_counts
         lat = np.asarray(self.latencies)
         return {
-            "n_frames": len(self.frames), "n_atoms": int(n),
+            "n_frames": len(live), "n_atoms": int(n),
             "support_area_nm2": float(area), "density_per_nm2": n_sup / area if area else None,
             "multimer_atoms": int(mult), "multimer_fraction": mult / n if n else None,
             "multimer_cutoff_nm": self.multimer_cutoff_nm,
@@ -238,19 +270,35 @@ class LiveSession:
 
 # --------------------------------------------------------------------------- folder watching
 class FrameWatcher:
-    """Finds complete new frames in a folder (see the module docstring)."""
+    """Finds complete new (or changed) frames in a folder (see the module docstring).
 
-    def __init__(self, folder, *, settle_s: float = 5.0, suffixes=None):
+    Parameters
+    ----------
+    settle_s : float
+        Seconds a file's size and mtime must stay unchanged before it is offered.
+    retry_s : float
+        A file that failed to read is offered again when it changes, or after
+        this many seconds (a permission granted later changes neither size nor mtime).
+    """
+
+    def __init__(self, folder, *, settle_s: float = 1.0, retry_s: float = 10.0, suffixes=None):
         from .io import SUPPORTED_SUFFIXES
 
         self.folder = Path(folder)
         self.settle_s = float(settle_s)
+        self.retry_s = float(retry_s)
         self.suffixes = tuple(suffixes or SUPPORTED_SUFFIXES)
         self._seen: dict[str, tuple[int, int]] = {}    # last (size, mtime_ns)
-        self._stable_since: dict[str, float] = {}
-        self.done: set[str] = set()
+        self._stable_since: dict[str, float] = {}      # when the last stamp was first seen
+        self._done: dict[str, tuple[int, int]] = {}    # stamp when analysed
+        self._failed: dict[str, tuple] = {}  # (stamp, monotonic time) when it failed to read
         self._writing: set[str] = set()  # final names of frames seen under a temporary name
         self._renamed: set[str] = set()  # ... whose temporary file has since been renamed
+
+    @property
+    def done(self) -> set[str]:
+        """Names analysed (in their current version or an earlier one)."""
+        return set(self._done)
 
     @staticmethod
     def _final_name(n: str) -> str | None:
@@ -264,7 +312,7 @@ class FrameWatcher:
     def _candidates(self):
         try:
             entries = list(os.scandir(self.folder))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
             return []
         out = []
         writing = set()
@@ -275,46 +323,65 @@ class FrameWatcher:
                 if final:
                     writing.add(final)
                 continue
-            if n in self.done:
-                continue
-            if not n.lower().endswith(self.suffixes) or not e.is_file():
+            if not n.lower().endswith(self.suffixes):
                 continue
             try:
+                if not e.is_file():
+                    continue
                 st = e.stat()
-            except FileNotFoundError:
+            except OSError:
                 continue
+            stamp = (st.st_size, st.st_mtime_ns)
+            if self._done.get(n) == stamp:
+                continue  # unchanged since it was analysed
+            failed = self._failed.get(n)
+            if failed is not None and failed[0] == stamp and time.monotonic() - failed[1] < self.retry_s:
+                continue  # unchanged since it failed: retried later
             out.append((n, st.st_size, st.st_mtime_ns))
         # A frame seen under a temporary name that now exists under its final
         # name while the temporary one is gone was renamed by its writer: it is
-        # complete, no need to wait for a second poll.
+        # complete, no need to wait for it to settle.
         present = {t[0] for t in out}
         self._renamed |= {f for f in self._writing - writing if f in present}
         self._writing = writing
         return sorted(out, key=lambda t: (t[2], t[0]))  # oldest first
 
     def poll(self) -> list[Path]:
-        """Files whose size and mtime did not change since the previous poll."""
+        """Files whose size and mtime have not changed for ``settle_s`` (and
+        since the previous poll), or that were just renamed from a temporary name."""
         now = time.monotonic()
         ready = []
         for n, size, mtime in self._candidates():
             prev = self._seen.get(n)
             self._seen[n] = (size, mtime)
-            if (prev == (size, mtime) or n in self._renamed) and size > 0:
-                self._stable_since.setdefault(n, now)
+            if prev != (size, mtime):
+                self._stable_since[n] = now
+            if size > 0 and (n in self._renamed or (
+                    prev == (size, mtime) and now - self._stable_since[n] >= self.settle_s)):
                 ready.append(self.folder / n)
-            else:
-                self._stable_since.pop(n, None)
         return ready
 
     def stable_for(self, path: Path) -> float:
         t = self._stable_since.get(path.name)
         return 0.0 if t is None else time.monotonic() - t
 
+    def was_analysed(self, path: Path) -> bool:
+        """True when an earlier version of ``path`` was analysed."""
+        return path.name in self._done
+
     def mark_done(self, path: Path) -> None:
-        self.done.add(path.name)
-        self._renamed.discard(path.name)
-        self._seen.pop(path.name, None)
-        self._stable_since.pop(path.name, None)
+        """``path`` was analysed in the version last polled; offered again if it changes."""
+        n = path.name
+        self._done[n] = self._seen.get(n, (-1, -1))
+        self._failed.pop(n, None)
+        self._renamed.discard(n)
+
+    def mark_failed(self, path: Path) -> None:
+        """``path`` did not read in the version last polled; offered again when
+        it changes or after ``retry_s``."""
+        n = path.name
+        self._failed[n] = (self._seen.get(n, (-1, -1)), time.monotonic())
+        self._renamed.discard(n)
 
     def pending(self) -> int:
         return len(self._candidates())
@@ -326,6 +393,7 @@ class WatchReport:
 
     processed: list[str] = field(default_factory=list)
     bad: dict[str, str] = field(default_factory=dict)
+    superseded: list[int] = field(default_factory=list)
     interrupted: bool = False
     out: Path | None = None
 
@@ -337,7 +405,7 @@ _ATOM_FIELDS = ["frame", "image", "x_px", "y_px", "x_nm", "y_nm", "score", "inte
 #: Columns of frames.csv: the per-frame rows of :attr:`LiveSession.frames`.
 _FRAME_FIELDS = ["frame", "name", "n_atoms", "n_atoms_in_support", "multimer_atoms",
                  "support_area_nm2", "density_per_nm2", "nn_mean_nm", "multimer_fraction",
-                 "latency_s", "calibrated"]
+                 "latency_s", "calibrated", "supersedes"]
 
 
 def _fmt(v) -> str:
@@ -350,9 +418,9 @@ def _fmt(v) -> str:
 
 def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None,
           multimer_cutoff_nm: float = 0.23, poll_s: float = 1.0, once: bool = False,
-          max_frames: int | None = None, settle_s: float = 5.0, overlay: bool = True,
+          max_frames: int | None = None, settle_s: float = 1.0, overlay: bool = True,
           refresh_s: int = 2, support_mask: bool = True, on_bad=None, on_frame=None,
-          stop=None) -> WatchReport:
+          stop=None, retry_s: float = 10.0) -> WatchReport:
     """Analyse each new complete frame in ``folder`` as it appears.
 
     Writes to ``out``: ``atoms.csv`` (every atom so far, with its frame),
@@ -366,22 +434,26 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
 
     Parameters
     ----------
+    settle_s : float
+        Seconds a file must stay unchanged (size and mtime) before it is read.
     once : bool
         Process the frames that are complete now and return (files still
-        being written are waited for up to ``settle_s``).
+        being written are waited for).
     max_frames : int, optional
         Stop after this many analysed frames.
     on_bad : callable, optional
         ``f(path, reason)`` for a frame that cannot be analysed (default: log).
     stop : threading.Event, optional
         Set it to stop the loop (Ctrl-C also stops it cleanly).
+    retry_s : float
+        A frame that failed to read is retried when it changes, or after this long.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     session = LiveSession(detector=detector, pixel_size_nm=pixel_size_nm,
                           multimer_cutoff_nm=multimer_cutoff_nm, support_mask=support_mask)
     log.info("warm-up frame analysed in %.2f s", session.warm_up())
-    watcher = FrameWatcher(folder, settle_s=settle_s)
+    watcher = FrameWatcher(folder, settle_s=settle_s, retry_s=retry_s)
     rep = WatchReport(out=out)
     # Append-only tables: rewriting them per frame would cost O(frames so far)
     # each time. Each frame's atoms are appended and flushed first, then its
@@ -390,6 +462,7 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
     atoms_table = _AppendTable(out / "atoms.csv", _ATOM_FIELDS)
     frames_table = _AppendTable(out / "frames.csv", _FRAME_FIELDS)
     frame_rows: list[dict] = []
+    latest: dict[str, int] = {}  # file name -> index of its latest analysed frame
     last_overlay = None
     renderer = None
     if overlay:
@@ -408,15 +481,23 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
                     break
                 try:
                     r = session.process(path)
-                except FastsacInputError as exc:
-                    # Stable but unreadable: maybe a writer paused mid-file. Retry
-                    # until it has been stable for settle_s, then report once.
-                    if watcher.stable_for(path) < settle_s:
-                        continue
-                    watcher.mark_done(path)
-                    rep.bad[path.name] = exc.reason
-                    (on_bad or _log_bad)(path, exc.reason)
+                except Exception as exc:  # noqa: BLE001 - one frame never stops the session
+                    # Stable but unreadable: a writer that paused mid-file, a
+                    # permission not yet granted... Reported once, retried when
+                    # the file changes again.
+                    watcher.mark_failed(path)
+                    reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+                    if rep.bad.get(path.name) != reason:
+                        rep.bad[path.name] = reason
+                        (on_bad or _log_bad)(path, reason)
                     continue
+                old = latest.get(path.name)
+                if old is not None:  # the file changed after it was analysed
+                    session.retract(old)
+                    rep.superseded.append(old)
+                session.frames[-1]["supersedes"] = old
+                latest[path.name] = r.index
+                rep.bad.pop(path.name, None)
                 watcher.mark_done(path)
                 rep.processed.append(path.name)
                 d = r.detections
@@ -430,7 +511,8 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
                 frame_rows.append(session.frames[-1])
                 del frame_rows[:-10]  # the dashboard shows the last ten
                 frames_table.append([",".join(_fmt(v) if not isinstance(v, bool) else str(v)
-                                              for v in (session.frames[-1][k] for k in _FRAME_FIELDS))])
+                                              for v in (session.frames[-1].get(k)
+                                                        for k in _FRAME_FIELDS))])
                 stats = session.stats()
                 write_json(out / "stats.json", stats)
                 if renderer is not None:

@@ -70,7 +70,8 @@ __all__ = ["MontageSource", "open_montage", "plan_cores", "classical_halo", "Cla
            "MontageResult", "detect_montage", "analyze_montage", "montage_statistics",
            "write_parquet", "read_parquet", "PARQUET_COLUMNS", "read_positions",
            "analyze_frames", "grid_nms", "montage_support_mask", "mask_bin_factor",
-           "frames_support_mask", "montage_in_support", "support_png", "MAX_BINNED_PX"]
+           "frames_support_mask", "montage_in_support", "support_png", "MAX_BINNED_PX",
+           "missing_chunks_of"]
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,69 @@ class MontageSource:
         return z
 
     def read(self, y0: int, y1: int, x0: int, x1: int, arr=None) -> np.ndarray:
-        a = self.open() if arr is None else arr
-        return np.ascontiguousarray(a[y0:y1, x0:x1], dtype=np.float32)
+        """The window ``[y0:y1, x0:x1]`` as float32. A chunk or tile that cannot
+        be decoded, or NaN/inf in the window, raises :class:`FastsacInputError`
+        naming the file and the region (as frames with NaN are refused)."""
+        region = f"rows {y0}:{y1}, columns {x0}:{x1}"
+        try:
+            a = self.open() if arr is None else arr
+            out = np.ascontiguousarray(a[y0:y1, x0:x1], dtype=np.float32)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise FastsacInputError(self.path or "array", f"cannot read the montage at {region} "
+                                    f"(a corrupt or truncated chunk/tile; {type(exc).__name__}: "
+                                    f"{' '.join(str(exc).split())[:160]})") from exc
+        if out.size and not np.isfinite(out.min() + out.max()):
+            frac = 1.0 - np.isfinite(out).mean()
+            raise FastsacInputError(self.path or "array", f"montage contains NaN/inf at {region} "
+                                    f"({frac:.1%} of that window); replace them (e.g. by the "
+                                    "vacuum level) first")
+        return out
+
+
+def missing_chunks_of(source: MontageSource, *, limit: int = 5) -> tuple[int, int, list[tuple]]:
+    """Chunks of a Zarr montage that were never written (read as the fill
+    value, i.e. silently zeros): ``(n_missing, n_chunks, examples)`` where each
+    example is ``(chunk index, (y0, y1, x0, x1))``. ``(0, 0, [])`` for other kinds."""
+    if source.kind != "zarr":
+        return 0, 0, []
+    z = source.open()
+    n = int(z.nchunks)
+    have = int(z.nchunks_initialized)
+    if have >= n:
+        return 0, n, []
+    examples: list[tuple] = []
+    root = Path(source.path)
+    if source.key is not None:
+        root = root / source.key
+    try:
+        enc = z.metadata.encode_chunk_key
+        cy, cx = z.chunks
+        for coords in np.ndindex(*z.cdata_shape):
+            if len(examples) >= limit:
+                break
+            if not (root / enc(coords)).exists():
+                y0, x0 = coords[0] * cy, coords[1] * cx
+                examples.append((coords, (y0, min(y0 + cy, z.shape[0]), x0,
+                                          min(x0 + cx, z.shape[1]))))
+    except (AttributeError, TypeError, ValueError, OSError):
+        pass  # not a local directory store: the count is still right
+    return n - have, n, examples
+
+
+def _missing_regions(source: MontageSource) -> list[tuple[int, int, int, int]]:
+    """Every never-written chunk's pixel region (for ``missing_chunks="vacuum"``)."""
+    z = source.open()
+    root = Path(source.path) / (source.key or "")
+    enc = z.metadata.encode_chunk_key
+    cy, cx = z.chunks
+    out = []
+    for coords in np.ndindex(*z.cdata_shape):
+        if not (root / enc(coords)).exists():
+            y0, x0 = coords[0] * cy, coords[1] * cx
+            out.append((y0, min(y0 + cy, z.shape[0]), x0, min(x0 + cx, z.shape[1])))
+    return out
 
 
 def _tiff_pixel_size(path: Path) -> float | None:
@@ -229,6 +291,15 @@ def open_montage(source, *, pixel_size_nm: float | None = None) -> MontageSource
     shape = tuple(int(s) for s in arr.shape)
     if len(shape) != 2:
         raise FastsacInputError(path, f"expected a 2-D montage, got shape {shape}")
+    if px is not None:
+        from .io import PIXEL_SIZE_RANGE_NM, check_pixel_size
+
+        try:
+            px = check_pixel_size(px)
+        except (TypeError, ValueError):
+            log.warning("%s: calibration %r nm/px is outside the plausible %g–%g nm/px; treated "
+                        "as missing", path, px, *PIXEL_SIZE_RANGE_NM)
+            px = None
     if pixel_size_nm is not None:
         px = float(pixel_size_nm)
     return MontageSource(kind, os.fspath(path), shape, str(arr.dtype),
@@ -789,6 +860,7 @@ def montage_support_mask(source, *, pixel_size_nm: float | None = None,
     H, W = src.shape
     mp = dict(mask_params)
     working_px = mp.pop("working_px", 6.0)
+    exclude = mp.pop("exclude", None) or []
     f = _resolve_bin_factor(bin_factor, src.shape, px, mp, working_px, max_binned_px)
     step = max(f, (int(tile) // f) * f)
     cores = [(y, min(y + step, H), x, min(x + step, W))
@@ -800,7 +872,7 @@ def montage_support_mask(source, *, pixel_size_nm: float | None = None,
                                                      desc="support mask (bin)")):
         binned[y0 // f:y0 // f + b.shape[0], x0 // f:x0 // f + b.shape[1]] = b
     t1 = time.perf_counter()
-    res = _mask_of_binned(binned, src.shape, f, px, mp)
+    res = _mask_of_binned(binned, src.shape, f, px, mp, exclude=exclude)
     log.info("support mask of %d×%d px: read + bin %d× in %.1f s, mask of %d×%d in %.1f s",
              H, W, f, t1 - t0, *binned.shape, time.perf_counter() - t1)
     return res, f
@@ -816,7 +888,8 @@ def _resolve_bin_factor(bin_factor, shape, px, mask_params, working_px, max_binn
     return f
 
 
-def _mask_of_binned(binned: np.ndarray, shape, f: int, px: float | None, mask_params: dict):
+def _mask_of_binned(binned: np.ndarray, shape, f: int, px: float | None, mask_params: dict,
+                    exclude=()):
     """:func:`~fastsac.support.support_mask` of the F-binned montage, with
     the areas of the full-resolution montage (as ``support_mask`` reports them
     for a whole image it bins itself)."""
@@ -826,6 +899,8 @@ def _mask_of_binned(binned: np.ndarray, shape, f: int, px: float | None, mask_pa
     H, W = shape
     small = support_mask(binned, pixel_size_nm=(px or DEFAULT_PIXEL_SIZE_NM) * f, working_px=np.inf,
                          **mask_params)
+    for y0, y1, x0, x1 in exclude:  # regions with no data (missing chunks) are vacuum
+        small.mask[y0 // f:-(-y1 // f), x0 // f:-(-x1 // f)] = False
     # Full-resolution support px: the ragged last blocks count at their true size.
     area = Window(shape, mask=small.mask, bin_factor=f).area if small.mask.any() else 0.0
     return MaskResult(small.mask, area, area * px**2 if px else None, 1.0 - area / (H * W), px,
@@ -858,6 +933,7 @@ def frames_support_mask(folder, pos, shape, *, pixel_size_nm: float | None,
 
     mp = dict(mask_params)
     working_px = mp.pop("working_px", 6.0)
+    exclude = mp.pop("exclude", None) or []
     f = _resolve_bin_factor(bin_factor, shape, pixel_size_nm, mp, working_px, max_binned_px)
     H, W = shape
     hb, wb = -(-H // f), -(-W // f)
@@ -922,7 +998,8 @@ def support_png(path, mask) -> Path:
 def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
                        multimer_cutoff_nm: float = 0.23, name: str = "montage",
                        source: str | None = None, backend: str = "auto", mask=None,
-                       mask_bin_factor: int = 1, stats_params: dict | None = None):
+                       mask_bin_factor: int = 1, stats_params: dict | None = None,
+                       pair_correlation: bool = True, pair_correlation_params: dict | None = None):
     """Global NN distances, clusters, counts, density and dispersion statistics
     of a montage's point set.
 
@@ -936,7 +1013,10 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
     flagged, not dropped; density and the support Clark–Evans test use the
     support area (:func:`~fastsac.spatial.stats.dispersion` with the binned
     mask, never a full-resolution one). ``stats_params`` go to ``dispersion``
-    (e.g. ``mask_correction="donnelly"``).
+    (e.g. ``mask_correction="donnelly"``). ``pair_correlation``: Ripley's L
+    and g(r) with envelopes into ``summary["pair_correlation"]``
+    (:func:`fastsac.spatial.ripley.pair_correlation`, bounded in N;
+    ``pair_correlation_params`` are its keyword arguments).
 
     Returns
     -------
@@ -945,6 +1025,7 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
     """
     from .result import build_summary
     from .spatial import clusters, nearest_neighbors
+    from .spatial.ripley import pair_correlation as pair_correlation_test
     from .spatial.stats import dispersion
 
     pts = np.asarray(xy, np.float64).reshape(-1, 2)
@@ -961,15 +1042,23 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
                       mask=None if mask is None else getattr(mask, "mask", mask),
                       mask_bin_factor=mask_bin_factor, multimer_cutoff_px=cutoff_px,
                       backend=backend, **(stats_params or {}))
+    t1 = time.perf_counter()
+    pattern = None
+    if pair_correlation and int(disp.in_support.sum()) >= 3:
+        # The same test as frames, bounded in N (sub-window reference points).
+        pattern = pair_correlation_test(disp.xy[disp.in_support], image_shape=tuple(int(s) for s in shape),
+                                   mask=None if mask is None else getattr(mask, "mask", mask),
+                                   mask_bin_factor=mask_bin_factor, pixel_size_nm=px,
+                                   **(pair_correlation_params or {}))
     nn_dist = nn.distance * px if px else nn.distance
     summary = build_summary(
         disp, name=name, source=source, shape=shape, pixel_size_nm=px,
         pixel_size_source="override" if px else "none",
-        mask_info=None if mask is None else mask.as_dict(), pattern=None,
-        detector=None, timings={"statistics": time.perf_counter() - t0},
+        mask_info=None if mask is None else mask.as_dict(), pattern=pattern,
+        detector=None, timings={"statistics": t1 - t0, "pair_correlation": time.perf_counter() - t1},
         backends={"nearest_neighbors": nn.backend, "clusters": cl.backend},
-        parameters={"multimer_cutoff_nm": multimer_cutoff_nm, "stats_params": stats_params or {}},
-        extra={"pair_correlation": {"note": "not computed for montages yet"}})
+        parameters={"multimer_cutoff_nm": multimer_cutoff_nm, "stats_params": stats_params or {},
+                    "pair_correlation": pair_correlation})
     return nn_dist, cl.labels, cl.sizes, summary
 
 
@@ -978,7 +1067,8 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
                     runner=None, scratch_dir: str | None = None,
                     progress: bool = True, engine: str = "auto", support_mask: bool = True,
                     mask_params: dict | None = None,
-                    stats_params: dict | None = None) -> MontageResult:
+                    stats_params: dict | None = None, missing_chunks: str = "error",
+                    max_pixels: int | None = None) -> MontageResult:
     """Detect atoms on a montage and compute its global statistics.
 
     See :func:`detect_montage` for the tiling, :func:`montage_support_mask`
@@ -997,13 +1087,49 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
     stats_params : dict, optional
         Keyword arguments of :func:`~fastsac.spatial.stats.dispersion`
         (``mask_correction="donnelly"`` skips the 199 Monte Carlo patterns).
+    missing_chunks : {"error", "vacuum"}
+        Chunks of a Zarr montage that were never written read as zeros. By
+        default that is an error naming them (checked before any work);
+        ``"vacuum"`` analyses them as vacuum (outside the support mask; the
+        regions are listed in ``summary["missing_chunks"]``).
+    max_pixels : int, optional
+        Refuse a montage with more pixels (a header claiming an implausible
+        size would otherwise start a job of hours).
 
     Returns
     -------
     MontageResult
         ``support`` holds the binned MaskResult, ``support_bin`` its F.
+
+    Raises
+    ------
+    FastsacInputError
+        Unreadable input, missing chunks (unless ``"vacuum"``), a corrupt
+        chunk or tile, NaN/inf in the montage: each naming the file and region.
     """
+    if missing_chunks not in ("error", "vacuum"):
+        raise ValueError(f"missing_chunks must be 'error' or 'vacuum', got {missing_chunks!r}")
     src = open_montage(source, pixel_size_nm=pixel_size_nm)
+    H, W = src.shape
+    if max_pixels is not None and H * W > max_pixels:
+        raise FastsacInputError(src.path or "array", f"montage of {W}×{H} px ({H * W / 1e9:.3g} "
+                                f"Gpx) exceeds the limit of {max_pixels / 1e9:.3g} Gpx; if the "
+                                "size is real, confirm it with a larger --max-pixels")
+    n_missing, n_chunks, examples = missing_chunks_of(src)
+    holes: list = []
+    if n_missing:
+        if n_missing == n_chunks:
+            raise FastsacInputError(src.path, f"montage holds no data: none of its {n_chunks} "
+                                              "chunks was ever written")
+        if missing_chunks == "error":
+            ex = "; ".join(f"chunk {c} = rows {r[0]}:{r[1]}, columns {r[2]}:{r[3]}"
+                           for c, r in examples[:3])
+            raise FastsacInputError(src.path, f"{n_missing} of {n_chunks} chunks are missing "
+                                              f"(e.g. {ex}); they would read as zeros. Pass "
+                                              "--missing-chunks vacuum to analyse them as vacuum")
+        holes = _missing_regions(src)
+        if support_mask:
+            mask_params = dict(mask_params or {}) | {"exclude": holes}
     dets, owner, ncand, info = detect_montage(src, detector=detector, tile=tile, runner=runner,
                                               scratch_dir=scratch_dir, progress=progress,
                                               engine=engine)
@@ -1024,6 +1150,11 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
     tim = dict(dets.timings) | {"support_mask": t0 - tm, "statistics": time.perf_counter() - t0}
     summary["detector"] = {"name": dets.detector, "params": dets.params}
     summary["montage"] = info | {"n_candidates": ncand}
+    if holes:
+        summary["missing_chunks"] = {"treated_as": "vacuum", "n": len(holes), "n_chunks": n_chunks,
+                                     "area_px": int(sum((r[1] - r[0]) * (r[3] - r[2])
+                                                        for r in holes)),
+                                     "regions_yyxx": [list(map(int, r)) for r in holes]}
     summary["timings_s"] = tim
     return MontageResult(src.path or "array", src.shape, src.pixel_size_nm, dets, owner, nn, cid,
                          csz, summary, ncand, info, tim, mask, f)

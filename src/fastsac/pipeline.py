@@ -18,16 +18,13 @@ from .io import DEFAULT_PIXEL_SIZE_NM, Micrograph
 from .result import (ATOM_COLUMNS, SUMMARY_COLUMNS, AnalysisResult, build_summary, summary_row,
                      write_result, write_summary_csv)
 from .spatial import clusters, nearest_neighbors
-from .spatial.stats import dispersion, pair_correlation_test
+from .spatial.ripley import pair_correlation as pair_correlation_test
+from .spatial.stats import dispersion
 from .support import require_support
 from .support import support_mask as find_support
 
 __all__ = ["analyze", "AnalysisResult", "write_result", "ATOM_COLUMNS", "SUMMARY_COLUMNS",
-           "summary_row", "write_summary_csv", "PAIR_CORRELATION_MAX_ATOMS"]
-
-#: Above this many atoms on the support the pair-correlation envelopes are skipped
-#: (their Monte Carlo cost grows with N); the summary says so.
-PAIR_CORRELATION_MAX_ATOMS = 20000
+           "summary_row", "write_summary_csv"]
 
 def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
             multimer_cutoff_nm: float = 0.23, pixel_size_nm: float | None = None,
@@ -61,9 +58,10 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
         ``mask_correction="donnelly"`` instead of Monte Carlo, for live frames).
     pair_correlation : bool
         Ripley's L and g(r) with CSR envelopes and the global test
-        (:func:`~fastsac.spatial.stats.pair_correlation_test`, arguments in
-        ``pair_correlation_params``), stored in ``summary["pair_correlation"]``
-        with its curves; live frames skip it.
+        (:func:`~fastsac.spatial.ripley.pair_correlation`, arguments in
+        ``pair_correlation_params``; bounded in N: above 10 000 atoms the
+        test uses the reference points of a sub-window), stored in
+        ``summary["pair_correlation"]`` with its curves; live frames skip it.
 
     Returns
     -------
@@ -104,16 +102,10 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
     disp = dispersion(found.xy, image_shape=micrograph.shape, pixel_size_nm=px, mask=mask_arr,
                       multimer_cutoff_px=cutoff_px, backend=backend, **(stats_params or {}))
     t3 = time.perf_counter()
-    pattern, pattern_note = None, None
-    n_support = int(disp.in_support.sum())
-    if pair_correlation and n_support >= 3:
-        if n_support <= PAIR_CORRELATION_MAX_ATOMS:
-            pattern = pair_correlation_test(disp.xy[disp.in_support], image_shape=micrograph.shape,
-                                            mask=mask_arr, pixel_size_nm=px,
-                                            **(pair_correlation_params or {}))
-        else:
-            pattern_note = (f"skipped: {n_support} atoms on the support (limit "
-                            f"{PAIR_CORRELATION_MAX_ATOMS})")
+    pattern = None
+    if pair_correlation and int(disp.in_support.sum()) >= 3:
+        pattern = pair_correlation_test(disp.xy[disp.in_support], image_shape=micrograph.shape,
+                                        mask=mask_arr, pixel_size_nm=px, **(pair_correlation_params or {}))
     t4 = time.perf_counter()
     summary = build_summary(
         disp, name=micrograph.name, source=micrograph.source, shape=micrograph.shape,
@@ -126,8 +118,6 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
         parameters={"multimer_cutoff_nm": multimer_cutoff_nm, "support_mask": support_mask,
                     "pair_correlation": pair_correlation, "stats_params": stats_params or {},
                     "mask_params": mask_params or {}})
-    if pattern_note:
-        summary["pair_correlation"] = {"note": pattern_note}
     nn_dist = nn.distance * px if px else nn.distance
     return AnalysisResult(micrograph.name, micrograph, found, nn_dist, nn.index, cl.labels,
                           cl.sizes, summary, mask_arr, disp, pattern)

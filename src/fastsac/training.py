@@ -162,10 +162,10 @@ def _sample_batch(data, cfg: TrainConfig, rng: np.random.Generator):
 def load_training_images(image_dir: Path, label_dir: Path, stems, *, working_pixel_nm: float, backend: str,
                           cache_dir=None, noise_sigma_nm: float = 16 * DEFAULT_PIXEL_SIZE_NM,
                           background_nm: float = 40 * DEFAULT_PIXEL_SIZE_NM):
-    from .io import read, read_points
+    from .io import SUPPORTED_SUFFIXES, read, read_points
     data = []
     for stem in stems:
-        cands = sorted(image_dir.glob(f"{stem}.*"))
+        cands = sorted(q for q in image_dir.glob(f"{stem}.*") if q.suffix.lower() in SUPPORTED_SUFFIXES)
         if not cands:
             raise FastsacInputError(image_dir / stem, "training image not found")
         mic = read(cands[0])
@@ -415,7 +415,7 @@ def train_rescore(image_dir, label_dir=None, *, stems=None, out=None, candidate_
         image_dir, label_dir, stems = labelled_stems(image_dir, label_dir, stems)
         tables = {}
         for s in stems:
-            img_path = next(p for p in sorted(image_dir.glob(f"{s}.*")) if p.suffix != ".csv")
+            img_path = next(p for p in sorted(image_dir.glob(f"{s}.*")) if p.suffix.lower() in io.SUPPORTED_SUFFIXES)
             mic = io.read(img_path)
             tables[s] = (candidate_features(mic.data, pixel_size_nm=mic.pixel_size_nm,
                                             candidate_threshold=candidate_threshold, backend=backend),

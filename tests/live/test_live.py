@@ -109,7 +109,7 @@ def test_half_written_frame_is_not_read_until_complete(tmp_path, frames):
 
 
 def test_tmp_then_rename_convention(tmp_path, frames):
-    w = FrameWatcher(tmp_path)
+    w = FrameWatcher(tmp_path, settle_s=0)
     (tmp_path / "a.tif.tmp").write_bytes(_tiff_bytes(frames[0]))
     (tmp_path / ".b.tif").write_bytes(_tiff_bytes(frames[0]))
     assert w.poll() == [] and w.poll() == []  # never offered, however stable

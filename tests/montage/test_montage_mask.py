@@ -117,7 +117,7 @@ def test_dask_runner_gives_identical_results(sources):
 
     ref = analyze_montage(sources["tiff"], detector="classical", tile=237, progress=False)
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         got = analyze_montage(sources["tiff"], detector="classical", tile=237, progress=False,
                               runner=DaskRunner(client, progress=False))
     assert got.params["runner"] == "dask"
