@@ -16,7 +16,7 @@ from .. import __version__
 
 # Order shown in --help. A command whose module is absent is skipped.
 COMMANDS = ["analyze", "evaluate", "demo", "simulate", "train", "report", "bench",
-            "montage", "watch", "serve"]
+            "montage", "watch", "serve", "consensus", "users"]
 
 from ._common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK  # noqa: F401
 
