@@ -103,6 +103,9 @@ def main(argv=None) -> int:
     ap.add_argument("--mask-working-px", type=float, default=None,
                     help="support-mask working scale (default 6 px: 2x binning at 0.0293 nm/px)")
     ap.add_argument("--json", default=None, help="append the results to this JSON file")
+    ap.add_argument("--noise-window", nargs="+", default=None, choices=["box", "gaussian"],
+                    help="classical detector's local-noise window(s), each measured in this run "
+                         "(default: the detector's default)")
     a = ap.parse_args(argv)
     if a.threads:
         os.environ["OMP_NUM_THREADS"] = str(a.threads)
@@ -119,13 +122,21 @@ def main(argv=None) -> int:
     print(f"{'size':>6} {'median s':>9} {'min s':>7} {'atoms':>6}  stages (median s)")
     results = []
     for size in a.sizes:
-        t0 = time.perf_counter()
-        m = measure(size, detector=a.detector, repeat=a.repeat, support_mask=not a.no_mask,
-                    device=a.device, mask_params=mask_params)
-        results.append(m)
-        st = "  ".join(f"{k}={v:.3f}" for k, v in m["stages_s"].items())
-        print(f"{size:>6} {m['median_s']:>9.3f} {m['min_s']:>7.3f} {m['n_atoms']:>6}  {st}  "
-              f"-> {m['dominant']} dominates  ({time.perf_counter() - t0:.0f} s)", flush=True)
+        for window in a.noise_window or [None]:
+            det = a.detector
+            if window is not None:
+                from fastsac.detectors import ClassicalDetector
+
+                det = ClassicalDetector(noise_window=window, device=a.device)
+            t0 = time.perf_counter()
+            m = measure(size, detector=det, repeat=a.repeat, support_mask=not a.no_mask,
+                        device=a.device, mask_params=mask_params)
+            m["noise_window"] = window
+            results.append(m)
+            st = "  ".join(f"{k}={v:.3f}" for k, v in m["stages_s"].items())
+            label = f" [{window}]" if window else ""
+            print(f"{size:>6} {m['median_s']:>9.3f} {m['min_s']:>7.3f} {m['n_atoms']:>6}  {st}  "
+                  f"-> {m['dominant']} dominates  ({time.perf_counter() - t0:.0f} s){label}", flush=True)
     if a.json:
         import json
 

@@ -66,6 +66,9 @@ def main(argv=None) -> int:
     ap.add_argument("--border", type=float, default=3.0)
     ap.add_argument("--doses", type=float, nargs="+", default=list(DOSES))
     ap.add_argument("--out", default=str(REPO / "docs"))
+    ap.add_argument("--noise-window", default="box", choices=["box", "gaussian"],
+                    help="local-noise weighting of the classical score map")
+    ap.add_argument("--seed0", type=int, default=0, help="first simulation seed")
     a = ap.parse_args(argv)
     import pandas as pd
 
@@ -75,7 +78,10 @@ def main(argv=None) -> int:
     rows = []
     t0 = time.perf_counter()
     for d in a.doses:
-        r = score_frames(d, range(a.n), size=a.size, border=a.border)
+        from fastsac.detectors import ClassicalDetector
+
+        r = score_frames(d, range(a.seed0, a.seed0 + a.n), size=a.size, border=a.border,
+                         detector=ClassicalDetector(noise_window=a.noise_window))
         rows.append(r)
         print(f"dose {d:9.3g} e/Å²: P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f} "
               f"(trimmed {a.border:g} px: F1 {r['f1_trimmed']:.3f})  [{r['n_atoms']} atoms]",

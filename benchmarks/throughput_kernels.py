@@ -10,6 +10,9 @@ Prints one table (markdown) of wall-clock times and speed-up ratios:
 * first-nearest neighbours + clustering (``nearest_neighbors`` + ``clusters``)
   of 1e5 and 1e6 points (1e7 with ``--large``) vs ``cKDTree`` build +
   ``query(k=2, workers=-1)`` + ``query_pairs`` + ``csgraph.connected_components``;
+* clusters alone (``clusters``) of 1e6 uniform points (1e7 with ``--large``) at
+  a cutoff giving a mean cluster size of 3, vs ``cKDTree.query_pairs`` +
+  ``connected_components``, labels compared after canonical relabelling;
 * support-mask steps on a 2048² simulated frame with vacuum (binned 1024²):
   small-region removal (C++ run labelling vs ``ndimage.label`` + ``bincount``),
   block expansion (vs ``np.repeat``), disk opening (vs ``ndimage.binary_opening``),
@@ -193,6 +196,44 @@ def bench_spatial(n: int, repeat: int, rows: list, cutoff: float = 0.5):
                  "connected_components", t_base, t_ours, f"{ncomp} clusters, identical"))
 
 
+def canonical(raw: np.ndarray) -> np.ndarray:
+    """Relabel component ids so clusters are numbered by their lowest point index
+    (fastsac's canonical order), for comparing with ``connected_components``."""
+    _, first = np.unique(raw, return_index=True)
+    order = np.argsort(first)
+    remap = np.empty_like(order)
+    remap[order] = np.arange(len(order))
+    return remap[raw]
+
+
+def bench_clusters(n: int, repeat: int, rows: list, cutoff: float = 0.78):
+    """Clusters alone on uniform points of unit density; cutoff 0.78 gives a mean
+    cluster size of ~3 (n / number of clusters). Baseline: cKDTree build +
+    ``query_pairs`` + ``connected_components``; labels compared after canonical
+    relabelling."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    from fastsac.spatial import clusters
+
+    rng = np.random.default_rng(7)
+    xy = rng.random((n, 2)) * np.sqrt(n)
+
+    def baseline():
+        pairs = cKDTree(xy).query_pairs(cutoff, output_type="ndarray")
+        g = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+        return connected_components(g, directed=False)
+
+    t_ours, cl = best_time(lambda: clusters(xy, cutoff=cutoff, backend="cpp"), repeat)
+    t_base, (ncomp, raw) = best_time(baseline, repeat)
+    assert cl.n_clusters == ncomp, "cluster count differs from connected_components"
+    assert np.array_equal(cl.labels, canonical(raw)), "labels differ from connected_components"
+    rows.append((f"clusters (cutoff {cutoff}, mean size {n / ncomp:.2f}), {n:.0e} points",
+                 "cKDTree + query_pairs + connected_components", t_base, t_ours,
+                 f"{ncomp} clusters, identical canonical labels"))
+
+
 # ----------------------------------------------------------------------------- mask
 def bench_mask(n: int, repeat: int, rows: list):
     from unittest import mock
@@ -268,7 +309,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--large", action="store_true", help="add 8192² median and 1e7 points (slow)")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", choices=["median", "peaks", "spatial", "mask"], nargs="*")
+    ap.add_argument("--only", choices=["median", "peaks", "spatial", "clusters", "mask"], nargs="*")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -277,7 +318,7 @@ def main(argv=None) -> int:
     core = _backend._core()
     if core is None:
         raise SystemExit("fastsac._core is not built: python setup.py build_ext --inplace")
-    only = set(args.only or ["median", "peaks", "spatial", "mask"])
+    only = set(args.only or ["median", "peaks", "spatial", "clusters", "mask"])
     rows: list = []
     if "median" in only:
         for n in [2048] + ([8192] if args.large else []):
@@ -291,7 +332,10 @@ def main(argv=None) -> int:
         for n in [10 ** 5, 10 ** 6] + ([10 ** 7] if args.large else []):
             log.info("spatial %d …", n)
             bench_spatial(n, args.repeat, rows)
-
+    if "clusters" in only:
+        for n in [10 ** 6] + ([10 ** 7] if args.large else []):
+            log.info("clusters %d …", n)
+            bench_clusters(n, args.repeat, rows)
     if "mask" in only:
         log.info("support mask 2048² …")
         bench_mask(2048, args.repeat, rows)

@@ -8,7 +8,7 @@ default. Structural parameters (atom sigma, surround ratio, noise window,
 (about 50 combinations) — small, so the bias it adds is small but nonzero;
 say so when quoting.
 
-Usage: python benchmarks/tune_classical.py [--shared PATH] [--json OUT.json]
+Usage: python benchmarks/tune_classical.py [--shared PATH] [--json OUT.json] [--noise-window box|gaussian]
 """
 
 from __future__ import annotations
@@ -30,10 +30,12 @@ def main() -> None:
     ap.add_argument("--shared", default=os.environ.get("FASTSAC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
     ap.add_argument("--tolerance-px", type=float, default=6.0)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--noise-window", default="box", choices=["box", "gaussian"],
+                    help="local-noise weighting of the score map (ClassicalDetector(noise_window=...))")
     args = ap.parse_args()
     root = Path(args.shared) / "data" / "ptnc-train"
     stems = sorted(p.stem for p in (root / "images").glob("*.tif"))
-    det = ClassicalDetector(refine="none")
+    det = ClassicalDetector(refine="none", noise_window=args.noise_window)
     maps, labels, px = {}, {}, {}
     for s in stems:
         m = read(root / "images" / f"{s}.tif")

@@ -29,17 +29,12 @@ struct Grid {
     int64_t n_cells() const { return nx * ny; }
 };
 
-// xy: (n, 2) row-major [x, y]. points_per_cell: wanted average occupancy.
-inline Grid make_grid(const double* xy, int64_t n, double min_cell, double points_per_cell) {
+// Grid over the bounding box [xmin, xmax] x [ymin, ymax] of n points.
+// points_per_cell: wanted average occupancy.
+inline Grid make_grid_bounds(double xmin, double xmax, double ymin, double ymax, int64_t n,
+                             double min_cell, double points_per_cell) {
     Grid g;
     if (n == 0) return g;
-    double xmin = xy[0], xmax = xy[0], ymin = xy[1], ymax = xy[1];
-    for (int64_t i = 1; i < n; ++i) {
-        xmin = std::min(xmin, xy[2 * i]);
-        xmax = std::max(xmax, xy[2 * i]);
-        ymin = std::min(ymin, xy[2 * i + 1]);
-        ymax = std::max(ymax, xy[2 * i + 1]);
-    }
     const double wx = xmax - xmin, wy = ymax - ymin;
     const double nd = static_cast<double>(n);
     double c;
@@ -63,6 +58,19 @@ inline Grid make_grid(const double* xy, int64_t n, double min_cell, double point
     g.y0 = ymin;
     g.cell = c;
     return g;
+}
+
+// xy: (n, 2) row-major [x, y]. points_per_cell: wanted average occupancy.
+inline Grid make_grid(const double* xy, int64_t n, double min_cell, double points_per_cell) {
+    if (n == 0) return Grid{};
+    double xmin = xy[0], xmax = xy[0], ymin = xy[1], ymax = xy[1];
+    for (int64_t i = 1; i < n; ++i) {
+        xmin = std::min(xmin, xy[2 * i]);
+        xmax = std::max(xmax, xy[2 * i]);
+        ymin = std::min(ymin, xy[2 * i + 1]);
+        ymax = std::max(ymax, xy[2 * i + 1]);
+    }
+    return make_grid_bounds(xmin, xmax, ymin, ymax, n, min_cell, points_per_cell);
 }
 
 // Points bucketed by cell (stable: indices ascend within a cell), with

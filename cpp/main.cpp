@@ -12,6 +12,9 @@ void bind_gaussian(py::module_& m);
 void bind_peaks(py::module_& m);
 void bind_spatial(py::module_& m);
 void bind_regions(py::module_& m);
+void bind_clusters(py::module_& m);
+void bind_boxfilter(py::module_& m);
+void bind_probes(py::module_& m);
 void bind_pairs(py::module_& m);
 
 static int openmp_threads() {
@@ -31,5 +34,8 @@ PYBIND11_MODULE(_core, m) {
     bind_peaks(m);
     bind_spatial(m);
     bind_regions(m);
+    bind_clusters(m);
+    bind_boxfilter(m);
+    bind_probes(m);
     bind_pairs(m);
 }

@@ -1,5 +1,5 @@
-// Spatial kernels: first nearest neighbours and distance-cutoff clusters on a
-// uniform cell grid (O(N) expected for micrograph-like point densities).
+// Spatial kernels: first nearest neighbours on a uniform cell grid (clusters:
+// clusters.cpp) (O(N) expected for micrograph-like point densities).
 #include "common.hpp"
 #include "grid.hpp"
 
@@ -104,113 +104,10 @@ py::tuple nearest_neighbors(f64_array xy_arr) {
     return py::make_tuple(dist, index);
 }
 
-// Union-find with path halving; union by smaller root index keeps it simple.
-struct DisjointSet {
-    std::vector<int64_t> parent;
-    explicit DisjointSet(int64_t n) : parent(n) { std::iota(parent.begin(), parent.end(), int64_t{0}); }
-    int64_t find(int64_t a) {
-        while (parent[a] != a) {
-            parent[a] = parent[parent[a]];
-            a = parent[a];
-        }
-        return a;
-    }
-    void unite(int64_t a, int64_t b) {
-        a = find(a);
-        b = find(b);
-        if (a == b) return;
-        if (a < b) parent[b] = a; else parent[a] = b;
-    }
-};
-
-py::tuple clusters(f64_array xy_arr, double cutoff) {
-    require(xy_arr.ndim() == 2 && xy_arr.shape(1) == 2, "clusters: xy must have shape (N, 2)");
-    require(cutoff >= 0, "clusters: cutoff must be >= 0");
-    const int64_t n = xy_arr.shape(0);
-    const double* xy = xy_arr.data();
-    py::array_t<int64_t> labels(static_cast<py::ssize_t>(n));
-    py::array_t<int64_t> sizes(static_cast<py::ssize_t>(n));
-    if (n == 0) return py::make_tuple(labels, sizes);
-    int64_t* pl = labels.mutable_data();
-    int64_t* ps = sizes.mutable_data();
-    CellIndex ci;
-    {
-        py::gil_scoped_release release;
-        ci.build(xy, n, make_grid(xy, n, cutoff * (1 + 1e-6), 1.0),
-                 [](int64_t m, auto&& f) { parallel_run(m, f); });
-    }
-    const Grid& g = ci.grid;
-    const double r2 = cutoff * cutoff;  // linked when dx*dx + dy*dy <= cutoff**2 (as cKDTree)
-    // Linked pairs (positions in bucket order, which keeps the union-find
-    // below cache-friendly), found in parallel over rows of cells with a half
-    // stencil: same cell q > p, the right neighbour and three cells of the next row.
-    std::vector<std::vector<std::pair<int64_t, int64_t>>> pairs(g.ny);
-    const int64_t rows_per_task = std::max<int64_t>(1, 8192 / g.nx);  // ~8k cells per task
-    parallel_for_grained(g.ny, rows_per_task, 64 * n_threads() * rows_per_task, [&](int64_t cy) {
-        auto& out = pairs[cy];
-        for (int64_t cx = 0; cx < g.nx; ++cx) {
-            const int64_t cell = cy * g.nx + cx;
-            const int64_t nb[4][2] = {{cx + 1, cy}, {cx - 1, cy + 1}, {cx, cy + 1}, {cx + 1, cy + 1}};
-            for (int64_t p = ci.start[cell]; p < ci.start[cell + 1]; ++p) {
-                const double x = ci.sx[p], y = ci.sy[p];
-                for (int64_t q = p + 1; q < ci.start[cell + 1]; ++q) {
-                    const double dx = ci.sx[q] - x, dy = ci.sy[q] - y;
-                    if (dx * dx + dy * dy <= r2) out.emplace_back(p, q);
-                }
-                for (const auto& c2 : nb) {
-                    if (c2[0] < 0 || c2[0] >= g.nx || c2[1] >= g.ny) continue;
-                    const int64_t other = c2[1] * g.nx + c2[0];
-                    for (int64_t q = ci.start[other]; q < ci.start[other + 1]; ++q) {
-                        const double dx = ci.sx[q] - x, dy = ci.sy[q] - y;
-                        if (dx * dx + dy * dy <= r2) out.emplace_back(p, q);
-                    }
-                }
-            }
-        }
-    });
-    {
-        py::gil_scoped_release release;
-        DisjointSet ds(n);
-        for (auto& v : pairs) {
-            for (const auto& pq : v) ds.unite(pq.first, pq.second);
-            std::vector<std::pair<int64_t, int64_t>>().swap(v);
-        }
-        // Roots are the lowest position of their cluster and precede its members,
-        // so one ascending pass flattens the forest and gathers per-root data.
-        std::vector<int64_t>& comp = ds.parent;
-        std::unique_ptr<int64_t[]> min_orig(new int64_t[n]), csize(new int64_t[n]);
-        for (int64_t p = 0; p < n; ++p) {
-            const int64_t r = comp[p] = comp[comp[p]];
-            if (r == p) {
-                min_orig[p] = ci.idx[p];
-                csize[p] = 1;
-            } else {
-                min_orig[r] = std::min(min_orig[r], ci.idx[p]);
-                ++csize[r];
-            }
-        }
-        // Canonical labels: clusters numbered in order of their lowest original index.
-        std::vector<int64_t> owner(n, -1);  // lowest original index -> root position
-        for (int64_t p = 0; p < n; ++p)
-            if (comp[p] == p) owner[min_orig[p]] = p;
-        int64_t next = 0;
-        for (int64_t i = 0; i < n; ++i)
-            if (owner[i] >= 0) min_orig[owner[i]] = next++;  // min_orig now holds the label
-        for (int64_t p = 0; p < n; ++p) {
-            const int64_t r = comp[p], i = ci.idx[p];
-            pl[i] = min_orig[r];
-            ps[i] = csize[r];
-        }
-    }
-    return py::make_tuple(labels, sizes);
-}
-
 }  // namespace
 }  // namespace fastsac
 
 void bind_spatial(py::module_& m) {
     m.def("nearest_neighbors", &fastsac::nearest_neighbors, py::arg("xy"),
           "First nearest neighbour of each point -> (distance float64 (N,), index int64 (N,)).");
-    m.def("clusters", &fastsac::clusters, py::arg("xy"), py::arg("cutoff"),
-          "Single-linkage clusters at distance <= cutoff -> (labels int64 (N,), sizes int64 (N,)).");
 }

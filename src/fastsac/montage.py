@@ -14,9 +14,11 @@ and counts. Three things make that true:
 
 1. **Halo ≥ the score map's context.** The classical score map is median
    background (window ``b`` px, reach ``b/2``) → difference of Gaussians
-   (reach ``⌊4σ_surround + ½⌋``) → local noise (Gaussian, reach
-   ``⌊4σ_noise + ½⌋``). :func:`classical_halo` adds these up (173 px at
-   0.0293 nm/px: 20 + 24 + 128, + 1 for the 3×3 maximum test). Windows are
+   (reach ``⌊4σ_surround + ½⌋``) → local noise (a cascade of three extended
+   boxes, reach ``3(r + 1)`` ≈ 3σ_noise: :func:`fastsac.boxfilter.box_reach`;
+   ``⌊4σ_noise + ½⌋`` with ``noise_window="gaussian"``). :func:`classical_halo`
+   adds these up (121 px at 0.0293 nm/px: 24 + 96, + 1 for the 3×3 maximum
+   test; 153 px with the Gaussian window). Windows are
    clipped at the image edge, so scipy's reflected borders act exactly where
    they act on the whole image.
 2. **The score map's global constants are computed globally.** The local
@@ -58,6 +60,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from . import peaks
+from .boxfilter import box_reach
 from .confidence import atom_probability, confidence_summary
 from .io import DEFAULT_PIXEL_SIZE_NM
 from .detectors import ClassicalDetector, Detections, get_detector
@@ -369,8 +372,10 @@ class ClassicalTiling:
         # scipy's median of even size n covers offsets -n/2 … n/2-1; odd: ±n//2.
         med_r = 0 if bg is None else bg // 2
         halo_dog = med_r + max(_gauss_reach(s), _gauss_reach(s2))
+        noise_reach = (box_reach(ns) if getattr(det, "noise_window", "gaussian") == "box"
+                       else _gauss_reach(ns))
         return cls(bg, s, s2, ns, det.threshold, p["min_distance_px"], det.refine, fit_r,
-                   det.backend, halo_dog, _gauss_reach(ns) + 1, reach,
+                   det.backend, halo_dog, noise_reach + 1, reach,
                    int(getattr(det, "exclude_border_px", 0)), det, px)
 
     @property
@@ -656,7 +661,7 @@ def detect_montage(source, *, detector="classical", tile: int = 2048,
         :func:`fastsac.infer.detect_tiled` when available (raises otherwise).
     tile : int
         Core edge in px; each core is read with :func:`classical_halo` px of
-        context (≈ 173 px at 0.0293 nm/px), so larger tiles waste less.
+        context (≈ 121 px at 0.0293 nm/px), so larger tiles waste less.
     runner : optional
         Object with ``map(fn, args, desc=...)`` yielding results (in any order
         is fine: results are re-sorted); default in-process.

@@ -16,10 +16,11 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ._backend import Kernel, core
+from .boxfilter import box_local_noise
 from ._validate import as_float, check_image, check_positive, resolve_option
 
 __all__ = ["median_filter", "gaussian_filter", "gaussian_weights", "subtract_background", "normalize",
-           "local_noise",
+           "local_noise", "abs_percentile",
            "BackgroundResult", "BackgroundMethod", "NormalizeMethod"]
 
 
@@ -128,6 +129,38 @@ def gaussian_filter(image, sigma: float, *, truncate: float = 4.0, backend: str 
                       dtype=np.float32)
 
 
+def _abs_percentile_numpy_ref(x: np.ndarray, q: float) -> float:
+    """Spec: ``np.percentile(np.abs(x), q)`` (linear interpolation) of a float32 array."""
+    return np.percentile(np.abs(x), q)
+
+
+_abs_percentile_kernel = Kernel("kth_abs", _abs_percentile_numpy_ref)
+
+
+@_abs_percentile_kernel.register("cpp")
+def _abs_percentile_cpp(x, q):
+    # The two order statistics around numpy's virtual index, selected exactly by
+    # a bit-pattern histogram (O(n), all cores), then interpolated by numpy
+    # itself on those two values, so the rounding is numpy's.
+    a = x.ravel()
+    n = a.size
+    virtual = (n - 1) * np.float64(q / 100.0)
+    lo = int(np.floor(virtual))
+    v = core().kth_abs(a, np.array([lo, min(lo + 1, n - 1)], np.int64))
+    return np.quantile(np.asarray(v, np.float32), float(virtual - np.floor(virtual)))
+
+
+def abs_percentile(x, q: float, *, backend: str = "auto"):
+    """``np.percentile(np.abs(x), q)`` of a float32 image, equal to numpy's value
+    (the C++ kernel selects the two order statistics in O(n) instead of numpy's
+    partition of a copy: ~10× faster on 2048²)."""
+    a = np.ascontiguousarray(as_float(check_image(x), name="x"), dtype=np.float32)
+    q = float(q)
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"q must be in [0, 100], got {q}")
+    return _abs_percentile_kernel(a, q, backend=backend)
+
+
 class BackgroundMethod(str, enum.Enum):
     MEDIAN = "median"      # published workflow: 40×40 median
     GAUSSIAN = "gaussian"  # cheap smooth background: wide Gaussian of a clipped image
@@ -186,12 +219,17 @@ def subtract_background(image, *, method: str = "median", size_px: float = 40,
 
 def local_noise(residual, *, sigma_px: float = 16.0, floor_fraction: float = 1e-3,
                 cap: float | None = None, global_rms: float | None = None,
-                backend: str = "auto") -> np.ndarray:
+                window: str = "gaussian", backend: str = "auto") -> np.ndarray:
     """Local standard deviation of a background-subtracted image.
 
     Uses a Gaussian-weighted mean of the squared residual after removing the
     brightest 2 % (atoms) so they do not inflate the estimate. A floor of
     ``floor_fraction`` × global sigma avoids division by zero in flat vacuum.
+
+    ``window="box"`` weights by a cascade of extended boxes of the same
+    variance instead (:func:`fastsac.boxfilter.box_gaussian_filter`: O(1) per
+    pixel, support ≈ 3σ instead of 4σ, exact fixed-point arithmetic on the
+    grid set by ``cap²``, so tiles given the whole image's ``cap`` match it).
 
     ``cap`` (the 98th percentile of ``|residual|``) and ``global_rms`` (RMS of
     the capped residual) are computed from ``residual`` unless given: a tiled
@@ -200,11 +238,20 @@ def local_noise(residual, *, sigma_px: float = 16.0, floor_fraction: float = 1e-
     """
     r = as_float(check_image(residual)).astype(np.float32)
     if cap is None:
-        cap = np.percentile(np.abs(r), 98)
+        cap = abs_percentile(r, 98, backend=backend)
     cap = np.float32(cap)
+    if window not in ("gaussian", "box"):
+        raise ValueError(f"window must be 'gaussian' or 'box', got {window!r}")
+    if window == "box" and global_rms is not None:
+        # Fused C++ pass: the clipped square and the variance never materialise.
+        floor = np.float32((floor_fraction * (float(global_rms) or 1.0)) ** 2)
+        return box_local_noise(r, sigma_px, cap2=cap * cap, floor=floor, backend=backend)
     sq = np.minimum(r * r, cap * cap)
-    var = gaussian_filter(sq, sigma_px, backend=backend)
     glob = (float(np.sqrt(np.mean(sq))) if global_rms is None else float(global_rms)) or 1.0
+    if window == "box":
+        return box_local_noise(r, sigma_px, cap2=cap * cap, floor=np.float32((floor_fraction * glob) ** 2),
+                               backend=backend)
+    var = gaussian_filter(sq, sigma_px, backend=backend)
     return np.sqrt(np.maximum(var, (floor_fraction * glob) ** 2)).astype(np.float32)
 
 

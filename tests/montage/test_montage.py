@@ -68,11 +68,14 @@ def tiled(image):
 
 
 def test_halo_is_derived_from_the_detector():
-    # DoG surround σ=6 (reach 24) + noise σ≈32 (reach 128) + 1 (3×3 maxima)
-    assert classical_halo(ClassicalDetector(), pixel_size_nm=PX) == 24 + 128 + 1
+    # DoG surround σ=6 (reach 24) + noise σ≈32 as three extended boxes of radius
+    # 31 (reach 3·32 = 96) + 1 (3×3 maxima)
+    assert classical_halo(ClassicalDetector(), pixel_size_nm=PX) == 24 + 96 + 1
     # with the optional median background of 40 px (reach 20) in front
-    assert classical_halo(ClassicalDetector(background_nm=40 * PX), pixel_size_nm=PX) == 20 + 24 + 128 + 1
-    assert classical_halo(ClassicalDetector(background_nm=None), pixel_size_nm=PX) == 24 + 129
+    assert classical_halo(ClassicalDetector(background_nm=40 * PX), pixel_size_nm=PX) == 20 + 24 + 96 + 1
+    assert classical_halo(ClassicalDetector(background_nm=None), pixel_size_nm=PX) == 24 + 97
+    # the Gaussian noise window reaches 4σ = 128
+    assert classical_halo(ClassicalDetector(noise_window="gaussian"), pixel_size_nm=PX) == 24 + 128 + 1
 
 
 def test_tiled_detection_equals_whole_image(whole, tiled):

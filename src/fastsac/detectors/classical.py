@@ -62,6 +62,12 @@ class ClassicalDetector(Detector):
     pair_max_separation_nm, pair_atom_sigma_nm : float
         Pairs examined, and the Gaussian sigma of one atom's image, nm.
     refine : {"gaussian", "com", "none"}
+    noise_window : {"box", "gaussian"}
+        Weighting of the local noise estimate: ``"box"`` (default) a cascade of
+        three extended boxes with the Gaussian's variance (O(1) per pixel,
+        support 3σ: :func:`fastsac.boxfilter.box_gaussian_filter`; same F1 on
+        ptnc-train and on simulated truth, docs/performance.md); ``"gaussian"``
+        the σ-Gaussian truncated at 4σ (before 2026-12).
     device : {"cpu", "auto", "cuda"}
         Where :meth:`detect` computes: ``"cpu"`` runs the C++/numpy kernels;
         ``"cuda"`` runs the score map as torch convolutions and the peak
@@ -77,7 +83,8 @@ class ClassicalDetector(Detector):
                  min_distance_nm: float = 0.176, noise_sigma_nm: float = 0.94,
                  exclude_border_px: int = 1, refine: str = "gaussian", backend: str = "auto",
                  device: str = "cpu", resolve_pairs: bool = True,
-                 pair_max_separation_nm: float = 0.30, pair_atom_sigma_nm: float = 0.095):
+                 pair_max_separation_nm: float = 0.30, pair_atom_sigma_nm: float = 0.095,
+                 noise_window: str = "box"):
         self.threshold = float(threshold)
         self.atom_sigma_nm = check_positive(atom_sigma_nm, name="atom_sigma_nm")
         self.surround_ratio = check_positive(surround_ratio, name="surround_ratio")
@@ -91,6 +98,9 @@ class ClassicalDetector(Detector):
         if refine not in ("gaussian", "com", "none"):
             raise ValueError(f"refine must be 'gaussian', 'com' or 'none', got {refine!r}")
         self.refine = refine
+        if noise_window not in ("box", "gaussian"):
+            raise ValueError(f"noise_window must be 'box' or 'gaussian', got {noise_window!r}")
+        self.noise_window = noise_window
         self.backend = backend
         if device not in ("cpu", "auto", "cuda"):
             raise ValueError(f"device must be 'cpu', 'auto' or 'cuda', got {device!r}")
@@ -106,6 +116,7 @@ class ClassicalDetector(Detector):
                 "surround_ratio": self.surround_ratio, "background_nm": self.background_nm,
                 "min_distance_nm": self.min_distance_nm, "noise_sigma_nm": self.noise_sigma_nm,
                 "exclude_border_px": self.exclude_border_px, "refine": self.refine,
+                "noise_window": self.noise_window,
                 "resolve_pairs": self.resolve_pairs,
                 "pair_max_separation_nm": self.pair_max_separation_nm,
                 "pair_atom_sigma_nm": self.pair_atom_sigma_nm}
@@ -155,7 +166,8 @@ class ClassicalDetector(Detector):
         """Stage 2: the DoG in units of its local noise. ``cap``/``global_rms``
         default to this image's own (see :func:`fastsac.preprocess.local_noise`)."""
         noise = preprocess.local_noise(dog, sigma_px=self.pixel_params(pixel_size_nm)["noise_sigma_px"],
-                                       cap=cap, global_rms=global_rms, backend=self.backend)
+                                       cap=cap, global_rms=global_rms, window=self.noise_window,
+                                       backend=self.backend)
         return (dog / noise).astype(np.float32)
 
     def score_map(self, image, *, pixel_size_nm=None) -> np.ndarray:
@@ -205,7 +217,7 @@ class ClassicalDetector(Detector):
 
         dev = device or (self.device if self.device != "cpu" else "cpu")
         if tile is None and resolve_device(dev).type == "cuda":
-            # The halo is 153 px at 0.0293 nm/px: 4096² cores read 1.16× their
+            # The halo is 121 px at 0.0293 nm/px: 4096² cores read 1.12× their
             # area (the memory-based default picks ~1.7k cores, 1.4×).
             tile = 4096
         net = self.as_predictor(pixel_size_nm)

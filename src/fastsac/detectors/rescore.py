@@ -147,21 +147,22 @@ def candidate_features(image, *, pixel_size_nm: float | None = None, candidate_t
     candidate_threshold : float
         Stage-1 threshold on the classical score (local-noise units).
     classical : ClassicalDetector, optional
-        Stage-1 detector (default: ``ClassicalDetector(background_nm=None)``).
+        Stage-1 detector (default: ``ClassicalDetector(background_nm=None,
+        noise_window="gaussian")``: the re-scorer was trained on that stage 1).
 
     Returns
     -------
     CandidateTable
     """
     img = as_float(check_image(image)).astype(np.float32)
-    det = classical or ClassicalDetector(background_nm=None, backend=backend)
+    det = classical or ClassicalDetector(background_nm=None, backend=backend, noise_window="gaussian")
     px = float(pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
     to_ref = px / DEFAULT_PIXEL_SIZE_NM        # image px → reference px
     t0 = time.perf_counter()
     noise_px = det.noise_sigma_nm / px
     # ClassicalDetector.score_map (= det.snr(det.dog(...))), keeping its noise map, a feature.
     dog = det.dog(img, pixel_size_nm=px)
-    noise = preprocess.local_noise(dog, sigma_px=noise_px, backend=backend)
+    noise = preprocess.local_noise(dog, sigma_px=noise_px, window=det.noise_window, backend=backend)
     score_map = (dog / noise).astype(np.float32)
     t1 = time.perf_counter()
     cand = peaks.local_maxima(score_map, threshold=candidate_threshold, radius=1,
@@ -309,7 +310,8 @@ class RescoreDetector(Detector):
     threshold : float, optional
         Probability threshold (default: the model's, chosen on out-of-fold predictions).
     classical : ClassicalDetector, optional
-        Stage 1 (default ``ClassicalDetector(background_nm=None)``, the tuned parameters).
+        Stage 1 (default ``ClassicalDetector(background_nm=None, noise_window="gaussian")``,
+        the tuned parameters and the noise window the re-scorer was trained with).
 
     ``Detections.score`` is the probability; the Gaussian-fit columns come from stage 1.
     """
@@ -324,7 +326,8 @@ class RescoreDetector(Detector):
         self.threshold = float(model.threshold if threshold is None else threshold)
         if not 0.0 <= self.threshold < 1.0:
             raise ValueError(f"threshold must be a probability in [0, 1), got {threshold!r}")
-        self.classical = classical or ClassicalDetector(background_nm=None, backend=backend)
+        self.classical = classical or ClassicalDetector(background_nm=None, backend=backend,
+                                                        noise_window="gaussian")
         self.backend = backend
         self.source = source
 

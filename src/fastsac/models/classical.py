@@ -135,6 +135,47 @@ class _Gaussian(torch.nn.Module):
         return F.conv2d(x, self.k_cols)
 
 
+class _BoxGaussian(torch.nn.Module):
+    """:func:`fastsac.boxfilter.box_gaussian_filter` on (B, 1, H, W) float32, bit for
+    bit: the same fixed-point integers, summed exactly in float64 by ``cumsum``
+    (integers below 2^53 add exactly in any order, so a GPU scan gives the CPU's
+    sums), the same per-pixel roundings (``torch.round`` is half-to-even like
+    ``np.rint``). ``r`` is the support radius (the tiling halo)."""
+
+    def __init__(self, sigma: float):
+        super().__init__()
+        from ..boxfilter import box_plan
+
+        self.plan = box_plan(sigma)
+        self.r = self.plan.reach
+
+    def _pass(self, q: torch.Tensor, dim: int) -> torch.Tensor:
+        p = self.plan
+        n = q.shape[dim]
+        z = q.index_select(dim, _symmetric_index(n, p.r + 1, q.device))
+        c = torch.cumsum(z, dim=dim)
+        c = torch.cat([torch.zeros_like(c.narrow(dim, 0, 1)), c], dim=dim)
+        inner = c.narrow(dim, 2 * p.r + 2, n) - c.narrow(dim, 1, n)
+        outer = z.narrow(dim, 0, n) + z.narrow(dim, 2 * p.r + 2, n)
+        return torch.round((p.M * inner + p.a * outer) * (1.0 / p.norm))
+
+    def forward(self, x: torch.Tensor, scale) -> torch.Tensor:
+        """``scale``: a float, or a 0-d float64 tensor (no host sync on a GPU)."""
+        from ..boxfilter import _scales
+
+        if isinstance(scale, torch.Tensor):
+            # the same IEEE float64 operations as _scales, on the device
+            s = torch.where((scale > 0) & torch.isfinite(scale), scale, torch.ones_like(scale))
+            qf, dq = (2.0 ** self.plan.q_bits) / s, s / (2.0 ** self.plan.q_bits)
+        else:
+            qf, dq = _scales(scale, self.plan)
+        q = torch.clamp(torch.round(x.double() * qf), -2.0 ** 30, 2.0 ** 30)
+        for dim in (2, 3):
+            for _ in range(self.plan.passes):
+                q = self._pass(q, dim)
+        return (q * dq).float()
+
+
 class _Float32:
     """Context: no autocast, no TF32 — the score is compared with a threshold."""
 
@@ -207,10 +248,13 @@ class ClassicalScoreNet(torch.nn.Module):
     """
 
     def __init__(self, sigma_px: float, surround_px: float, noise_sigma_px: float,
-                 floor_fraction: float = 1e-3):
+                 floor_fraction: float = 1e-3, noise_window: str = "box"):
         super().__init__()
         self.dog = DogNet(sigma_px, surround_px)
-        self.noise = _Gaussian(noise_sigma_px)
+        if noise_window not in ("box", "gaussian"):
+            raise ValueError(f"noise_window must be 'box' or 'gaussian', got {noise_window!r}")
+        self.noise_window = noise_window
+        self.noise = _BoxGaussian(noise_sigma_px) if noise_window == "box" else _Gaussian(noise_sigma_px)
         self.floor_fraction = float(floor_fraction)
         #: Chebyshev radius of the input a score pixel depends on (tiling halo).
         self.receptive_field = self.dog.receptive_field + self.noise.r
@@ -223,7 +267,8 @@ class ClassicalScoreNet(torch.nn.Module):
         if p["background_px"] is not None:
             raise ValueError("the GPU score map has no median background; use "
                              "ClassicalDetector(background_nm=None) (the default)")
-        return cls(p["sigma_px"], p["surround_px"], p["noise_sigma_px"])
+        return cls(p["sigma_px"], p["surround_px"], p["noise_sigma_px"],
+                   noise_window=getattr(detector, "noise_window", "gaussian"))
 
     def set_statistics(self, cap: float, global_rms: float) -> "ClassicalScoreNet":
         # Python copies too: reading a device buffer in forward would sync the GPU.
@@ -244,8 +289,9 @@ class ClassicalScoreNet(torch.nn.Module):
         with _Float32(d.device.type):
             d = d.float()
             cap = torch.tensor(self._cap, dtype=torch.float32)
-            sq = torch.clamp(d * d, max=float(cap * cap))   # cap² rounded as float32
-            var = self.noise(sq)
+            cap2 = float(cap * cap)                          # cap² rounded as float32
+            sq = torch.clamp(d * d, max=cap2)
+            var = self.noise(sq, cap2) if self.noise_window == "box" else self.noise(sq)
             noise = torch.sqrt(torch.clamp(var, min=self._floor))
             return d / noise
 

@@ -55,6 +55,13 @@ def _gaussian(sigma: float, device: str):
     return _Gaussian(sigma).to(device)
 
 
+@functools.lru_cache(maxsize=32)
+def _box(sigma: float, device: str):
+    from ..models.classical import _BoxGaussian
+
+    return _BoxGaussian(sigma).to(device)
+
+
 def _orderable(x: torch.Tensor) -> torch.Tensor:
     """int64 keys that sort like the float32 values ``x`` (negatives included)."""
     bits = x.contiguous().view(torch.int32).to(torch.int64)
@@ -209,7 +216,7 @@ def support_mask_torch(image, *, pixel_size_nm: float | None = None, smooth_nm: 
         if min(hb, wb) < 8:
             return all_support()
         gdev = str(img.device)
-        smooth = _gaussian(sigma, gdev)(img)[0, 0]
+        smooth = _box(sigma, gdev)(img, img.abs().amax().double())[0, 0]
         smooth_key = _orderable(smooth)
         s_sorted = torch.sort(smooth.reshape(-1)).values
         s_min, s_max = s_sorted[0].double(), s_sorted[-1].double()
