@@ -24,7 +24,9 @@ __all__ = ["analyze", "AnalysisResult", "write_result", "ATOM_COLUMNS", "write_s
 
 #: Columns of atoms.csv, in order.
 ATOM_COLUMNS = ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px", "intensity",
-                "nn_dist_nm", "cluster_id", "cluster_size", "in_support"]
+                "nn_dist_nm", "cluster_id", "cluster_size", "in_support", "species", "species_probability"]
+#: atoms.csv columns written as text.
+_TEXT_COLUMNS = ("species",)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,12 @@ class AnalysisResult:
     cluster_size: np.ndarray
     summary: dict = field(default_factory=dict)
     support: np.ndarray | None = field(default=None, repr=False)
+    #: fastsac.species.SpeciesAssignment (None: species not run)
+    species: object | None = field(default=None, repr=False)
+    #: fastsac.spatial.clusters_table.ClusterTable
+    cluster_table: object | None = field(default=None, repr=False)
+    #: fastsac.spatial.stats.DispersionStats (for the figures)
+    dispersion: object | None = field(default=None, repr=False)
 
     @property
     def pixel_size_nm(self) -> float | None:
@@ -62,6 +70,10 @@ class AnalysisResult:
             "nn_dist_nm": self.nn_dist if px else np.full(len(d), np.nan),
             "cluster_id": self.cluster_id, "cluster_size": self.cluster_size,
             "in_support": self.in_support(),
+            "species": (self.species.species if self.species is not None
+                        else np.full(len(d), "", dtype=object)),
+            "species_probability": (self.species.probability if self.species is not None
+                                    else np.full(len(d), np.nan)),
         }
 
     def in_support(self) -> np.ndarray:
@@ -79,7 +91,8 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
             multimer_cutoff_nm: float = 0.23, pixel_size_nm: float | None = None,
             support_mask: bool = True, backend: str = "auto",
             detector_params: dict | None = None, mask_params: dict | None = None,
-            stats_params: dict | None = None) -> AnalysisResult:
+            stats_params: dict | None = None, elements=None,
+            estimate_pixel_size: bool = True) -> AnalysisResult:
     """Detect atoms and compute their organisation on one image.
 
     Parameters
@@ -104,6 +117,14 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
     stats_params : dict, optional
         Keyword arguments for :func:`~fastsac.spatial.stats.dispersion` (e.g.
         ``mask_correction="donnelly"`` instead of Monte Carlo, for live frames).
+    elements : sequence of str, optional
+        Elements present (e.g. ``["Pt", "Pd"]``): species per atom by the
+        Z-contrast mixture (:func:`fastsac.species.species_of_atoms`); None:
+        intensity classes whose number comes from the data.
+    estimate_pixel_size : bool
+        Without a calibration, estimate the pixel size from the apparent atom
+        size (:func:`fastsac.scale.estimate_atom_scale`; summary
+        ``pixel_size_source: "estimated from atom size"``).
 
     Returns
     -------
@@ -121,6 +142,14 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
     elif pixel_size_nm is not None:
         micrograph = Micrograph(micrograph.data, float(pixel_size_nm), "override",
                                 micrograph.source, micrograph.metadata)
+    scale_estimate = None
+    if micrograph.pixel_size_nm is None and estimate_pixel_size:
+        from .scale import estimate_atom_scale
+
+        scale_estimate = estimate_atom_scale(micrograph.data)
+        if np.isfinite(scale_estimate.pixel_size_nm) and not scale_estimate.at_edge:
+            micrograph = Micrograph(micrograph.data, float(scale_estimate.pixel_size_nm),
+                                    "estimated from atom size", micrograph.source, micrograph.metadata)
     det = get_detector(detector, **(detector_params or {}))
     px = micrograph.pixel_size_nm
     mask_job = None
@@ -150,6 +179,14 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
                       mask=None if mask is None else mask.mask,
                       multimer_cutoff_px=cutoff_px, backend=backend, **(stats_params or {}))
     t3 = time.perf_counter()
+    from .spatial.clusters_table import cluster_table
+    from .species import species_of_atoms
+
+    species = species_of_atoms(micrograph.data, found.xy, pixel_size_nm=px, intensity=found.intensity,
+                               intensity_err=getattr(found, "intensity_err", None), elements=elements)
+    ctable = cluster_table(found.xy, cl.labels, pixel_size_nm=px,
+                           species=species.species if species.status == "ok" else None)
+    t4 = time.perf_counter()
     nn_dist = nn.distance * px if px else nn.distance
     summary = {
         "fastsac_version": __version__,
@@ -161,25 +198,29 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
         **disp.as_dict(),
         "support": None if mask is None else mask.as_dict(),
         "detector": {"name": found.detector, "params": found.params},
+        "pixel_size_estimate": None if scale_estimate is None else scale_estimate.as_dict(),
+        "species": species.as_dict(),
+        "cluster_size_distribution": ctable.size_distribution(),
         "timings_s": {**found.timings, "detect_total": t1 - t0, "neighbors_mask": t2 - t1,
-                      "statistics": t3 - t2},
+                      "statistics": t3 - t2, "species_clusters": t4 - t3},
         "backend": {"nearest_neighbors": nn.backend, "clusters": cl.backend},
     }
     return AnalysisResult(micrograph.name, micrograph, found, nn_dist, nn.index, cl.labels,
-                          cl.sizes, summary, None if mask is None else mask.mask)
+                          cl.sizes, summary, None if mask is None else mask.mask, species, ctable, disp)
 
 
-def _atoms_csv(result: AnalysisResult) -> str:
-    table = result.atoms_table()
+def _csv_text(columns: list, table: dict, n: int) -> str:
     buf = _stdio.StringIO()
     wr = csv.writer(buf, lineterminator="\n")
-    wr.writerow(ATOM_COLUMNS)
-    cols = [table[c] for c in ATOM_COLUMNS]
-    for i in range(len(result.detections)):
+    wr.writerow(columns)
+    cols = [table[c] for c in columns]
+    for i in range(n):
         row = []
-        for c, col in zip(ATOM_COLUMNS, cols):
+        for col in cols:
             v = col[i]
-            if c in ("cluster_id", "cluster_size", "in_support"):
+            if isinstance(v, (str, bytes)) or v is None:
+                row.append("" if v is None else str(v))
+            elif isinstance(v, (int, np.integer)):
                 row.append(int(v))
             else:
                 row.append("" if not np.isfinite(v) else f"{float(v):.6g}")
@@ -187,12 +228,36 @@ def _atoms_csv(result: AnalysisResult) -> str:
     return buf.getvalue()
 
 
+def _atoms_csv(result: AnalysisResult) -> str:
+    table = result.atoms_table()
+    for c in ("cluster_id", "cluster_size", "in_support"):
+        table[c] = np.asarray(table[c]).astype(np.int64)
+    return _csv_text(ATOM_COLUMNS, table, len(result.detections))
+
+
+def _clusters_csv(result: AnalysisResult) -> str:
+    t = result.cluster_table
+    cols = t.columns()
+    return _csv_text(list(cols), cols, len(t))
+
+
 def write_result(result: AnalysisResult, out_dir: str | Path, *, overlay: bool = True) -> dict:
-    """Write ``out_dir/atoms.csv``, ``summary.json`` and ``overlay.png`` atomically."""
+    """Write ``out_dir/atoms.csv``, ``clusters.csv``, ``summary.json``, ``overlay.png``,
+    ``nn_histogram.png`` and ``cluster_sizes.png`` atomically (figures unless ``overlay=False``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"atoms": atomic_write_text(out / "atoms.csv", _atoms_csv(result)),
              "summary": write_json(out / "summary.json", result.summary)}
+    if result.cluster_table is not None:
+        paths["clusters"] = atomic_write_text(out / "clusters.csv", _clusters_csv(result))
+    if overlay and result.dispersion is not None:
+        from .report import cluster_distribution_figure, nn_histogram_figure, save_figure
+
+        paths["nn_histogram"] = save_figure(out / "nn_histogram.png", nn_histogram_figure(
+            result.dispersion, title=f"{result.name}: nearest-neighbour distances"))
+        if result.cluster_table is not None:
+            paths["cluster_sizes"] = save_figure(out / "cluster_sizes.png", cluster_distribution_figure(
+                result.cluster_table, title=f"{result.name}: cluster sizes"))
     if overlay:
         from .report import save_overlay
 

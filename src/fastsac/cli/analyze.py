@@ -16,7 +16,11 @@ def add_parser(sub):
                    help="pixel size in nm (overrides the files' calibration)")
     p.add_argument("--multimer-cutoff", type=float, default=0.23, metavar="NM",
                    help="NN distance below which an atom is in a multimer (default: %(default)s nm)")
-    p.add_argument("--no-overlay", action="store_true", help="skip overlay PNGs")
+    p.add_argument("--elements", nargs="+", default=None, metavar="SYMBOL",
+                   help="elements present, e.g. --elements Pt Pd: species per atom from the "
+                        "Z^1.7 intensity contrast (default: intensity classes found in the data)")
+    p.add_argument("--no-overlay", action="store_true",
+                   help="skip the PNGs (overlay, nn_histogram, cluster_sizes)")
     p.add_argument("--no-report", action="store_true",
                    help="skip the batch HTML report OUT/report.html (g(r), envelopes, histograms)")
     return p
@@ -39,12 +43,23 @@ def run(args) -> int:
     detector = detector_from_args(args)
     if detector is None:
         return 2
+    if args.elements:
+        from ..species import atomic_number
+
+        try:
+            zs = [atomic_number(e) for e in args.elements]
+        except ValueError as exc:
+            print(f"fastsac analyze: --elements: {exc}")
+            return 2
+        if len(set(zs)) != len(zs):
+            print(f"fastsac analyze: --elements: name each element once, got {' '.join(args.elements)}")
+            return 2
     rows, bad = [], 0
     for path in tqdm(files, desc="analyze", unit="img", disable=len(files) < 2):
         try:
             m = read(path, pixel_size_nm=args.pixel_size)
             res = analyze(m, detector=detector, multimer_cutoff_nm=args.multimer_cutoff,
-                          backend=args.backend)
+                          backend=args.backend, elements=args.elements)
             write_result(res, out / path.stem, overlay=not args.no_overlay)
             rows.append(summary_row(res.summary))
         except FastsacInputError as exc:
