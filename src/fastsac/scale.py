@@ -122,7 +122,7 @@ def estimate_atom_scale(image, *, n_peaks: int = 30, sigma_range_px: tuple = (1.
     >>> round(estimate_atom_scale(img).scale_px)
     3
     """
-    img = as_float(check_image(image, name="image")).astype(np.float64)
+    img = as_float(check_image(image, name="image", allow_nan=True)).astype(np.float64)
     h, w = img.shape
     if min(h, w) < 32:
         raise ValueError(f"image must be at least 32×32 px to estimate an atom size, got {h}×{w}")

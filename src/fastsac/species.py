@@ -572,6 +572,22 @@ def _separability(mix: _Mixture, e2_typ: float) -> tuple[np.ndarray, np.ndarray]
     return dp, _norm_cdf(dp / 2)
 
 
+def _max_dip(mix: _Mixture, e2_typ: float) -> float:
+    """Largest valley/peak ratio of the mixture density between neighbouring means
+    (1: no valley, the classes form one mode)."""
+    sd = np.sqrt((mix.rel_width * mix.means) ** 2 + mix.abs_width**2 + e2_typ)
+
+    def dens(t):
+        return (mix.weights / sd * np.exp(-0.5 * ((t[:, None] - mix.means) / sd) ** 2)).sum(1)
+
+    worst = 0.0
+    for k in range(len(mix.means) - 1):
+        t = np.linspace(mix.means[k], mix.means[k + 1], 201)
+        d = dens(t)
+        worst = max(worst, float(d.min() / min(d[0], d[-1])))
+    return worst
+
+
 @dataclass(frozen=True)
 class SpeciesAssignment:
     """Species (or intensity classes) of atoms from their intensities.
@@ -657,7 +673,8 @@ def assign_species(intensity, *, intensity_err=None, elements: Sequence | None =
                    exponent: float = HAADF_EXPONENT, exponent_range: tuple | None = (1.4, 2.2),
                    max_classes: int = 3,
                    min_accuracy: float = MIN_SEPARABLE_ACCURACY, min_bic_gain: float = 10.0,
-                   min_class_ratio: float = 1.25, min_weight: float = 0.03) -> SpeciesAssignment:
+                   min_class_ratio: float = 1.25, min_weight: float = 0.05,
+                   max_dip: float = 0.8) -> SpeciesAssignment:
     """Assign each atom a species from its intensity and the intensity's error.
 
     Model: atom i of species k has intensity ~ N(m_k, (c·m_k)² + s0² + e_i²)
@@ -669,8 +686,9 @@ def assign_species(intensity, *, intensity_err=None, elements: Sequence | None =
     their number (1 … ``max_classes``) is chosen by BIC, a class being added
     only if the BIC falls by ``min_bic_gain``, every class holds
     ``min_weight`` of the atoms, neighbouring classes differ by
-    ``min_class_ratio`` in intensity and are separable (below): a pure frame
-    gives one class.
+    ``min_class_ratio`` in intensity, are separable (below) and the fitted
+    density dips between them to at most ``max_dip`` of the lower peak (a
+    skewed single species has no dip): a pure frame gives one class.
 
     Separability: for neighbouring classes, d' = Δm / √(mean variance) at the
     median error; the Bayes accuracy for equal amounts is Φ(d'/2). Named
@@ -835,6 +853,9 @@ def assign_species(intensity, *, intensity_err=None, elements: Sequence | None =
             why.append("neighbouring classes closer than ×%g" % min_class_ratio)
         if (acc < min_accuracy).any():
             why.append("classes overlap (accuracy %.0f%%)" % (100 * acc.min()))
+        dip = _max_dip(mix, e2_typ)
+        if dip > max_dip:
+            why.append(f"no dip in the intensity density between classes (valley/peak {dip:.2f})")
         if why:
             rejected = f"{k} classes rejected: " + "; ".join(why)
             break
