@@ -70,7 +70,7 @@ def patches(image: np.ndarray, xy: np.ndarray, size: int = 21) -> np.ndarray:
     return out - np.median(border, axis=1)[:, None, None]
 
 
-def autoencoder_gmm(patch_sets: list, n_species: int, *, latent: int = 8, epochs: int = 150,
+def autoencoder_gmm(patch_sets: list, n_species: int, *, latent: int = 8, epochs: int = 60,
                     seed: int = 0) -> list:
     """The published approach: conv autoencoder latent + GMM, trained on the
     patches of one image set. Returns per set (N,) class 0 … K−1, 0 = dimmest."""
