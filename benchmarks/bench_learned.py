@@ -39,7 +39,7 @@ def _time(fn, repeat):
 
 def main(argv=None) -> int:
     from fastsac import io, preprocess
-    from fastsac.learned import _run_heatmap, default_detector, heatmap_preprocess, load_detector
+    from fastsac.detectors.learned import run_heatmap, default_detector, heatmap_preprocess, load_detector
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args(argv)
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     stages = {k: np.median([r.timings[k] for _, r in runs]) for k in runs[0][1].timings}
     prep = heatmap_preprocess(mic.data, pixel_size_nm=mic.pixel_size_nm)
     t_med = np.median([t for t, _ in _time(lambda: preprocess.median_filter(mic.data, size=40), args.repeat)])
-    t_net = np.median([t for t, _ in _time(lambda: _run_heatmap(det.model, prep.image), args.repeat)])
+    t_net = np.median([t for t, _ in _time(lambda: run_heatmap(det.model, prep.image), args.repeat)])
     print(f"fastsac heatmap detect, 512x512, {torch.get_num_threads()} threads: {tot * 1e3:.1f} ms "
           f"(median of {args.repeat}; {len(runs[0][1])} atoms)")
     for k, v in stages.items():
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
 
 @pytest.fixture(scope="module")
 def det():
-    from fastsac.learned import default_detector
+    from fastsac.detectors.learned import default_detector
     d = default_detector()
     if d is None or not IMAGE.is_file():
         pytest.skip("shipped weights or real data missing")

@@ -36,7 +36,7 @@ def _median_time(fn, repeat):
 
 def main(argv=None) -> int:
     from fastsac import io
-    from fastsac.detect import ClassicalDetector, get_detector
+    from fastsac.detectors import ClassicalDetector, get_detector
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--image", type=Path, default=IMAGE)
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
 @pytest.mark.skipif(not IMAGE.is_file(), reason="real data not found (set FASTSAC_SHARED)")
 def test_bench_rescore_detect(benchmark):
     from fastsac import io
-    from fastsac.detect import get_detector
+    from fastsac.detectors import get_detector
     mic = io.read(IMAGE)
     det = get_detector("rescore")
     out = benchmark(det.detect, mic)

@@ -33,7 +33,7 @@ CKPT = SHARED / "models" / "sac_cnn_ptnc.ckpt"
 
 def _setup():
     from fastsac import io
-    from fastsac.learned import load_detector, sac_cnn_preprocess
+    from fastsac.detectors.learned import load_detector, sac_cnn_preprocess
     torch.set_num_threads(2)
     det = load_detector(CKPT)
     norm = sac_cnn_preprocess(io.read(IMAGE).data)
@@ -50,7 +50,7 @@ def _positions(n, shape, seed=0):
 
 
 def main(argv=None) -> int:
-    from fastsac.learned import sliding_window_probabilities
+    from fastsac.detectors.learned import sliding_window_probabilities
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--windows", type=int, default=None,
                     help="time this many random windows and extrapolate (default: all ~242k)")
@@ -98,7 +98,7 @@ def test_bench_dense(benchmark, setup):
 
 
 def test_bench_sliding_2048(benchmark, setup):
-    from fastsac.learned import sliding_window_probabilities
+    from fastsac.detectors.learned import sliding_window_probabilities
     det, norm = setup
     pos = _positions(2048, norm.shape)
     ref = benchmark.pedantic(sliding_window_probabilities, args=(det.model, norm),

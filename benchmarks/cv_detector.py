@@ -40,8 +40,8 @@ import torch
 
 from fastsac import io
 from fastsac.evaluate import match_points, pool
-from fastsac.learned import (HeatmapDetector, SacCnnDetector, TrainConfig, _detect_prepared,
-                             _load_training_images, load_detector, sac_cnn_preprocess, train)
+from fastsac.detectors.learned import HeatmapDetector, SacCnnDetector, load_detector, sac_cnn_preprocess
+from fastsac.training import TrainConfig, detect_prepared, load_training_images, train
 
 log = logging.getLogger("cv_detector")
 GRID = np.round(np.arange(0.1, 0.91, 0.02), 2)
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     cfg = replace(TrainConfig(steps=args.steps, seed=args.seed,
                               widths=tuple(int(w) for w in args.widths.split(","))),
                   **{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(args.config).items()})
-    data = _load_training_images(args.data / "images", args.data / "labels", stems,
+    data = load_training_images(args.data / "images", args.data / "labels", stems,
                                  working_pixel_nm=0.0293, backend="auto", cache_dir=args.cache_dir,
                                  noise_sigma_nm=cfg.noise_sigma_nm, background_nm=cfg.background_nm)
     by_stem = {d["stem"]: d for d in data}
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
                     cache_dir=args.cache_dir, device=args.device)
         det = HeatmapDetector(res.model, threshold=0.05, min_distance_nm=cfg.min_distance_nm,
                               noise_sigma_nm=cfg.noise_sigma_nm, background_nm=cfg.background_nm)
-        dets = {s: _detect_prepared(det, by_stem[s]) for s in test}
+        dets = {s: detect_prepared(det, by_stem[s]) for s in test}
         per = {s: match_points(dets[s].xy[dets[s].score >= res.threshold], truths[s], tolerance_px=6)
                for s in test}
         held_heat += per.values()

@@ -4,7 +4,7 @@ Protocol (honest: nothing from a held-out image is used to fit, select or thresh
 
 * split: leave-one-image-out over the 11 ptnc-train images (``--split loo``, default) or
   the 4 folds of ``cv_detector.py`` (``--split 4fold``: sorted stems ``[k::4]``);
-* re-scorer (``fastsac.rescore``): logistic regression fitted on the training images'
+* re-scorer (``fastsac.detectors.rescore``): logistic regression fitted on the training images'
   candidates; probability threshold chosen on *out-of-fold* predictions of the training
   images (5 groups), then applied to the held-out image(s);
 * classical (``ClassicalDetector(background_nm=None)``): SNR threshold chosen on the
@@ -35,7 +35,8 @@ import torch
 
 from fastsac import io
 from fastsac.evaluate import match_points, pool
-from fastsac.rescore import RescoreModel, candidate_features, train_rescore
+from fastsac.detectors.rescore import RescoreModel, candidate_features
+from fastsac.training import train_rescore
 
 log = logging.getLogger("cv_rescore")
 CLASSICAL_GRID = np.round(np.arange(2.5, 6.001, 0.1), 2)
@@ -66,10 +67,10 @@ def bootstrap(per_image, stems, n=2000, seed=0):
 
 def agreement(tables, truths, stems, thr=3.9):
     """Where the expert labels and the matched-filter evidence disagree."""
-    from fastsac.rescore import _targets
+    from fastsac.training import rescore_targets
     bins = [2.5, 3.0, 3.5, 3.9, 4.5, 5.0, 6.0, 8.0, 1e9]
     sc = np.concatenate([tables[s][0].score for s in stems])
-    y = np.concatenate([_targets(tables[s][0], truths[s], 6.0) for s in stems])
+    y = np.concatenate([rescore_targets(tables[s][0], truths[s], 6.0) for s in stems])
     rate = []
     for lo, hi in zip(bins[:-1], bins[1:]):
         m = (sc > lo) & (sc <= hi)
@@ -91,7 +92,7 @@ def agreement(tables, truths, stems, thr=3.9):
     # Per-feature AUC (labelled vs unlabelled) among the ambiguous candidates.
     from scipy.stats import mannwhitneyu
 
-    from fastsac.rescore import FEATURES
+    from fastsac.detectors.rescore import FEATURES
     X = np.concatenate([tables[s][0].features for s in stems])
     band = (sc > 3.3) & (sc < 4.6)
     auc = {}
@@ -165,7 +166,7 @@ def main(argv=None) -> int:
               for t in CLASSICAL_GRID] for s in stems}
     sac = None
     if args.sac_cnn.is_file():
-        from fastsac.learned import load_detector
+        from fastsac.detectors.learned import load_detector
         det = load_detector(args.sac_cnn)
         maps = {s: det.score_map(raw[s]) for s in stems}
         sac = {s: [match_points(det.components(maps[s], float(t))[0], truths[s], tolerance_px=6)

@@ -17,7 +17,7 @@ import torch
 
 from fastsac import io
 from fastsac.evaluate import match_points, pool
-from fastsac.learned import default_detector, load_detector
+from fastsac.detectors.learned import default_detector, load_detector
 
 
 def main(argv=None) -> int:

@@ -42,7 +42,7 @@ $PY -c "import fastsac, fastsac._backend as b; print('fastsac', fastsac.__file__
 
 # CUDA tests on the real GPU (numba kernels + the classical score map on torch CUDA).
 timeout 100 $PY -m pytest "$R/tests/cuda" "$R/tests/models/test_classical_net.py" \
-  "$R/tests/spatial/test_mask_torch.py" "$R/tests/infer" -q -rs -p no:cacheprovider \
+  "$R/tests/support/test_mask_torch.py" "$R/tests/infer" -q -rs -p no:cacheprovider \
   --rootdir "$R" -c "$R/pyproject.toml" > "$OUT/pytest_cuda.log" 2>&1
 stamp "pytest cuda rc=$? ($(tail -n 1 "$OUT/pytest_cuda.log"))"
 

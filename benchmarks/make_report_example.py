@@ -7,7 +7,7 @@ with headless chromium (when installed).
 
 Positions come from the expert labels by default (``--detector labels``): the
 classical detector is not tuned yet. ``--detector classical`` runs
-``fastsac.detect.get_detector("classical")`` instead. Per-atom intensity is a
+``fastsac.detectors.get_detector("classical")`` instead. Per-atom intensity is a
 background-subtracted aperture sum (disc of 3 px minus the median of an
 annulus 5–8 px) when the detector gives none.
 
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     import fastsac
     from fastsac.io import write_json, atomic_write_text
     from fastsac.report import load_analysis_folder, save_overlay, write_html_report
-    from fastsac.spatial import support_mask
+    from fastsac.support import support_mask
     from fastsac.spatial.stats import dispersion
 
     ptnc = SHARED / "data" / "ptnc-train"
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
             amp = sig = np.full(len(xy), np.nan)
             inten = aperture_intensity(m.data, xy)
         else:
-            from fastsac.detect import get_detector
+            from fastsac.detectors import get_detector
 
             det = get_detector("classical").detect(m)
             xy, score, amp, sig = det.xy, det.score, det.amplitude, det.sigma_px

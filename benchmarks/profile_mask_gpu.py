@@ -18,7 +18,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--size", type=int, default=2048)
     a = ap.parse_args()
-    from fastsac.spatial.mask import support_mask
+    from fastsac.support.mask import support_mask
     from fastsac.synth import simulate
 
     img, _ = simulate(size=a.size, seed=1)

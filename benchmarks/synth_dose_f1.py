@@ -2,7 +2,7 @@
 
 For each dose the same seeds are simulated (same atoms, same support; only
 the electron dose changes), the classical detector
-(``fastsac.detect.get_detector("classical")``) runs on each frame, and
+(``fastsac.detectors.get_detector("classical")``) runs on each frame, and
 detections are matched to the exact truth (Hungarian, 6 px ≈ 0.18 nm, as for
 the real labels). F1 is pooled over the frames. A second F1 ignores truth
 and detections within ``--border`` px of the frame edge (the classical
@@ -39,7 +39,7 @@ def inside(xy: np.ndarray, size: int, border: float) -> np.ndarray:
 
 def score_frames(dose: float, seeds, *, size: int, border: float, detector=None, **kwargs) -> dict:
     """Pooled precision/recall/F1 over frames of one dose (all, and border-trimmed)."""
-    from fastsac.detect import get_detector
+    from fastsac.detectors import get_detector
     from fastsac.evaluate import match_points, pool
     from fastsac.io import Micrograph
     from fastsac.synth import simulate

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fastsac import peaks, read, read_points
-from fastsac.detect import ClassicalDetector
+from fastsac.detectors import ClassicalDetector
 from fastsac.evaluate import match_points, pool
 
 

@@ -11,6 +11,7 @@ void bind_gaussian(py::module_& m);
 void bind_peaks(py::module_& m);
 void bind_spatial(py::module_& m);
 void bind_regions(py::module_& m);
+void bind_pairs(py::module_& m);
 
 static int openmp_threads() {
 #ifdef FASTSAC_HAVE_OPENMP
@@ -28,4 +29,5 @@ PYBIND11_MODULE(_core, m) {
     bind_peaks(m);
     bind_spatial(m);
     bind_regions(m);
+    bind_pairs(m);
 }

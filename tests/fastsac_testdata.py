@@ -17,6 +17,17 @@ PTNC = SHARED / "data" / "ptnc-train"
 SAC_CNN_CKPT = SHARED / "models" / "sac_cnn_ptnc.ckpt"
 
 
+def backend_params(kernel):
+    """Every registered backend of a :class:`fastsac._backend.Kernel` as pytest params,
+    CUDA under the ``gpu`` marker (parity fixtures of the kernel tests)."""
+    import pytest
+
+    from fastsac import _backend
+
+    return [pytest.param(b.value, marks=pytest.mark.gpu) if b is _backend.Backend.CUDA else b.value
+            for b in kernel.impls]
+
+
 def ptnc_stems() -> list[str]:
     return sorted(p.stem for p in (PTNC / "images").glob("*.tif"))
 

@@ -1,10 +1,15 @@
-"""One dispatch for every kernel: ``backend="auto"|"cpp"|"numba"|"cuda"|"numpy"``.
+"""One dispatch for every kernel (``backend="auto"|"cpp"|"cuda"|"numpy"``) and
+one resolution of the torch device (:func:`resolve_device`).
 
 Each kernel registers implementations by name. ``auto`` resolves by where the
 data lives (a CUDA array -> ``cuda``; host memory -> ``cpp`` if the compiled
-module loaded, else ``numba``, else the ``numpy`` reference). Asking explicitly
-for a backend that is not available raises, with the reason.
+module loaded, else the ``numpy`` reference). Asking explicitly for a backend
+that is not available raises, with the reason.
 
+CUDA implementations are registered by dotted path
+(``kernel.register_path("cuda", "fastsac._cuda.peaks:nms_cuda")``) and
+imported on first use, so the stage modules never import the kernel modules at
+import time and the kernel modules never import the stages (no import circle).
 Nothing here imports CUDA, cupy or numba at module import time.
 """
 
@@ -21,7 +26,6 @@ from ._validate import resolve_option
 class Backend(str, enum.Enum):
     AUTO = "auto"
     CPP = "cpp"
-    NUMBA = "numba"
     CUDA = "cuda"
     NUMPY = "numpy"
 
@@ -43,12 +47,6 @@ def unavailable_reason(backend: Backend) -> str | None:
     if backend is Backend.CPP:
         return None if _core() is not None else (
             "the C++ extension fastsac._core is not built (reinstall with `pip install .`)")
-    if backend is Backend.NUMBA:
-        try:
-            import numba  # noqa: F401
-        except ImportError:
-            return "numba is not installed"
-        return None
     if backend is Backend.CUDA:
         try:
             from numba import cuda
@@ -71,12 +69,24 @@ def is_device_array(a) -> bool:
     return getattr(dev, "type", None) == "cuda"
 
 
+class _Implementations(dict):
+    """Backend -> callable; a ``"module:attribute"`` string is imported on first access."""
+
+    def __getitem__(self, backend):
+        fn = super().__getitem__(backend)
+        if isinstance(fn, str):
+            module, _, attr = fn.partition(":")
+            fn = getattr(importlib.import_module(module), attr)
+            super().__setitem__(backend, fn)
+        return fn
+
+
 class Kernel:
     """A named kernel with one implementation per backend."""
 
     def __init__(self, name: str, reference: Callable):
         self.name = name
-        self.impls: dict[Backend, Callable] = {Backend.NUMPY: reference}
+        self.impls: dict[Backend, Callable] = _Implementations({Backend.NUMPY: reference})
         functools.update_wrapper(self, reference)
 
     def register(self, backend: str | Backend):
@@ -87,11 +97,15 @@ class Kernel:
             return fn
         return deco
 
+    def register_path(self, backend: str | Backend, target: str) -> None:
+        """Register ``"package.module:function"``, imported when first used."""
+        self.impls[Backend(backend)] = target
+
     def resolve(self, backend: str | Backend = "auto", *, data=None) -> Backend:
         b = resolve_option(backend, Backend, "backend")
         if b is Backend.AUTO:
             order = [Backend.CUDA] if data is not None and is_device_array(data) else []
-            order += [Backend.CPP, Backend.NUMBA, Backend.NUMPY]
+            order += [Backend.CPP, Backend.NUMPY]
             for cand in order:
                 if cand in self.impls and self._why_not(cand) is None:
                     return cand
@@ -146,3 +160,27 @@ def on_device(kernel: Kernel, backend, *arrays) -> Backend | None:
         raise ValueError(f"{kernel.name}: input lives on a CUDA device but backend={b.value!r}; "
                          "use backend='cuda' or 'auto', or copy the data to the host first")
     return kernel.resolve(Backend.CUDA)
+
+
+def resolve_device(device="auto"):
+    """The ``torch.device`` for ``device`` = ``"auto"`` (CUDA when torch sees one, else
+    CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
+
+    This is the one place a device name is resolved; everything downstream takes the
+    resolved device. Raises ValueError for an unknown name and RuntimeError for
+    ``"cuda"`` on a machine where torch sees no CUDA device.
+    """
+    import torch
+
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' requested but torch sees no CUDA device; "
+                           "use device='cpu' or 'auto'")
+    return dev

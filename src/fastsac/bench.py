@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .io import DEFAULT_PIXEL_SIZE_NM
+
 log = logging.getLogger(__name__)
 
 __all__ = ["BenchConfig", "run_bench", "format_table", "synthetic_image", "stand_in_model"]
@@ -298,14 +300,14 @@ def _bench_size(size, cfg: BenchConfig, dev: str, predictor, pre) -> dict:
 
 
 #: Pixel size the benchmark images are treated as having (the ptnc-train calibration).
-BENCH_PIXEL_NM = 0.0293
+BENCH_PIXEL_NM = DEFAULT_PIXEL_SIZE_NM
 
 
 def _bench_classical(res: dict, img, cfg: BenchConfig, dev: str, torch_path: bool = False) -> dict:
     """Stages and end to end for the default (classical) detector on ``img``:
     C++ on CPU, the torch engine on CUDA (or on CPU with ``torch_path``, for tests)."""
     from . import infer
-    from .detect import ClassicalDetector
+    from .detectors import ClassicalDetector
     from .models.classical import calibrate
     from .spatial import clusters, nearest_neighbors
 
@@ -439,10 +441,10 @@ def _baselines(dev: str, cfg: BenchConfig) -> dict:
 
 def _sac_cnn_baseline(dev: str) -> dict:
     try:
-        from .learned import sliding_window_probabilities
+        from .detectors.learned import sliding_window_probabilities
         from .models.sac_cnn import BasicCNN
     except ImportError:
-        return {"skipped": "fastsac.models / fastsac.learned not installed in this build"}
+        return {"skipped": "fastsac.models / fastsac.detectors.learned not installed in this build"}
     try:
         import torch
 
@@ -519,7 +521,7 @@ def _meta(dev) -> dict:
     m = {"python": platform.python_version(), "torch": torch.__version__,
          "cpu_count": os.cpu_count(), "device": dev, "machine": platform.machine(),
          "backends": {b.value: unavailable_reason(b) or "ok"
-                      for b in (Backend.CPP, Backend.NUMBA, Backend.CUDA)}}
+                      for b in (Backend.CPP, Backend.CUDA)}}
     if dev == "cuda":
         m["gpu"] = torch.cuda.get_device_name(0)
     return m
@@ -545,7 +547,7 @@ def run_bench(config: BenchConfig | None = None) -> dict:
 
     warm, _ = synthetic_image(512, seed=99)
     if predictor is None:
-        from .detect import ClassicalDetector
+        from .detectors import ClassicalDetector
 
         out["notes"].append("model: fastsac's default (classical) detector; 'preprocess' is its "
                             "calibration pass (global noise statistics), counted in end to end")

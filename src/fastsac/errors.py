@@ -18,3 +18,7 @@ class FastsacInputError(ValueError):
         self.reason = reason
         where = f"{self.source}: " if self.source is not None else ""
         super().__init__(f"{where}{reason}")
+
+    def __reduce__(self):
+        # Rebuilt from (source, reason) when it crosses a process boundary (Dask workers).
+        return type(self), (self.source, self.reason)

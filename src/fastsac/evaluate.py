@@ -100,10 +100,19 @@ def labelled_stems(image_dir, label_dir=None, stems=None):
 
     from .errors import FastsacInputError
 
+    from .io import SUPPORTED_SUFFIXES
+
     image_dir = Path(image_dir)
-    label_dir = Path(label_dir) if label_dir is not None else image_dir.parent / "labels"
+    if label_dir is None:
+        # `fastsac simulate` writes <stem>.csv beside <stem>.tif.
+        label_dir = image_dir.parent / "labels"
+        if not label_dir.is_dir() and any(image_dir.glob("*.csv")):
+            label_dir = image_dir
+    label_dir = Path(label_dir)
     if stems is None:
-        stems = sorted(p.stem for p in label_dir.glob("*.csv") if any(image_dir.glob(f"{p.stem}.*")))
+        stems = sorted(p.stem for p in label_dir.glob("*.csv")
+                       if any(q.suffix.lower() in SUPPORTED_SUFFIXES
+                              for q in image_dir.glob(f"{p.stem}.*")))
     if not stems:
         raise FastsacInputError(image_dir, f"no images with labels in {label_dir}")
     return image_dir, label_dir, list(stems)

@@ -26,7 +26,7 @@ memmap or Zarr array).
 maxima → sub-pixel refinement) per window, keeps only candidates whose integer
 maximum lies in the window's core, and finishes with one non-maximum
 suppression over the candidate table. The result equals
-:func:`fastsac.detect.postprocess_scores` on the whole image exactly (same
+:func:`fastsac.detectors.postprocess_scores` on the whole image exactly (same
 points, same order) when the halo covers the preprocessing, the network and
 the refinement windows (:func:`required_halo`).
 
@@ -52,6 +52,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ._backend import resolve_device
 from ._validate import check_positive, per_axis
 
 __all__ = ["predict_tiled", "detect_tiled", "TiledPrediction", "TiledDetections", "TilePlan",
@@ -292,22 +293,6 @@ def _torch():
     import torch
 
     return torch
-
-
-def _resolve_device(device):
-    torch = _torch()
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' requested but torch sees no CUDA device; "
-                           "use device='cpu' or 'auto'")
-    return dev
 
 
 def _resolve_dtype(dtype):
@@ -714,11 +699,11 @@ def _validate_common(plan_shape, tile, halo, batch_size):
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
 
 
-def _prepare(image, predictor, *, tile, halo, device, batch_size, dtype, extra_halo=0,
+def prepare_tiles(image, predictor, *, tile, halo, device, batch_size, dtype, extra_halo=0,
              check_halo=True, pad_mode=None, align=None):
     torch = _torch()
     src = open_source(image)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     amp = _resolve_dtype(dtype)
     _validate_common(src.shape, tile, halo, batch_size)
     pd = _param_device(predictor)
@@ -828,7 +813,7 @@ def predict_tiled(image, predictor: Callable, *, tile=None, halo, device: str = 
     """
     torch = _torch()
     t_start = time.perf_counter()
-    src, dev, amp, plan, bs = _prepare(image, predictor, tile=tile, halo=halo, device=device,
+    src, dev, amp, plan, bs = prepare_tiles(image, predictor, tile=tile, halo=halo, device=device,
                                        batch_size=batch_size, dtype=dtype, check_halo=check_halo,
                                        pad_mode=pad_mode, align=align)
     eng = _Engine(src, predictor, plan=plan, batch_size=bs, device=dev, dtype=amp, preprocess=None,
@@ -906,7 +891,7 @@ def predict_tiled(image, predictor: Callable, *, tile=None, halo, device: str = 
 @dataclass(frozen=True)
 class TiledDetections:
     """Detections of :func:`detect_tiled`, same fields and order as
-    :func:`fastsac.detect.postprocess_scores` (a dict there).
+    :func:`fastsac.detectors.postprocess_scores` (a dict there).
 
     ``n_candidates`` is the size of the candidate table before NMS.
     """
@@ -934,7 +919,7 @@ class TiledDetections:
 
 
 def _refine_host(raw, xy0, *, min_distance_px, refine, fit_radius_px, sigma_px, backend):
-    """The refinement half of fastsac.detect.postprocess_scores, per point and
+    """The refinement half of fastsac.detectors.postprocess_scores, per point and
     window-local (so it can run on candidates before NMS)."""
     from . import peaks
 
@@ -982,7 +967,7 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
         ``f(raw_window) -> window`` (numpy float32, same shape), run in the
         reader thread; it must be local (its radius counts into ``halo``).
     threshold, min_distance_px, refine, fit_radius_px, sigma_px, exclude_border_px
-        As :func:`fastsac.detect.postprocess_scores`.
+        As :func:`fastsac.detectors.postprocess_scores`.
     halo : int or "auto"
         Must be ≥ :func:`required_halo` (network + preprocessing radius + 1,
         and the refinement reach ``2·com_radius + fit_radius_px + 2``).
@@ -1021,7 +1006,7 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
         raise ValueError(f"halo={halo} is smaller than the refinement reach ({reach} px: "
                          f"2×{com_r} centre-of-mass + {fit_radius_px} fit radius + 2); "
                          f"use halo ≥ {reach}")
-    src, dev, amp, plan, bs = _prepare(source, predictor, tile=tile, halo=halo, device=device,
+    src, dev, amp, plan, bs = prepare_tiles(source, predictor, tile=tile, halo=halo, device=device,
                                        batch_size=batch_size, dtype=dtype, extra_halo=rf_extra,
                                        check_halo=True, pad_mode=pad_mode, align=align)
     pb = resolve_option(peaks_backend, Backend, "peaks_backend")

@@ -11,15 +11,16 @@ HTML dashboard up to date.
 A file is complete when either the writer used the ``.tmp``/``.part`` →
 rename convention (such names and dot-files are never read; a frame seen under
 its temporary name is taken at the first poll after the rename), or its size
-and mtime were unchanged across two polls *and* it reads cleanly. A stable file
-that does not read is retried until it has been stable for ``settle_s``
-seconds, then reported once as bad and skipped.
+and mtime have not changed for ``settle_s`` seconds (and at least across two
+polls) *and* it reads cleanly. A stable file that does not read is reported
+once and retried whenever it changes again (a writer that paused mid-file), so
+it is never abandoned; a file that changes after it was analysed is analysed
+again: a new row, whose ``supersedes`` column names the frame it replaces
+(the running statistics drop the replaced frame).
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import logging
 import os
 import time
@@ -28,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .detect import DEFAULT_PIXEL_SIZE_NM, Detections, get_detector
-from .errors import FastsacInputError
+from .io import DEFAULT_PIXEL_SIZE_NM
+from .detectors import Detections, get_detector
+from .html_page import fmt, img_tag, page, table
 from .io import Micrograph, atomic_write_text, write_json
 
 __all__ = ["LiveSession", "FrameResult", "watch", "WatchReport", "FrameWatcher",
@@ -83,7 +85,7 @@ class LiveSession:
     Parameters
     ----------
     detector : str or Detector
-        As :func:`fastsac.detect.get_detector`; resolved once.
+        As :func:`fastsac.detectors.get_detector`; resolved once.
     pixel_size_nm : float, optional
         Calibration applied to frames without their own (and overriding
         nothing that the frame carries unless ``override=True``).
@@ -94,10 +96,10 @@ class LiveSession:
         support area.
     device : {"cpu", "auto", "cuda"}
         Where the default/classical detector runs (see
-        :class:`~fastsac.detect.ClassicalDetector`); on a GPU the support
+        :class:`~fastsac.detectors.ClassicalDetector`); on a GPU the support
         mask is computed on the CPU meanwhile.
     mask_params : dict, optional
-        Passed to :func:`~fastsac.spatial.mask.support_mask` (e.g. a coarser
+        Passed to :func:`~fastsac.support.support_mask` (e.g. a coarser
         ``working_px`` for faster frames).
     stats_params : dict, optional
         Passed to :func:`~fastsac.spatial.stats.dispersion`. Default: the
@@ -109,7 +111,7 @@ class LiveSession:
     --------
     >>> s = LiveSession(detector="classical", pixel_size_nm=0.0293)   # doctest: +SKIP
     >>> r = s.process(frame)                                         # doctest: +SKIP
-    >>> r.latency_s, s.stats()["multimer_share"]                     # doctest: +SKIP
+    >>> r.latency_s, s.stats()["multimer_fraction"]                     # doctest: +SKIP
     """
 
     def __init__(self, *, detector="default", pixel_size_nm: float | None = None,
@@ -133,6 +135,8 @@ class LiveSession:
         self._nn_sorted = np.zeros(0)
         self._nn_n, self._nn_mean, self._nn_m2 = 0, 0.0, 0.0
         self._nn_counts = np.zeros(len(NN_BINS_NM) - 1, np.int64)
+        self._frame_nn: dict[int, np.ndarray] = {}  # per frame, for retract()
+        self.superseded: set[int] = set()  # frames replaced by a newer version (retract)
 
     def process(self, frame, *, name: str | None = None) -> FrameResult:
         """Analyse one frame ((H, W) array, :class:`~fastsac.io.Micrograph` or path)."""
@@ -150,7 +154,7 @@ class LiveSession:
             m = Micrograph(m.data, self.pixel_size_nm, "override", m.source, m.metadata)
         res = analyze(m, detector=self.detector, multimer_cutoff_nm=self.multimer_cutoff_nm,
                       support_mask=self.support_mask, mask_params=self.mask_params,
-                      stats_params=self.stats_params)
+                      stats_params=self.stats_params, pair_correlation=False)
         latency = time.perf_counter() - t0
         s = res.summary
         idx = len(self.frames)
@@ -161,14 +165,15 @@ class LiveSession:
         nn_nm = nn_px[np.isfinite(nn_px)] * px
         support_nm2 = float(s["support_area_px2"]) * px * px
         self._add_nn(nn_nm)
+        self._frame_nn[idx] = np.sort(nn_nm)
         self.latencies.append(latency)
         row = {"frame": idx, "name": name or m.name, "n_atoms": int(s["n_atoms"]),
                "n_atoms_in_support": int(s["n_atoms_in_support"]),
                "multimer_atoms": int(s["n_atoms_multimer"]), "support_area_nm2": support_nm2,
                "density_per_nm2": s["n_atoms_in_support"] / support_nm2 if support_nm2 else None,
                "nn_mean_nm": float(nn_nm.mean()) if len(nn_nm) else None,
-               "multimer_share": s["multimer_fraction"], "latency_s": latency,
-               "calibrated": calibrated}
+               "multimer_fraction": s["multimer_fraction"], "latency_s": latency,
+               "calibrated": calibrated, "supersedes": None}
         self.frames.append(row)
         return FrameResult(idx, row["name"], res.detections, res.nn_dist, res.cluster_size, s,
                            latency, dict(s.get("timings_s", {})) | {"total": latency},
@@ -187,7 +192,7 @@ class LiveSession:
         analyze(Micrograph.from_array(frame, pixel_size_nm=self.pixel_size_nm or DEFAULT_PIXEL_SIZE_NM),
                 detector=self.detector, multimer_cutoff_nm=self.multimer_cutoff_nm,
                 support_mask=self.support_mask, mask_params=self.mask_params,
-                stats_params=self.stats_params)
+                stats_params=self.stats_params, pair_correlation=False)
         return time.perf_counter() - t0
 
     def _add_nn(self, nn_nm: np.ndarray) -> None:
@@ -205,26 +210,53 @@ class LiveSession:
         self._nn_n = n
         self._nn_counts += np.histogram(np.minimum(new, NN_BINS_NM[-1] - 1e-12), bins=NN_BINS_NM)[0]
 
+    def retract(self, index: int) -> None:
+        """Drop frame ``index`` from the running statistics (a newer version of
+        the same file replaces it); its row stays, listed in :attr:`superseded`."""
+        if index in self.superseded:
+            return
+        self.superseded.add(index)
+        old = self._frame_nn.pop(index, np.zeros(0))
+        k = len(old)
+        if k == 0:
+            return
+        pos = np.searchsorted(self._nn_sorted, old)
+        # Equal values: delete one occurrence per removed value.
+        pos = pos + (np.arange(k) - np.searchsorted(old, old))
+        self._nn_sorted = np.delete(self._nn_sorted, pos)
+        n = self._nn_n - k
+        if n == 0:
+            self._nn_n, self._nn_mean, self._nn_m2 = 0, 0.0, 0.0
+        else:  # Chan's merge run backwards
+            mean_k = float(old.mean())
+            mean = (self._nn_n * self._nn_mean - k * mean_k) / n
+            delta = mean_k - mean
+            self._nn_m2 = max(self._nn_m2 - float(((old - mean_k) ** 2).sum())
+                              - delta * delta * n * k / self._nn_n, 0.0)
+            self._nn_n, self._nn_mean = n, mean
+        self._nn_counts -= np.histogram(np.minimum(old, NN_BINS_NM[-1] - 1e-12), bins=NN_BINS_NM)[0]
+
     def stats(self) -> dict:
         """Running statistics over all frames so far (pooled, nm).
 
         ``nn_hist`` counts pooled per-frame NN distances in :data:`NN_BINS_NM`
-        (the last bin is open); ``multimer_share`` = pooled multimer atoms /
+        (the last bin is open); ``multimer_fraction`` = pooled multimer atoms /
         pooled atoms; ``density_per_nm2`` = pooled atoms on support / pooled
         support area (the whole frame when ``support_mask=False``). An
         uncalibrated frame is converted at :data:`DEFAULT_PIXEL_SIZE_NM`.
         """
-        n = sum(f["n_atoms"] for f in self.frames)
-        n_sup = sum(f["n_atoms_in_support"] for f in self.frames)
-        mult = sum(f["multimer_atoms"] for f in self.frames)
-        area = sum(f["support_area_nm2"] for f in self.frames)
+        live = [f for f in self.frames if f["frame"] not in self.superseded]
+        n = sum(f["n_atoms"] for f in live)
+        n_sup = sum(f["n_atoms_in_support"] for f in live)
+        mult = sum(f["multimer_atoms"] for f in live)
+        area = sum(f["support_area_nm2"] for f in live)
         nn, n_nn = self._nn_sorted, self._nn_n
         hist = self._nn_counts
         lat = np.asarray(self.latencies)
         return {
-            "n_frames": len(self.frames), "n_atoms": int(n),
+            "n_frames": len(live), "n_atoms": int(n),
             "support_area_nm2": float(area), "density_per_nm2": n_sup / area if area else None,
-            "multimer_atoms": int(mult), "multimer_share": mult / n if n else None,
+            "multimer_atoms": int(mult), "multimer_fraction": mult / n if n else None,
             "multimer_cutoff_nm": self.multimer_cutoff_nm,
             "nn_dist_nm": {"mean": self._nn_mean if n_nn else None,
                            "median": float(0.5 * (nn[(n_nn - 1) // 2] + nn[n_nn // 2])) if n_nn else None,
@@ -238,19 +270,35 @@ class LiveSession:
 
 # --------------------------------------------------------------------------- folder watching
 class FrameWatcher:
-    """Finds complete new frames in a folder (see the module docstring)."""
+    """Finds complete new (or changed) frames in a folder (see the module docstring).
 
-    def __init__(self, folder, *, settle_s: float = 5.0, suffixes=None):
+    Parameters
+    ----------
+    settle_s : float
+        Seconds a file's size and mtime must stay unchanged before it is offered.
+    retry_s : float
+        A file that failed to read is offered again when it changes, or after
+        this many seconds (a permission granted later changes neither size nor mtime).
+    """
+
+    def __init__(self, folder, *, settle_s: float = 1.0, retry_s: float = 10.0, suffixes=None):
         from .io import SUPPORTED_SUFFIXES
 
         self.folder = Path(folder)
         self.settle_s = float(settle_s)
+        self.retry_s = float(retry_s)
         self.suffixes = tuple(suffixes or SUPPORTED_SUFFIXES)
         self._seen: dict[str, tuple[int, int]] = {}    # last (size, mtime_ns)
-        self._stable_since: dict[str, float] = {}
-        self.done: set[str] = set()
+        self._stable_since: dict[str, float] = {}      # when the last stamp was first seen
+        self._done: dict[str, tuple[int, int]] = {}    # stamp when analysed
+        self._failed: dict[str, tuple] = {}  # (stamp, monotonic time) when it failed to read
         self._writing: set[str] = set()  # final names of frames seen under a temporary name
         self._renamed: set[str] = set()  # ... whose temporary file has since been renamed
+
+    @property
+    def done(self) -> set[str]:
+        """Names analysed (in their current version or an earlier one)."""
+        return set(self._done)
 
     @staticmethod
     def _final_name(n: str) -> str | None:
@@ -264,7 +312,7 @@ class FrameWatcher:
     def _candidates(self):
         try:
             entries = list(os.scandir(self.folder))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
             return []
         out = []
         writing = set()
@@ -275,46 +323,65 @@ class FrameWatcher:
                 if final:
                     writing.add(final)
                 continue
-            if n in self.done:
-                continue
-            if not n.lower().endswith(self.suffixes) or not e.is_file():
+            if not n.lower().endswith(self.suffixes):
                 continue
             try:
+                if not e.is_file():
+                    continue
                 st = e.stat()
-            except FileNotFoundError:
+            except OSError:
                 continue
+            stamp = (st.st_size, st.st_mtime_ns)
+            if self._done.get(n) == stamp:
+                continue  # unchanged since it was analysed
+            failed = self._failed.get(n)
+            if failed is not None and failed[0] == stamp and time.monotonic() - failed[1] < self.retry_s:
+                continue  # unchanged since it failed: retried later
             out.append((n, st.st_size, st.st_mtime_ns))
         # A frame seen under a temporary name that now exists under its final
         # name while the temporary one is gone was renamed by its writer: it is
-        # complete, no need to wait for a second poll.
+        # complete, no need to wait for it to settle.
         present = {t[0] for t in out}
         self._renamed |= {f for f in self._writing - writing if f in present}
         self._writing = writing
         return sorted(out, key=lambda t: (t[2], t[0]))  # oldest first
 
     def poll(self) -> list[Path]:
-        """Files whose size and mtime did not change since the previous poll."""
+        """Files whose size and mtime have not changed for ``settle_s`` (and
+        since the previous poll), or that were just renamed from a temporary name."""
         now = time.monotonic()
         ready = []
         for n, size, mtime in self._candidates():
             prev = self._seen.get(n)
             self._seen[n] = (size, mtime)
-            if (prev == (size, mtime) or n in self._renamed) and size > 0:
-                self._stable_since.setdefault(n, now)
+            if prev != (size, mtime):
+                self._stable_since[n] = now
+            if size > 0 and (n in self._renamed or (
+                    prev == (size, mtime) and now - self._stable_since[n] >= self.settle_s)):
                 ready.append(self.folder / n)
-            else:
-                self._stable_since.pop(n, None)
         return ready
 
     def stable_for(self, path: Path) -> float:
         t = self._stable_since.get(path.name)
         return 0.0 if t is None else time.monotonic() - t
 
+    def was_analysed(self, path: Path) -> bool:
+        """True when an earlier version of ``path`` was analysed."""
+        return path.name in self._done
+
     def mark_done(self, path: Path) -> None:
-        self.done.add(path.name)
-        self._renamed.discard(path.name)
-        self._seen.pop(path.name, None)
-        self._stable_since.pop(path.name, None)
+        """``path`` was analysed in the version last polled; offered again if it changes."""
+        n = path.name
+        self._done[n] = self._seen.get(n, (-1, -1))
+        self._failed.pop(n, None)
+        self._renamed.discard(n)
+
+    def mark_failed(self, path: Path) -> None:
+        """``path`` did not read in the version last polled; offered again when
+        it changes or after ``retry_s``."""
+        n = path.name
+        self._failed[n] = (self._seen.get(n, (-1, -1)), time.monotonic())
+        self._renamed.discard(n)
 
     def pending(self) -> int:
         return len(self._candidates())
@@ -326,6 +393,7 @@ class WatchReport:
 
     processed: list[str] = field(default_factory=list)
     bad: dict[str, str] = field(default_factory=dict)
+    superseded: list[int] = field(default_factory=list)
     interrupted: bool = False
     out: Path | None = None
 
@@ -336,8 +404,8 @@ _ATOM_FIELDS = ["frame", "image", "x_px", "y_px", "x_nm", "y_nm", "score", "inte
 
 #: Columns of frames.csv: the per-frame rows of :attr:`LiveSession.frames`.
 _FRAME_FIELDS = ["frame", "name", "n_atoms", "n_atoms_in_support", "multimer_atoms",
-                 "support_area_nm2", "density_per_nm2", "nn_mean_nm", "multimer_share",
-                 "latency_s", "calibrated"]
+                 "support_area_nm2", "density_per_nm2", "nn_mean_nm", "multimer_fraction",
+                 "latency_s", "calibrated", "supersedes"]
 
 
 def _fmt(v) -> str:
@@ -350,9 +418,9 @@ def _fmt(v) -> str:
 
 def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None,
           multimer_cutoff_nm: float = 0.23, poll_s: float = 1.0, once: bool = False,
-          max_frames: int | None = None, settle_s: float = 5.0, overlay: bool = True,
+          max_frames: int | None = None, settle_s: float = 1.0, overlay: bool = True,
           refresh_s: int = 2, support_mask: bool = True, on_bad=None, on_frame=None,
-          stop=None) -> WatchReport:
+          stop=None, retry_s: float = 10.0) -> WatchReport:
     """Analyse each new complete frame in ``folder`` as it appears.
 
     Writes to ``out``: ``atoms.csv`` (every atom so far, with its frame),
@@ -366,22 +434,26 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
 
     Parameters
     ----------
+    settle_s : float
+        Seconds a file must stay unchanged (size and mtime) before it is read.
     once : bool
         Process the frames that are complete now and return (files still
-        being written are waited for up to ``settle_s``).
+        being written are waited for).
     max_frames : int, optional
         Stop after this many analysed frames.
     on_bad : callable, optional
         ``f(path, reason)`` for a frame that cannot be analysed (default: log).
     stop : threading.Event, optional
         Set it to stop the loop (Ctrl-C also stops it cleanly).
+    retry_s : float
+        A frame that failed to read is retried when it changes, or after this long.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     session = LiveSession(detector=detector, pixel_size_nm=pixel_size_nm,
                           multimer_cutoff_nm=multimer_cutoff_nm, support_mask=support_mask)
     log.info("warm-up frame analysed in %.2f s", session.warm_up())
-    watcher = FrameWatcher(folder, settle_s=settle_s)
+    watcher = FrameWatcher(folder, settle_s=settle_s, retry_s=retry_s)
     rep = WatchReport(out=out)
     # Append-only tables: rewriting them per frame would cost O(frames so far)
     # each time. Each frame's atoms are appended and flushed first, then its
@@ -390,10 +462,11 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
     atoms_table = _AppendTable(out / "atoms.csv", _ATOM_FIELDS)
     frames_table = _AppendTable(out / "frames.csv", _FRAME_FIELDS)
     frame_rows: list[dict] = []
+    latest: dict[str, int] = {}  # file name -> index of its latest analysed frame
     last_overlay = None
     renderer = None
     if overlay:
-        from .report import save_overlay
+        from .figures import save_overlay
 
         renderer = _LatestOnly(save_overlay)
     first = True
@@ -408,15 +481,23 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
                     break
                 try:
                     r = session.process(path)
-                except FastsacInputError as exc:
-                    # Stable but unreadable: maybe a writer paused mid-file. Retry
-                    # until it has been stable for settle_s, then report once.
-                    if watcher.stable_for(path) < settle_s:
-                        continue
-                    watcher.mark_done(path)
-                    rep.bad[path.name] = exc.reason
-                    (on_bad or _log_bad)(path, exc.reason)
+                except Exception as exc:  # noqa: BLE001 - one frame never stops the session
+                    # Stable but unreadable: a writer that paused mid-file, a
+                    # permission not yet granted... Reported once, retried when
+                    # the file changes again.
+                    watcher.mark_failed(path)
+                    reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+                    if rep.bad.get(path.name) != reason:
+                        rep.bad[path.name] = reason
+                        (on_bad or _log_bad)(path, reason)
                     continue
+                old = latest.get(path.name)
+                if old is not None:  # the file changed after it was analysed
+                    session.retract(old)
+                    rep.superseded.append(old)
+                session.frames[-1]["supersedes"] = old
+                latest[path.name] = r.index
+                rep.bad.pop(path.name, None)
                 watcher.mark_done(path)
                 rep.processed.append(path.name)
                 d = r.detections
@@ -430,7 +511,8 @@ def watch(folder, out, *, detector="default", pixel_size_nm: float | None = None
                 frame_rows.append(session.frames[-1])
                 del frame_rows[:-10]  # the dashboard shows the last ten
                 frames_table.append([",".join(_fmt(v) if not isinstance(v, bool) else str(v)
-                                              for v in (session.frames[-1][k] for k in _FRAME_FIELDS))])
+                                              for v in (session.frames[-1].get(k)
+                                                        for k in _FRAME_FIELDS))])
                 stats = session.stats()
                 write_json(out / "stats.json", stats)
                 if renderer is not None:
@@ -554,38 +636,24 @@ def _svg_hist(counts, edges, width=420, height=140) -> str:
 
 
 def _write_dashboard(path, stats, rows, overlay_png, *, refresh_s: int = 2) -> None:
-    """Self-contained HTML (inline PNG + SVG) with a meta refresh."""
-    img = ""
-    if overlay_png is not None and Path(overlay_png).exists():
-        b64 = base64.b64encode(Path(overlay_png).read_bytes()).decode("ascii")
-        img = f'<img alt="latest frame" src="data:image/png;base64,{b64}" style="max-width:480px">'
-
-    def f(v, fmt="{:.4g}"):
-        return "–" if v is None else fmt.format(v)
-
+    """Self-contained HTML (inline PNG + SVG) that reloads itself, through the
+    same writer as the batch report (:mod:`fastsac.html_page`)."""
     nn = stats["nn_dist_nm"]
-    recent = "".join(
-        f"<tr><td>{r['frame']}</td><td>{html.escape(str(r['name']))}</td><td>{r['n_atoms']}</td>"
-        f"<td>{f(r['density_per_nm2'])}</td><td>{f(r['multimer_share'])}</td>"
-        f"<td>{f(r['latency_s'], '{:.3f}')}</td></tr>" for r in rows[-10:][::-1])
-    page = f"""<!doctype html><html><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="{int(refresh_s)}">
-<title>fastsac live</title>
-<style>body{{font-family:sans-serif;margin:1em}}td,th{{padding:2px 8px;text-align:right}}
-.k{{font-size:1.6em;font-weight:bold}}.box{{display:inline-block;margin-right:2em}}</style>
-</head><body><h2>fastsac live — {stats['n_frames']} frames</h2>
-<div class="box"><div class="k">{stats['n_atoms']}</div>atoms</div>
-<div class="box"><div class="k">{f(stats['density_per_nm2'])}</div>atoms / nm²</div>
-<div class="box"><div class="k">{f(stats['multimer_share'], '{:.1%}')}</div>multimer share
-(NN &lt; {stats['multimer_cutoff_nm']:g} nm)</div>
-<div class="box"><div class="k">{f(nn['mean'], '{:.3f}')}</div>mean NN, nm</div>
-<div class="box"><div class="k">{f(stats['latency_s']['last'], '{:.2f}')} s</div>last latency</div>
-<h3>NN distance distribution (nm, pooled)</h3>
-{_svg_hist(stats['nn_hist']['counts'], stats['nn_hist']['edges_nm'])}
-<h3>Latest frame</h3>{img}
-<h3>Recent frames</h3><table><tr><th>frame</th><th>name</th><th>atoms</th><th>density</th>
-<th>multimer</th><th>latency s</th></tr>{recent}</table>
-<p style="color:#888">updated {time.strftime('%Y-%m-%d %H:%M:%S')}</p></body></html>
-"""
-    atomic_write_text(path, page)
+    boxes = [(stats["n_atoms"], "atoms"), (fmt(stats["density_per_nm2"]), "atoms / nm²"),
+             (fmt(stats["multimer_fraction"]),
+              f"multimer share (NN &lt; {stats['multimer_cutoff_nm']:g} nm)"),
+             (fmt(nn["mean"]), "mean NN, nm"), (fmt(stats["latency_s"]["last"]), "last latency, s")]
+    parts = [f"<h1>fastsac live — {stats['n_frames']} frames</h1>",
+             "<div class='grid'>" + "".join(f"<div class='note'><b style='font-size:1.5em'>{v}</b>"
+                                            f"<br>{k}</div>" for v, k in boxes) + "</div>",
+             "<h2>NN distance distribution (nm, pooled)</h2>",
+             _svg_hist(stats["nn_hist"]["counts"], stats["nn_hist"]["edges_nm"])]
+    if overlay_png is not None and Path(overlay_png).exists():
+        parts += ["<h2>Latest frame</h2>", img_tag(Path(overlay_png).read_bytes(), "latest frame")]
+    parts += ["<h2>Recent frames</h2>",
+              table(["frame", "name", "atoms", "density (/nm²)", "multimer share", "latency (s)"],
+                    [[r["frame"], r["name"], r["n_atoms"], r["density_per_nm2"], r["multimer_fraction"],
+                      r["latency_s"]] for r in rows[-10:][::-1]]),
+              f"<p class='meta'>updated {time.strftime('%Y-%m-%d %H:%M:%S')}</p>"]
+    atomic_write_text(path, page("fastsac live", parts, refresh_s=refresh_s))
 

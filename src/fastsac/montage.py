@@ -40,7 +40,7 @@ and counts. Three things make that true:
 Memory: a few windows of ``(tile + 2·halo)²`` float32 plus the candidate
 table; the montage itself is never loaded. Chunk work is a pure function of
 ``(source spec, core)`` so it runs the same in-process or as Dask tasks
-(:mod:`fastsac.distributed`).
+(:mod:`fastsac.dask_runner`).
 """
 
 from __future__ import annotations
@@ -58,21 +58,23 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from . import peaks
-from .detect import DEFAULT_PIXEL_SIZE_NM, ClassicalDetector, Detections, get_detector
+from .io import DEFAULT_PIXEL_SIZE_NM
+from .detectors import ClassicalDetector, Detections, get_detector
 from .errors import FastsacInputError
+from .result import ATOM_COLUMNS
 
 __all__ = ["MontageSource", "open_montage", "plan_cores", "classical_halo", "ClassicalTiling",
            "MontageResult", "detect_montage", "analyze_montage", "montage_statistics",
            "write_parquet", "read_parquet", "PARQUET_COLUMNS", "read_positions",
            "analyze_frames", "grid_nms", "montage_support_mask", "mask_bin_factor",
-           "frames_support_mask", "montage_in_support", "support_png", "MAX_BINNED_PX"]
+           "frames_support_mask", "montage_in_support", "support_png", "MAX_BINNED_PX",
+           "missing_chunks_of"]
 
 log = logging.getLogger(__name__)
 
 #: Columns of the montage Parquet table, in order (``tile`` = owning core / frame index).
-PARQUET_COLUMNS = ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px", "intensity",
-                   "background", "residual", "nn_dist_nm", "cluster_id", "cluster_size", "tile",
-                   "in_support"]
+#: Columns of atoms.parquet: the frames' atom table plus the owning tile.
+PARQUET_COLUMNS = ATOM_COLUMNS + ["tile"]
 
 _TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter default
 
@@ -136,15 +138,76 @@ class MontageSource:
         return z
 
     def read(self, y0: int, y1: int, x0: int, x1: int, arr=None) -> np.ndarray:
-        a = self.open() if arr is None else arr
-        return np.ascontiguousarray(a[y0:y1, x0:x1], dtype=np.float32)
+        """The window ``[y0:y1, x0:x1]`` as float32. A chunk or tile that cannot
+        be decoded, or NaN/inf in the window, raises :class:`FastsacInputError`
+        naming the file and the region (as frames with NaN are refused)."""
+        region = f"rows {y0}:{y1}, columns {x0}:{x1}"
+        try:
+            a = self.open() if arr is None else arr
+            out = np.ascontiguousarray(a[y0:y1, x0:x1], dtype=np.float32)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise FastsacInputError(self.path or "array", f"cannot read the montage at {region} "
+                                    f"(a corrupt or truncated chunk/tile; {type(exc).__name__}: "
+                                    f"{' '.join(str(exc).split())[:160]})") from exc
+        if out.size and not np.isfinite(out.min() + out.max()):
+            frac = 1.0 - np.isfinite(out).mean()
+            raise FastsacInputError(self.path or "array", f"montage contains NaN/inf at {region} "
+                                    f"({frac:.1%} of that window); replace them (e.g. by the "
+                                    "vacuum level) first")
+        return out
+
+
+def missing_chunks_of(source: MontageSource, *, limit: int = 5) -> tuple[int, int, list[tuple]]:
+    """Chunks of a Zarr montage that were never written (read as the fill
+    value, i.e. silently zeros): ``(n_missing, n_chunks, examples)`` where each
+    example is ``(chunk index, (y0, y1, x0, x1))``. ``(0, 0, [])`` for other kinds."""
+    if source.kind != "zarr":
+        return 0, 0, []
+    z = source.open()
+    n = int(z.nchunks)
+    have = int(z.nchunks_initialized)
+    if have >= n:
+        return 0, n, []
+    examples: list[tuple] = []
+    root = Path(source.path)
+    if source.key is not None:
+        root = root / source.key
+    try:
+        enc = z.metadata.encode_chunk_key
+        cy, cx = z.chunks
+        for coords in np.ndindex(*z.cdata_shape):
+            if len(examples) >= limit:
+                break
+            if not (root / enc(coords)).exists():
+                y0, x0 = coords[0] * cy, coords[1] * cx
+                examples.append((coords, (y0, min(y0 + cy, z.shape[0]), x0,
+                                          min(x0 + cx, z.shape[1]))))
+    except (AttributeError, TypeError, ValueError, OSError):
+        pass  # not a local directory store: the count is still right
+    return n - have, n, examples
+
+
+def _missing_regions(source: MontageSource) -> list[tuple[int, int, int, int]]:
+    """Every never-written chunk's pixel region (for ``missing_chunks="vacuum"``)."""
+    z = source.open()
+    root = Path(source.path) / (source.key or "")
+    enc = z.metadata.encode_chunk_key
+    cy, cx = z.chunks
+    out = []
+    for coords in np.ndindex(*z.cdata_shape):
+        if not (root / enc(coords)).exists():
+            y0, x0 = coords[0] * cy, coords[1] * cx
+            out.append((y0, min(y0 + cy, z.shape[0]), x0, min(x0 + cx, z.shape[1])))
+    return out
 
 
 def _tiff_pixel_size(path: Path) -> float | None:
     """Calibration from the tags only (never decodes pixel data)."""
     import tifffile
 
-    from .io import _unit_to_nm
+    from .io import unit_to_nm
 
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
@@ -155,7 +218,7 @@ def _tiff_pixel_size(path: Path) -> float | None:
             num, den = xres.value if isinstance(xres.value, tuple) else (xres.value, 1)
             ppu = num / den if num and den else None
         ij = tif.imagej_metadata or {}
-        u = _unit_to_nm(ij.get("unit")) if ij else None
+        u = unit_to_nm(ij.get("unit")) if ij else None
         if u and ppu:
             return u / ppu
         resunit = tags.get("ResolutionUnit")
@@ -225,6 +288,15 @@ def open_montage(source, *, pixel_size_nm: float | None = None) -> MontageSource
     shape = tuple(int(s) for s in arr.shape)
     if len(shape) != 2:
         raise FastsacInputError(path, f"expected a 2-D montage, got shape {shape}")
+    if px is not None:
+        from .io import PIXEL_SIZE_RANGE_NM, check_pixel_size
+
+        try:
+            px = check_pixel_size(px)
+        except (TypeError, ValueError):
+            log.warning("%s: calibration %r nm/px is outside the plausible %g–%g nm/px; treated "
+                        "as missing", path, px, *PIXEL_SIZE_RANGE_NM)
+            px = None
     if pixel_size_nm is not None:
         px = float(pixel_size_nm)
     return MontageSource(kind, os.fspath(path), shape, str(arr.dtype),
@@ -235,9 +307,9 @@ def _ome_pixel_size(ms) -> float | None:
     try:
         axes = ms[0]["axes"]
         scale = ms[0]["datasets"][0]["coordinateTransformations"][0]["scale"]
-        from .io import _unit_to_nm
+        from .io import unit_to_nm
 
-        u = _unit_to_nm(axes[-1].get("unit"))
+        u = unit_to_nm(axes[-1].get("unit"))
         return float(scale[-1]) * u if u else None
     except (KeyError, IndexError, TypeError):
         return None
@@ -399,7 +471,7 @@ def _detect_from_dog(source, core, win, dog, tiling, cap, glob, index, arr=None)
 
 
 def _refine(raw, xy0, t: ClassicalTiling):
-    """The refinement half of :func:`fastsac.detect.postprocess_scores`, per point."""
+    """The refinement half of :func:`fastsac.detectors.postprocess_scores`, per point."""
     return peaks.refine_positions(raw, xy0, min_distance_px=t.min_distance, refine=t.refine,
                                   fit_radius_px=t.fit_radius, sigma_px=t.sigma,
                                   backend=t.backend)
@@ -523,22 +595,20 @@ class MontageResult:
         return montage_in_support(self.detections.xy, self.support, self.support_bin, self.shape)
 
     def table(self) -> dict[str, np.ndarray]:
-        """Columns of :data:`PARQUET_COLUMNS`."""
-        d = self.detections
+        """Columns of :data:`PARQUET_COLUMNS`: the frame's atom table
+        (:func:`fastsac.result.atoms_table`) plus the owning ``tile``."""
+        from .result import atoms_table
+
         px = self.pixel_size_nm
-        scale = px if px else np.nan
-        return {"x_px": d.xy[:, 0], "y_px": d.xy[:, 1], "x_nm": d.xy[:, 0] * scale,
-                "y_nm": d.xy[:, 1] * scale, "score": d.score, "amplitude": d.amplitude,
-                "sigma_px": d.sigma_px, "intensity": d.intensity, "background": d.background,
-                "residual": d.residual,
-                "nn_dist_nm": self.nn_dist if px else np.full(len(d), np.nan),
-                "cluster_id": self.cluster_id, "cluster_size": self.cluster_size,
-                "tile": self.tile, "in_support": self.in_support()}
+        return atoms_table(self.detections, pixel_size_nm=px,
+                           nn_dist_px=self.nn_dist / px if px else self.nn_dist,
+                           cluster_id=self.cluster_id, cluster_size=self.cluster_size,
+                           in_support=self.in_support(), extra={"tile": self.tile})
 
 
 class _Runner:
     """Runs chunk functions in-process (sequentially, tqdm) — the default; the
-    Dask runner in :mod:`fastsac.distributed` has the same ``map`` signature."""
+    Dask runner in :mod:`fastsac.dask_runner` has the same ``map`` signature."""
 
     name = "local"
 
@@ -616,7 +686,7 @@ def detect_montage(source, *, detector="classical", tile: int = 2048,
         raise ValueError(f"engine must be 'auto', 'cpp' or 'torch', got {engine!r}")
     if engine == "auto":
         engine = ("torch" if runner is None and getattr(det, "device", "cpu") != "cpu"
-                  and det._resolved_device() == "cuda" else "cpp")
+                  and det.resolved_device() == "cuda" else "cpp")
     if engine == "torch":
         dev = "cpu" if getattr(det, "device", "cpu") == "cpu" else det.device
         return _detect_montage_torch(src, det, tile=tile, device=dev, progress=progress)
@@ -704,15 +774,14 @@ def mask_bin_factor(shape, *, pixel_size_nm: float | None, smooth_nm: float = 0.
                     working_px: float = 6.0, max_binned_px: int = MAX_BINNED_PX) -> int:
     """Block size F of the montage's support mask.
 
-    F starts as the factor :func:`fastsac.spatial.mask.support_mask` bins a
+    F starts as the factor :func:`fastsac.support.support_mask` bins a
     whole image by (``round(σ_smooth / working_px)``, 2 at 0.0293 nm/px; 1 when
     the image is under 8F px on a side) and is raised, one at a time, only until
     the binned montage ``⌈H/F⌉·⌈W/F⌉`` has at most ``max_binned_px`` pixels.
     """
-    from .spatial.mask import _FALLBACK_PX_NM
 
     h, w = (int(v) for v in shape)
-    px = float(pixel_size_nm) if pixel_size_nm else _FALLBACK_PX_NM
+    px = float(pixel_size_nm) if pixel_size_nm else DEFAULT_PIXEL_SIZE_NM
     sigma = smooth_nm / px
     f = max(1, int(round(sigma / working_px))) if np.isfinite(working_px) and working_px > 0 else 1
     if not (f > 1 and min(h, w) >= 8 * f):
@@ -725,14 +794,14 @@ def mask_bin_factor(shape, *, pixel_size_nm: float | None, smooth_nm: float = 0.
 
 
 def _bin_block(a: np.ndarray, f: int) -> np.ndarray:
-    """F×F block means by the very function :func:`~fastsac.spatial.mask.support_mask`
-    bins a whole image with (:func:`~fastsac.spatial.mask.bin_mean`: ragged
+    """F×F block means by the very function :func:`~fastsac.support.support_mask`
+    bins a whole image with (:func:`~fastsac.support.bin_mean`: ragged
     last blocks by edge padding, summed in float64, then float32); every block
     is computed by the same per-element operations in the same order, so a
     window that starts on the block grid and ends on it or at the image edge
     (the padding then replicates the image's last row/column) gives exactly
     the whole image's blocks."""
-    from .spatial.mask import bin_mean
+    from .support import bin_mean
 
     return bin_mean(a, f)
 
@@ -750,7 +819,7 @@ def montage_support_mask(source, *, pixel_size_nm: float | None = None,
 
     The montage is read core by core (in-process or as Dask tasks through
     ``runner``) and binned by F×F block means with the arithmetic of
-    :func:`fastsac.spatial.mask.support_mask` (the binned array is
+    :func:`fastsac.support.support_mask` (the binned array is
     bit-identical to the one it builds internally for the whole image); then
     ``support_mask(binned, pixel_size_nm=px·F, working_px=inf)`` runs on it.
     With the default F (:func:`mask_bin_factor`) on a montage whose binned
@@ -770,7 +839,7 @@ def montage_support_mask(source, *, pixel_size_nm: float | None = None,
     runner : optional
         As in :func:`detect_montage`.
     **mask_params
-        Other :func:`~fastsac.spatial.mask.support_mask` arguments
+        Other :func:`~fastsac.support.support_mask` arguments
         (``smooth_nm``, ``min_contrast``, ``device`` …; ``working_px`` only
         sets the default F).
 
@@ -786,6 +855,7 @@ def montage_support_mask(source, *, pixel_size_nm: float | None = None,
     H, W = src.shape
     mp = dict(mask_params)
     working_px = mp.pop("working_px", 6.0)
+    exclude = mp.pop("exclude", None) or []
     f = _resolve_bin_factor(bin_factor, src.shape, px, mp, working_px, max_binned_px)
     step = max(f, (int(tile) // f) * f)
     cores = [(y, min(y + step, H), x, min(x + step, W))
@@ -797,7 +867,7 @@ def montage_support_mask(source, *, pixel_size_nm: float | None = None,
                                                      desc="support mask (bin)")):
         binned[y0 // f:y0 // f + b.shape[0], x0 // f:x0 // f + b.shape[1]] = b
     t1 = time.perf_counter()
-    res = _mask_of_binned(binned, src.shape, f, px, mp)
+    res = _mask_of_binned(binned, src.shape, f, px, mp, exclude=exclude)
     log.info("support mask of %d×%d px: read + bin %d× in %.1f s, mask of %d×%d in %.1f s",
              H, W, f, t1 - t0, *binned.shape, time.perf_counter() - t1)
     return res, f
@@ -813,16 +883,19 @@ def _resolve_bin_factor(bin_factor, shape, px, mask_params, working_px, max_binn
     return f
 
 
-def _mask_of_binned(binned: np.ndarray, shape, f: int, px: float | None, mask_params: dict):
-    """:func:`~fastsac.spatial.mask.support_mask` of the F-binned montage, with
+def _mask_of_binned(binned: np.ndarray, shape, f: int, px: float | None, mask_params: dict,
+                    exclude=()):
+    """:func:`~fastsac.support.support_mask` of the F-binned montage, with
     the areas of the full-resolution montage (as ``support_mask`` reports them
     for a whole image it bins itself)."""
-    from .spatial.mask import _FALLBACK_PX_NM, MaskResult, support_mask
+    from .support import MaskResult, support_mask
     from .spatial.stats import Window
 
     H, W = shape
-    small = support_mask(binned, pixel_size_nm=(px or _FALLBACK_PX_NM) * f, working_px=np.inf,
+    small = support_mask(binned, pixel_size_nm=(px or DEFAULT_PIXEL_SIZE_NM) * f, working_px=np.inf,
                          **mask_params)
+    for y0, y1, x0, x1 in exclude:  # regions with no data (missing chunks) are vacuum
+        small.mask[y0 // f:-(-y1 // f), x0 // f:-(-x1 // f)] = False
     # Full-resolution support px: the ragged last blocks count at their true size.
     area = Window(shape, mask=small.mask, bin_factor=f).area if small.mask.any() else 0.0
     return MaskResult(small.mask, area, area * px**2 if px else None, 1.0 - area / (H * W), px,
@@ -839,7 +912,7 @@ def frames_support_mask(folder, pos, shape, *, pixel_size_nm: float | None,
     Each frame is placed at its integer-rounded position and binned into the
     montage's F×F block grid (origin at global pixel 0, 0); overlaps are
     averaged, blocks no frame covers take the value of the nearest covered
-    block. Then :func:`~fastsac.spatial.mask.support_mask` runs on the mosaic
+    block. Then :func:`~fastsac.support.support_mask` runs on the mosaic
     as in :func:`montage_support_mask`. Unlike that function this is not
     bit-identical to a whole image's mask (frames overlap and need not align
     with the block grid); it serves densities per support area.
@@ -855,6 +928,7 @@ def frames_support_mask(folder, pos, shape, *, pixel_size_nm: float | None,
 
     mp = dict(mask_params)
     working_px = mp.pop("working_px", 6.0)
+    exclude = mp.pop("exclude", None) or []
     f = _resolve_bin_factor(bin_factor, shape, pixel_size_nm, mp, working_px, max_binned_px)
     H, W = shape
     hb, wb = -(-H // f), -(-W // f)
@@ -919,7 +993,8 @@ def support_png(path, mask) -> Path:
 def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
                        multimer_cutoff_nm: float = 0.23, name: str = "montage",
                        source: str | None = None, backend: str = "auto", mask=None,
-                       mask_bin_factor: int = 1, stats_params: dict | None = None):
+                       mask_bin_factor: int = 1, stats_params: dict | None = None,
+                       pair_correlation: bool = True, pair_correlation_params: dict | None = None):
     """Global NN distances, clusters, counts, density and dispersion statistics
     of a montage's point set.
 
@@ -927,28 +1002,32 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
     docs/statistics.md), on the global coordinates, so a montage that also
     fits as one image gives identical numbers.
 
-    ``mask`` is a :class:`~fastsac.spatial.mask.MaskResult` on the
+    ``mask`` is a :class:`~fastsac.support.MaskResult` on the
     ``mask_bin_factor``-binned grid (:func:`montage_support_mask`) or None
     (then like ``analyze(..., support_mask=False)``): atoms on vacuum are
     flagged, not dropped; density and the support Clark–Evans test use the
     support area (:func:`~fastsac.spatial.stats.dispersion` with the binned
     mask, never a full-resolution one). ``stats_params`` go to ``dispersion``
-    (e.g. ``mask_correction="donnelly"``).
+    (e.g. ``mask_correction="donnelly"``). ``pair_correlation``: Ripley's L
+    and g(r) with envelopes into ``summary["pair_correlation"]``
+    (:func:`fastsac.spatial.ripley.pair_correlation`, bounded in N;
+    ``pair_correlation_params`` are its keyword arguments).
 
     Returns
     -------
     (nn_dist (N,), cluster_id (N,), cluster_size (N,), summary dict)
         ``nn_dist`` in nm when calibrated, else px.
     """
-    from . import __version__
+    from .result import build_summary
     from .spatial import clusters, nearest_neighbors
+    from .spatial.ripley import pair_correlation as pair_correlation_test
     from .spatial.stats import dispersion
 
     pts = np.asarray(xy, np.float64).reshape(-1, 2)
     px = pixel_size_nm
     cutoff_px = multimer_cutoff_nm / (px or DEFAULT_PIXEL_SIZE_NM)
     if mask is not None:
-        from .spatial.mask import require_support
+        from .support import require_support
 
         require_support(mask, source or name)
     t0 = time.perf_counter()
@@ -958,19 +1037,23 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
                       mask=None if mask is None else getattr(mask, "mask", mask),
                       mask_bin_factor=mask_bin_factor, multimer_cutoff_px=cutoff_px,
                       backend=backend, **(stats_params or {}))
+    t1 = time.perf_counter()
+    pattern = None
+    if pair_correlation and int(disp.in_support.sum()) >= 3:
+        # The same test as frames, bounded in N (sub-window reference points).
+        pattern = pair_correlation_test(disp.xy[disp.in_support], image_shape=tuple(int(s) for s in shape),
+                                   mask=None if mask is None else getattr(mask, "mask", mask),
+                                   mask_bin_factor=mask_bin_factor, pixel_size_nm=px,
+                                   **(pair_correlation_params or {}))
     nn_dist = nn.distance * px if px else nn.distance
-    summary = {
-        "fastsac_version": __version__,
-        "image": name,
-        "source": os.path.abspath(source) if source else None,
-        "shape_px": [int(s) for s in shape],
-        "pixel_size_nm": px,
-        "pixel_size_source": "override" if px else "none",
-        **disp.as_dict(),
-        "support": None if mask is None else mask.as_dict(),
-        "timings_s": {"statistics": time.perf_counter() - t0},
-        "backend": {"nearest_neighbors": nn.backend, "clusters": cl.backend},
-    }
+    summary = build_summary(
+        disp, name=name, source=source, shape=shape, pixel_size_nm=px,
+        pixel_size_source="override" if px else "none",
+        mask_info=None if mask is None else mask.as_dict(), pattern=pattern,
+        detector=None, timings={"statistics": t1 - t0, "pair_correlation": time.perf_counter() - t1},
+        backends={"nearest_neighbors": nn.backend, "clusters": cl.backend},
+        parameters={"multimer_cutoff_nm": multimer_cutoff_nm, "stats_params": stats_params or {},
+                    "pair_correlation": pair_correlation})
     return nn_dist, cl.labels, cl.sizes, summary
 
 
@@ -979,7 +1062,8 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
                     runner=None, scratch_dir: str | None = None,
                     progress: bool = True, engine: str = "auto", support_mask: bool = True,
                     mask_params: dict | None = None,
-                    stats_params: dict | None = None) -> MontageResult:
+                    stats_params: dict | None = None, missing_chunks: str = "error",
+                    max_pixels: int | None = None) -> MontageResult:
     """Detect atoms on a montage and compute its global statistics.
 
     See :func:`detect_montage` for the tiling, :func:`montage_support_mask`
@@ -998,13 +1082,49 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
     stats_params : dict, optional
         Keyword arguments of :func:`~fastsac.spatial.stats.dispersion`
         (``mask_correction="donnelly"`` skips the 199 Monte Carlo patterns).
+    missing_chunks : {"error", "vacuum"}
+        Chunks of a Zarr montage that were never written read as zeros. By
+        default that is an error naming them (checked before any work);
+        ``"vacuum"`` analyses them as vacuum (outside the support mask; the
+        regions are listed in ``summary["missing_chunks"]``).
+    max_pixels : int, optional
+        Refuse a montage with more pixels (a header claiming an implausible
+        size would otherwise start a job of hours).
 
     Returns
     -------
     MontageResult
         ``support`` holds the binned MaskResult, ``support_bin`` its F.
+
+    Raises
+    ------
+    FastsacInputError
+        Unreadable input, missing chunks (unless ``"vacuum"``), a corrupt
+        chunk or tile, NaN/inf in the montage: each naming the file and region.
     """
+    if missing_chunks not in ("error", "vacuum"):
+        raise ValueError(f"missing_chunks must be 'error' or 'vacuum', got {missing_chunks!r}")
     src = open_montage(source, pixel_size_nm=pixel_size_nm)
+    H, W = src.shape
+    if max_pixels is not None and H * W > max_pixels:
+        raise FastsacInputError(src.path or "array", f"montage of {W}×{H} px ({H * W / 1e9:.3g} "
+                                f"Gpx) exceeds the limit of {max_pixels / 1e9:.3g} Gpx; if the "
+                                "size is real, confirm it with a larger --max-pixels")
+    n_missing, n_chunks, examples = missing_chunks_of(src)
+    holes: list = []
+    if n_missing:
+        if n_missing == n_chunks:
+            raise FastsacInputError(src.path, f"montage holds no data: none of its {n_chunks} "
+                                              "chunks was ever written")
+        if missing_chunks == "error":
+            ex = "; ".join(f"chunk {c} = rows {r[0]}:{r[1]}, columns {r[2]}:{r[3]}"
+                           for c, r in examples[:3])
+            raise FastsacInputError(src.path, f"{n_missing} of {n_chunks} chunks are missing "
+                                              f"(e.g. {ex}); they would read as zeros. Pass "
+                                              "--missing-chunks vacuum to analyse them as vacuum")
+        holes = _missing_regions(src)
+        if support_mask:
+            mask_params = dict(mask_params or {}) | {"exclude": holes}
     dets, owner, ncand, info = detect_montage(src, detector=detector, tile=tile, runner=runner,
                                               scratch_dir=scratch_dir, progress=progress,
                                               engine=engine)
@@ -1025,6 +1145,11 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
     tim = dict(dets.timings) | {"support_mask": t0 - tm, "statistics": time.perf_counter() - t0}
     summary["detector"] = {"name": dets.detector, "params": dets.params}
     summary["montage"] = info | {"n_candidates": ncand}
+    if holes:
+        summary["missing_chunks"] = {"treated_as": "vacuum", "n": len(holes), "n_chunks": n_chunks,
+                                     "area_px": int(sum((r[1] - r[0]) * (r[3] - r[2])
+                                                        for r in holes)),
+                                     "regions_yyxx": [list(map(int, r)) for r in holes]}
     summary["timings_s"] = tim
     return MontageResult(src.path or "array", src.shape, src.pixel_size_nm, dets, owner, nn, cid,
                          csz, summary, ncand, info, tim, mask, f)
@@ -1033,37 +1158,18 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
 # --------------------------------------------------------------------------- parquet
 def write_parquet(path, result: MontageResult) -> Path:
     """Write the detections (global coordinates, :data:`PARQUET_COLUMNS`) atomically,
-    with the summary as JSON in the file's key-value metadata."""
-    import json
+    with the summary as JSON in the file's key-value metadata
+    (:func:`fastsac.result.write_atoms_parquet`, the frames' writer)."""
+    from .result import write_atoms_parquet
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from .io import _json_default, atomic_path
-
-    tab = result.table()
-    types = {"cluster_id": pa.int64(), "cluster_size": pa.int64(), "tile": pa.int64(),
-             "in_support": pa.int64()}
-    arrays = [pa.array(np.asarray(tab[c]), type=types.get(c, pa.float64()))
-              for c in PARQUET_COLUMNS]
-    table = pa.Table.from_arrays(arrays, names=PARQUET_COLUMNS)
-    meta = {b"fastsac.summary": json.dumps(result.statistics, default=_json_default).encode()}
-    table = table.replace_schema_metadata(meta)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    return Path(path)
+    return write_atoms_parquet(path, result.table(), result.statistics)
 
 
 def read_parquet(path) -> tuple[dict[str, np.ndarray], dict]:
     """Columns and summary written by :func:`write_parquet`."""
-    import json
+    from .result import read_atoms_parquet
 
-    import pyarrow.parquet as pq
-
-    t = pq.read_table(path)
-    meta = t.schema.metadata or {}
-    summary = json.loads(meta.get(b"fastsac.summary", b"{}"))
-    return {c: t.column(c).to_numpy() for c in t.column_names}, summary
+    return read_atoms_parquet(path)
 
 
 # --------------------------------------------------------------------------- folder mode
@@ -1116,7 +1222,7 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
     With ``support_mask`` the vacuum is found on the binned mosaic of the
     frames (:func:`frames_support_mask`); densities are then per support area
     as in :func:`analyze_montage` (``mask_params``: ``max_binned_px`` and
-    :func:`~fastsac.spatial.mask.support_mask` arguments; ``stats_params`` go
+    :func:`~fastsac.support.support_mask` arguments; ``stats_params`` go
     to :func:`~fastsac.spatial.stats.dispersion`).
 
     Each frame is detected whole; detections are shifted by the frame's

@@ -391,5 +391,7 @@ def refine_positions(raw, xy0, *, min_distance_px: float, refine: str = "gaussia
     return np.asarray(xy, np.float64), cols
 
 
-# CUDA implementations register themselves here (numba.cuda is imported only when they run).
-from ._cuda import peaks as _cuda_peaks  # noqa: E402,F401
+# CUDA implementations, by dotted path: imported (with numba.cuda) only when first used.
+for _kernel, _fn in ((_maxima_kernel, "local_maxima_cuda"), (_nms_kernel, "nms_cuda"),
+                    (_com_kernel, "refine_com_cuda"), (_gauss_kernel, "refine_gaussian_cuda")):
+    _kernel.register_path("cuda", f"fastsac._cuda.peaks:{_fn}")

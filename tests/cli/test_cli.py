@@ -46,10 +46,12 @@ def test_analyze_batch_with_bad_file(batch, tmp_path, capsys):
     assert "broken.tif" in err and "Traceback" not in err
     for stem, pts in truths.items():
         header = (out / stem / "atoms.csv").read_text().splitlines()[0].split(",")
-        assert header == ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px",
-                          "intensity", "nn_dist_nm", "cluster_id", "cluster_size", "in_support",
-                          "species", "species_probability"]
-        rows = np.loadtxt(out / stem / "atoms.csv", delimiter=",", skiprows=1, ndmin=2, usecols=range(12))
+        from fastsac.result import ATOM_COLUMNS
+
+        assert header == ATOM_COLUMNS + ["species", "species_probability"]
+        assert header[:7] == ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px"]
+        rows = np.loadtxt(out / stem / "atoms.csv", delimiter=",", skiprows=1, ndmin=2,
+                          usecols=range(len(ATOM_COLUMNS)))
         assert len(rows) == len(pts)
         np.testing.assert_allclose(rows[:, 2], rows[:, 0] * 0.0293, rtol=1e-4)
         s = json.loads((out / stem / "summary.json").read_text())
@@ -120,9 +122,9 @@ def test_all_vacuum_frame_is_one_clear_line(batch, tmp_path, capsys, monkeypatch
     other frames are still analysed."""
     import dataclasses
 
-    from fastsac.spatial import mask as mask_mod
+    from fastsac import pipeline
 
-    real = mask_mod.support_mask
+    real = pipeline.find_support
 
     def no_support_for_img1(image, **kw):
         res = real(image, **kw)
@@ -135,7 +137,7 @@ def test_all_vacuum_frame_is_one_clear_line(batch, tmp_path, capsys, monkeypatch
     from fastsac.io import read
 
     img1_sum = read(d / "img1.tif").data.sum()
-    monkeypatch.setattr(mask_mod, "support_mask", no_support_for_img1)
+    monkeypatch.setattr(pipeline, "find_support", no_support_for_img1)
     out = tmp_path / "out"
     rc = main(["analyze", str(d / "img0.tif"), str(d / "img1.tif"), "-o", str(out),
                "--detector", "classical"])

@@ -245,7 +245,7 @@ def test_gpu_detect_tiled_equals_whole_image(real_gpu):
     """The device pipeline (max-pool maxima, CUDA refinement, device NMS) vs the
     whole-image numpy post-processing, with an exact predictor (x + 1)."""
     from fastsac import infer
-    from fastsac.detect import postprocess_scores
+    from fastsac.detectors import postprocess_scores
 
     class PlusOne:
         receptive_field = 0

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from fastsac import infer
-from fastsac.detect import postprocess_scores
+from fastsac.detectors import postprocess_scores
 
 torch.manual_seed(0)
 

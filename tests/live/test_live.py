@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from fastsac.detect import ClassicalDetector
+from fastsac.detectors import ClassicalDetector
 from fastsac.live import NN_BINS_NM, FrameWatcher, LiveSession, watch
 from fastsac.pipeline import analyze
 
@@ -61,7 +61,7 @@ def test_running_stats_equal_pooled_stats(frames):
     nn = np.concatenate([r.nn_dist[np.isfinite(r.nn_dist)] for r in refs])
     assert st["n_frames"] == 3 and st["n_atoms"] == n
     assert st["multimer_atoms"] == mult > 0
-    assert st["multimer_share"] == pytest.approx(mult / n, rel=1e-12)
+    assert st["multimer_fraction"] == pytest.approx(mult / n, rel=1e-12)
     assert st["density_per_nm2"] == pytest.approx(n_sup / area, rel=1e-12)
     assert st["nn_dist_nm"]["median"] == pytest.approx(np.median(nn), rel=1e-12)
     assert st["nn_dist_nm"]["mean"] == pytest.approx(nn.mean(), rel=1e-12)
@@ -109,7 +109,7 @@ def test_half_written_frame_is_not_read_until_complete(tmp_path, frames):
 
 
 def test_tmp_then_rename_convention(tmp_path, frames):
-    w = FrameWatcher(tmp_path)
+    w = FrameWatcher(tmp_path, settle_s=0)
     (tmp_path / "a.tif.tmp").write_bytes(_tiff_bytes(frames[0]))
     (tmp_path / ".b.tif").write_bytes(_tiff_bytes(frames[0]))
     assert w.poll() == [] and w.poll() == []  # never offered, however stable

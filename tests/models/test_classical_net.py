@@ -9,7 +9,7 @@ import torch
 from fastsac_testdata import PTNC, spots
 
 from fastsac import infer, read
-from fastsac.detect import ClassicalDetector
+from fastsac.detectors import ClassicalDetector
 from fastsac.models.classical import ClassicalScoreNet, calibrate
 
 PX = 0.0293
@@ -225,7 +225,7 @@ def test_cuda_live_session_and_mask_equal_cpu():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     from fastsac.live import LiveSession
-    from fastsac.spatial.mask import support_mask
+    from fastsac.support.mask import support_mask
     from fastsac.synth import simulate
 
     img, _ = simulate(size=1024, seed=1)   # has vacuum

@@ -53,7 +53,7 @@ def test_streamed_binning_is_bit_identical(vac_image, sources):
     f = 2
     img = vac_image.astype(np.float32)
     # what support_mask bins the whole image into (and, independently, a reshaped mean)
-    from fastsac.spatial.mask import bin_mean
+    from fastsac.support.mask import bin_mean
 
     h, w = img.shape
     ref = bin_mean(img, f)
@@ -113,11 +113,11 @@ def test_dask_runner_gives_identical_results(sources):
     pytest.importorskip("distributed")
     from distributed import Client, LocalCluster
 
-    from fastsac.distributed import DaskRunner
+    from fastsac.dask_runner import DaskRunner
 
     ref = analyze_montage(sources["tiff"], detector="classical", tile=237, progress=False)
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         got = analyze_montage(sources["tiff"], detector="classical", tile=237, progress=False,
                               runner=DaskRunner(client, progress=False))
     assert got.params["runner"] == "dask"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fastsac_testdata import backend_params
 
 from fastsac import _backend, peaks
 from fastsac.peaks import (_com_kernel, _gauss_kernel, _local_maxima_numpy_ref, _maxima_kernel,
@@ -17,9 +18,6 @@ from fastsac.peaks import (_com_kernel, _gauss_kernel, _local_maxima_numpy_ref, 
                            _refine_gaussian_numpy_ref)
 
 
-def backend_params(kernel):
-    return [pytest.param(b.value, marks=pytest.mark.gpu) if b is _backend.Backend.CUDA else b.value
-            for b in kernel.impls]
 
 
 def _need(kernel, name):

@@ -34,7 +34,8 @@ def test_species_and_clusters_written(ptni, tmp_path):
     assert (tmp_path / "ptni" / "nn_histogram.png").read_bytes()[:4] == b"\x89PNG"
     with open(paths["atoms"], newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ATOM_COLUMNS and len(rows) == len(res.detections)
+    assert list(rows[0]) == ATOM_COLUMNS + ["species", "species_probability"]
+    assert len(rows) == len(res.detections)
     assert {r["species"] for r in rows} == set(res.species.species.tolist())
     with open(paths["clusters"], newline="") as fh:
         crow = list(csv.DictReader(fh))

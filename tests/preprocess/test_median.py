@@ -6,16 +6,13 @@ import threading
 
 import numpy as np
 import pytest
+from fastsac_testdata import backend_params
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage as ndi
 
 from fastsac import _backend
 from fastsac.preprocess import _median_filter_numpy_ref, _median_kernel, median_filter
 
-def backend_params(kernel):
-    """Every registered backend of ``kernel`` (CUDA under the gpu marker)."""
-    return [pytest.param(b.value, marks=pytest.mark.gpu) if b is _backend.Backend.CUDA else b.value
-            for b in kernel.impls]
 
 
 @pytest.fixture(params=backend_params(_median_kernel))

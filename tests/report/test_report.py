@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastsac.report import (build_image_report, cluster_size_figure, load_analysis_folder, nn_histogram_figure,
-                            pair_correlation_figure, save_figure, save_overlay, write_html_report)
-from fastsac.spatial.stats import dispersion, pool_dispersion
+from fastsac.figures import (cluster_size_figure, nn_histogram_figure, pair_correlation_figure, save_figure,
+                             save_overlay)
+from fastsac.report import build_image_report, write_html_report
+from fastsac.spatial.stats import pool_dispersion
 
 
 def synthetic_image(rng, shape=(128, 160)):
@@ -115,50 +116,87 @@ def test_html_report_is_self_contained(tmp_path, rng):
     assert data["pooled"]["n_atoms"] == 14 and len(data["images"]) == 2
 
 
-def _analyze_folder(root: Path, rng, with_image: bool):
-    """A folder laid out like `fastsac analyze` output (what the lead's pipeline writes)."""
-    import tifffile
+def _analyze_folder(root: Path, rng, images: Path | None = None) -> list[dict]:
+    """Two simulated frames with vacuum, analysed by `fastsac analyze` into ``root``."""
+    from fastsac.cli import main
+    from fastsac.io import write_tiff
 
+    images = images or root.parent / f"{root.name}_images"
+    images.mkdir(parents=True, exist_ok=True)
     for i in range(2):
-        img, xy, mask = synthetic_image(rng)
-        d = root / f"frame{i}"
-        d.mkdir(parents=True)
-        st = dispersion(xy, image_shape=img.shape, pixel_size_nm=0.03)
-        rows = ["x_px,y_px,x_nm,y_nm,score,amplitude,sigma_px,intensity,nn_dist_nm,cluster_id,cluster_size"]
-        for k, (x, y) in enumerate(xy):
-            rows.append(f"{x},{y},{x * 0.03},{y * 0.03},3.0,2000,1.5,{28000 + 100 * k},"
-                        f"{st.nn_distance_px[k] * 0.03},{st.clusters.labels[k]},{st.clusters.sizes[k]}")
-        (d / "atoms.csv").write_text("\n".join(rows) + "\n")
-        summ = {"pixel_size_nm": 0.03, "n_atoms": len(xy), "detector": "classical",
-                "image_shape": list(img.shape)}
-        if with_image:
-            tifffile.imwrite(root / f"frame{i}.tif", img.astype(np.float32))
-            summ["source"] = str(root / f"frame{i}.tif")
-        else:
-            save_overlay(d / "overlay.png", img, xy, pixel_size_nm=0.03)
-        (d / "summary.json").write_text(json.dumps(summ))
-    (root / "summary.csv").write_text("stem,n_atoms\nframe0,7\nframe1,7\n")
+        img, xy, mask = synthetic_image(rng, shape=(160, 192))
+        write_tiff(images / f"frame{i}.tif", img.astype(np.float32), pixel_size_nm=0.03)
+    assert main(["analyze", str(images), "-o", str(root), "--zip"]) == 0
+    return [json.loads((root / f"frame{i}" / "summary.json").read_text()) for i in range(2)]
 
 
-@pytest.mark.parametrize("with_image", [True, False])
-def test_cli_report_rebuilds_from_analyze_folder(tmp_path, rng, with_image, capsys):
+def test_cli_report_reproduces_the_analysis_after_the_images_moved(tmp_path, rng, capsys):
     from fastsac.cli import main
 
-    _analyze_folder(tmp_path / "out", rng, with_image)
-    rc = main(["report", str(tmp_path / "out"), "--n-sim", "9", "--sample", "demo"])
+    summaries = _analyze_folder(tmp_path / "out", rng)
+    first = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    for f in (tmp_path / "out_images").iterdir():   # the images are gone: nothing may change
+        f.unlink()
+    rc = main(["report", str(tmp_path / "out"), "--sample", "demo"])
     assert rc == 0
     html_text = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     data = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [d["name"] for d in data["images"]] == ["frame0", "frame1"]
-    img0 = data["images"][0]
-    assert img0["n_atoms"] == 7 and img0["n_dimers"] == 1 and img0["n_trimers"] == 1
-    assert img0["pixel_size_nm"] == 0.03 and img0["pattern_n_sim"] == 9
-    assert data["pooled"]["n_atoms"] == 14
-    # The support mask is recomputed only when the image can be read.
-    assert (img0["vacuum_fraction"] > 0.1) == with_image
+    for got, want in zip(data["images"], summaries):
+        assert want["vacuum_fraction"] > 0.1                     # the simulated vacuum strip
+        for k in ("n_atoms", "n_atoms_in_support", "density_per_nm2", "vacuum_fraction", "nn_mean_nm",
+                  "nn_median_nm", "multimer_fraction", "clark_evans_R", "clark_evans_p_value", "n_dimers",
+                  "n_trimers", "n_clusters_4plus"):
+            assert got[k] == pytest.approx(want[k], rel=1e-5, abs=1e-12), k
+        assert got["L_p_value"] == want["pair_correlation"]["L_p_value"]
+    assert data["pooled"]["n_atoms"] == sum(s["n_atoms"] for s in summaries)
     assert "frame1" in html_text and "report.html" in capsys.readouterr().out
-    reps = load_analysis_folder(tmp_path / "out", n_sim=0, elements=["Pt", "Ni"], progress=False)
-    assert reps[0].species is not None and reps[0].species.elements == ["Ni", "Pt"]
+    # Same numbers as the report `analyze` wrote (tables are the same text).
+    table = lambda t: re.search(r"<h2>Summary</h2>(.*?)</table>", t, re.S).group(1)  # noqa: E731
+    assert table(first) == table(html_text)
+
+
+def test_report_refuses_a_folder_missing_what_it_needs(tmp_path, rng, capsys):
+    from fastsac.cli import main
+
+    _analyze_folder(tmp_path / "out", rng)
+    capsys.readouterr()
+    (tmp_path / "out" / "frame0" / "support_mask.png").unlink()
+    assert main(["report", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "support_mask.png" in err and "frame0" in err and len(err.strip().splitlines()) == 1
+    summ = json.loads((tmp_path / "out" / "frame1" / "summary.json").read_text())
+    del summ["support_area_px2"]
+    (tmp_path / "out" / "frame1" / "summary.json").write_text(json.dumps(summ))
+    (tmp_path / "out" / "frame0").rename(tmp_path / "elsewhere")
+    assert main(["report", str(tmp_path / "out")]) == 2
+    assert "support_area_px2" in capsys.readouterr().err
+
+
+def test_zip_bundles_hold_every_view(tmp_path, rng):
+    import io
+    import zipfile
+
+    import pyarrow.parquet as pq
+
+    summaries = _analyze_folder(tmp_path / "out", rng)
+    with zipfile.ZipFile(tmp_path / "out" / "frame0.zip") as z:
+        names = set(z.namelist())
+        assert {"frame0/atoms.csv", "frame0/atoms.parquet", "frame0/summary.json", "frame0/overlay.png",
+                "frame0/support_mask.png", "frame0/nn_histogram.png", "frame0/cluster_sizes.png",
+                "frame0/pair_correlation.png"} <= names
+        summ = json.loads(z.read("frame0/summary.json"))
+        assert summ["density_per_nm2"] == summaries[0]["density_per_nm2"]
+        rows = z.read("frame0/atoms.csv").decode().strip().splitlines()
+        assert len(rows) == 1 + summaries[0]["n_atoms"]
+        tab = pq.read_table(io.BytesIO(z.read("frame0/atoms.parquet")))
+        assert tab.num_rows == summaries[0]["n_atoms"] and "in_support" in tab.column_names
+        Image.open(io.BytesIO(z.read("frame0/overlay.png"))).verify()
+    with zipfile.ZipFile(tmp_path / "out" / "batch.zip") as z:
+        names = set(z.namelist())
+        assert {"summary.csv", "report.html", "frame0/atoms.csv", "frame1/summary.json"} <= names
+        csv_rows = z.read("summary.csv").decode().strip().splitlines()
+        assert len(csv_rows) == 3 and csv_rows[0].startswith("image,input,status")
 
 
 def test_cli_report_bad_folder(tmp_path, capsys):
@@ -169,12 +207,13 @@ def test_cli_report_bad_folder(tmp_path, capsys):
 
 
 def test_cli_report_compares_two_samples(tmp_path, rng):
+    import shutil
+
     from fastsac.cli import main
 
-    _analyze_folder(tmp_path / "before", rng, with_image=False)
-    _analyze_folder(tmp_path / "after", rng, with_image=False)
-    rc = main(["report", str(tmp_path / "before"), "--compare", str(tmp_path / "after"), "--n-sim", "0",
-               "--n-perm", "199"])
+    _analyze_folder(tmp_path / "before", rng)
+    shutil.copytree(tmp_path / "before", tmp_path / "after")
+    rc = main(["report", str(tmp_path / "before"), "--compare", str(tmp_path / "after"), "--n-perm", "199"])
     assert rc == 0
     data = json.loads((tmp_path / "before" / "report.json").read_text())
     c = data["comparison"]
@@ -197,7 +236,7 @@ def test_html_report_with_empty_and_single_atom_images(tmp_path):
 
 
 def test_overlay_marks_atoms_on_vacuum_and_downsamples_large_frames(rng):
-    from fastsac.report import overlay_figure
+    from fastsac.figures import overlay_figure
 
     img, xy, mask = synthetic_image(rng)
     xy_vac = np.vstack([xy, [[20.0, 10.0], [150.0, 5.0]]])  # two atoms in the vacuum strip

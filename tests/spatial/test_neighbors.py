@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fastsac_testdata import backend_params
 
 from fastsac import _backend
 from fastsac.spatial import clusters, nearest_neighbors
@@ -11,9 +12,6 @@ from fastsac.spatial.neighbors import (_cluster_kernel, _clusters_numpy_ref, _ne
                                        _nn_kernel)
 
 
-def backend_params(kernel):
-    return [pytest.param(b.value, marks=pytest.mark.gpu) if b is _backend.Backend.CUDA else b.value
-            for b in kernel.impls]
 
 
 @pytest.fixture(params=backend_params(_nn_kernel))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from fastsac.evaluate import match_points, pool
 from fastsac.io import Micrograph
 from fastsac.synth import simulate
 
-detect = pytest.importorskip("fastsac.detect")
+detect = pytest.importorskip("fastsac.detectors")
 
 
 def _inside(xy, size, border):

@@ -26,7 +26,6 @@ import math
 
 import numpy as np
 
-from .. import peaks as _peaks
 cu = None  # numba.cuda, bound on first use by _kernels()
 
 from . import as_torch, cuda, grid, launch, library, to_lib
@@ -435,10 +434,6 @@ def refine_gaussian_cuda(image, xy, radius, sigma, max_iter, *, img_idx=None):
     return to_lib(out, lib), to_lib(conv.bool(), lib)
 
 
-_peaks._maxima_kernel.register("cuda")(local_maxima_cuda)
-_peaks._nms_kernel.register("cuda")(nms_cuda)
-_peaks._com_kernel.register("cuda")(refine_com_cuda)
-_peaks._gauss_kernel.register("cuda")(refine_gaussian_cuda)
 
 
 # --------------------------------------------------------------------------- engine helper
@@ -461,7 +456,7 @@ def detect_batch(s, raw, lims, *, threshold, min_distance_px, refine, fit_radius
     residual)
         Candidates owned by the cores, before NMS, on the tensors' device, in
         *window* coordinates (``window`` indexes the batch); refinement as in
-        :func:`fastsac.detect.postprocess_scores`.
+        :func:`fastsac.detectors.postprocess_scores`.
     """
     import torch
     import torch.nn.functional as F

@@ -21,7 +21,6 @@ import math
 
 import numpy as np
 
-from ..spatial import neighbors as _nb
 cu = None  # numba.cuda, bound on first use by _kernels()
 
 from . import as_torch, cuda, grid, launch, library, to_lib
@@ -175,5 +174,3 @@ def clusters_cuda(xy, cutoff):
     return to_lib(labels, lib), to_lib(sizes, lib)
 
 
-_nb._nn_kernel.register("cuda")(nearest_neighbors_cuda)
-_nb._cluster_kernel.register("cuda")(clusters_cuda)

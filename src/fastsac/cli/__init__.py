@@ -16,9 +16,12 @@ from .. import __version__
 
 # Order shown in --help. A command whose module is absent is skipped.
 COMMANDS = ["analyze", "evaluate", "demo", "simulate", "train", "report", "bench",
-            "montage", "watch"]
+            "montage", "watch", "serve"]
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 2, 64
+from ._common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK  # noqa: F401
+
+#: No sub-command given (help printed).
+EXIT_USAGE = 64
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         p = mod.add_parser(sub)
         p.set_defaults(_run=mod.run)
+        if "-v" not in p._option_string_actions:
+            # -v after the sub-command too; SUPPRESS keeps a -v given before it.
+            p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                           help="more log output (-vv for debug)")
     return parser
 
 
@@ -46,14 +53,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:
+        # tifffile logs its own warnings about broken files; fastsac's one line says it.
+        logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_USAGE
+    args._argv = list(sys.argv[1:] if argv is None else argv)
+    from ..errors import FastsacInputError
+
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except (FastsacInputError, MemoryError, OSError) as exc:
+        # Last resort: an input, memory or file-system problem a command did not
+        # catch itself is still one line (the traceback with -vv).
+        from ._common import describe_error
+
+        logging.getLogger("fastsac").debug("uncaught", exc_info=True)
+        print(f"fastsac {args.command}: {describe_error(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":  # pragma: no cover

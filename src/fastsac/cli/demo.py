@@ -7,7 +7,7 @@ def add_parser(sub):
     p = sub.add_parser("demo", help="analyse a built-in simulated image (writes ./fastsac-demo/)")
     p.add_argument("-o", "--out", default="fastsac-demo", help="output directory (default: %(default)s)")
     p.add_argument("--detector", default="default", help="classical | default | PATH")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulated frame (default 0)")
     return p
 
 

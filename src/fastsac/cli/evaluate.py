@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ._common import add_detector_args, detector_from_args, report_bad
+from ._common import (add_detector_args, check_writable_dir, describe_error, detector_from_args,
+                      environment_problem, fail, pixel_size, positive_float, report_bad)
 
 
 def add_parser(sub):
@@ -12,11 +13,14 @@ def add_parser(sub):
                                    "distance tolerance.")
     p.add_argument("--images", required=True, help="directory of images")
     p.add_argument("--labels", required=True, help="directory of label CSVs named <stem>.csv")
-    add_detector_args(p)
-    p.add_argument("--tolerance-px", type=float, default=6.0,
-                   help="match distance tolerance in pixels (default: %(default)s)")
-    p.add_argument("--pixel-size", type=float, default=None, metavar="NM")
+    add_detector_args(p, backend=False)
+    p.add_argument("--tolerance-px", type=positive_float, default=6.0,
+                   help="match distance tolerance in pixels, > 0 (default: %(default)s)")
+    p.add_argument("--pixel-size", type=pixel_size, default=None, metavar="NM",
+                   help="pixel size in nm (overrides the files' calibration)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("-o", "--out", default=None, metavar="PATH",
+                   help="also write the JSON object (pooled and per image) to PATH")
     return p
 
 
@@ -26,28 +30,37 @@ def run(args) -> int:
 
     from tqdm import tqdm
 
-    from ..errors import FastsacInputError
     from ..evaluate import match_points, pool
     from ..io import SUPPORTED_SUFFIXES, read, read_points
 
-    images = sorted(f for f in Path(args.images).iterdir() if f.suffix.lower() in SUPPORTED_SUFFIXES) \
-        if Path(args.images).is_dir() else []
+    why = environment_problem(args)
+    if why:
+        return fail(why)
+    for opt, d in (("--images", args.images), ("--labels", args.labels)):
+        if not Path(d).is_dir():
+            return fail(f"{opt} {d}: not a directory")
+    if args.out is not None:
+        why = check_writable_dir(Path(args.out).parent or Path("."), what="folder of -o")
+        if why:
+            return fail(why)
+    images = sorted(f for f in Path(args.images).iterdir() if f.suffix.lower() in SUPPORTED_SUFFIXES)
     label_dir = Path(args.labels)
     pairs = [(im, label_dir / f"{im.stem}.csv") for im in images]
     pairs = [(im, lb) for im, lb in pairs if lb.exists()]
     if not pairs:
-        print(f"fastsac evaluate: no image in {args.images} has a label file <stem>.csv in {args.labels}")
-        return 2
+        return fail(f"evaluate: no image in {args.images} has a label file <stem>.csv in {args.labels}")
     detector = detector_from_args(args)
     if detector is None:
         return 2
     results, per_image, bad = [], {}, 0
-    for im, lb in tqdm(pairs, desc="evaluate", unit="img", disable=args.json or len(pairs) < 2):
+    for im, lb in tqdm(pairs, desc="evaluate", unit="img", disable=True if (args.json or len(pairs) < 2) else None):
         try:
             m = read(im, pixel_size_nm=args.pixel_size)
             truth = read_points(lb)
             det = detector.detect(m)
-        except FastsacInputError as exc:
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of one input is one line
             bad += 1
             report_bad(im, exc)
             continue
@@ -55,10 +68,17 @@ def run(args) -> int:
         results.append(r)
         per_image[im.stem] = r.as_dict()
     pooled = pool(results)
+    doc = {**pooled, "tolerance_px": args.tolerance_px,
+           "detector": getattr(detector, "name", str(args.detector)), "per_image": per_image}
+    if args.out is not None:
+        from ..io import write_json
+
+        try:
+            write_json(args.out, doc)
+        except OSError as exc:
+            return fail(f"cannot write {args.out}: {describe_error(exc)}")
     if args.json:
-        print(json.dumps({**pooled, "tolerance_px": args.tolerance_px,
-                          "detector": getattr(detector, "name", str(args.detector)),
-                          "per_image": per_image}, indent=2))
+        print(json.dumps(doc, indent=2))
     else:
         print(f"{'image':<16}{'TP':>5}{'FP':>5}{'FN':>5}{'P':>8}{'R':>8}{'F1':>8}")
         for stem, d in per_image.items():

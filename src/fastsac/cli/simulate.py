@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ._common import (add_deprecated_alias, check_writable_dir, fail, nonnegative_float,
+                      pixel_size, positive_float, positive_int)
+
 log = logging.getLogger(__name__)
 
 
@@ -19,31 +22,37 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "simulate", help="write simulated HAADF-STEM images with ground truth",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-o", "--output", required=True, help="output directory")
-    p.add_argument("--size", type=int, default=512, help="image edge, px (default 512)")
-    p.add_argument("--count", type=int, default=1, help="number of images (default 1)")
+    p.add_argument("-o", "--out", dest="output", required=True, help="output directory")
+    add_deprecated_alias(p, "--output", "-o/--out", dest="output")
+    p.add_argument("--size", type=positive_int, default=512, help="image edge, px (default 512)")
+    p.add_argument("--count", type=positive_int, default=1, help="number of images (default 1)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the first image; image k uses seed + k (default 0)")
     p.add_argument("--element", dest="elements", action="append", metavar="SYMBOL",
                    help="metal element (repeat for several; default Pt)")
-    p.add_argument("--loading", type=float, default=None, metavar="PER_NM2",
+    p.add_argument("--loading", type=positive_float, default=None, metavar="PER_NM2",
                    help="atoms per nm² of support (default 0.3)")
-    p.add_argument("--pattern", choices=["random", "clustered", "nanoclusters"], default=None)
-    p.add_argument("--dimer-fraction", type=float, default=None,
+    p.add_argument("--pattern", choices=["random", "clustered", "nanoclusters"], default=None,
+                   help="placement of the atoms (default random)")
+    p.add_argument("--dimer-fraction", type=nonnegative_float, default=None,
                    help="fraction of atoms in dimers")
-    p.add_argument("--trimer-fraction", type=float, default=None,
+    p.add_argument("--trimer-fraction", type=nonnegative_float, default=None,
                    help="fraction of atoms in trimers")
-    p.add_argument("--dose", type=float, default=None, help="electrons per Å² (default 4e4)")
-    p.add_argument("--pixel-size", type=float, default=None, metavar="NM",
+    p.add_argument("--dose", type=positive_float, default=None,
+                   help="electrons per Å² (default 4e4)")
+    p.add_argument("--pixel-size", type=pixel_size, default=None, metavar="NM",
                    help="pixel size, nm (default 0.0293)")
-    p.add_argument("--vacuum", choices=["edge", "holes", "none"], default=None)
+    p.add_argument("--vacuum", choices=["edge", "holes", "none"], default=None,
+                   help="vacuum regions in the frame (default edge)")
     p.add_argument("--fringes", action="store_true", help="add crystalline lattice fringes")
     p.add_argument("--dtype", choices=["uint16", "uint32", "float32"], default=None,
                    help="output dtype (default uint32; montage uint16)")
-    p.add_argument("--montage", type=int, default=None, metavar="N",
+    p.add_argument("--montage", type=positive_int, default=None, metavar="N",
                    help="write one N×N montage (tiled BigTIFF) instead of single frames")
-    p.add_argument("--tile", type=int, default=1024, help="montage tile edge, px (default 1024)")
-    p.add_argument("--montage-format", choices=["tiff", "zarr", "both"], default="tiff")
+    p.add_argument("--tile", type=positive_int, default=1024,
+                   help="montage tile edge, px (default 1024)")
+    p.add_argument("--montage-format", choices=["tiff", "zarr", "both"], default="tiff",
+                   help="montage file format (default tiff)")
     return p
 
 
@@ -70,6 +79,9 @@ def run(args) -> int:
     from ..synth import simulate, write_montage
 
     out = Path(args.output)
+    why = check_writable_dir(out)
+    if why:
+        return fail(why)
     try:
         kw = _params(args)
         if args.montage:
@@ -95,6 +107,5 @@ def run(args) -> int:
         write_json(out / "simulation.json", {"count": args.count, "first_seed": args.seed,
                                              "params": truth.params})
     except (ValueError, TypeError) as exc:
-        print(f"fastsac simulate: {exc}")
-        return 2
+        return fail(f"simulate: {exc}")
     return 0

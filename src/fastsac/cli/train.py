@@ -12,7 +12,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from . import EXIT_BAD_INPUT, EXIT_OK
+from ._common import (EXIT_OK, environment_problem, fail,
+                      positive_int)
 
 log = logging.getLogger(__name__)
 
@@ -20,19 +21,27 @@ log = logging.getLogger(__name__)
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("train", help="train the learned atom detector from labelled images",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("images", type=Path, help="folder of calibrated images <stem>.tif")
+    p.add_argument("images", type=Path, nargs="?", default=None, metavar="IMAGES",
+                   help="folder of calibrated images <stem>.tif (or give --images)")
+    p.add_argument("--images", type=Path, dest="images_opt", default=None, metavar="DIR",
+                   help="folder of calibrated images (same as the positional IMAGES)")
     p.add_argument("--labels", type=Path, default=None,
-                   help="folder of <stem>.csv labels with X, Y columns (default: IMAGES/../labels)")
+                   help="folder of <stem>.csv labels with X, Y columns (default: IMAGES/../labels, "
+                        "or IMAGES itself when the labels lie beside the images, as "
+                        "`fastsac simulate` writes them)")
     p.add_argument("--model", choices=("heatmap", "rescore"), default="heatmap",
                    help="heatmap: the U-Net (minutes); rescore: the two-stage detector's classifier (seconds)")
     p.add_argument("-o", "--out", type=Path, default=None,
                    help="checkpoint to write (default fastsac_heatmap.pt / fastsac_rescore.json)")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the shipped recipe)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="optimiser steps (default: the shipped recipe)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the recipe's)")
     p.add_argument("--widths", type=str, default=None,
                    help="U-Net channels at full, 1/2, 1/4 resolution, e.g. 8,16,32")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1)")
-    p.add_argument("--device", default="cpu", help="torch device (shipped weights: cpu)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads (default 1)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="torch device (shipped weights: cpu)")
     p.add_argument("--cache-dir", type=Path, default=None, help="cache of pre-processed inputs")
     return p
 
@@ -41,7 +50,11 @@ def run(args) -> int:
     from dataclasses import replace
 
     from ..errors import FastsacInputError
-    from ..learned import TrainConfig, train
+    from ..training import TrainConfig, train
+
+    why = _resolve_folders(args) or environment_problem(args)
+    if why:
+        return fail(why)
     if args.model == "rescore":
         return _run_rescore(args)
     if args.out is None:
@@ -50,15 +63,16 @@ def run(args) -> int:
     over = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("threads", args.threads))
             if v is not None}
     if args.widths:
-        over["widths"] = tuple(int(w) for w in args.widths.split(","))
+        try:
+            over["widths"] = tuple(int(w) for w in args.widths.split(","))
+        except ValueError:
+            return fail(f"--widths: expected integers like 8,16,32, got {args.widths!r}")
     cfg = replace(cfg, **over)
     try:
         res = train(args.images, args.labels, config=cfg, out=args.out, cache_dir=args.cache_dir,
                     device=args.device)
     except FastsacInputError as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}")
-        return EXIT_BAD_INPUT
+        return fail(str(exc))
     print(f"wrote {args.out}: {len(res.images)} images, {cfg.steps} steps in {res.seconds:.0f} s; "
           f"threshold {res.threshold:.2f} (training-image pooled F1 {res.train_f1:.3f})")
     return EXIT_OK
@@ -68,16 +82,32 @@ def _run_rescore(args) -> int:
     import time
 
     from ..errors import FastsacInputError
-    from ..rescore import train_rescore
+    from ..training import train_rescore
     out = args.out or Path("fastsac_rescore.json")
     t0 = time.perf_counter()
     try:
         model = train_rescore(args.images, args.labels, out=out)
     except FastsacInputError as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}")
-        return EXIT_BAD_INPUT
+        return fail(str(exc))
     print(f"wrote {out}: {len(model.meta['train_images'])} images, {model.meta['n_candidates']} candidates "
           f"in {time.perf_counter() - t0:.1f} s; threshold {model.threshold:.2f} "
           f"(out-of-fold pooled F1 {model.meta['out_of_fold_f1']:.3f})")
     return EXIT_OK
+
+
+def _resolve_folders(args) -> str | None:
+    """IMAGES from the positional or --images; labels beside the images (the
+    layout `fastsac simulate` writes) when IMAGES/../labels does not exist."""
+    if args.images is not None and args.images_opt is not None and args.images != args.images_opt:
+        return "give the image folder once (IMAGES or --images)"
+    args.images = args.images or args.images_opt
+    if args.images is None:
+        return "train: the image folder is required (IMAGES or --images DIR)"
+    if not args.images.is_dir():
+        return f"{args.images}: not a directory"
+    if args.labels is None and not (args.images.parent / "labels").is_dir() \
+            and any(args.images.glob("*.csv")):
+        args.labels = args.images
+    if args.labels is not None and not args.labels.is_dir():
+        return f"--labels {args.labels}: not a directory"
+    return None

@@ -1,7 +1,7 @@
 """The classical detector's score map as torch operations, for the tiled GPU engine.
 
 :class:`ClassicalScoreNet` computes exactly what
-:meth:`fastsac.detect.ClassicalDetector.score_map` computes — a centre-surround
+:meth:`fastsac.detectors.ClassicalDetector.score_map` computes — a centre-surround
 difference of Gaussians divided by the local noise of the filtered image — with
 separable convolutions, so the default detector runs through
 :func:`fastsac.infer.detect_tiled` on a GPU like any network:
@@ -28,6 +28,8 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .._backend import resolve_device
 
 __all__ = ["ClassicalScoreNet", "DogNet", "calibrate", "gaussian_reach"]
 
@@ -311,7 +313,7 @@ def calibrate(image, net: ClassicalScoreNet, *, device="auto", exact_max_px: int
     """
     from .. import infer
 
-    dev = infer._resolve_device(device)
+    dev = resolve_device(device)
     arr = image if isinstance(image, np.ndarray) else None
     net = net.to(dev)
     if arr is not None and arr.ndim == 2 and arr.size <= exact_max_px:
@@ -322,7 +324,7 @@ def calibrate(image, net: ClassicalScoreNet, *, device="auto", exact_max_px: int
         return {"cap": cap, "global_rms": rms, "method": "exact"}
     counts = torch.zeros(_HIST_BINS, dtype=torch.int64, device=dev)
     dog = net.dog
-    src, dev, amp, plan, bs = infer._prepare(image, dog, tile=tile, halo=dog.receptive_field,
+    src, dev, amp, plan, bs = infer.prepare_tiles(image, dog, tile=tile, halo=dog.receptive_field,
                                             device=dev, batch_size=batch_size, dtype=None,
                                             check_halo=False)
     eng = infer._Engine(src, dog, plan=plan, batch_size=bs, device=dev, dtype=None,
@@ -415,7 +417,7 @@ def detect_resident(image: np.ndarray, net: ClassicalScoreNet, *, device, tile: 
     from .._validate import resolve_option
 
     t_start = time.perf_counter()
-    dev = infer._resolve_device(device)
+    dev = resolve_device(device)
     net = net.to(dev).eval()
     H, W = image.shape
     with torch.inference_mode():

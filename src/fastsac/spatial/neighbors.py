@@ -137,5 +137,6 @@ def clusters(xy, *, cutoff: float, backend: str = "auto") -> ClusterResult:
     return ClusterResult(lab, size, float(cutoff), b.value)
 
 
-# CUDA implementations register themselves here (numba.cuda is imported only when they run).
-from .._cuda import spatial as _cuda_spatial  # noqa: E402,F401
+# CUDA implementations, by dotted path: imported (with numba.cuda) only when first used.
+_nn_kernel.register_path("cuda", "fastsac._cuda.spatial:nearest_neighbors_cuda")
+_cluster_kernel.register_path("cuda", "fastsac._cuda.spatial:clusters_cuda")

@@ -26,6 +26,7 @@ from scipy import stats as sstats
 from scipy.spatial import ConvexHull, cKDTree
 
 from .._validate import as_points, check_positive
+from ..io import DEFAULT_PIXEL_SIZE_NM
 from .neighbors import clusters as _clusters
 from .neighbors import nearest_neighbors
 
@@ -40,7 +41,8 @@ log = logging.getLogger(__name__)
 #: Default NN distance below which an atom counts as part of a multimer, nm.
 DEFAULT_MULTIMER_CUTOFF_NM = 0.23
 #: Pixel size used to convert nm defaults when an image is uncalibrated (ptnc-train).
-_FALLBACK_PX_NM = 0.0293
+#: With more points, Clark–Evans' "auto" correction on a mask is Donnelly's, not Monte Carlo.
+MONTE_CARLO_MAX_POINTS = 20000
 #: Cluster classes by size: 1, 2, 3 and ≥ 4 atoms.
 CLUSTER_CLASSES = ("monomer", "dimer", "trimer", "4plus")
 
@@ -209,8 +211,14 @@ class Window:
         h, w = self.shape
         if self.mask is None:
             return np.column_stack([rng.uniform(-0.5, w - 0.5, n), rng.uniform(-0.5, h - 0.5, n)])
-        if self.bin_factor > 1:
-            return self._sample_binned(n, rng)
+        # The same draws as indexing the flat support (_sample_flat, the
+        # reference) from the row runs: O(runs) memory instead of 8 bytes per
+        # support pixel (430 MB for an 8192² frame).
+        return self._sample_binned(n, rng)
+
+    def _sample_flat(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Reference of :meth:`sample` for full-resolution masks."""
+        w = self.shape[1]
         flat = self._flat_support
         k = flat[rng.integers(0, len(flat), n)]
         return np.column_stack([k % w + rng.uniform(-0.5, 0.5, n), k // w + rng.uniform(-0.5, 0.5, n)])
@@ -223,14 +231,14 @@ class Window:
         cumulative support px per full-resolution row."""
         h, w = self.shape
         f = self.bin_factor
-        d = np.diff(np.pad(self.mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
-        row, b0 = np.nonzero(d == 1)
-        _, b1 = np.nonzero(d == -1)  # row-major: ends pair with starts
+        p = np.pad(self.mask, ((0, 0), (1, 1)))
+        row, col = np.nonzero(p[:, 1:] != p[:, :-1])  # row-major: starts and ends alternate
+        row, b0, b1 = row[0::2], col[0::2], col[1::2]
         c0 = b0.astype(np.int64) * f
         length = np.minimum(b1.astype(np.int64) * f, w) - c0
         cum = np.cumsum(length)
         row_start = np.zeros(len(self.mask) + 1, np.int64)
-        np.add.at(row_start, row + 1, length)
+        row_start[1:] = np.bincount(row, weights=length, minlength=len(self.mask)).astype(np.int64)
         before = cum - length - np.cumsum(row_start)[:-1][row]  # support px before the run in its row
         rows_cum = np.cumsum(np.repeat(self._row_support, self._block_h))  # (H,)
         return row.astype(np.int64) * (w + 1) + before, c0, before, rows_cum
@@ -312,7 +320,8 @@ class ClarkEvans:
         p = prefix
         return {f"{p}R": _f(self.R), f"{p}R_naive": _f(self.R_naive), f"{p}z": _f(self.z),
                 f"{p}p_value": _f(self.p_value), f"{p}correction": self.correction,
-                f"{p}n_used": self.n_used,
+                f"{p}n_used": self.n_used, f"{p}n_points": self.n_points,
+                f"{p}se_px": _f(self.se), f"{p}area_px2": _f(self.area),
                 f"{p}mean_nn_px": _f(self.mean_nn), f"{p}mean_nn_nm": _f(_nm(self.mean_nn, pixel_size_nm)),
                 f"{p}expected_nn_px": _f(self.expected_nn),
                 f"{p}expected_nn_nm": _f(_nm(self.expected_nn, pixel_size_nm)),
@@ -349,7 +358,9 @@ def clark_evans(xy, *, image_shape=None, mask=None, correction: str = "auto",
         ``monte_carlo``: expected value, SE and a two-sided rank p-value from
         ``n_sim`` uniform patterns of the same n in the same window (exact for
         any window). ``auto``: donnelly for the rectangle, monte_carlo for a
-        mask. ``none``: Clark & Evans (1954) without correction.
+        mask with at most :data:`MONTE_CARLO_MAX_POINTS` (20 000) points, else
+        donnelly (the simulations would cost n_sim NN searches of all points).
+        ``none``: Clark & Evans (1954) without correction.
     guard_px : float, optional
         Guard width; default twice the naive expected NN distance.
     n_sim, seed : int
@@ -376,7 +387,11 @@ def clark_evans(xy, *, image_shape=None, mask=None, correction: str = "auto",
     else:
         nn = _nn
     if correction == "auto":
-        correction = "donnelly" if win.is_rectangle else "monte_carlo"
+        # Monte Carlo costs n_sim nearest-neighbour searches of all n points;
+        # above MONTE_CARLO_MAX_POINTS the mask's edge effect on the mean NN
+        # distance is small against its scatter and Donnelly's formula is used.
+        correction = ("donnelly" if win.is_rectangle or len(pts) > MONTE_CARLO_MAX_POINTS
+                      else "monte_carlo")
     n, area = len(pts), win.area
     nan = float("nan")
     if n < 2:
@@ -478,6 +493,30 @@ class ClusterStats:
         return d
 
 
+def cluster_extents(xy, labels, cluster_size) -> np.ndarray:
+    """(C,) largest distance between two atoms of each cluster (0 for monomers), px.
+
+    ``labels`` are canonical cluster ids (0..C-1) and ``cluster_size`` their sizes.
+    """
+    pts = np.asarray(xy, np.float64).reshape(-1, 2)
+    size = np.asarray(cluster_size, np.int64)
+    extent = np.zeros(len(size))
+    multi = np.flatnonzero(size >= 2)
+    if len(multi):
+        order = np.argsort(labels, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(size)])
+        for c in multi:
+            p = pts[order[starts[c]:starts[c + 1]]]
+            if len(p) > 30:
+                try:  # the farthest pair lies on the convex hull
+                    p = p[ConvexHull(p).vertices]
+                except Exception:  # collinear points: keep them all
+                    pass
+            diff = p[:, None, :] - p[None, :, :]
+            extent[c] = float(np.sqrt((diff**2).sum(-1)).max())
+    return extent
+
+
 def cluster_stats(xy, *, cutoff_px: float, backend: str = "auto") -> ClusterStats:
     """Clusters by a distance cutoff, their size classes and extents.
 
@@ -492,20 +531,7 @@ def cluster_stats(xy, *, cutoff_px: float, backend: str = "auto") -> ClusterStat
     res = _clusters(pts, cutoff=cutoff_px, backend=backend)
     n_c = res.n_clusters
     size = np.bincount(res.labels, minlength=n_c).astype(np.int64) if n_c else np.zeros(0, np.int64)
-    extent = np.zeros(n_c)
-    multi = np.flatnonzero(size >= 2)
-    if len(multi):
-        order = np.argsort(res.labels, kind="stable")
-        starts = np.concatenate([[0], np.cumsum(size)])
-        for c in multi:
-            p = pts[order[starts[c]:starts[c + 1]]]
-            if len(p) > 30:
-                try:  # the farthest pair lies on the convex hull
-                    p = p[ConvexHull(p).vertices]
-                except Exception:  # collinear points: keep them all
-                    pass
-            diff = p[:, None, :] - p[None, :, :]
-            extent[c] = float(np.sqrt((diff**2).sum(-1)).max())
+    extent = cluster_extents(pts, res.labels, size)
     return ClusterStats(res.labels, res.sizes, size, extent, float(cutoff_px), res.backend)
 
 
@@ -640,7 +666,7 @@ def dispersion(xy, *, image_shape, pixel_size_nm: float | None = None, mask=None
         the nm cutoffs are converted at 0.0293 nm/px with a warning unless
         ``*_cutoff_px`` are given.
     mask : (H, W) bool array, optional
-        Support mask (:func:`fastsac.spatial.support_mask`). Density is per
+        Support mask (:func:`fastsac.support.support_mask`). Density is per
         support area and Clark–Evans is also computed within the support.
     multimer_cutoff_nm, multimer_cutoff_px : float
         An atom is in a multimer when its NN distance is below this (default
@@ -680,12 +706,12 @@ def dispersion(xy, *, image_shape, pixel_size_nm: float | None = None, mask=None
         check_positive(multimer_cutoff_nm, name="multimer_cutoff_nm", allow_zero=True)
         if px is None:
             log.warning("no pixel size: converting multimer_cutoff_nm=%g at %g nm/px; give "
-                        "multimer_cutoff_px to silence this", multimer_cutoff_nm, _FALLBACK_PX_NM)
-        multimer_cutoff_px = multimer_cutoff_nm / (px or _FALLBACK_PX_NM)
+                        "multimer_cutoff_px to silence this", multimer_cutoff_nm, DEFAULT_PIXEL_SIZE_NM)
+        multimer_cutoff_px = multimer_cutoff_nm / (px or DEFAULT_PIXEL_SIZE_NM)
     multimer_cutoff_px = check_positive(multimer_cutoff_px, name="multimer_cutoff_px", allow_zero=True)
     if cluster_cutoff_px is None:
         cluster_cutoff_px = (multimer_cutoff_px if cluster_cutoff_nm is None
-                             else cluster_cutoff_nm / (px or _FALLBACK_PX_NM))
+                             else cluster_cutoff_nm / (px or DEFAULT_PIXEL_SIZE_NM))
     rect = Window(image_shape)
     win = Window(image_shape, mask=mask, bin_factor=mask_bin_factor) if mask is not None else rect
     n = len(pts)

@@ -33,7 +33,7 @@ def _mix(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> _S31)
 
 
-def _key(seed: int, stream: int) -> np.uint64:
+def stream_key(seed: int, stream: int) -> np.uint64:
     z = np.array([(int(seed) & 0xFFFFFFFFFFFFFFFF)], np.uint64)
     z = _mix(z ^ np.array([(int(stream) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF], np.uint64))
     return z[0]
@@ -90,7 +90,7 @@ def octave(seed: int, stream: int, x: np.ndarray, y: np.ndarray, wavelength: flo
     """One unit-variance Perlin octave of the given wavelength (px) at world
     coordinates ``(x, y)``, rotated and offset by a hash of ``(seed, stream)``
     so that octaves do not share lattice axes."""
-    key = _key(seed, stream)
+    key = stream_key(seed, stream)
     r = hash_uniform(key, np.array([1, 2, 3], np.int64))
     th = r[0] * 2 * np.pi
     c, s = np.cos(th), np.sin(th)
@@ -176,7 +176,7 @@ def octave_add(out: np.ndarray, seed: int, stream: int, x, y, wavelength: float,
     if nb is None:
         out += amp * octave(seed, stream, x, y, wavelength)
         return
-    key = _key(seed, stream)
+    key = stream_key(seed, stream)
     r = hash_uniform(key, np.array([1, 2, 3], np.int64))
     th = r[0] * 2 * np.pi
     c, s = np.cos(th), np.sin(th)

@@ -65,7 +65,7 @@ class Field:
         self.width = int(width or p.size)
         self.px = p.pixel_size_nm
         self.seed = p.seed
-        geom = _noise.hash_uniform(_noise._key(p.seed, _S_GEOM), np.arange(4, dtype=np.int64))
+        geom = _noise.hash_uniform(_noise.stream_key(p.seed, _S_GEOM), np.arange(4, dtype=np.int64))
         self._edge_angle = geom[0] * 2 * np.pi
         # vacuum level: choose the iso-level so that vacuum_fraction of the field is vacuum
         step = max(1, int(np.ceil(max(self.height, self.width) / 512)))
@@ -119,7 +119,7 @@ class Field:
         """World-x and world-y offsets of image rows: drift plus line jitter."""
         dx, dy = self.p.drift_px
         rows = np.asarray(rows, np.float64)
-        jit = self.p.line_jitter_px * _noise.hash_normal(_noise._key(self.seed, _S_JIT),
+        jit = self.p.line_jitter_px * _noise.hash_normal(_noise.stream_key(self.seed, _S_JIT),
                                                          rows.astype(np.int64))
         return dx * rows / self.height + jit, dy * rows / self.height
 
@@ -182,14 +182,14 @@ class Field:
         frac = t_nm * p.support_haadf_per_nm * np.maximum(1.0 + tex, 0.0) + p.vacuum_haadf
         if p.fringes:
             env = np.clip(2.0 * flds[3] - 1.0, 0.0, 1.0)
-            g = _noise.hash_uniform(_noise._key(self.seed, _S_FRINGE), np.arange(4, dtype=np.int64))
+            g = _noise.hash_uniform(_noise.stream_key(self.seed, _S_FRINGE), np.arange(4, dtype=np.int64))
             a = g[0] * np.pi
             k = 2 * np.pi * px / p.fringe_spacing_nm
             frac *= 1.0 + p.fringe_amplitude * env * np.cos(k * (np.cos(a) * X + np.sin(a) * Y)
                                                            + 2 * np.pi * g[1])
         img = frac * (p.dose * 100.0 * px * px)
         self._add_atoms(img, r0, c0, sx, sy)
-        img *= 1.0 + p.line_gain_jitter * _noise.hash_normal(_noise._key(self.seed, _S_LGAIN),
+        img *= 1.0 + p.line_gain_jitter * _noise.hash_normal(_noise.stream_key(self.seed, _S_LGAIN),
                                                               rows.astype(np.int64))[:, None]
         return img
 

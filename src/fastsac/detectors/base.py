@@ -1,0 +1,115 @@
+"""What every detector shares: the :class:`Detections` table, the :class:`Detector`
+interface and the common tail (maxima → NMS → sub-pixel refinement,
+:func:`postprocess_scores`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .. import peaks
+from .._validate import as_float, check_image
+from ..io import Micrograph
+
+__all__ = ["Detections", "Detector", "postprocess_scores", "as_micrograph"]
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Atoms found in one image.
+
+    Attributes
+    ----------
+    xy : (N, 2) float64
+        Sub-pixel positions [x, y] (column, row) in pixels.
+    score : (N,) float64
+        Detector confidence at the atom (score-map peak value).
+    amplitude, sigma_px, background, intensity, residual : (N,) float64
+        2-D Gaussian fit on the raw image (NaN where the fit failed);
+        ``intensity`` = 2π A σ² in raw counts·px².
+    detector : str
+    params : dict
+        Resolved parameters (JSON-serialisable).
+    timings : dict
+        Seconds per stage.
+    """
+
+    xy: np.ndarray
+    score: np.ndarray
+    amplitude: np.ndarray
+    sigma_px: np.ndarray
+    background: np.ndarray
+    intensity: np.ndarray
+    residual: np.ndarray
+    detector: str = ""
+    params: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.xy)
+
+    @classmethod
+    def empty(cls, detector: str = "", params: dict | None = None) -> "Detections":
+        z = np.zeros(0)
+        return cls(np.zeros((0, 2)), z, z, z, z, z, z, detector, params or {}, {})
+
+    def subset(self, keep) -> "Detections":
+        k = np.asarray(keep)
+        return replace(self, xy=self.xy[k], score=self.score[k], amplitude=self.amplitude[k],
+                       sigma_px=self.sigma_px[k], background=self.background[k],
+                       intensity=self.intensity[k], residual=self.residual[k])
+
+
+def postprocess_scores(score_map: np.ndarray, raw: np.ndarray, *, threshold: float,
+                       min_distance_px: float, refine: str = "gaussian", fit_radius_px: int = 4,
+                       sigma_px: float = 1.5, exclude_border_px: int = 0,
+                       backend: str = "auto") -> dict:
+    """Shared detector tail: maxima of ``score_map`` above ``threshold``, NMS at
+    ``min_distance_px``, then sub-pixel refinement on ``raw``.
+
+    Returns a dict of arrays (xy, score, amplitude, sigma_px, background,
+    intensity, residual) and per-stage timings.
+    """
+    t0 = time.perf_counter()
+    cand = peaks.local_maxima(score_map, threshold=threshold, radius=1,
+                              exclude_border=exclude_border_px, backend=backend)
+    keep = peaks.nms(cand.xy, cand.values, radius=min_distance_px, backend=backend)
+    xy0 = cand.xy[keep].astype(np.float64)
+    score = cand.values[keep].astype(np.float64)
+    t1 = time.perf_counter()
+    xy, (amp, sig, bg, inten, res) = peaks.refine_positions(
+        raw, xy0, min_distance_px=min_distance_px, refine=refine, fit_radius_px=fit_radius_px,
+        sigma_px=sigma_px, backend=backend)
+    t2 = time.perf_counter()
+    return {"xy": xy, "score": score, "amplitude": amp, "sigma_px": sig, "background": bg,
+            "intensity": inten, "residual": res,
+            "timings": {"peaks": t1 - t0, "refine": t2 - t1}}
+
+
+class Detector:
+    """Base class. Subclasses implement :meth:`score_map` and set ``threshold``.
+
+    ``detect`` accepts a :class:`~fastsac.io.Micrograph` or a 2-D array.
+    """
+
+    name = "detector"
+
+    def params(self) -> dict:
+        return {}
+
+    def score_map(self, image: np.ndarray, *, pixel_size_nm: float | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def detect(self, micrograph, *, pixel_size_nm: float | None = None) -> Detections:
+        raise NotImplementedError
+
+
+def as_micrograph(micrograph, pixel_size_nm):
+    """(float32 image, pixel size) of a Micrograph or a 2-D array; ``pixel_size_nm`` overrides."""
+    if isinstance(micrograph, Micrograph):
+        px = pixel_size_nm or micrograph.pixel_size_nm
+        return micrograph.data, px
+    return as_float(check_image(micrograph)).astype(np.float32), pixel_size_nm
