@@ -70,7 +70,7 @@ def patches(image: np.ndarray, xy: np.ndarray, size: int = 21) -> np.ndarray:
     return out - np.median(border, axis=1)[:, None, None]
 
 
-def autoencoder_gmm(patch_sets: list, n_species: int, *, latent: int = 8, epochs: int = 60,
+def autoencoder_gmm(patch_sets: list, n_species: int, *, latent: int = 8, epochs: int = 40,
                     seed: int = 0) -> list:
     """The published approach: conv autoencoder latent + GMM, trained on the
     patches of one image set. Returns per set (N,) class 0 … K−1, 0 = dimmest."""
@@ -151,7 +151,7 @@ def run(frames: int, doses, *, ae: bool = True) -> list:
                         lab_sp, lab_el = sp.species, el
                     else:
                         m = Micrograph(img.astype(np.float32), PX, "synth", "sim", {})
-                        res = analyze(m, elements=els, support_mask=False)
+                        res = analyze(m, elements=els, support_mask=False, pair_correlation=False)
                         sp = res.species
                         free = species_of_atoms(m.data, res.detections.xy, pixel_size_nm=PX)
                         mr = match_points(res.detections.xy, tr.xy, tolerance_px=6)
