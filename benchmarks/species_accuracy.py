@@ -207,7 +207,7 @@ def table(rows) -> str:
     for r in rows:
         for key, name in (("tp", "true positions"), ("e2e", "end to end")):
             st = ", ".join(f"{k} {v}" for k, v in r[f"{key}_status"].items())
-            lines.append(f"| {r['elements']} | {r['dose']:.0e} | {name} | {r[f'{key}_atoms']} | "
+            lines.append(f"| {r['elements']} | {r['dose']:.2g} | {name} | {r[f'{key}_atoms']} | "
                          f"{f(r[f'{key}_accuracy'])} | {f(r[f'{key}_fraction_error'])} | {st} | "
                          f"{r[f'{key}_free_classes']} | {f(r.get(f'{key}_ae_accuracy'))} | "
                          f"{f(r.get(f'{key}_ae_fraction_error'))} |")
