@@ -46,7 +46,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -56,7 +56,8 @@ from ._backend import resolve_device
 from ._validate import check_positive, per_axis
 
 __all__ = ["predict_tiled", "detect_tiled", "TiledPrediction", "TiledDetections", "TilePlan",
-           "plan_tiles", "open_source", "receptive_field", "required_halo", "PadToSame"]
+           "plan_tiles", "open_source", "receptive_field", "required_halo", "PadToSame",
+           "resolve_close_pairs"]
 
 log = logging.getLogger(__name__)
 
@@ -909,13 +910,33 @@ class TiledDetections:
     peaks_backend: str
     params: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    #: Close-pair stage (:mod:`fastsac.close_pairs`) output, or None when it did not run.
+    split_probability: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.xy)
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("xy", "score", "amplitude", "sigma_px",
-                                              "background", "intensity", "residual")}
+                                              "background", "intensity", "residual",
+                                              "split_probability")}
+
+
+def resolve_close_pairs(res: TiledDetections, image, pairs: dict | None) -> TiledDetections:
+    """The close-pair stage of :func:`fastsac.detect.postprocess_scores` on a
+    finished tiled result: it reads its small windows from ``image`` (the whole
+    source) after the global NMS, so it is exact whatever the tiling."""
+    if pairs is None:
+        return res
+    from . import close_pairs
+
+    t0 = time.perf_counter()
+    out = close_pairs.apply_pair_decisions(
+        res, close_pairs.resolve_pairs(image, res.xy, score=res.score, **pairs))
+    dt = time.perf_counter() - t0
+    return replace(out, timings=out.timings | {"pairs": dt,
+                                               "total": out.timings.get("total", 0.0) + dt},
+                   params=out.params | {"pairs": dict(pairs)})
 
 
 def _refine_host(raw, xy0, *, min_distance_px, refine, fit_radius_px, sigma_px, backend):
@@ -953,7 +974,7 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
                  batch_size: int | None = None, dtype=None, peaks_backend: str = "auto",
                  compile: bool = False, prefetch: int = 2, workers: int | None = None,
                  pad_mode: str | None = None, align: int | None = None,
-                 progress: bool = False) -> TiledDetections:
+                 progress: bool = False, pairs: dict | None = None) -> TiledDetections:
     """Streamed detection: per window preprocess → network → local maxima →
     sub-pixel refinement, keep candidates owned by the core, then one NMS.
 
@@ -982,6 +1003,9 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
         Backend of the peak kernels: on CUDA devices ``"auto"`` runs maxima
         (max-pooling) and refinement (numba CUDA) on the GPU so only peak
         tables leave it; ``"cpp"``/``"numpy"``… force host post-processing.
+    pairs : dict, optional
+        As :func:`fastsac.detect.postprocess_scores`: close-pair decisions
+        after the NMS, on windows read from the source (no halo needed).
 
     Returns
     -------
@@ -1046,12 +1070,11 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
             # what it keeps, so the buffer can go back either way.
             peaks_step.add(s, raw, b.tiles)
             eng.release(b)
-    src.close()
     out = peaks_step.finish()
     timings = {"read": eng.read_time, "preprocess": eng.pre_time, "inference": t_net,
                "peaks": peaks_step.t_peaks, "nms": peaks_step.t_nms,
                "total": time.perf_counter() - t_start}
-    return TiledDetections(*out, n_candidates=peaks_step.n_candidates, plan=plan,
+    res = TiledDetections(*out, n_candidates=peaks_step.n_candidates, plan=plan,
                            device=str(dev), peaks_backend=peaks_step.backend_name,
                            params={"threshold": float(threshold),
                                    "min_distance_px": float(min_distance_px), "refine": refine,
@@ -1059,6 +1082,10 @@ def detect_tiled(source, predictor: Callable, *, preprocess: Callable | None = N
                                    "exclude_border_px": int(exclude_border_px), "halo": plan.halo,
                                    "tile": list(plan.tile), "batch_size": bs},
                            timings=timings)
+    try:
+        return resolve_close_pairs(res, src.array, pairs)
+    finally:
+        src.close()
 
 
 class _PeakCollector:

@@ -361,8 +361,10 @@ def _check_data(arr: np.ndarray, source) -> np.ndarray:
         arr = arr.view(np.uint8)
     lo, hi = arr.min(), arr.max()
     if arr.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):
-        frac = 1.0 - np.isfinite(arr).mean()
-        raise FastsacInputError(source, f"image contains NaN/inf in {frac:.1%} of pixels")
+        n_bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise FastsacInputError(source, f"image contains NaN/inf in {n_bad} of {arr.size} pixels "
+                                        f"({n_bad / arr.size:.2%}); replace them (e.g. by the "
+                                        "vacuum level) first")
     big = max(abs(float(lo)), abs(float(hi)))
     if big > MAX_ABS_VALUE:
         raise FastsacInputError(

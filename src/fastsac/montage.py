@@ -58,6 +58,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from . import peaks
+from .confidence import atom_probability, confidence_summary
 from .io import DEFAULT_PIXEL_SIZE_NM
 from .detectors import ClassicalDetector, Detections, get_detector
 from .errors import FastsacInputError
@@ -729,6 +730,14 @@ def detect_montage(source, *, detector="classical", tile: int = 2048,
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     dets, owner, ncand = _finish(tables, t, det, px)
+    pair_kw = det.pair_params(px)
+    if pair_kw is not None:  # after the global NMS, on windows of the montage itself
+        from . import close_pairs
+
+        t4 = time.perf_counter()
+        dec = close_pairs.resolve_pairs(src.open(), dets.xy, score=dets.score, **pair_kw)
+        dets, owner = close_pairs.apply_pair_decisions(dets, dec), owner[dec.keep]
+        tim["pairs"] = time.perf_counter() - t4
     tim.update({"pass1_dog": t1 - t0, "percentile": t2 - t1, "pass2_detect": t3 - t2,
                 "nms": time.perf_counter() - t3, "total": time.perf_counter() - t0})
     info = {"cap": float(cap), "global_rms": glob, "halo_dog": t.halo_dog,
@@ -1142,6 +1151,12 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
         dets.xy, shape=src.shape, pixel_size_nm=src.pixel_size_nm,
         multimer_cutoff_nm=multimer_cutoff_nm, name=src.name, source=src.path,
         mask=mask, mask_bin_factor=f, stats_params=stats_params)
+    prob = atom_probability(dets, pixel_size_nm=src.pixel_size_nm)
+    summary["confidence"] = confidence_summary(
+        prob, xy=dets.xy, in_support=montage_in_support(dets.xy, mask, f, src.shape),
+        support_area_nm2=summary.get("support_area_nm2"),
+        multimer_cutoff_px=multimer_cutoff_nm / (src.pixel_size_nm or DEFAULT_PIXEL_SIZE_NM),
+        split_probability=dets.split_probability)
     tim = dict(dets.timings) | {"support_mask": t0 - tm, "statistics": time.perf_counter() - t0}
     summary["detector"] = {"name": dets.detector, "params": dets.params}
     summary["montage"] = info | {"n_candidates": ncand}
@@ -1299,9 +1314,13 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
     # Merge cross-frame duplicates within the radius, highest score first.
     keep = _dedup_across(xy, cat["score"], own, r_px) if len(xy) else np.zeros(0, np.int64)
     keep = np.sort(keep)
+    split = None
+    if keep_cols and all(d.split_probability is not None for d in keep_cols):
+        split = np.concatenate([d.split_probability for d in keep_cols])[keep]
     dets = Detections(xy[keep].reshape(-1, 2), *(cat[k][keep] for k in
                       ("score", "amplitude", "sigma_px", "background", "intensity", "residual")),
-                      det.name, det.params(), {"detect": time.perf_counter() - t0})
+                      det.name, det.params(), {"detect": time.perf_counter() - t0},
+                      split_probability=split)
     x_hi = float((frames_a[:, 0] + frames_a[:, 2]).max()) if len(frames_a) else 0.0
     y_hi = float((frames_a[:, 1] + frames_a[:, 3]).max()) if len(frames_a) else 0.0
     x_lo = float(frames_a[:, 0].min()) if len(frames_a) else 0.0
@@ -1325,6 +1344,12 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
     summary["dedup"] = {"method": dedup, "radius_px": r_px,
                         "removed": int(sum(len(d) for _, d, _ in parts) - len(dets))}
     summary["detector"] = {"name": dets.detector, "params": dets.params}
+    prob = atom_probability(dets, pixel_size_nm=px)
+    summary["confidence"] = confidence_summary(
+        prob, xy=dets.xy, in_support=montage_in_support(dets.xy, mask, f, shape),
+        support_area_nm2=summary.get("support_area_nm2"),
+        multimer_cutoff_px=multimer_cutoff_nm / (px or DEFAULT_PIXEL_SIZE_NM),
+        split_probability=dets.split_probability)
     return MontageResult(os.fspath(folder), shape, px, dets, own[keep], nn, cid, csz, summary,
                          len(xy), {"dedup": dedup}, dict(dets.timings), mask, f)
 

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .confidence import atom_probability, confidence_summary
 from .detectors import get_detector
 from .io import DEFAULT_PIXEL_SIZE_NM, Micrograph
 from .result import (ATOM_COLUMNS, SUMMARY_COLUMNS, AnalysisResult, build_summary, summary_row,
@@ -127,24 +128,31 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
         pattern = pair_correlation_test(disp.xy[disp.in_support], image_shape=micrograph.shape,
                                         mask=mask_arr, pixel_size_nm=px, **(pair_correlation_params or {}))
     t4 = time.perf_counter()
+    conf = confidence_summary(
+        atom_probability(found, pixel_size_nm=px), xy=found.xy,
+        in_support=disp.in_support, support_area_nm2=disp.as_dict().get("support_area_nm2"),
+        multimer_cutoff_px=cutoff_px, split_probability=found.split_probability)
+    t5 = time.perf_counter()
     species = species_of_atoms(micrograph.data, found.xy, pixel_size_nm=px, intensity=found.intensity,
                                intensity_err=getattr(found, "intensity_err", None), elements=elements)
     ctable = cluster_table(found.xy, cl.labels, pixel_size_nm=px,
                            species=species.species if species.status == "ok" else None)
-    t5 = time.perf_counter()
+    t6 = time.perf_counter()
     summary = build_summary(
         disp, name=micrograph.name, source=micrograph.source, shape=micrograph.shape,
         pixel_size_nm=px, pixel_size_source=micrograph.pixel_size_source,
         mask_info=None if mask is None else mask.as_dict(), pattern=pattern,
         detector={"name": found.detector, "params": found.params},
         timings={**found.timings, "detect_total": t1 - t0, "neighbors_mask": t2 - t1,
-                 "statistics": t3 - t2, "pair_correlation": t4 - t3, "species_clusters": t5 - t4},
+                 "statistics": t3 - t2, "pair_correlation": t4 - t3, "confidence": t5 - t4,
+                 "species_clusters": t6 - t5},
         backends={"nearest_neighbors": nn.backend, "clusters": cl.backend},
         parameters={"multimer_cutoff_nm": multimer_cutoff_nm, "support_mask": support_mask,
                     "pair_correlation": pair_correlation, "stats_params": stats_params or {},
                     "mask_params": mask_params or {}, "elements": list(elements) if elements else None,
                     "estimate_pixel_size": estimate_pixel_size},
-        extra={"pixel_size_estimate": None if scale_estimate is None else scale_estimate.as_dict(),
+        extra={"confidence": conf,
+               "pixel_size_estimate": None if scale_estimate is None else scale_estimate.as_dict(),
                "species": species.as_dict(),
                "cluster_size_distribution": ctable.size_distribution()})
     nn_dist = nn.distance * px if px else nn.distance

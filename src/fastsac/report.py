@@ -28,8 +28,8 @@ from .figures import (cluster_size_figure, nn_histogram_figure, overlay_figure, 
 from .html_page import fmt, img_tag, page, table
 from .io import atomic_write_text
 from .result import SavedResult, load_result
-from .spatial.stats import (DEFAULT_MULTIMER_CUTOFF_NM, DispersionStats, PatternTest, dispersion,
-                            pair_correlation_test, pool_dispersion)
+from .spatial.ripley import pair_correlation
+from .spatial.stats import DEFAULT_MULTIMER_CUTOFF_NM, DispersionStats, PatternTest, dispersion, pool_dispersion
 
 __all__ = ["ImageReport", "build_image_report", "write_html_report", "load_analysis_folder",
            "result_folders"]
@@ -142,8 +142,8 @@ def build_image_report(name: str, xy, *, image=None, image_shape=None, pixel_siz
                     multimer_cutoff_nm=multimer_cutoff_nm, seed=seed, backend=backend)
     pat = None
     if n_sim and st.n_atoms >= 3:
-        pat = pair_correlation_test(st.xy, image_shape=image_shape, mask=mask, pixel_size_nm=pixel_size_nm,
-                                    n_sim=n_sim, seed=seed)
+        pat = pair_correlation(st.xy, image_shape=image_shape, mask=mask, pixel_size_nm=pixel_size_nm,
+                               n_sim=n_sim, seed=seed)
     sp = None
     if classify and intensity is not None and np.isfinite(np.asarray(intensity, float)).sum() >= 4:
         from .species import classify_species

@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from . import __version__, figures
+from .confidence import atom_probability, confidence_columns, confidence_row
 from .detectors import Detections
 from .errors import FastsacInputError
 from .io import Micrograph, atomic_path, atomic_write_text, write_json
@@ -42,7 +43,7 @@ __all__ = ["ATOM_COLUMNS", "AnalysisResult", "atoms_table", "build_summary", "pr
 #: Columns of atoms.csv / atoms.parquet, in order (README documents each).
 ATOM_COLUMNS = ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px", "background",
                 "intensity", "residual", "nn_dist_px", "nn_dist_nm", "cluster_id", "cluster_size",
-                "in_support"]
+                "in_support", "probability", "probability_expert", "split_probability"]
 
 #: Integer columns (written without decimals).
 INT_COLUMNS = {"cluster_id", "cluster_size", "in_support", "tile", "fit_status", "species",
@@ -79,7 +80,10 @@ def atoms_table(detections: Detections, *, pixel_size_nm: float | None, nn_dist_
              "nn_dist_px": nn, "nn_dist_nm": nn * scale,
              "cluster_id": np.asarray(cluster_id, np.int64),
              "cluster_size": np.asarray(cluster_size, np.int64),
-             "in_support": np.asarray(in_support, np.int64)}
+             "in_support": np.asarray(in_support, np.int64),
+             # a pure function of the detections (docs/confidence.md)
+             **confidence_columns(atom_probability(d, pixel_size_nm=pixel_size_nm),
+                                  d.split_probability, len(d))}
     table.update(extra or {})
     return table
 
@@ -300,13 +304,17 @@ SUMMARY_COLUMNS = ["image", "input", "status", "n_atoms", "n_atoms_in_support", 
                    "expected_nn_random_nm", "multimer_cutoff_nm", "multimer_fraction",
                    "clark_evans_R", "clark_evans_p_value", "L_p_value", "pattern_verdict",
                    "n_monomers", "n_dimers", "n_trimers", "n_clusters_4plus", "atoms_in_dimers",
-                   "atoms_in_trimers", "atoms_in_4plus", "detector"]
+                   "atoms_in_trimers", "atoms_in_4plus", "expected_atoms_in_support",
+                   "expected_atoms_in_support_lo", "expected_atoms_in_support_hi",
+                   "expected_density_per_nm2", "multimer_fraction_lo", "multimer_fraction_hi",
+                   "detector"]
 
 
 def summary_row(summary: dict) -> dict:
     """One flat row of ``summary.csv`` from a summary dict."""
     row = {k: summary.get(k) for k in SUMMARY_COLUMNS}
     pc = summary.get("pair_correlation") or {}
+    row.update(confidence_row(summary.get("confidence")))
     row["L_p_value"] = pc.get("L_p_value")
     row["pattern_verdict"] = pc.get("pattern_verdict")
     row["input"] = summary.get("source")

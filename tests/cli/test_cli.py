@@ -50,8 +50,11 @@ def test_analyze_batch_with_bad_file(batch, tmp_path, capsys):
 
         assert header == ATOM_COLUMNS + ["species", "species_probability"]
         assert header[:7] == ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px"]
+        # split_probability (last) is empty (NaN) for atoms without a close partner
         rows = np.loadtxt(out / stem / "atoms.csv", delimiter=",", skiprows=1, ndmin=2,
-                          usecols=range(len(ATOM_COLUMNS)))
+                          usecols=range(len(ATOM_COLUMNS) - 1))
+        p = rows[:, ATOM_COLUMNS.index("probability")]
+        assert ((p > 0) & (p <= 1)).all()
         assert len(rows) == len(pts)
         np.testing.assert_allclose(rows[:, 2], rows[:, 0] * 0.0293, rtol=1e-4)
         s = json.loads((out / stem / "summary.json").read_text())

@@ -40,15 +40,25 @@ _NOT_COMPARED = {"timings_s", "source", "image", "detector", "montage", "backend
                  "pixel_size_source", "provenance", "pair_correlation"}
 
 
+def _assert_same_value(a, b, k):
+    if isinstance(b, float) and isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True), k
+    elif isinstance(b, dict) and isinstance(a, dict):  # nested blocks (e.g. "confidence")
+        assert set(a) == set(b), k
+        for kk in b:
+            _assert_same_value(a[kk], b[kk], f"{k}.{kk}")
+    elif isinstance(b, list) and isinstance(a, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_value(x, y, f"{k}[{i}]")
+    else:
+        assert a == b, k
+
+
 def _assert_same_summary(got: dict, ref: dict):
     keys = set(ref) - _NOT_COMPARED
     assert keys <= set(got)
     for k in sorted(keys):
-        a, b = got[k], ref[k]
-        if isinstance(b, float) and isinstance(a, float):
-            assert a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True), k
-        else:
-            assert a == b, k
+        _assert_same_value(got[k], ref[k], k)
 
 
 @pytest.fixture(scope="module")

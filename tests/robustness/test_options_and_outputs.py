@@ -45,6 +45,7 @@ def test_bad_option_values_are_refused_before_work(frame, tmp_path, capsys, opt,
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and opt in err
+    assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
 
 
@@ -54,7 +55,7 @@ def test_evaluate_tolerance_must_be_positive(tmp_path, capsys, value):
         main(["evaluate", "--images", str(tmp_path), "--labels", str(tmp_path),
               "--tolerance-px", value])
     assert info.value.code == 2
-    assert "--tolerance-px" in capsys.readouterr().err
+    _one_line(capsys.readouterr().err, "--tolerance-px")
 
 
 def test_backend_numba_is_gone_and_cuda_without_gpu_is_one_line(frame, tmp_path, capsys):

@@ -116,14 +116,22 @@ def test_binned_mask_equals_full_mask():
     mb = rng.random((-(-shape[0] // f), -(-shape[1] // f))) < 0.85
     full = np.repeat(np.repeat(mb, f, 0), f, 1)[:shape[0], :shape[1]]
     xy = Window(shape, mask=full).sample(2000, rng)
-    a = pair_correlation(xy, image_shape=shape, mask=full, n_sim=9)
-    b = pair_correlation(xy, image_shape=shape, mask=mb, mask_bin_factor=f, n_sim=9)
+    a = pair_correlation(xy, image_shape=shape, mask=full, n_sim=9, max_sim_points=10**6)
+    b = pair_correlation(xy, image_shape=shape, mask=mb, mask_bin_factor=f, n_sim=9, max_sim_points=10**6)
     assert a.as_dict(curves=True) == b.as_dict(curves=True)
     # The sub-window of a binned mask is aligned to its blocks (so it may sit
     # a few pixels apart from the full-resolution one's).
     c = pair_correlation(xy, image_shape=shape, mask=mb, mask_bin_factor=f, n_sim=9, max_sim_points=400)
     assert c.method == METHOD_SUBWINDOW and all(v % f == 0 for v in c.subwindow_px[:2])
     assert np.isfinite(c.L_minus_r_px).all() and 0 < c.L_p_value <= 1
+
+
+def test_automatic_max_sim_points_follows_the_frame_size():
+    rng = np.random.default_rng(9)
+    small = pair_correlation(csr(rng, 1500, (512, 512)), image_shape=(512, 512), n_sim=9)
+    assert small.method == METHOD_SUBWINDOW and small.n_sim_points <= 1100  # floor 1000 at 512²
+    big = pair_correlation(csr(rng, 1500, (4096, 4096)), image_shape=(4096, 4096), n_sim=9)
+    assert big.method == METHOD_EXACT  # 4096² / (9 · 100) > 1500
 
 
 def test_r_max_is_capped_at_max_neighbors():

@@ -258,7 +258,7 @@ def test_window_geometry():
 
 def test_translation_corrected_K_is_unbiased_under_csr():
     rng = np.random.default_rng(8)
-    from fastsac.spatial.stats import _k_and_g
+    from fastsac.spatial.pair_correlation import _k_and_g
 
     win = Window(L_MASK.shape, mask=L_MASK)
     r = np.array([10.0, 25.0, 40.0])

@@ -16,7 +16,7 @@ from .. import __version__
 
 # Order shown in --help. A command whose module is absent is skipped.
 COMMANDS = ["analyze", "evaluate", "demo", "simulate", "train", "report", "bench",
-            "montage", "watch", "serve"]
+            "montage", "watch", "serve", "consensus", "users"]
 
 from ._common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK  # noqa: F401
 
@@ -24,8 +24,15 @@ from ._common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK  #
 EXIT_USAGE = 64
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (exit 2), pointing at --help."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fastsac",
         description="Detect and quantify single metal atoms in HAADF-STEM images.")
     parser.add_argument("--version", action="version", version=f"fastsac {__version__}")

@@ -24,9 +24,9 @@ def _number(text: str, *, name: str) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{name}: expected a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"{name}: must be finite, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
     return v
 
 

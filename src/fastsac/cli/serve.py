@@ -28,6 +28,9 @@ def add_parser(sub):
                    help="a `fastsac montage` output folder to browse (repeatable)")
     p.add_argument("--live", action="append", default=[], metavar="OUT",
                    help="a `fastsac watch` output folder to follow live (repeatable)")
+    p.add_argument("--database", default=None, metavar="URL",
+                   help="annotation database: postgresql://... for a shared server "
+                        "(default: DIR/annotations.sqlite3; accounts: fastsac users add NAME --data DIR)")
     p.add_argument("--n-sim", type=int, default=99,
                    help="random placements for the g(r)/L envelopes of each image (default: %(default)s)")
     return p
@@ -62,9 +65,14 @@ def run(args) -> int:
     try:
         app = create_app(args.data, token=token, max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
                          max_pixels=args.max_pixels, scheduler=args.scheduler, workers=args.workers,
-                         montages=args.montage, live=args.live, n_sim=args.n_sim)
+                         montages=args.montage, live=args.live, n_sim=args.n_sim,
+                         annotation_database=args.database)
     except (FastsacInputError, OSError) as exc:
         print(f"fastsac serve: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - e.g. an unreachable --database: one line
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"fastsac serve: cannot start: {first}", file=sys.stderr)
         return 2
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{shown}:{args.port}/"

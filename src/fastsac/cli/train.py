@@ -43,6 +43,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="torch device (shipped weights: cpu)")
     p.add_argument("--cache-dir", type=Path, default=None, help="cache of pre-processed inputs")
+    p.add_argument("--consensus", type=Path, default=None, metavar="DIR",
+                   help="with --model rescore: train on the output of `fastsac consensus`, each atom "
+                        "weighted by its consensus probability; evaluated against the consensus on "
+                        "held-out images and compared with --baseline before it may become the default")
+    p.add_argument("--baseline", default="default",
+                   help="with --consensus: the current detector to beat (default: %(default)s)")
+    p.add_argument("--folds", type=int, default=4, help="with --consensus: image folds (default: %(default)s)")
     return p
 
 
@@ -55,6 +62,12 @@ def run(args) -> int:
     why = _resolve_folders(args) or environment_problem(args)
     if why:
         return fail(why)
+    if args.consensus is not None:
+        if args.model != "rescore":
+            return fail("--consensus trains the re-scorer: add --model rescore")
+        from ._retrain import run_consensus_retrain
+
+        return run_consensus_retrain(args)
     if args.model == "rescore":
         return _run_rescore(args)
     if args.out is None:

@@ -35,6 +35,10 @@ class Detections:
         Resolved parameters (JSON-serialisable).
     timings : dict
         Seconds per stage.
+    split_probability : (N,) float64 or None
+        Close-pair stage (:mod:`fastsac.close_pairs`): probability that the atom and
+        its closest partner within the pair radius are two atoms (NaN: no
+        partner); None when the stage did not run.
     """
 
     xy: np.ndarray
@@ -47,6 +51,7 @@ class Detections:
     detector: str = ""
     params: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    split_probability: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.xy)
@@ -60,18 +65,22 @@ class Detections:
         k = np.asarray(keep)
         return replace(self, xy=self.xy[k], score=self.score[k], amplitude=self.amplitude[k],
                        sigma_px=self.sigma_px[k], background=self.background[k],
-                       intensity=self.intensity[k], residual=self.residual[k])
+                       intensity=self.intensity[k], residual=self.residual[k],
+                       split_probability=None if self.split_probability is None
+                       else self.split_probability[k])
 
 
 def postprocess_scores(score_map: np.ndarray, raw: np.ndarray, *, threshold: float,
                        min_distance_px: float, refine: str = "gaussian", fit_radius_px: int = 4,
                        sigma_px: float = 1.5, exclude_border_px: int = 0,
-                       backend: str = "auto") -> dict:
+                       backend: str = "auto", pairs: dict | None = None) -> dict:
     """Shared detector tail: maxima of ``score_map`` above ``threshold``, NMS at
-    ``min_distance_px``, then sub-pixel refinement on ``raw``.
+    ``min_distance_px``, sub-pixel refinement on ``raw``, then (when ``pairs``
+    gives :func:`fastsac.close_pairs.resolve_pairs`' keyword arguments) one-or-two
+    decisions on close pairs.
 
     Returns a dict of arrays (xy, score, amplitude, sigma_px, background,
-    intensity, residual) and per-stage timings.
+    intensity, residual; split_probability with ``pairs``) and per-stage timings.
     """
     t0 = time.perf_counter()
     cand = peaks.local_maxima(score_map, threshold=threshold, radius=1,
@@ -84,9 +93,16 @@ def postprocess_scores(score_map: np.ndarray, raw: np.ndarray, *, threshold: flo
         raw, xy0, min_distance_px=min_distance_px, refine=refine, fit_radius_px=fit_radius_px,
         sigma_px=sigma_px, backend=backend)
     t2 = time.perf_counter()
-    return {"xy": xy, "score": score, "amplitude": amp, "sigma_px": sig, "background": bg,
-            "intensity": inten, "residual": res,
-            "timings": {"peaks": t1 - t0, "refine": t2 - t1}}
+    out = {"xy": xy, "score": score, "amplitude": amp, "sigma_px": sig, "background": bg,
+           "intensity": inten, "residual": res}
+    timings = {"peaks": t1 - t0, "refine": t2 - t1}
+    if pairs is not None:
+        from .. import close_pairs
+
+        out = close_pairs.apply_pair_decisions(
+            out, close_pairs.resolve_pairs(raw, xy, score=score, **pairs))
+        timings["pairs"] = time.perf_counter() - t2
+    return out | {"timings": timings}
 
 
 class Detector:

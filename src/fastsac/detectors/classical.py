@@ -55,6 +55,12 @@ class ClassicalDetector(Detector):
         Ignore maxima this close to the frame edge: the outermost scan line
         often has a different gain, which the reflected filters turn into
         false atoms.
+    resolve_pairs : bool
+        Decide one atom or two for detections closer than
+        ``pair_max_separation_nm`` (:mod:`fastsac.close_pairs`); merged pairs keep
+        the stronger detection at the one-atom fit's centre.
+    pair_max_separation_nm, pair_atom_sigma_nm : float
+        Pairs examined, and the Gaussian sigma of one atom's image, nm.
     refine : {"gaussian", "com", "none"}
     device : {"cpu", "auto", "cuda"}
         Where :meth:`detect` computes: ``"cpu"`` runs the C++/numpy kernels;
@@ -70,7 +76,8 @@ class ClassicalDetector(Detector):
                  surround_ratio: float = 3.0, background_nm: float | None = None,
                  min_distance_nm: float = 0.176, noise_sigma_nm: float = 0.94,
                  exclude_border_px: int = 1, refine: str = "gaussian", backend: str = "auto",
-                 device: str = "cpu"):
+                 device: str = "cpu", resolve_pairs: bool = True,
+                 pair_max_separation_nm: float = 0.30, pair_atom_sigma_nm: float = 0.095):
         self.threshold = float(threshold)
         self.atom_sigma_nm = check_positive(atom_sigma_nm, name="atom_sigma_nm")
         self.surround_ratio = check_positive(surround_ratio, name="surround_ratio")
@@ -88,13 +95,32 @@ class ClassicalDetector(Detector):
         if device not in ("cpu", "auto", "cuda"):
             raise ValueError(f"device must be 'cpu', 'auto' or 'cuda', got {device!r}")
         self.device = device
+        self.resolve_pairs = bool(resolve_pairs)
+        self.pair_max_separation_nm = check_positive(pair_max_separation_nm,
+                                                     name="pair_max_separation_nm")
+        self.pair_atom_sigma_nm = check_positive(pair_atom_sigma_nm, name="pair_atom_sigma_nm")
         self._nets: dict = {}
 
     def params(self) -> dict:
         return {"threshold": self.threshold, "atom_sigma_nm": self.atom_sigma_nm,
                 "surround_ratio": self.surround_ratio, "background_nm": self.background_nm,
                 "min_distance_nm": self.min_distance_nm, "noise_sigma_nm": self.noise_sigma_nm,
-                "exclude_border_px": self.exclude_border_px, "refine": self.refine}
+                "exclude_border_px": self.exclude_border_px, "refine": self.refine,
+                "resolve_pairs": self.resolve_pairs,
+                "pair_max_separation_nm": self.pair_max_separation_nm,
+                "pair_atom_sigma_nm": self.pair_atom_sigma_nm}
+
+    def pair_params(self, pixel_size_nm: float | None) -> dict | None:
+        """Keyword arguments of :func:`fastsac.close_pairs.resolve_pairs` at this pixel
+        size, or None when the close-pair stage is off."""
+        if not self.resolve_pairs:
+            return None
+        from ..close_pairs import PAIR_DEFAULTS
+
+        return {"max_separation_px": self._px(self.pair_max_separation_nm, pixel_size_nm),
+                "atom_sigma_px": self._px(self.pair_atom_sigma_nm, pixel_size_nm),
+                "slope": PAIR_DEFAULTS["slope"], "prior_log_odds": PAIR_DEFAULTS["prior_log_odds"],
+                "bond_px": self._px(PAIR_DEFAULTS["bond_nm"], pixel_size_nm)}
 
     def _px(self, nm: float, pixel_size_nm: float | None) -> float:
         return nm / (pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
@@ -143,7 +169,7 @@ class ClassicalDetector(Detector):
         return {"threshold": self.threshold, "min_distance_px": self._px(self.min_distance_nm, px),
                 "refine": self.refine, "sigma_px": sigma_px,
                 "fit_radius_px": max(2, int(np.ceil(2.0 * sigma_px))),
-                "exclude_border_px": self.exclude_border_px}
+                "exclude_border_px": self.exclude_border_px, "pairs": self.pair_params(px)}
 
     def as_predictor(self, pixel_size_nm: float | None = None):
         """The score map as a torch module (:class:`fastsac.models.classical.ClassicalScoreNet`)

@@ -397,7 +397,8 @@ def resident_bytes(shape) -> int:
 def detect_resident(image: np.ndarray, net: ClassicalScoreNet, *, device, tile: int = 4096,
                     batch: int = 2, threshold: float, min_distance_px: float, refine: str,
                     fit_radius_px: int, sigma_px: float, exclude_border_px: int,
-                    peaks_backend: str = "auto", progress: bool = False):
+                    peaks_backend: str = "auto", progress: bool = False,
+                    pairs: dict | None = None):
     """Classical detection with the whole image resident on the device.
 
     The frame is uploaded once (16-bit as 16 bits); pass 1 computes the DoG of
@@ -460,7 +461,7 @@ def detect_resident(image: np.ndarray, net: ClassicalScoreNet, *, device, tile: 
     timings = {"upload": t_up - t_start, "dog": t_dog - t_up, "calibrate": t_cal - t_dog,
                "inference": t_score, "peaks": collector.t_peaks, "nms": collector.t_nms,
                "read": t_up - t_start, "preprocess": 0.0, "total": total}
-    return infer.TiledDetections(
+    return infer.resolve_close_pairs(infer.TiledDetections(
         *out, n_candidates=collector.n_candidates, plan=plan2, device=str(dev),
         peaks_backend=collector.backend_name,
         params={"threshold": float(threshold), "min_distance_px": float(min_distance_px),
@@ -469,4 +470,4 @@ def detect_resident(image: np.ndarray, net: ClassicalScoreNet, *, device, tile: 
                 "tile": list(plan2.tile), "batch_size": batch, "resident": True,
                 "calibration": {"cap": cap, "global_rms": float(net.global_rms),
                                 "method": "exact (resident)"}},
-        timings=timings)
+        timings=timings), image, pairs)

@@ -26,12 +26,18 @@ import numpy as np
 
 from .._validate import as_points
 from .pairs import pair_histogram, pair_histogram_backend, set_covariance_table, weight_table
-from .stats import Window
+from .window import Window
 
 __all__ = ["PairCorrelation", "pair_correlation", "DEFAULT_MAX_SIM_POINTS", "DEFAULT_MAX_NEIGHBORS"]
 
-#: Above this many points the test uses the reference points of a sub-window.
-DEFAULT_MAX_SIM_POINTS = 10000
+#: Bounds of the automatic ``max_sim_points``: above it the test uses the
+#: reference points of a sub-window.
+MIN_SIM_POINTS, DEFAULT_MAX_SIM_POINTS = 1000, 10000
+#: Simulated neighbour pairs per image pixel allowed by the automatic
+#: ``max_sim_points``: a pair costs ~20 ns and detection ~100 ns per pixel on
+#: two cores, so the simulations cost at most about a fifth of the detection
+#: (the rest of the statistics step, Clark–Evans' simulations, costs as much).
+SIM_PAIRS_PER_PIXEL = 1.0
 #: r_max is capped where a point has this many expected neighbours (λπr² = k).
 DEFAULT_MAX_NEIGHBORS = 100
 
@@ -315,7 +321,7 @@ def pair_correlation(xy, *, image_shape=None, mask=None, mask_bin_factor: int = 
                      pixel_size_nm: float | None = None, r_max_px: float | None = None, n_r: int = 48,
                      test_rmin_px: float | None = None, bandwidth_px: float | None = None,
                      n_sim: int = 99, alpha: float = 0.05, seed: int = 0,
-                     max_sim_points: int = DEFAULT_MAX_SIM_POINTS,
+                     max_sim_points: int | None = None,
                      max_neighbors: float = DEFAULT_MAX_NEIGHBORS, backend: str = "auto",
                      window: Window | None = None) -> PairCorrelation:
     """Ripley's L and g(r) with envelopes and a global MAD test, bounded in N.
@@ -336,9 +342,12 @@ def pair_correlation(xy, *, image_shape=None, mask=None, mask_bin_factor: int = 
     test_rmin_px, bandwidth_px, n_sim, alpha, seed
         As :func:`fastsac.spatial.stats.pair_correlation_test` (bandwidth
         default 0.15/√λ, test from the bandwidth up).
-    max_sim_points : int
+    max_sim_points : int, optional
         With more points the test uses the reference points of a sub-window
-        holding about this many (see :class:`PairCorrelation`).
+        holding about this many (see :class:`PairCorrelation`). Default:
+        H·W / (n_sim · max_neighbors) simulated neighbour pairs, i.e. the
+        simulations cost at most about a fifth of detecting the frame,
+        clipped to [1000, 10 000].
     backend : str
         Pair-histogram and set-covariance kernels (``cpp`` or ``numpy``).
     window : Window, optional
@@ -405,7 +414,13 @@ def pair_correlation(xy, *, image_shape=None, mask=None, mask_bin_factor: int = 
     sel = r >= rmin
     radii = _radii(r, h)
     full = _full_estimator(win, radii, backend)
-    sub = _sub_estimator(win, radii, int(max_sim_points) / lam, backend) if n > max_sim_points else None
+    if max_sim_points is None:
+        budget = SIM_PAIRS_PER_PIXEL * win.shape[0] * win.shape[1] / (n_sim * max_neighbors)
+        max_sim_points = int(min(DEFAULT_MAX_SIM_POINTS, max(MIN_SIM_POINTS, budget)))
+    max_sim_points = int(max_sim_points)
+    if max_sim_points < 3:
+        raise ValueError(f"max_sim_points must be ≥ 3, got {max_sim_points}")
+    sub = _sub_estimator(win, radii, max_sim_points / lam, backend) if n > max_sim_points else None
     t1 = time.perf_counter()
     k_all, g_all = full(pts)
     if sub is None:

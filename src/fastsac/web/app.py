@@ -57,6 +57,7 @@ class WebContext:
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)
     sse_poll_s: float = 1.0
+    annotations: object = None                     # fastsac.annotate.AnnotationStore, if served
 
 
 def unique_slug(name: str, taken) -> str:
@@ -71,7 +72,8 @@ def create_app(data_dir, *, token: str | None = None, max_upload_bytes: int = 51
                max_pixels: int = 8192 * 8192, scheduler=None, workers: int | None = None,
                montages=(), live=(), n_sim: int = 99, n_perm: int = 9999,
                allowed_hosts: tuple[str, ...] | None = None, authenticate=None,
-               extra_routes=(), sse_poll_s: float = 1.0) -> Starlette:
+               extra_routes=(), sse_poll_s: float = 1.0, annotations: bool = True,
+               annotation_database: str | None = None) -> Starlette:
     """Build the app over the data folder ``data_dir`` (created if missing).
 
     Parameters
@@ -100,6 +102,11 @@ def create_app(data_dir, *, token: str | None = None, max_upload_bytes: int = 51
         ``f(request) -> Identity | None`` replacing the token check (auth hook).
     extra_routes : sequence of starlette routes
         Routes of further areas.
+    annotations : bool
+        Serve crowdsourced annotation (:mod:`fastsac.web.annotation`: ``/annotate``,
+        ``/api/images/{id}/annotations`` …, accounts from ``fastsac users add``).
+    annotation_database : str, optional
+        ``postgresql://`` URL of the annotation database (default ``DIR/annotations.sqlite3``).
     """
     from . import routes_batches, routes_images, routes_pages, routes_views
 
@@ -122,9 +129,19 @@ def create_app(data_dir, *, token: str | None = None, max_upload_bytes: int = 51
         authenticate = token_authenticator(token) if token else allow_local
     if allowed_hosts is None:
         allowed_hosts = None if token else LOOPBACK_HOSTS
+    annotation_routes = []
+    if annotations:
+        from .annotation import ANNOTATION_BODY_LIMIT, annotation_setup
+
+        annotation_routes, wrap = annotation_setup(ctx, database=annotation_database)
+        authenticate = wrap(authenticate)
 
     def body_limit(path: str, method: str) -> int:
-        return ctx.max_upload_bytes + (1 << 20) if path == "/api/images" else JSON_BODY_LIMIT
+        if path == "/api/images":
+            return ctx.max_upload_bytes + (1 << 20)
+        if annotations and path.endswith("/annotations"):
+            return ANNOTATION_BODY_LIMIT
+        return JSON_BODY_LIMIT
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -142,7 +159,7 @@ def create_app(data_dir, *, token: str | None = None, max_upload_bytes: int = 51
         return JSONResponse({"error": str(exc)}, status_code=413)
 
     routes = (routes_pages.routes() + routes_images.routes() + routes_batches.routes()
-              + routes_views.routes() + list(extra_routes)
+              + routes_views.routes() + list(annotation_routes) + list(extra_routes)
               + [Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static")])
     app = Starlette(routes=routes, lifespan=lifespan,
                     middleware=[Middleware(SecurityMiddleware, authenticate=authenticate, token=token,

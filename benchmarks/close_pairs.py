@@ -1,0 +1,279 @@
+"""Close pairs on simulated truth: how close can a dimer be and still be called a
+dimer, and how often is a single atom split in two?
+
+Frames of the simulator (``fastsac.synth``, ptnc-train-like support, noise,
+scan jitter and drift) are rendered with a grid of *units* placed by hand:
+single Pt atoms and Pt dimers at a chosen projected separation (random
+orientation), units 1.5 nm apart, across dose. The default classical detector
+runs with and without the close-pair stage (:mod:`fastsac.close_pairs`); each unit
+is scored by the number of detections within ``sep/2 + 4 px`` of its centre:
+a single atom is *split* when ≥ 2 detections remain, a dimer is *resolved*
+when exactly 2 remain.
+
+``--real`` also runs the 11 labelled ptnc-train frames: per image and pooled,
+F1 and the multimer share (atoms with NN < 0.23 nm) with the stage off and
+on, against the experts' (0.4 %), and the expected atom counts of the
+calibrated probabilities. ``--prior-log-odds`` overrides the stage's prior
+(the trade-off table in docs/confidence.md).
+
+Usage:
+    FASTSAC_SHARED=/work/shared PYTHONPATH=src python benchmarks/close_pairs.py \
+        --real [--frames 2] [--json OUT] [--md OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fastsac.detectors import ClassicalDetector
+from fastsac.close_pairs import apply_pair_decisions, resolve_pairs
+from fastsac.synth import SimulationParams
+from fastsac.synth.patterns import AtomSet
+from fastsac.synth.render import Field, to_dtype
+
+SEPARATIONS_NM = (0.08, 0.10, 0.12, 0.15, 0.18, 0.21, 0.25, 0.30)
+DOSES = (1e4, 2e4, 4e4, 8e4, 1.6e5)
+
+
+def render_units(p: SimulationParams, units: list[tuple[float, float, float, float]],
+                 seed: int):
+    """Render a frame whose atoms are exactly ``units`` = (cx, cy, sep_px, angle):
+    sep 0 is a single atom, otherwise a dimer. Returns (image float32, truth xy
+    (image coordinates) per unit as a list of arrays)."""
+    fld = Field(p.replace(loading_per_nm2=0.0, seed=seed))
+    xy, unit = [], []
+    for u, (cx, cy, sep, ang) in enumerate(units):
+        if sep <= 0:
+            xy.append((cx, cy))
+            unit.append(u)
+        else:
+            dx, dy = 0.5 * sep * np.cos(ang), 0.5 * sep * np.sin(ang)
+            xy += [(cx - dx, cy - dy), (cx + dx, cy + dy)]
+            unit += [u, u]
+    xy = np.asarray(xy, np.float64)
+    n = len(xy)
+    rng = np.random.default_rng([seed, 7])
+    unit = np.asarray(unit, np.int64)
+    sizes = np.bincount(unit)[unit]
+    fld.atoms = AtomSet(xy, np.array(["Pt"] * n), unit, sizes, np.full(n, -1, np.int64))
+    sigma0 = p.probe_fwhm_nm / p.pixel_size_nm / (2 * np.sqrt(2 * np.log(2)))
+    fld.sigma_px = sigma0 * np.exp(p.atom_blur_cv * rng.standard_normal(n))
+    inten = np.exp(p.atom_intensity_cv * rng.standard_normal(n) - 0.5 * p.atom_intensity_cv ** 2)
+    fld.atom_electrons = p.dose * p.cross_section_A2 * inten
+    fld.atom_peak = fld.atom_electrons / (2 * np.pi * fld.sigma_px ** 2)
+    dx, dy = p.drift_px
+    r_img = xy[:, 1] / (1.0 - dy / fld.height)
+    fld.xy_image = np.column_stack([xy[:, 0] + dx * r_img / fld.height, r_img])
+    img = to_dtype(fld.render(rng=np.random.default_rng([seed, 1])), p.dtype).astype(np.float32)
+    return img, [fld.xy_image[unit == u] for u in range(len(units))]
+
+
+def unit_grid(size: int, px: float, spacing_nm: float, sep_nm: float, rng):
+    """Unit centres on a jittered grid; every other unit is a single atom."""
+    step = spacing_nm / px
+    c = np.arange(step / 2 + 8, size - 8, step)
+    units = []
+    for k, (y, x) in enumerate((y, x) for y in c for x in c):
+        sep = sep_nm / px if k % 2 else 0.0
+        units.append((x + rng.uniform(-2, 2), y + rng.uniform(-2, 2), sep,
+                      rng.uniform(0, np.pi)))
+    return units
+
+
+def score_units(xy_det, units, truth):
+    """Per unit: the number of detections within sep/2 + 4 px of its centre."""
+    out = []
+    for (cx, cy, sep, _), t in zip(units, truth):
+        c = t.mean(axis=0)
+        r = sep / 2 + 4.0
+        out.append(int((np.hypot(*(xy_det - c).T) <= r).sum()) if len(xy_det) else 0)
+    return np.asarray(out)
+
+
+def run(frames: int, size: int, doses, seps, *, slope=None, prior_log_odds=None):
+    """Confusion counts per (dose, separation) with the stage off and on, and the
+    examined pairs (dose, separation, ΔBIC, truth: 1 = dimer) for calibration."""
+    p0 = SimulationParams(size=size, vacuum="none")
+    px = p0.pixel_size_nm
+    det = ClassicalDetector(resolve_pairs=False)
+    pair_kw = ClassicalDetector().pair_params(px)
+    if slope is not None:
+        pair_kw["slope"] = slope
+    if prior_log_odds is not None:
+        pair_kw["prior_log_odds"] = prior_log_odds
+    rows, calib = [], []
+    for dose in doses:
+        for sep in seps:
+            counts = {"on": {"single": [], "dimer": []}, "off": {"single": [], "dimer": []}}
+            for f in range(frames):
+                seed = int(1000 * f + 10 * seps.index(sep) + 100000 * doses.index(dose))
+                rng = np.random.default_rng(seed)
+                units = unit_grid(size, px, 1.5, sep, rng)
+                img, truth = render_units(p0.replace(dose=dose), units, seed)
+                kind = np.array(["dimer" if u[2] > 0 else "single" for u in units])
+                off = det.detect(img, pixel_size_nm=px)
+                dec = resolve_pairs(img, off.xy, score=off.score, **pair_kw)
+                on = apply_pair_decisions(off, dec)
+                for key, d in (("off", off), ("on", on)):
+                    n = score_units(d.xy, units, truth)
+                    counts[key]["single"] += list(n[kind == "single"])
+                    counts[key]["dimer"] += list(n[kind == "dimer"])
+                centres = np.array([t.mean(axis=0) for t in truth])
+                for (i, j), dbic in zip(dec.pairs, dec.delta_bic):
+                    mid = 0.5 * (off.xy[i] + off.xy[j])
+                    u = int(np.argmin(np.hypot(*(centres - mid).T)))
+                    calib.append((dose, sep, float(dbic), int(kind[u] == "dimer")))
+            row = {"dose": dose, "separation_nm": sep}
+            for key in ("off", "on"):
+                s = np.asarray(counts[key]["single"])
+                dm = np.asarray(counts[key]["dimer"])
+                row[key] = {"singles": len(s), "single_missed": float(np.mean(s == 0)),
+                            "single_split": float(np.mean(s >= 2)),
+                            "dimers": len(dm), "dimer_resolved": float(np.mean(dm == 2)),
+                            "dimer_as_one": float(np.mean(dm == 1)),
+                            "dimer_missed": float(np.mean(dm == 0))}
+            rows.append(row)
+            print(f"dose {dose:8.0f} sep {sep:.2f} nm | off: split {row['off']['single_split']:.2f}"
+                  f" resolved {row['off']['dimer_resolved']:.2f} as-one {row['off']['dimer_as_one']:.2f}"
+                  f" | on: split {row['on']['single_split']:.2f} resolved {row['on']['dimer_resolved']:.2f}"
+                  f" as-one {row['on']['dimer_as_one']:.2f}", flush=True)
+    return rows, calib
+
+
+def real_frames(shared: str, prior_log_odds=None):
+    """ptnc-train: per image, detections with the stage off and on, against the
+    expert labels (6 px): counts, F1, multimer share (NN < 0.23 nm) and the
+    expected atom counts of the calibrated probabilities."""
+    from fastsac import read, read_points
+    from fastsac.confidence import atom_probability, expected_count
+    from fastsac.evaluate import match_points, pool
+    from scipy.spatial import cKDTree
+
+    root = Path(shared) / "data" / "ptnc-train"
+    det = ClassicalDetector(resolve_pairs=False)
+
+    def multimer(xy, px):
+        if len(xy) < 2:
+            return 0
+        d, _ = cKDTree(xy).query(xy, k=2)
+        return int((d[:, 1] * px < 0.23).sum())
+
+    per, pooled = {}, {"off": [], "on": []}
+    tot = {"labels": 0, "labels_multimer": 0, "off": [0, 0], "on": [0, 0]}
+    for path in sorted((root / "images").glob("*.tif")):
+        m = read(path)
+        px = m.pixel_size_nm
+        lab = read_points(root / "labels" / f"{path.stem}.csv")
+        t_det = time.perf_counter()
+        off = det.detect(m)
+        t_det = time.perf_counter() - t_det
+        kw = ClassicalDetector().pair_params(px)
+        if prior_log_odds is not None:
+            kw["prior_log_odds"] = prior_log_odds
+        t0 = time.perf_counter()
+        dec = resolve_pairs(m.data, off.xy, score=off.score, **kw)
+        on = apply_pair_decisions(off, dec)
+        row = {"labels": len(lab), "labels_multimer": multimer(lab, px),
+               "pairs_seconds": time.perf_counter() - t0, "detect_seconds": t_det}
+        for key, d in (("off", off), ("on", on)):
+            r = match_points(d.xy, lab)
+            pooled[key].append(r)
+            mm = multimer(d.xy, px)
+            row[key] = {"detected": len(d), "tp": r.tp, "f1": r.f1, "multimer_atoms": mm}
+            tot[key][0] += len(d)
+            tot[key][1] += mm
+        pr = atom_probability(on, pixel_size_nm=px)
+        row["expected_real"] = expected_count(pr.probability)
+        row["expected_marked"] = expected_count(pr.probability_expert)
+        row["pairs_examined"] = int(len(dec.pairs))
+        row["pairs_merged"] = int(dec.merged.sum())
+        tot["labels"] += len(lab)
+        tot["labels_multimer"] += row["labels_multimer"]
+        per[path.stem] = row
+    summary = {"labels_multimer_share": tot["labels_multimer"] / tot["labels"],
+               "pairs_seconds_total": sum(r["pairs_seconds"] for r in per.values()),
+               "pairs_examined_total": sum(r["pairs_examined"] for r in per.values()),
+               "detect_seconds_total": sum(r["detect_seconds"] for r in per.values())}
+    for key in ("off", "on"):
+        summary[key] = pool(pooled[key]) | {"detected": tot[key][0],
+                                            "multimer_share": tot[key][1] / tot[key][0]}
+    return per, summary
+
+
+def print_real(per, summary):
+    print("image | labels | detected off/on | tp off/on | F1 off/on | multimer atoms experts/off/on"
+          " | expected real (probability) [95%] | expected marked (probability_expert) [95%]")
+    for s, r in per.items():
+        e, q = r["expected_real"], r["expected_marked"]
+        print(f"{s} | {r['labels']} | {r['off']['detected']}/{r['on']['detected']} | "
+              f"{r['off']['tp']}/{r['on']['tp']} | {r['off']['f1']:.3f}/{r['on']['f1']:.3f} | "
+              f"{r['labels_multimer']}/{r['off']['multimer_atoms']}/{r['on']['multimer_atoms']} | "
+              f"{e['expected']:.1f} {e['interval']} | {q['expected']:.1f} {q['interval']}")
+    o, n = summary["off"], summary["on"]
+    print(f"pooled: F1 off {o['f1']:.3f} on {n['f1']:.3f}; multimer share experts "
+          f"{summary['labels_multimer_share']:.2%}, off {o['multimer_share']:.2%}, "
+          f"on {n['multimer_share']:.2%}; close-pair stage {summary['pairs_seconds_total']:.2f} s "
+          f"for {summary['pairs_examined_total']} pairs on {len(per)} frames (detection without it "
+          f"{summary['detect_seconds_total']:.2f} s)")
+
+
+def markdown(rows, doses, seps) -> str:
+    lines = ["| dose (e/Å²) | singles split (off → on) | " +
+             " | ".join(f"dimer {s:.2f} nm resolved (off → on)" for s in seps) + " |",
+             "|---|---|" + "---|" * len(seps)]
+    for dose in doses:
+        rr = [r for r in rows if r["dose"] == dose]
+        so = np.mean([r["off"]["single_split"] for r in rr])
+        sn = np.mean([r["on"]["single_split"] for r in rr])
+        cells = [f"{so:.1%} → {sn:.1%}"]
+        for s in seps:
+            r = next(r for r in rr if r["separation_nm"] == s)
+            cells.append(f"{r['off']['dimer_resolved']:.0%} → {r['on']['dimer_resolved']:.0%}")
+        lines.append(f"| {dose:.0e} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=2)
+    ap.add_argument("--size", type=int, default=384)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--md", default=None)
+    ap.add_argument("--doses", type=float, nargs="*", default=list(DOSES))
+    ap.add_argument("--seps", type=float, nargs="*", default=list(SEPARATIONS_NM))
+    ap.add_argument("--slope", type=float, default=None)
+    ap.add_argument("--prior-log-odds", type=float, default=None)
+    ap.add_argument("--real", action="store_true", help="also run on ptnc-train (labels)")
+    ap.add_argument("--shared", default=os.environ.get("FASTSAC_SHARED", "/work/shared"))
+    ap.add_argument("--skip-sim", action="store_true")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    out = {"frames": args.frames, "size": args.size}
+    if args.real:
+        per, summ = real_frames(args.shared, args.prior_log_odds)
+        print_real(per, summ)
+        out["real"] = {"per_image": per, "pooled": summ}
+    if args.skip_sim:
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=1))
+        return
+    rows, calib = run(args.frames, args.size, list(args.doses), list(args.seps),
+                      slope=args.slope, prior_log_odds=args.prior_log_odds)
+    md = markdown(rows, list(args.doses), list(args.seps))
+    print(md)
+    print(f"{time.perf_counter() - t0:.0f} s")
+    if args.json:
+        out |= {"rows": rows, "pairs": calib}
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    if args.md:
+        Path(args.md).write_text(md)
+
+
+if __name__ == "__main__":
+    main()

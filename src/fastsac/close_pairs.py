@@ -1,0 +1,459 @@
+"""Close pairs: one atom or two? A model comparison on the raw pixels.
+
+Two detections closer than about two atom widths may be two atoms (a dimer)
+or one atom whose noisy, slightly elongated image produced two maxima of the
+score map. On the labelled ptnc-train frames most detected pairs 5–7 px
+(0.15–0.2 nm) apart are the second kind: the experts clicked once (their
+multimer share is 0.4 %, the raw detections' 3.5 %). Which one it is cannot be
+read off the two scores; it is a question about the pixels.
+
+For every pair of detections closer than ``max_separation_px`` this stage
+fits, on the raw pixels of a square window around the pair's midpoint, each on
+a tilted background plane ``b + bx·x + by·y``:
+
+* **one atom**: ``A·G(x − p; sᵤ, sᵥ, θ)``, an elliptical Gaussian with free
+  axes in [0.5, 2.5] × ``atom_sigma_px`` (9 parameters with the plane): a
+  single atom smeared by scan distortion, drift or a noisy support bump may
+  be elongated, and
+* **two atoms**: ``A₁·G(x − p₁; s) + A₂·G(x − p₂; s)``, round, with one shared
+  width ``s`` restricted to the atom size from the calibration
+  (``atom_sigma_px`` × [0.8, 1.25]; 10 parameters),
+
+by least squares, and compares them with the Bayesian information criterion
+under Gaussian pixel noise of unknown variance measured in the same window
+(profile likelihood, ``BIC = n·ln(RSS/n) + k·ln n``). Real noise is correlated
+(scan-line jitter, support texture the size of an atom), so ``n`` is the
+*effective* number of independent pixels, ``n·(1−ρx)/(1+ρx)·(1−ρy)/(1+ρy)``
+with the lag-1 autocorrelations ρ of the two-atom fit's residuals — the
+measured noise model of the window. ``ΔBIC = BIC₁ − BIC₂`` (> 0 favours two
+atoms) gives the posterior probability of two atoms
+
+    p_two = 1 / (1 + exp(−(slope·ΔBIC/2 + prior_log_odds + separation_prior(d))))
+
+with ``slope`` 1 and ``prior_log_odds`` 0 (no constant is tuned), and a
+geometric prior (:func:`separation_prior`): two metal atoms are never closer
+than their bond length (Pt 0.277 nm) and appear closer only in projection, so
+a pair 0.13 nm apart starts at prior odds 1:8 and one ≥ 0.277 nm apart at
+e²:1. A pair with ``p_two < 0.5`` is merged into one atom: the stronger
+detection survives, moved to the one-atom fit's centre, with that fit's
+amplitude, (geometric-mean) width, background, intensity and residual.
+
+Pairs are examined closest first; a merged survivor is re-examined against its
+remaining close neighbours (chains and triples are resolved pairwise).
+
+Exactness across tiling: the stage runs after the global non-maximum
+suppression, on the final detection table, and reads its windows from the
+whole image (or the tiled source) directly — so it does not depend on tiles or
+halos, and every path (frame, tiled, montage, live) gives the same result.
+The windows are ``⌈d/2 + 2.5·atom_sigma_px⌉`` px around the midpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+
+import numpy as np
+from scipy.optimize import least_squares
+from scipy.spatial import cKDTree
+
+from ._validate import as_points, check_positive
+
+__all__ = ["PairDecisions", "resolve_pairs", "apply_pair_decisions", "decide_pair", "separation_prior",
+           "effective_pixels", "PAIR_DEFAULTS"]
+
+#: Defaults of the stage (physical lengths in nm; converted with the calibration).
+#: ``atom_sigma_nm``: the median fitted width of ptnc-train atoms (3.2 px at
+#: 0.0293 nm/px; the simulator's default probe gives 0.106 nm). ``bond_nm``: Pt–Pt.
+#: No value here was tuned on ptnc-train (docs/confidence.md shows the
+#: sensitivity: ``benchmarks/close_pairs.py --real --prior-log-odds``).
+PAIR_DEFAULTS = {"max_separation_nm": 0.30, "atom_sigma_nm": 0.095, "slope": 1.0,
+                 "prior_log_odds": 0.0, "bond_nm": 0.277}
+
+
+def separation_prior(d_px: float, bond_px: float | None) -> float:
+    """Prior log-odds of two atoms at projected separation ``d_px``: two metal
+    atoms cannot be closer than their bond length ``bond_px``; they appear
+    closer only in projection, ``d = b·sin θ``. For a bond direction uniform on
+    the hemisphere above the support, ``P(d_proj ≤ d) = 1 − √(1 − (d/b)²)``;
+    its log-odds (clipped to [−4, 2]) is the prior. Flat-lying dimers are more
+    likely than steep ones, so this is generous to "two" at short ``d``."""
+    if bond_px is None or not bond_px > 0:
+        return 0.0
+    r = min(d_px / bond_px, 1.0)
+    p = 1.0 - math.sqrt(max(1.0 - r * r, 0.0))
+    if p <= 0.0:
+        return -4.0
+    if p >= 1.0:
+        return 2.0
+    return min(max(math.log(p / (1.0 - p)), -4.0), 2.0)
+
+#: Largest width of the one-atom model's ellipse axes, in atom sigmas.
+_MAX_WIDTH = 2.5
+
+#: Detection columns replaced by the one-atom fit when a pair is merged.
+_FIT_COLUMNS = ("amplitude", "sigma_px", "background", "intensity", "residual")
+
+
+@dataclass(frozen=True)
+class PairDecisions:
+    """Decisions of :func:`resolve_pairs` on N detections and P examined pairs.
+
+    Attributes
+    ----------
+    keep : (N,) bool
+        False for detections merged into a stronger partner.
+    xy : (N, 2) float64
+        Positions after merging (survivors of a merge at the one-atom fit's centre).
+    split_probability : (N,) float64
+        Probability that the detection and its closest examined partner are two
+        atoms (the last decision that involved it); NaN when it had no partner
+        within ``max_separation_px``.
+    one_atom_fit : (N, 5) float64
+        For merged survivors: amplitude, sigma_px, background, intensity,
+        residual of the one-atom fit; NaN elsewhere.
+    pairs : (P, 2) int64
+        Examined pairs (i, j), in the order they were decided.
+    separation_px, delta_bic, p_two : (P,) float64
+    merged : (P,) bool
+    params : dict
+        Resolved parameters.
+    """
+
+    keep: np.ndarray
+    xy: np.ndarray
+    split_probability: np.ndarray
+    one_atom_fit: np.ndarray
+    pairs: np.ndarray
+    separation_px: np.ndarray
+    delta_bic: np.ndarray
+    p_two: np.ndarray
+    merged: np.ndarray
+    params: dict = field(default_factory=dict)
+
+    def table(self) -> dict[str, np.ndarray]:
+        """The examined pairs as columns (i, j, separation_px, delta_bic, p_two, merged)."""
+        return {"i": self.pairs[:, 0], "j": self.pairs[:, 1], "separation_px": self.separation_px,
+                "delta_bic": self.delta_bic, "p_two": self.p_two, "merged": self.merged}
+
+
+def _window(image, cx: float, cy: float, half: int):
+    """Finite pixels of the square ``half`` px around (cx, cy) as float64
+    coordinates and values (rows/cols clipped to the image)."""
+    h, w = image.shape[:2]
+    xi, yi = int(math.floor(cx + 0.5)), int(math.floor(cy + 0.5))
+    y0, y1 = max(yi - half, 0), min(yi + half + 1, h)
+    x0, x1 = max(xi - half, 0), min(xi + half + 1, w)
+    if y1 <= y0 or x1 <= x0:
+        return np.zeros(0), np.zeros(0), np.zeros(0), (0, 0, 0, 0)
+    v = np.asarray(image[y0:y1, x0:x1], dtype=np.float32).astype(np.float64)
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    ok = np.isfinite(v)
+    return (xx[ok].astype(np.float64), yy[ok].astype(np.float64), v[ok], (x0, x1, y0, y1))
+
+
+def _gauss(xx, yy, x, y, s):
+    return np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2.0 * s * s))
+
+
+def _fit_pair(xx, yy, v, p1, p2, w1, w2, sigma, lims):
+    """Least-squares fits of the one- and two-atom models, each on a tilted
+    background plane ``b + bx·(x − x̄) + by·(y − ȳ)`` (support thickness varies
+    over a window). Returns (rss1, params1 (x, y, A, s, b, bx, by), rss2).
+    The two-atom model is started from the detections and from the one-atom
+    fit split along its own elongation; the better optimum counts."""
+    x0, x1, y0, y1 = lims
+    lo_b, hi_b = float(v.min()), float(v.max())
+    span = max(hi_b - lo_b, 1e-12)
+    mx, my = float(xx.mean()), float(yy.mean())
+    dx, dy = xx - mx, yy - my
+    b0 = float(np.percentile(v, 20))
+    amp0 = max(float(np.percentile(v, 98)) - b0, 1e-3 * span)
+    xlo, xhi, ylo, yhi = x0 - 0.5, x1 - 0.5, y0 - 0.5, y1 - 0.5
+    c = (w1 * p1 + w2 * p2) / (w1 + w2)
+    slope_max = 4.0 * span / max(x1 - x0, y1 - y0, 1)
+
+    def g1(q):
+        # elliptical: widths q[3], q[7] along angle q[8]
+        ct, st = math.cos(q[8]), math.sin(q[8])
+        u = (xx - q[0]) * ct + (yy - q[1]) * st
+        w = -(xx - q[0]) * st + (yy - q[1]) * ct
+        return np.exp(-0.5 * (u * u / (q[3] * q[3]) + w * w / (q[7] * q[7])))
+
+    def r1(q):
+        return q[4] + q[5] * dx + q[6] * dy + q[2] * g1(q) - v
+
+    def j1(q):
+        ct, st = math.cos(q[8]), math.sin(q[8])
+        ex, ey = xx - q[0], yy - q[1]
+        u, w = ex * ct + ey * st, -ex * st + ey * ct
+        su2, sv2 = q[3] * q[3], q[7] * q[7]
+        g = np.exp(-0.5 * (u * u / su2 + w * w / sv2))
+        ag = q[2] * g
+        return np.column_stack([ag * (u * ct / su2 - w * st / sv2), ag * (u * st / su2 + w * ct / sv2),
+                                g, ag * u * u / (su2 * q[3]), np.ones_like(g), dx, dy,
+                                ag * w * w / (sv2 * q[7]), ag * u * w * (1.0 / sv2 - 1.0 / su2)])
+
+    ang = math.atan2(float(p2[1] - p1[1]), float(p2[0] - p1[0]))
+    lb1 = [xlo, ylo, 0.0, 0.5 * sigma, lo_b - span, -slope_max, -slope_max, 0.5 * sigma,
+           -2 * math.pi]
+    ub1 = [xhi, yhi, 4.0 * span, _MAX_WIDTH * sigma, hi_b + span, slope_max, slope_max,
+           _MAX_WIDTH * sigma,
+           2 * math.pi]
+    q1 = np.clip([c[0], c[1], amp0, 1.3 * sigma, b0, 0.0, 0.0, sigma, ang],
+                 np.add(lb1, 1e-9), np.subtract(ub1, 1e-9))
+    f1 = least_squares(r1, q1, jac=j1, bounds=(lb1, ub1), method="trf", x_scale="jac",
+                       max_nfev=400)
+
+    def r2(q):
+        return (q[6] + q[8] * dx + q[9] * dy + q[2] * _gauss(xx, yy, q[0], q[1], q[7])
+                + q[5] * _gauss(xx, yy, q[3], q[4], q[7]) - v)
+
+    def j2(q):
+        s, s2 = q[7], q[7] * q[7]
+        ga = _gauss(xx, yy, q[0], q[1], s)
+        gb = _gauss(xx, yy, q[3], q[4], s)
+        exa, eya, exb, eyb = xx - q[0], yy - q[1], xx - q[3], yy - q[4]
+        aa, ab = q[2] * ga, q[5] * gb
+        ds = (aa * (exa * exa + eya * eya) + ab * (exb * exb + eyb * eyb)) / (s2 * s)
+        return np.column_stack([aa * exa / s2, aa * eya / s2, ga, ab * exb / s2, ab * eyb / s2, gb,
+                                np.ones_like(ga), ds, dx, dy])
+
+    lb2 = [xlo, ylo, 0.0, xlo, ylo, 0.0, lo_b - span, 0.8 * sigma, -slope_max, -slope_max]
+    ub2 = [xhi, yhi, 4.0 * span, xhi, yhi, 4.0 * span, hi_b + span, 1.25 * sigma, slope_max,
+           slope_max]
+    a1 = f1.x
+    starts = [(p1, p2)]
+    # Second start: the one-atom fit split by ± half the detections' separation.
+    half = 0.5 * (p2 - p1)
+    starts.append((a1[:2] - half, a1[:2] + half))
+    # Third: split along the ellipse's long axis by what its elongation implies
+    # for two round atoms (σ_long² ≈ σ² + D²/4); detections of a dimer sit
+    # closer together than its atoms.
+    s_long, s_short = (a1[3], a1[7]) if a1[3] >= a1[7] else (a1[7], a1[3])
+    th = a1[8] if a1[3] >= a1[7] else a1[8] + 0.5 * math.pi
+    dd = math.sqrt(max(s_long * s_long - s_short * s_short, 0.0))
+    if dd > 0.5:
+        off = dd * np.array([math.cos(th), math.sin(th)])
+        starts.append((a1[:2] - off, a1[:2] + off))
+    rss1 = float(f1.fun @ f1.fun)
+    rss2, res2 = np.inf, None
+    for s1, s2_ in starts:
+        if rss2 < 0.8 * rss1:
+            # Already clearly better than one atom: another optimum could only
+            # strengthen "two"; skip the remaining starts (they cost the time).
+            break
+        q2 = np.clip([s1[0], s1[1], 0.5 * a1[2] + 1e-3 * span, s2_[0], s2_[1],
+                      0.5 * a1[2] + 1e-3 * span, a1[4], sigma, a1[5], a1[6]],
+                     np.add(lb2, 1e-9), np.subtract(ub2, 1e-9))
+        f2 = least_squares(r2, q2, jac=j2, bounds=(lb2, ub2), method="trf", x_scale="jac",
+                           max_nfev=300)
+        if float(f2.fun @ f2.fun) < rss2:
+            rss2, res2 = float(f2.fun @ f2.fun), f2.fun
+    # The two-atom model nests "one atom of the calibrated size"; never let a
+    # worse local optimum of the larger model count as evidence against it.
+    q = f1.x
+    geo = math.sqrt(q[3] * q[7])  # the equivalent round width
+    return rss1, np.array([q[0], q[1], q[2], geo, q[4], q[5], q[6]]), min(rss2, rss1), res2
+
+
+def effective_pixels(resid, xx, yy, lims) -> float:
+    """Number of independent pixels in the window under the measured noise:
+    the two-atom fit's residuals, laid out on the window grid, have lag-1
+    autocorrelations ρx, ρy (scan-line jitter and support texture make real
+    noise correlated); an AR(1) field of n pixels carries the information of
+    ``n·(1−ρx)/(1+ρx)·(1−ρy)/(1+ρy)`` independent ones."""
+    x0, x1, y0, y1 = lims
+    grid = np.zeros((y1 - y0, x1 - x0))
+    have = np.zeros_like(grid, bool)
+    r, c = (yy - y0).astype(np.int64), (xx - x0).astype(np.int64)
+    grid[r, c] = resid - resid.mean()
+    have[r, c] = True
+    n = len(resid)
+    factor = 1.0
+    for a, b, ha, hb in ((grid[:, 1:], grid[:, :-1], have[:, 1:], have[:, :-1]),
+                         (grid[1:, :], grid[:-1, :], have[1:, :], have[:-1, :])):
+        m = ha & hb
+        den = float(np.sqrt((a[m] ** 2).sum() * (b[m] ** 2).sum()))
+        rho = float((a[m] * b[m]).sum()) / den if den > 0 else 0.0
+        rho = min(max(rho, 0.0), 0.95)  # anti-correlation would add information: ignore it
+        factor *= (1.0 - rho) / (1.0 + rho)
+    return max(n * factor, 8.0)
+
+
+def decide_pair(image, p1, p2, *, w1: float = 1.0, w2: float = 1.0, atom_sigma_px: float,
+                slope: float = 1.0, prior_log_odds: float = 0.0, bond_px: float | None = None):
+    """One decision: (delta_bic, p_two, one-atom fit (x, y, A, s, b, rms)) for the
+    detections at ``p1`` and ``p2`` ([x, y] px); ``w1``/``w2`` weight the
+    one-atom fit's start. NaN when the window holds too few pixels."""
+    p1, p2 = np.asarray(p1, np.float64), np.asarray(p2, np.float64)
+    d = float(np.hypot(*(p1 - p2)))
+    half = int(math.ceil(d / 2 + 2.5 * atom_sigma_px))
+    mid = 0.5 * (p1 + p2)
+    xx, yy, v, lims = _window(image, mid[0], mid[1], half)
+    if len(v) < 20 or not np.ptp(v) > 0:
+        return float("nan"), float("nan"), np.full(6, np.nan)
+    rss1, q1, rss2, res2 = _fit_pair(xx, yy, v, p1, p2, max(w1, 1e-6), max(w2, 1e-6),
+                                     atom_sigma_px, lims)
+    n = len(v)
+    n_eff = effective_pixels(res2, xx, yy, lims)
+    tiny = 1e-300
+    dbic = n_eff * math.log(max(rss1, tiny) / max(rss2, tiny)) - 1 * math.log(n_eff)
+    z = slope * dbic / 2.0 + prior_log_odds + separation_prior(d, bond_px)
+    p_two = 1.0 / (1.0 + math.exp(-min(max(z, -700.0), 700.0)))
+    return dbic, p_two, np.append(np.asarray(q1[:5], np.float64), math.sqrt(rss1 / n))
+
+
+def resolve_pairs(image, xy, *, score, max_separation_px: float, atom_sigma_px: float,
+                  slope: float = PAIR_DEFAULTS["slope"],
+                  prior_log_odds: float = PAIR_DEFAULTS["prior_log_odds"],
+                  bond_px: float | None = None) -> PairDecisions:
+    """Decide, for every pair of detections closer than ``max_separation_px``,
+    whether it is one atom or two (see the module docstring).
+
+    Parameters
+    ----------
+    image : (H, W) array-like
+        Raw image (numpy array, memmap or Zarr array; only small windows
+        around close pairs are read, as float32 then float64).
+    xy : (N, 2) array
+        Detections [x, y] px.
+    score : (N,) array
+        Detection scores (the stronger detection of a merged pair survives).
+    max_separation_px : float
+        Pairs at most this far apart are examined.
+    atom_sigma_px : float
+        Gaussian sigma of one atom's image, px (from the calibration).
+    slope, prior_log_odds : float
+        Calibration of ``p_two`` from ΔBIC.
+    bond_px : float, optional
+        Bond length of the metal, px: adds :func:`separation_prior` (None: no
+        separation prior).
+
+    Returns
+    -------
+    PairDecisions
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> yy, xx = np.mgrid[0:40, 0:40]
+    >>> img = 10 + 100 * np.exp(-((xx - 20) ** 2 + (yy - 20) ** 2) / (2 * 3.0 ** 2))
+    >>> img = img + np.random.default_rng(0).normal(0, 2, img.shape)
+    >>> r = resolve_pairs(img, [[19.0, 20.0], [22.0, 20.0]], score=[5.0, 4.0],
+    ...                   max_separation_px=8, atom_sigma_px=3.0)
+    >>> r.keep.tolist(), bool(r.split_probability[0] < 0.5)
+    ([True, False], True)
+    """
+    pts = as_points(xy).astype(np.float64)
+    n = len(pts)
+    sc = np.ascontiguousarray(score, dtype=np.float64).reshape(-1)
+    if len(sc) != n:
+        raise ValueError(f"score has {len(sc)} entries but xy has {n} points")
+    check_positive(max_separation_px, name="max_separation_px", allow_zero=True)
+    check_positive(atom_sigma_px, name="atom_sigma_px")
+    if getattr(image, "ndim", len(getattr(image, "shape", ()))) != 2:
+        raise ValueError(f"image must be 2-D, got shape {getattr(image, 'shape', None)}")
+    params = {"max_separation_px": float(max_separation_px), "atom_sigma_px": float(atom_sigma_px),
+              "slope": float(slope), "prior_log_odds": float(prior_log_odds),
+              "bond_px": None if bond_px is None else float(bond_px)}
+    keep = np.ones(n, bool)
+    out_xy = pts.copy()
+    split = np.full(n, np.nan)
+    one = np.full((n, 5), np.nan)
+    rec_pairs, rec_d, rec_bic, rec_p, rec_m = [], [], [], [], []
+    if n < 2 or max_separation_px <= 0 or not np.isfinite(pts).all():
+        return _decisions(keep, out_xy, split, one, rec_pairs, rec_d, rec_bic, rec_p, rec_m, params)
+    examined: set[tuple[int, int]] = set()
+    # Ties in score go to the lower index (as NMS), so the result does not
+    # depend on anything but the table.
+    rank = np.empty(n, np.int64)
+    rank[np.lexsort((np.arange(n), -np.nan_to_num(sc, nan=-np.inf)))] = np.arange(n)
+    while True:
+        alive = np.flatnonzero(keep)
+        tree = cKDTree(out_xy[alive])
+        cand = tree.query_pairs(float(max_separation_px), output_type="ndarray")
+        if not len(cand):
+            break
+        ij = np.sort(alive[cand], axis=1)
+        dist = np.hypot(*(out_xy[ij[:, 0]] - out_xy[ij[:, 1]]).T)
+        order = np.lexsort((ij[:, 1], ij[:, 0], dist))
+        todo = [(int(ij[k, 0]), int(ij[k, 1]), float(dist[k])) for k in order
+                if (int(ij[k, 0]), int(ij[k, 1])) not in examined]
+        if not todo:
+            break
+        changed = False
+        for i, j, d in todo:
+            if not (keep[i] and keep[j]):
+                continue
+            examined.add((i, j))
+            strong, weak = (i, j) if rank[i] < rank[j] else (j, i)
+            w_s, w_w = max(sc[strong], 1e-6), max(sc[weak], 1e-6)
+            dbic, p_two, q1 = decide_pair(image, _quantize(out_xy[strong]),
+                                          _quantize(out_xy[weak]), w1=w_s, w2=w_w,
+                                          atom_sigma_px=atom_sigma_px, slope=slope,
+                                          prior_log_odds=prior_log_odds, bond_px=bond_px)
+            merge = bool(np.isfinite(p_two) and p_two < 0.5)
+            rec_pairs.append((i, j))
+            rec_d.append(d)
+            rec_bic.append(dbic)
+            rec_p.append(p_two)
+            rec_m.append(merge)
+            split[[i, j]] = p_two
+            if merge:
+                keep[weak] = False
+                out_xy[strong] = q1[:2]
+                s = q1[3]
+                one[strong] = (q1[2], s, q1[4], 2 * np.pi * q1[2] * s * s, q1[5])
+                changed = True
+                break  # the survivor moved: recompute the close pairs
+        if not changed:
+            break
+    return _decisions(keep, out_xy, split, one, rec_pairs, rec_d, rec_bic, rec_p, rec_m, params)
+
+
+def _quantize(p):
+    """Start positions on a 2⁻²⁰ px grid: tiled engines refine in window
+    coordinates and add the origin, so their positions differ from the whole
+    image's by ~1e-12 px, which an iterative fit would carry into its result.
+    On the grid both start from the same numbers and give identical fits."""
+    return np.round(np.asarray(p, np.float64) * 1048576.0) / 1048576.0
+
+
+def _decisions(keep, xy, split, one, pairs, d, bic, p, m, params) -> PairDecisions:
+    return PairDecisions(keep, xy, split, one, np.asarray(pairs, np.int64).reshape(-1, 2),
+                         np.asarray(d, np.float64), np.asarray(bic, np.float64),
+                         np.asarray(p, np.float64), np.asarray(m, bool), params)
+
+
+def apply_pair_decisions(detections, decisions: PairDecisions):
+    """Detections after merging: survivors only, moved to their one-atom fit,
+    with a ``split_probability`` column.
+
+    ``detections`` is a dict of columns (as :func:`fastsac.detect.postprocess_scores`
+    returns) or a dataclass with an ``xy`` field (``Detections``,
+    ``TiledDetections``); every per-atom array (first dimension N) is subset,
+    other entries are kept. Returns the same kind.
+    """
+    if is_dataclass(detections):
+        cols = {f.name: getattr(detections, f.name) for f in fields(detections)}
+    else:
+        cols = dict(detections)
+    n = len(cols["xy"])
+    k = decisions.keep
+    merged_here = np.isfinite(decisions.one_atom_fit[:, 0])
+    new = {}
+    for name, v in cols.items():
+        if isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == n and name != "split_probability":
+            v = v.copy()
+            if name == "xy":
+                v = decisions.xy.astype(v.dtype, copy=True)
+            elif name in _FIT_COLUMNS and merged_here.any():
+                c = _FIT_COLUMNS.index(name)
+                v = v.astype(np.float64)
+                v[merged_here] = decisions.one_atom_fit[merged_here, c]
+            new[name] = v[k]
+    new["split_probability"] = decisions.split_probability[k]
+    if is_dataclass(detections):
+        return replace(detections, **new)
+    return cols | new
