@@ -21,6 +21,7 @@ from .io import DEFAULT_PIXEL_SIZE_NM, atomic_path
 from .spatial.stats import CLUSTER_CLASSES, DEFAULT_MULTIMER_CUTOFF_NM, PatternTest, PooledStats
 
 __all__ = ["save_overlay", "overlay_figure", "nn_histogram_figure", "cluster_size_figure",
+           "cluster_distribution_figure",
            "pair_correlation_figure", "save_figure", "save_statistics_plots", "png_bytes",
            "CLUSTER_COLORS", "COLOR_BY", "SPECIES_COLORS"]
 
@@ -353,12 +354,62 @@ def pair_correlation_figure(test: PatternTest, *, title: str | None = None):
     return fig
 
 
-def save_statistics_plots(out_dir, stats, pattern: PatternTest | None = None, *, dpi: int = 100) -> dict:
-    """``nn_histogram.png``, ``cluster_sizes.png`` and (with a pattern test)
-    ``pair_correlation.png`` in ``out_dir``, atomically. Returns {name: path}."""
+def cluster_distribution_figure(table, *, title: str | None = None):
+    """Cluster-size distribution of a :class:`~fastsac.spatial.clusters_table.ClusterTable`:
+    clusters by number of atoms (left) and the maximum extent and radius of
+    gyration of multi-atom clusters in nm (px without calibration, right)."""
+    dist = table.size_distribution()
+    unit = dist["unit"]
+    fig = _figure(8.0, 3.3)
+    ax1, ax2 = fig.subplots(1, 2)
+    by = {int(k): v for k, v in dist["by_n_atoms"].items()}
+    if by:
+        cap = 10
+        keys = list(range(1, min(max(by), cap) + 1))
+        vals = [by.get(k, 0) for k in keys]
+        if max(by) > cap:
+            keys.append(cap + 1)
+            vals.append(sum(v for k, v in by.items() if k > cap))
+        colors = [CLUSTER_COLORS[list(CLUSTER_CLASSES)[min(k, 4) - 1]] for k in keys]
+        bars = ax1.bar(range(len(keys)), vals, color=colors, edgecolor="black")
+        ax1.bar_label(bars, fontsize=7)
+        ax1.set_xticks(range(len(keys)), [str(k) if k <= cap else f">{cap}" for k in keys])
+        ax1.set_ylim(0, max(vals) * 1.18)
+    else:
+        ax1.text(0.5, 0.5, "no atoms", ha="center", va="center", transform=ax1.transAxes)
+    ax1.set_xlabel("atoms per cluster")
+    ax1.set_ylabel("clusters")
+    ax1.set_title(f"{dist['n_clusters']} clusters", fontsize=9)
+    multi = dist["multi_atom"]
+    if multi["n_clusters"]:
+        ext = multi["max_extent"]["histogram"]
+        rg = multi["radius_of_gyration"]["histogram"]
+        ax2.stairs(ext["counts"], np.asarray(ext["edges"]), fill=True, color="#ee3377", alpha=0.6,
+                   label="maximum extent")
+        ax2.stairs(rg["counts"], np.asarray(rg["edges"]), color="#223366", lw=1.6,
+                   label="radius of gyration")
+        ax2.axvline(multi["max_extent"]["median"], color="#ee3377", ls=":", lw=1.2,
+                    label=f"median extent {multi['max_extent']['median']:.3g} {unit}")
+        ax2.legend(fontsize=7)
+    else:
+        ax2.text(0.5, 0.5, "no multi-atom clusters", ha="center", va="center", transform=ax2.transAxes)
+    ax2.set_xlabel(f"cluster size ({unit})")
+    ax2.set_ylabel("clusters of ≥ 2 atoms")
+    ax2.set_title(f"{multi['n_clusters']} clusters of ≥ 2 atoms", fontsize=9)
+    fig.suptitle(title or "Cluster sizes", fontsize=10)
+    return fig
+
+
+def save_statistics_plots(out_dir, stats, pattern: PatternTest | None = None, *, dpi: int = 100,
+                          cluster_table=None) -> dict:
+    """``nn_histogram.png``, ``cluster_sizes.png`` (the size distribution in nm
+    of ``cluster_table`` when given, else the cluster classes) and (with a
+    pattern test) ``pair_correlation.png`` in ``out_dir``, atomically. Returns {name: path}."""
     out = Path(out_dir)
+    sizes = (cluster_size_figure(stats) if cluster_table is None
+             else cluster_distribution_figure(cluster_table))
     paths = {"nn_histogram": save_figure(out / "nn_histogram.png", nn_histogram_figure(stats), dpi=dpi),
-             "cluster_sizes": save_figure(out / "cluster_sizes.png", cluster_size_figure(stats), dpi=dpi)}
+             "cluster_sizes": save_figure(out / "cluster_sizes.png", sizes, dpi=dpi)}
     if pattern is not None:
         paths["pair_correlation"] = save_figure(out / "pair_correlation.png",
                                                 pair_correlation_figure(pattern), dpi=dpi)

@@ -20,7 +20,9 @@ from .result import (ATOM_COLUMNS, SUMMARY_COLUMNS, AnalysisResult, build_summar
                      write_result, write_summary_csv)
 from .spatial import clusters, nearest_neighbors
 from .spatial.ripley import pair_correlation as pair_correlation_test
+from .spatial.clusters_table import cluster_table
 from .spatial.stats import dispersion
+from .species import species_of_atoms
 from .support import require_support
 from .support import support_mask as find_support
 
@@ -32,7 +34,8 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
             support_mask: bool = True, backend: str = "auto",
             detector_params: dict | None = None, mask_params: dict | None = None,
             stats_params: dict | None = None, pair_correlation: bool = True,
-            pair_correlation_params: dict | None = None) -> AnalysisResult:
+            pair_correlation_params: dict | None = None, elements=None,
+            estimate_pixel_size: bool = True) -> AnalysisResult:
     """Detect atoms and compute their organisation on one image.
 
     Parameters
@@ -63,6 +66,15 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
         ``pair_correlation_params``; bounded in N: above 10 000 atoms the
         test uses the reference points of a sub-window), stored in
         ``summary["pair_correlation"]`` with its curves; live frames skip it.
+    elements : sequence of str, optional
+        Elements present (e.g. ``["Pt", "Pd"]``): species per atom by the
+        Z-contrast mixture (:func:`fastsac.species.species_of_atoms`; atoms
+        table columns ``species``, ``species_probability``; summary
+        ``species``). None: intensity classes whose number comes from the data.
+    estimate_pixel_size : bool
+        Without a calibration, estimate the pixel size from the apparent atom
+        size (:func:`fastsac.scale.estimate_atom_scale`; summary
+        ``pixel_size_source: "estimated from atom size"``, ``pixel_size_estimate``).
 
     Returns
     -------
@@ -76,6 +88,14 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
     elif pixel_size_nm is not None:
         micrograph = Micrograph(micrograph.data, float(pixel_size_nm), "override",
                                 micrograph.source, micrograph.metadata)
+    scale_estimate = None
+    if micrograph.pixel_size_nm is None and estimate_pixel_size:
+        from .scale import estimate_atom_scale
+
+        scale_estimate = estimate_atom_scale(micrograph.data)
+        if np.isfinite(scale_estimate.pixel_size_nm) and not scale_estimate.at_edge:
+            micrograph = Micrograph(micrograph.data, float(scale_estimate.pixel_size_nm),
+                                    "estimated from atom size", micrograph.source, micrograph.metadata)
     det = get_detector(detector, **(detector_params or {}))
     px = micrograph.pixel_size_nm
     mask_job = None
@@ -113,18 +133,30 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
         in_support=disp.in_support, support_area_nm2=disp.as_dict().get("support_area_nm2"),
         multimer_cutoff_px=cutoff_px, split_probability=found.split_probability)
     t5 = time.perf_counter()
+    species = species_of_atoms(micrograph.data, found.xy, pixel_size_nm=px, intensity=found.intensity,
+                               intensity_err=getattr(found, "intensity_err", None), elements=elements)
+    ctable = cluster_table(found.xy, cl.labels, pixel_size_nm=px,
+                           species=species.species if species.status == "ok" else None)
+    t6 = time.perf_counter()
     summary = build_summary(
         disp, name=micrograph.name, source=micrograph.source, shape=micrograph.shape,
         pixel_size_nm=px, pixel_size_source=micrograph.pixel_size_source,
         mask_info=None if mask is None else mask.as_dict(), pattern=pattern,
         detector={"name": found.detector, "params": found.params},
         timings={**found.timings, "detect_total": t1 - t0, "neighbors_mask": t2 - t1,
-                 "statistics": t3 - t2, "pair_correlation": t4 - t3, "confidence": t5 - t4},
+                 "statistics": t3 - t2, "pair_correlation": t4 - t3, "confidence": t5 - t4,
+                 "species_clusters": t6 - t5},
         backends={"nearest_neighbors": nn.backend, "clusters": cl.backend},
         parameters={"multimer_cutoff_nm": multimer_cutoff_nm, "support_mask": support_mask,
                     "pair_correlation": pair_correlation, "stats_params": stats_params or {},
-                    "mask_params": mask_params or {}},
-        extra={"confidence": conf})
+                    "mask_params": mask_params or {}, "elements": list(elements) if elements else None,
+                    "estimate_pixel_size": estimate_pixel_size},
+        extra={"confidence": conf,
+               "pixel_size_estimate": None if scale_estimate is None else scale_estimate.as_dict(),
+               "species": species.as_dict(),
+               "cluster_size_distribution": ctable.size_distribution()})
     nn_dist = nn.distance * px if px else nn.distance
     return AnalysisResult(micrograph.name, micrograph, found, nn_dist, nn.index, cl.labels,
-                          cl.sizes, summary, mask_arr, disp, pattern)
+                          cl.sizes, summary, mask_arr, disp, pattern,
+                          {"species": species.species, "species_probability": species.probability},
+                          cluster_table=ctable, species=species)

@@ -48,7 +48,8 @@ ATOM_COLUMNS = ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px"
                 "split_probability"]
 
 #: Integer columns (written without decimals).
-INT_COLUMNS = {"cluster_id", "cluster_size", "in_support", "tile", "fit_status", "species"}
+INT_COLUMNS = {"cluster_id", "cluster_size", "in_support", "tile", "fit_status", "species",
+               "n_atoms"}
 
 #: Files a result folder may hold, and what each is.
 RESULT_FILES = {
@@ -58,7 +59,9 @@ RESULT_FILES = {
     "support_mask.png": "support (white) and vacuum (black) at full resolution",
     "overlay.png": "the image with the atoms circled by cluster class",
     "nn_histogram.png": "nearest-neighbour distances against random placement",
-    "cluster_sizes.png": "clusters and atoms per cluster class",
+    "clusters.csv": "one row per cluster: size in atoms, centroid, radius of gyration and extent in nm, "
+                    "species composition (fastsac.spatial.clusters_table)",
+    "cluster_sizes.png": "clusters by number of atoms and the cluster-size distribution in nm",
     "pair_correlation.png": "Ripley L(r) - r and g(r) with CSR envelopes",
 }
 
@@ -173,6 +176,10 @@ class AnalysisResult:
     stats: DispersionStats | None = field(default=None, repr=False)
     pattern: PatternTest | None = field(default=None, repr=False)
     extra_columns: dict = field(default_factory=dict, repr=False)
+    #: fastsac.spatial.clusters_table.ClusterTable (clusters.csv); None for results without one
+    cluster_table: object | None = field(default=None, repr=False)
+    #: fastsac.species.SpeciesAssignment (atoms columns species, species_probability; summary species)
+    species: object | None = field(default=None, repr=False)
 
     @property
     def pixel_size_nm(self) -> float | None:
@@ -278,6 +285,9 @@ def write_result(result: AnalysisResult, out_dir: str | os.PathLike, *, overlay:
              "summary": write_json(out / "summary.json", result.summary)}
     if parquet:
         paths["parquet"] = write_atoms_parquet(out / "atoms.parquet", table, result.summary)
+    if result.cluster_table is not None:
+        cols = result.cluster_table.columns()
+        paths["clusters"] = atomic_write_text(out / "clusters.csv", _csv_text(cols, list(cols)))
     if result.support is not None:
         paths["support_mask"] = write_mask_png(out / "support_mask.png", result.support)
     if overlay:
@@ -287,7 +297,8 @@ def write_result(result: AnalysisResult, out_dir: str | os.PathLike, *, overlay:
                                                 cluster_sizes=result.cluster_size,
                                                 mask=result.support, title=result.name)
     if plots and result.stats is not None:
-        paths.update(figures.save_statistics_plots(out, result.stats, result.pattern))
+        paths.update(figures.save_statistics_plots(out, result.stats, result.pattern,
+                                                   cluster_table=result.cluster_table))
     return paths
 
 

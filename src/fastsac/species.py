@@ -6,6 +6,14 @@ bimetallic single-atom catalyst the heavier element gives the brighter spots.
 The mixture is fitted by EM (numpy; no scikit-learn needed), the number of
 species is given or chosen by BIC, and species are ordered by brightness:
 species 0 is the dimmest (lightest), the last the brightest (heaviest).
+
+:func:`assign_species` is what ``fastsac analyze`` runs: a mixture over the
+per-atom intensities *with their standard errors*, whose component means are
+tied by the Z^1.7 ratios of the named elements (or, without elements, free
+and their number chosen by BIC with guards against splitting one species),
+and which says "not separable" when the named elements' contrast is below
+the data's spread. :func:`photometry` measures the intensities it needs when
+the fit gives none with errors.
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["Z", "expected_intensity_ratio", "GaussianMixture", "fit_gmm", "SpeciesResult",
-           "classify_species", "HAADF_EXPONENT"]
+           "classify_species", "HAADF_EXPONENT", "Photometry", "photometry", "SpeciesAssignment",
+           "assign_species", "MIN_SEPARABLE_ACCURACY", "species_of_atoms", "atomic_number"]
 
 #: Atomic numbers of metals common in single-atom catalysts (and a few supports).
 Z = {
@@ -39,6 +48,15 @@ def _z(element) -> int:
         raise ValueError(f"unknown element {element!r}; known: {', '.join(sorted(Z, key=Z.get))} "
                          "(or pass the atomic number)")
     return Z[key]
+
+
+def atomic_number(element) -> int:
+    """Atomic number of an element symbol (case-insensitive) or of an int; ValueError names the known ones.
+
+    >>> atomic_number("pd")
+    46
+    """
+    return _z(element)
 
 
 def expected_intensity_ratio(heavy, light, *, exponent: float = HAADF_EXPONENT) -> float:
@@ -354,3 +372,521 @@ def classify_species(intensity, *, amplitude=None, n_species: int | None = None,
     return SpeciesResult(labels, conf, post, n_species, els, gm, bic, names, stats, float(ratio), expected,
                          float(exponent), {"n_init": n_init, "seed": seed, "max_species": max_species,
                           "feature_mean": mu.tolist(), "feature_sd": sd.tolist()})
+
+
+# --------------------------------------------------------------------------- photometry
+
+
+@dataclass(frozen=True)
+class Photometry:
+    """Fixed-shape intensities of atoms.
+
+    Attributes
+    ----------
+    intensity, intensity_err : (N,) float64
+        Integrated intensity 2πσ²A above the local background and its
+        standard error (counts·px²; NaN where the window had < 4 pixels).
+    amplitude, background : (N,) float64
+    sigma_px, radius_px : float
+        Gaussian σ and window radius used.
+    """
+
+    intensity: np.ndarray
+    intensity_err: np.ndarray
+    amplitude: np.ndarray
+    background: np.ndarray
+    sigma_px: float
+    radius_px: int
+
+
+def photometry(image, xy, *, sigma_px: float, radius_px: int | None = None,
+               chunk: int = 4096) -> Photometry:
+    """Intensity of each atom by a fixed-shape least-squares fit.
+
+    At each position a Gaussian of known ``sigma_px`` plus a constant
+    background is fitted to the pixels of a disc (linear least squares: only
+    the amplitude and the background are free, so it never fails and its
+    error is the classical one, residual variance × (XᵀX)⁻¹). With the
+    shape known this is the minimum-variance linear estimate of the
+    integrated intensity, the quantity that scales as Z^1.7.
+
+    Parameters
+    ----------
+    image : (H, W) array
+    xy : (N, 2) array
+        Positions [x, y] px (pixel centres at integers).
+    sigma_px : float
+        Gaussian σ of an atom's image, px.
+    radius_px : int, optional
+        Disc radius; default ceil(2.5 σ).
+
+    Returns
+    -------
+    Photometry
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[0:40, 0:40]
+    >>> img = 10 + 5 * np.exp(-((xx - 20.3) ** 2 + (yy - 19.6) ** 2) / (2 * 2.0 ** 2))
+    >>> p = photometry(img, [[20.3, 19.6]], sigma_px=2.0)
+    >>> round(float(p.intensity[0] / (2 * np.pi * 4 * 5)), 6), round(float(p.background[0]), 6)
+    (1.0, 10.0)
+    """
+    from ._validate import as_float, as_points, check_image, check_positive
+
+    img = as_float(check_image(image, name="image", allow_nan=True))
+    pts = as_points(xy, name="xy")
+    s = check_positive(sigma_px, name="sigma_px")
+    r = int(math.ceil(2.5 * s)) if radius_px is None else int(radius_px)
+    if r < 1:
+        raise ValueError(f"radius_px must be ≥ 1, got {radius_px}")
+    h, w = img.shape
+    oy, ox = np.mgrid[-r:r + 1, -r:r + 1]
+    disc = (oy**2 + ox**2) <= r * r
+    oy, ox = oy[disc], ox[disc]
+    n = len(pts)
+    out = {k: np.full(n, np.nan) for k in ("i", "e", "a", "b")}
+    for c0 in range(0, n, max(1, int(chunk))):
+        p = pts[c0:c0 + chunk]
+        cx = np.floor(p[:, 0] + 0.5).astype(np.int64)
+        cy = np.floor(p[:, 1] + 0.5).astype(np.int64)
+        px_ = cx[:, None] + ox[None, :]
+        py_ = cy[:, None] + oy[None, :]
+        inside = (px_ >= 0) & (px_ < w) & (py_ >= 0) & (py_ < h)
+        v = img[np.clip(py_, 0, h - 1), np.clip(px_, 0, w - 1)].astype(np.float64)
+        wt = (inside & np.isfinite(v)).astype(np.float64)
+        v = np.where(wt > 0, v, 0.0)
+        g = np.exp(-((px_ - p[:, :1]) ** 2 + (py_ - p[:, 1:]) ** 2) / (2 * s * s)) * wt
+        sgg, sg1, s11 = (g * g).sum(1), g.sum(1), wt.sum(1)
+        sgv, s1v = (g * v).sum(1), (wt * v).sum(1)
+        det = sgg * s11 - sg1 * sg1
+        ok = (s11 >= 4) & (det > 1e-12 * np.maximum(sgg * s11, 1e-300))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = (s11 * sgv - sg1 * s1v) / det
+            b = (sgg * s1v - sg1 * sgv) / det
+            res = (v - a[:, None] * g - b[:, None] * wt) * wt
+            s2 = (res * res).sum(1) / np.maximum(s11 - 2, 1)
+            var_a = s2 * s11 / det
+        norm = 2 * math.pi * s * s
+        sl = slice(c0, c0 + len(p))
+        out["a"][sl] = np.where(ok, a, np.nan)
+        out["b"][sl] = np.where(ok, b, np.nan)
+        out["i"][sl] = np.where(ok, norm * a, np.nan)
+        out["e"][sl] = np.where(ok, norm * np.sqrt(np.maximum(var_a, 0)), np.nan)
+    return Photometry(out["i"], out["e"], out["a"], out["b"], float(s), r)
+
+
+# --------------------------------------------------------------------------- species assignment
+
+#: Named elements whose Bayes per-atom accuracy (equal amounts, the data's
+#: widths) is below this are reported as not separable instead of guessed.
+MIN_SEPARABLE_ACCURACY = 0.9
+
+
+def _norm_cdf(x):
+    from scipy.special import ndtr
+
+    return ndtr(np.asarray(x, float))
+
+
+@dataclass(frozen=True)
+class _Mixture:
+    means: np.ndarray       # (K,) scaled units, ascending
+    rel_width: float        # c: intrinsic relative spread of one species
+    abs_width: float        # s0: extra additive spread (scaled units)
+    weights: np.ndarray     # (K,)
+    nll: float
+    n_params: int
+
+    def variances(self, e2: np.ndarray) -> np.ndarray:
+        return (self.rel_width * self.means[None, :]) ** 2 + self.abs_width**2 + e2[:, None]
+
+    def log_joint(self, x, e2):
+        v = self.variances(e2)
+        return (np.log(self.weights)[None, :] - 0.5 * np.log(2 * math.pi * v)
+                - 0.5 * (x[:, None] - self.means[None, :]) ** 2 / v)
+
+    def posterior(self, x, e2):
+        lj = self.log_joint(x, e2)
+        lj -= lj.max(1, keepdims=True)
+        p = np.exp(lj)
+        return p / p.sum(1, keepdims=True)
+
+
+def _fit_mixture(x: np.ndarray, e2: np.ndarray, k: int, log_zr: np.ndarray | None,
+                 starts: list, exponent_range: tuple = (HAADF_EXPONENT, HAADF_EXPONENT)) -> _Mixture:
+    """Maximum likelihood over (means, c, s0, weights) by L-BFGS-B from several starts.
+
+    ``log_zr`` (K,) = log(Z_k / Z_0), ascending, ties the means:
+    m_k = m_0 (Z_k/Z_0)^n with the exponent n fitted within ``exponent_range``."""
+    from scipy.optimize import minimize
+
+    tied = log_zr is not None
+    n_lo, n_hi = (float(v) for v in exponent_range)
+
+    def unpack(t):
+        if tied:
+            means = math.exp(t[0]) * np.exp(t[1] * log_zr)
+            j = 2
+        else:
+            means = np.exp(t[0] + np.concatenate([[0.0], np.cumsum(np.exp(t[1:k]))]))
+            j = k
+        c, s0 = math.exp(t[j]), math.exp(t[j + 1])
+        logits = np.concatenate([[0.0], t[j + 2:]])
+        wts = np.exp(logits - logits.max())
+        return means, c, s0, wts / wts.sum()
+
+    def nll(t):
+        means, c, s0, wts = unpack(t)
+        v = (c * means[None, :]) ** 2 + s0 * s0 + e2[:, None]
+        lj = np.log(wts)[None, :] - 0.5 * np.log(2 * math.pi * v) - 0.5 * (x[:, None] - means) ** 2 / v
+        m = lj.max(1)
+        return -float((m + np.log(np.exp(lj - m[:, None]).sum(1))).sum())
+
+    best = None
+    for means0, c0 in starts:
+        means0 = np.sort(np.maximum(np.asarray(means0, float), 1e-3))
+        if tied:
+            t0 = [math.log(means0[0]), 0.5 * (n_lo + n_hi)]
+            head = [(-12.0, 12.0), (n_lo, n_hi)]
+        else:
+            t0 = [math.log(means0[0])] + [math.log(max(math.log(means0[i + 1] / means0[i]), 1e-3))
+                                          for i in range(k - 1)]
+            head = [(-12.0, 12.0)] + [(-8.0, 3.0)] * (k - 1)
+        t0 += [math.log(c0), math.log(0.05)] + [0.0] * (k - 1)
+        bounds = head + [(math.log(0.005), math.log(3.0)), (math.log(1e-4), math.log(10.0))] + \
+            [(-9.0, 9.0)] * (k - 1)
+        r = minimize(nll, np.array(t0), method="L-BFGS-B", bounds=bounds)
+        if best is None or r.fun < best[1]:
+            best = (r.x, float(r.fun))
+    means, c, s0, wts = unpack(best[0])
+    n_params = ((2 if n_hi > n_lo else 1) if tied else k) + 2 + (k - 1)
+    mix = _Mixture(means, c, s0, wts, best[1], n_params)
+    return mix, (float(best[0][1]) if tied else float("nan"))
+
+
+def _separability(mix: _Mixture, e2_typ: float) -> tuple[np.ndarray, np.ndarray]:
+    """d' and Bayes accuracy (equal amounts) of each adjacent pair of components."""
+    v = (mix.rel_width * mix.means) ** 2 + mix.abs_width**2 + e2_typ
+    dp = np.diff(mix.means) / np.sqrt(0.5 * (v[1:] + v[:-1]))
+    return dp, _norm_cdf(dp / 2)
+
+
+def _max_dip(mix: _Mixture, e2_typ: float) -> float:
+    """Largest valley/peak ratio of the mixture density between neighbouring means
+    (1: no valley, the classes form one mode)."""
+    sd = np.sqrt((mix.rel_width * mix.means) ** 2 + mix.abs_width**2 + e2_typ)
+
+    def dens(t):
+        return (mix.weights / sd * np.exp(-0.5 * ((t[:, None] - mix.means) / sd) ** 2)).sum(1)
+
+    worst = 0.0
+    for k in range(len(mix.means) - 1):
+        t = np.linspace(mix.means[k], mix.means[k + 1], 201)
+        d = dens(t)
+        worst = max(worst, float(d.min() / min(d[0], d[-1])))
+    return worst
+
+
+@dataclass(frozen=True)
+class SpeciesAssignment:
+    """Species (or intensity classes) of atoms from their intensities.
+
+    Attributes
+    ----------
+    labels : (N,) int64
+        Class per atom, 0 = dimmest; −1 without a finite intensity or when the
+        classes are not separable.
+    species : (N,) object
+        Class name per atom (an element, ``"Pt/Ir"`` when not separable, or
+        ``"x1.00"``, ``"x2.45"`` … = intensity relative to the dimmest class
+        without elements); ``""`` for atoms without intensity.
+    probability : (N,) float64
+        Posterior probability of the assigned class (NaN where unassigned).
+    posterior : (N, K) float64
+    names : list of str
+        Class names, dimmest first.
+    status : str
+        ``"ok"``, ``"not separable"``, ``"one intensity class"`` or ``"too few atoms"``.
+    mode : str
+        ``"elements"`` or ``"intensity classes"``.
+    """
+
+    labels: np.ndarray
+    species: np.ndarray
+    probability: np.ndarray
+    posterior: np.ndarray
+    names: list
+    status: str
+    mode: str
+    elements: list | None
+    means: np.ndarray
+    weights: np.ndarray
+    rel_width: float
+    abs_width: float
+    dprime: np.ndarray
+    pair_accuracy: np.ndarray
+    bic: dict
+    errors_known: bool
+    note: str = ""
+    exponent: float = HAADF_EXPONENT
+    feature: str = "intensity"
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.names)
+
+    def counts(self) -> dict:
+        """Atoms per assigned class name (unassigned atoms not counted)."""
+        vals, cnt = np.unique(self.species[self.species != ""].astype(str), return_counts=True)
+        return {str(v): int(c) for v, c in zip(vals, cnt)}
+
+    def as_dict(self) -> dict:
+        """JSON-ready summary (``summary.json`` key ``species``)."""
+        f = (lambda v: None if v is None or not np.isfinite(v) else float(v))
+        counts = self.counts()
+        n_lab = int(np.count_nonzero(self.labels >= 0))
+        ok = self.status == "ok"
+        d = {"status": self.status, "mode": self.mode, "elements": self.elements,
+             "names": list(self.names) if ok else sorted(counts), "n_classes": self.n_classes if ok else 1,
+             "counts": counts,
+             "fractions": ({k: counts.get(k, 0) / n_lab for k in self.names} if ok and n_lab else None),
+             "expected_fractions": ({k: f(np.nanmean(self.posterior[self.labels >= 0, i]))
+                                     for i, k in enumerate(self.names)} if ok and n_lab else None),
+             "n_unassigned_no_intensity": int(np.count_nonzero(self.species == "")),
+             "class_intensity_means": [f(v) for v in self.means],
+             "intensity_ratios_to_dimmest": [f(v / self.means[0]) for v in self.means] if len(self.means) else [],
+             "mixture_weights": [f(v) for v in self.weights],
+             "relative_width": f(self.rel_width), "absolute_width": f(self.abs_width),
+             "separation_dprime": [f(v) for v in self.dprime],
+             "pairwise_accuracy_equal_amounts": [f(v) for v in self.pair_accuracy],
+             "expected_accuracy": (f(np.nanmean(self.probability)) if ok and np.isfinite(self.probability).any()
+                                   else None),
+             "min_separable_accuracy": MIN_SEPARABLE_ACCURACY, "intensity_errors_known": self.errors_known,
+             "feature": self.feature,
+             "fitted_haadf_exponent": f(self.exponent), "bic": {str(k): f(v) for k, v in self.bic.items()},
+             "note": self.note}
+        return d
+
+
+def assign_species(intensity, *, intensity_err=None, elements: Sequence | None = None,
+                   exponent: float = HAADF_EXPONENT, exponent_range: tuple | None = (1.4, 2.2),
+                   max_classes: int = 3,
+                   min_accuracy: float = MIN_SEPARABLE_ACCURACY, min_bic_gain: float = 10.0,
+                   min_class_ratio: float = 1.25, min_weight: float = 0.05,
+                   max_dip: float = 0.8) -> SpeciesAssignment:
+    """Assign each atom a species from its intensity and the intensity's error.
+
+    Model: atom i of species k has intensity ~ N(m_k, (c·m_k)² + s0² + e_i²)
+    where e_i is its measurement error (``intensity_err``; 0 when unknown,
+    then s0 absorbs it), c the intrinsic relative spread of one species
+    (shared) and s0 an additive spread. With ``elements`` the means are tied
+    by the HAADF contrast law, m_k = m_0·(Z_k/Z_0)^exponent, so only m_0, c,
+    s0 and the mixing weights are fitted; without, the means are free and
+    their number (1 … ``max_classes``) is chosen by BIC, a class being added
+    only if the BIC falls by ``min_bic_gain``, every class holds
+    ``min_weight`` of the atoms, neighbouring classes differ by
+    ``min_class_ratio`` in intensity, are separable (below) and the fitted
+    density dips between them to at most ``max_dip`` of the lower peak (a
+    skewed single species has no dip): a pure frame gives one class.
+
+    Separability: for neighbouring classes, d' = Δm / √(mean variance) at the
+    median error; the Bayes accuracy for equal amounts is Φ(d'/2). Named
+    elements below ``min_accuracy`` are reported ``"not separable"`` (e.g.
+    Pt and Ir, Z 78 vs 77: ratio 1.02) and no atom is labelled with one of
+    them.
+
+    Parameters
+    ----------
+    intensity : (N,) array
+        Integrated intensity per atom (background-free, any linear unit).
+    intensity_err : (N,) array, optional
+        Its standard error (NaN or missing: unknown).
+    elements : sequence of str or int, optional
+        Elements present, e.g. ``["Pt", "Pd"]`` (any order).
+    exponent : float
+        Z-contrast exponent used when ``exponent_range`` is None.
+    exponent_range : (float, float) or None
+        With named elements the exponent is fitted within this range (the
+        effective contrast of an atom on a support depends on the detector's
+        inner angle, 1.6–2, and the intensities of light atoms measured over
+        a textured support come out relatively low); None fixes it at
+        ``exponent``.
+
+    Returns
+    -------
+    SpeciesAssignment
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> i = np.concatenate([rng.normal(1, 0.12, 150), rng.normal(2.45, 0.25, 100)])
+    >>> r = assign_species(i, intensity_err=np.full(250, 0.05), elements=["Pt", "Pd"])
+    >>> r.status, r.counts()
+    ('ok', {'Pd': 150, 'Pt': 100})
+    >>> assign_species(rng.normal(1, 0.1, 200)).names
+    ['x1.00']
+    """
+    x_all = np.asarray(intensity, dtype=np.float64).ravel()
+    n = len(x_all)
+    if intensity_err is None:
+        e_all = np.full(n, np.nan)
+    else:
+        e_all = np.asarray(intensity_err, dtype=np.float64).ravel()
+        if e_all.shape != x_all.shape:
+            raise ValueError(f"intensity_err must have the shape of intensity {x_all.shape}, got {e_all.shape}")
+    errors_known = bool(np.isfinite(e_all).any())
+    ok = np.isfinite(x_all)
+    els = None
+    log_zr = None
+    n_range = (float(exponent), float(exponent))
+    if elements is not None:
+        if len(elements) < 1:
+            raise ValueError("elements must name at least one element, e.g. ['Pt', 'Pd']")
+        els = [str(e) for e in sorted(elements, key=_z)]
+        zs = [_z(e) for e in els]
+        if len(set(zs)) != len(zs):
+            raise ValueError(f"elements must be different, got {list(elements)!r}")
+        log_zr = np.log(np.array(zs, float) / zs[0])
+        n_range = (float(exponent), float(exponent)) if exponent_range is None else \
+            tuple(float(v) for v in exponent_range)
+        if not 0 < n_range[0] <= n_range[1]:
+            raise ValueError(f"exponent_range must be (low, high) with 0 < low ≤ high, got {exponent_range!r}")
+    mode = "elements" if els else "intensity classes"
+    fitted = {"exponent": float(exponent) if els else float("nan")}
+    x = x_all[ok]
+    e = e_all[ok]
+    e = np.where(np.isfinite(e), e, 0.0)
+    nok = len(x)
+
+    def result(labels, post, names, status, mix, dp, acc, bic, note=""):
+        species = np.full(n, "", dtype=object)
+        prob = np.full(n, np.nan)
+        if status == "ok":
+            lab_ok = labels >= 0
+            species[lab_ok] = np.array(names, dtype=object)[labels[lab_ok]]
+            prob[lab_ok] = post[lab_ok, :].max(1)
+        else:
+            joint = "/".join(reversed(names)) if names else "unassigned"
+            species[ok] = joint
+            labels = np.where(ok, -1, -1)
+        means = mix.means * scale if mix is not None else np.zeros(0)
+        return SpeciesAssignment(labels, species, prob, post, list(names), status, mode, els,
+                                 means, mix.weights if mix is not None else np.zeros(0),
+                                 mix.rel_width if mix is not None else float("nan"),
+                                 mix.abs_width * scale if mix is not None else float("nan"),
+                                 dp, acc, bic, errors_known, note, float(fitted["exponent"]))
+
+    labels = np.full(n, -1, np.int64)
+    k_named = len(els) if els else 0
+    scale = float(np.median(np.abs(x))) if nok else 1.0
+    scale = scale if scale > 0 else 1.0
+    if nok < max(8, 3 * max(k_named, 1)):
+        names = els or []
+        return result(labels, np.full((n, max(k_named, 1)), np.nan), names, "too few atoms", None,
+                      np.zeros(0), np.zeros(0), {}, f"{nok} atoms with an intensity; need ≥ 8")
+    xs, e2 = x / scale, (e / scale) ** 2
+    e2_typ = float(np.median(e2))
+    qs = np.quantile(xs, [0.1, 0.25, 0.5, 0.75, 0.9])
+
+    def finish(mix, names, status, bic, note=""):
+        post = np.full((n, len(mix.means)), np.nan)
+        post[ok] = mix.posterior(xs, e2)
+        lab = labels.copy()
+        lab[ok] = np.argmax(post[ok], 1)
+        dp, acc = _separability(mix, e2_typ)
+        return result(lab, post, names, status, mix, dp, acc, bic, note)
+
+    if els:
+        k = len(els)
+        if k == 1:
+            mix, _ = _fit_mixture(xs, e2, 1, None, [([qs[2]], 0.2)])
+            return finish(mix, els, "ok", {1: 2 * mix.nll + mix.n_params * math.log(nok)})
+        r_mid = np.exp(np.mean(n_range) * log_zr)
+        starts = [(q / r_mid[j] * r_mid, 0.15) for j in range(k) for q in qs[1:4]]
+        mix, fitted_n = _fit_mixture(xs, e2, k, log_zr, starts, n_range)
+        fitted["exponent"] = fitted_n
+        bic = {k: 2 * mix.nll + mix.n_params * math.log(nok)}
+        dp, acc = _separability(mix, e2_typ)
+        if (acc < min_accuracy).any():
+            worst = int(np.argmin(acc))
+            hi_r = math.exp(n_range[1] * (log_zr[worst + 1] - log_zr[worst]))
+            note = (f"{els[worst + 1]}/{els[worst]}: intensity ratio {mix.means[worst + 1] / mix.means[worst]:.3f} "
+                    f"(Z^{fitted_n:.2f}; at most {hi_r:.3f} for exponents up to {n_range[1]:g}) against a "
+                    f"relative spread of {mix.rel_width:.2f} per species: d' = {dp[worst]:.2f}, at best "
+                    f"{acc[worst]:.0%} of atoms right with equal amounts")
+            return result(labels, np.full((n, k), np.nan), els, "not separable", mix, dp, acc, bic, note)
+        one, _ = _fit_mixture(xs, e2, 1, None, [([qs[2]], 0.2)])
+        bic1 = 2 * one.nll + one.n_params * math.log(nok)
+        bic[1] = bic1
+        # The elements are asserted present, so two classes need no BIC gain; one class
+        # is reported when a component is nearly empty or one class is clearly better.
+        if mix.weights.min() < max(min_weight, 2.0 / nok) or bic1 < bic[k] - min_bic_gain:
+            note = ("the intensities form one class: from intensity ratios alone it cannot be told "
+                    f"which of {', '.join(els)} it is")
+            return result(labels, np.full((n, k), np.nan), els, "one intensity class", one,
+                          np.zeros(0), np.zeros(0), bic, note)
+        return finish(mix, els, "ok", bic)
+
+    # Without elements: the number of classes from the data, guarded against splitting one species.
+    max_classes = int(max_classes)
+    if max_classes < 1:
+        raise ValueError(f"max_classes must be ≥ 1, got {max_classes}")
+    best, _ = _fit_mixture(xs, e2, 1, None, [([qs[2]], 0.2)])
+    bic = {1: 2 * best.nll + best.n_params * math.log(nok)}
+    rejected = ""
+    for k in range(2, max_classes + 1):
+        if nok < 8 * k:
+            break
+        starts = [(np.quantile(xs, (np.arange(k) + 0.5) / k), 0.15),
+                  (np.quantile(xs, np.linspace(0.05, 0.95, k)), 0.1),
+                  (np.quantile(xs, [0.5] + list(np.linspace(0.8, 0.97, k - 1))), 0.1)]
+        mix, _ = _fit_mixture(xs, e2, k, None, starts)
+        bic[k] = 2 * mix.nll + mix.n_params * math.log(nok)
+        dp, acc = _separability(mix, e2_typ)
+        why = []
+        if bic[k] > bic[len(best.means)] - min_bic_gain:
+            why.append("BIC gain below %g" % min_bic_gain)
+        if mix.weights.min() < max(min_weight, 3.0 / nok):
+            why.append(f"a class holds {mix.weights.min():.1%} of atoms")
+        if (mix.means[1:] / mix.means[:-1]).min() < min_class_ratio or mix.means[0] <= 0:
+            why.append("neighbouring classes closer than ×%g" % min_class_ratio)
+        if (acc < min_accuracy).any():
+            why.append("classes overlap (accuracy %.0f%%)" % (100 * acc.min()))
+        dip = _max_dip(mix, e2_typ)
+        if dip > max_dip:
+            why.append(f"no dip in the intensity density between classes (valley/peak {dip:.2f})")
+        if why:
+            rejected = f"{k} classes rejected: " + "; ".join(why)
+            break
+        best = mix
+    names = [f"x{m / best.means[0]:.2f}" for m in best.means]
+    return finish(best, names, "ok", bic, rejected)
+
+
+def species_of_atoms(image, xy, *, pixel_size_nm: float | None, intensity=None, intensity_err=None,
+                     elements: Sequence | None = None, **kwargs) -> SpeciesAssignment:
+    """The species stage of :func:`fastsac.pipeline.analyze`.
+
+    Uses the Gaussian fit's ``intensity`` when it comes with a finite
+    ``intensity_err`` for at least half of the atoms; otherwise measures
+    every atom by :func:`photometry` at the apparent atom size for this
+    pixel size (:data:`fastsac.scale.REFERENCE_SCALE_PX` at
+    :data:`~fastsac.scale.REFERENCE_PIXEL_SIZE_NM`), which never fails and
+    gives errors. ``kwargs`` go to :func:`assign_species`.
+    """
+    from dataclasses import replace
+
+    from .scale import REFERENCE_PIXEL_SIZE_NM, REFERENCE_SCALE_PX
+
+    n = len(np.asarray(xy).reshape(-1, 2))
+    if intensity is not None and intensity_err is not None:
+        err = np.asarray(intensity_err, float)
+        inten = np.asarray(intensity, float)
+        if n and np.count_nonzero(np.isfinite(err) & np.isfinite(inten)) >= 0.5 * n:
+            return replace(assign_species(inten, intensity_err=err, elements=elements, **kwargs),
+                           feature="gaussian fit intensity")
+    sigma = REFERENCE_SCALE_PX * REFERENCE_PIXEL_SIZE_NM / (pixel_size_nm or REFERENCE_PIXEL_SIZE_NM)
+    ph = photometry(image, xy, sigma_px=sigma)
+    return replace(assign_species(ph.intensity, intensity_err=ph.intensity_err, elements=elements, **kwargs),
+                   feature=f"fixed-shape photometry (sigma {sigma:.3g} px, radius {ph.radius_px} px)")

@@ -48,7 +48,7 @@ def test_analyze_batch_with_bad_file(batch, tmp_path, capsys):
         header = (out / stem / "atoms.csv").read_text().splitlines()[0].split(",")
         from fastsac.result import ATOM_COLUMNS
 
-        assert header == ATOM_COLUMNS
+        assert header == ATOM_COLUMNS + ["species", "species_probability"]
         assert header[:7] == ["x_px", "y_px", "x_nm", "y_nm", "score", "amplitude", "sigma_px"]
         # split_probability (last) is empty (NaN) for atoms without a close partner
         rows = np.loadtxt(out / stem / "atoms.csv", delimiter=",", skiprows=1, ndmin=2,
@@ -63,7 +63,11 @@ def test_analyze_batch_with_bad_file(batch, tmp_path, capsys):
         assert s["vacuum_fraction"] == 0.0  # uniform support: no vacuum invented
         assert s["density_per_nm2"] == pytest.approx(len(pts) / (200 * 200 * 0.0293**2))
         assert s["multimer_fraction"] == 0.0 and s["n_monomers"] == len(pts)
-        assert (out / stem / "overlay.png").read_bytes()[:4] == b"\x89PNG"
+        for png in ("overlay.png", "nn_histogram.png", "cluster_sizes.png"):
+            assert (out / stem / png).read_bytes()[:4] == b"\x89PNG"
+        assert s["species"]["names"] == ["x1.00"]  # one kind of spot: one intensity class
+        clusters = (out / stem / "clusters.csv").read_text().splitlines()
+        assert clusters[0].startswith("cluster_id,n_atoms,") and len(clusters) == len(pts) + 1
     lines = (out / "summary.csv").read_text().splitlines()
     assert len(lines) == 4 and any("broken" in ln and "error" in ln for ln in lines)
     assert not list(out.rglob("*.tmp*"))

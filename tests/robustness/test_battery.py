@@ -97,8 +97,10 @@ def test_absurd_calibrations_are_ignored_and_announced(battery_run):
     expect, tmp, out, rc, stdout, stderr, rss = battery_run
     for name in ("b25_1e-9nm_per_px", "b26_1e6nm_per_px", "b27_negative_resolution"):
         s = json.loads((out / name / "summary.json").read_text())
-        assert s["pixel_size_nm"] is None and s["pixel_size_assumed_nm"] == pytest.approx(0.0293)
-        assert s["n_atoms"] == 10  # the spots are still found at the assumed scale
+        # issue 13 item 7: the rejected calibration is replaced by one estimated from the atoms
+        assert s["pixel_size_source"] == "estimated from atom size" and s["pixel_size_assumed_nm"] is None
+        assert 0.0293 / 2 < s["pixel_size_nm"] < 0.0293 * 2
+        assert s["n_atoms"] == 10  # the spots are still found at the estimated scale
         assert f"{name}.tif has no usable calibration" in stderr
     assert json.loads((out / "b25_1e-9nm_per_px" / "summary.json").read_text())[
         "calibration_rejected_nm"] == pytest.approx(1e-9)

@@ -194,10 +194,12 @@ def test_uncalibrated_input_is_announced_and_recorded(tmp_path, capsys):
     rc = main(["analyze", str(tmp_path / "raw.npy"), "-o", str(tmp_path / "o"), "--detector",
                "classical", "--no-report", "--no-overlay"])
     assert rc == 0
-    _one_line(capsys.readouterr().err, "raw.npy", "no usable calibration", "0.0293")
+    # issue 13 item 7: the pixel size is estimated from the atoms and the note says so
+    _one_line(capsys.readouterr().err, "raw.npy", "no usable calibration", "estimated from the atom size")
     s = json.loads((tmp_path / "o" / "raw" / "summary.json").read_text())
-    assert s["pixel_size_nm"] is None and s["pixel_size_assumed_nm"] == pytest.approx(0.0293)
-    assert s["length_unit"] == "px"
+    assert s["pixel_size_source"] == "estimated from atom size" and s["pixel_size_assumed_nm"] is None
+    assert s["pixel_size_nm"] == pytest.approx(s["pixel_size_estimate"]["pixel_size_nm"])
+    assert s["length_unit"] == "nm"
 
 
 def test_stack_frames_are_each_analysed(tmp_path, capsys):

@@ -38,6 +38,9 @@ def add_parser(sub):
                         "with `fastsac montage`")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results of an earlier run in OUT (default: refuse)")
+    p.add_argument("--elements", nargs="+", default=None, metavar="SYMBOL",
+                   help="elements present, e.g. --elements Pt Pd: species per atom from the "
+                        "Z^1.7 intensity contrast (default: intensity classes found in the data)")
     p.add_argument("--no-overlay", action="store_true", help="skip overlay PNGs")
     p.add_argument("--no-report", action="store_true",
                    help="skip the batch HTML report OUT/report.html (g(r), envelopes, histograms)")
@@ -64,6 +67,15 @@ def run(args) -> int:
     detector = detector_from_args(args)
     if detector is None:
         return EXIT_BAD_INPUT
+    if args.elements:
+        from ..species import atomic_number
+
+        try:
+            zs = [atomic_number(e) for e in args.elements]
+        except ValueError as exc:
+            return fail(f"--elements: {exc}")
+        if len(set(zs)) != len(zs):
+            return fail(f"--elements: name each element once, got {' '.join(args.elements)}")
     why = prepare_output_dir(out, overwrite=args.overwrite)
     if why:
         return fail(why)
@@ -93,17 +105,21 @@ def run(args) -> int:
             try:
                 m = read(path, pixel_size_nm=args.pixel_size, max_pixels=args.max_pixels,
                          frame=frame)
-                if m.pixel_size_nm is None:
-                    print(f"fastsac: note: {path}{'' if frame is None else f' frame {k}'} has no "
-                          f"usable calibration; lengths assume {DEFAULT_PIXEL_SIZE_NM} nm/px "
-                          "(give --pixel-size NM)", file=sys.stderr)
                 res = analyze(m, detector=detector, multimer_cutoff_nm=args.multimer_cutoff_nm,
-                              backend=args.backend,
+                              backend=args.backend, elements=args.elements,
                               pair_correlation=not args.no_pair_correlation)
+                where = f"{path}{'' if frame is None else f' frame {k}'}"
+                if res.summary["pixel_size_source"] == "estimated from atom size":
+                    print(f"fastsac: note: {where} has no usable calibration; pixel size "
+                          f"{res.summary['pixel_size_nm']:.4g} nm estimated from the atom size "
+                          "(give --pixel-size NM)", file=sys.stderr)
+                elif m.pixel_size_nm is None:
+                    print(f"fastsac: note: {where} has no usable calibration; lengths assume "
+                          f"{DEFAULT_PIXEL_SIZE_NM} nm/px (give --pixel-size NM)", file=sys.stderr)
                 res.summary["input_file"] = str(path)
                 res.summary["output_name"] = fname
                 res.summary["frame"] = frame
-                res.summary["pixel_size_assumed_nm"] = (None if m.pixel_size_nm
+                res.summary["pixel_size_assumed_nm"] = (None if res.summary["pixel_size_nm"]
                                                         else DEFAULT_PIXEL_SIZE_NM)
                 if "calibration_rejected_nm" in m.metadata:
                     res.summary["calibration_rejected_nm"] = m.metadata["calibration_rejected_nm"]

@@ -1,0 +1,232 @@
+"""Species accuracy on simulated truth: fastsac's Z-contrast mixture vs the published
+autoencoder + Gaussian-mixture approach.
+
+Scenarios: Pt+Pd, Pt+Ni, Pt+Ir (equal amounts) and pure Pt, at three doses
+(1e4, 4e4 = the simulator's default, 1.6e5 e/Å²), ``--frames`` 512² frames
+each (seeds 1…). Two protocols:
+
+* ``true positions``: the species stage alone, on the simulator's atom
+  positions (what species assignment can do when detection is perfect);
+* ``end to end``: ``fastsac.pipeline.analyze(..., elements=...)``; accuracy over
+  detections matched to a true atom (6 px), fraction error against the true
+  composition of *all* atoms in the frame (undetected atoms count).
+
+Methods:
+
+* ``fastsac``: :func:`fastsac.species.species_of_atoms` per frame with the
+  named elements (fixed-shape photometry with errors → Z-ratio-tied mixture);
+  a frame reported "not separable" / "one intensity class" labels no atom
+  (accuracy 0 for those atoms, no fraction);
+* ``fastsac, no elements``: number of intensity classes chosen from the data
+  (reported: how often the right number was found);
+* ``autoencoder + GMM`` (baseline, after the published workflow): 21×21 patches
+  around each atom, background-subtracted, a small convolutional autoencoder
+  (torch, latent 8, trained per image set = the frames of one scenario and
+  dose, flips/rotations as augmentation), a Gaussian mixture with one
+  component per element on the latent vectors, components named by their
+  mean patch brightness (brightest = heaviest).
+
+Accuracy is pooled over atoms; fraction error is the mean over frames of
+|estimated − true| fraction of the heaviest element. Run::
+
+    FASTSAC_SHARED=/work/shared PYTHONPATH=src python benchmarks/species_accuracy.py \
+        [--frames 3] [--doses 1e4 4e4 1.6e5] [--json docs/species_accuracy.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from fastsac.evaluate import match_points  # noqa: E402
+from fastsac.io import Micrograph  # noqa: E402
+from fastsac.pipeline import analyze  # noqa: E402
+from fastsac.species import atomic_number, fit_gmm, species_of_atoms  # noqa: E402
+from fastsac.synth import simulate  # noqa: E402
+
+SCENARIOS = [("Pt", "Pd"), ("Pt", "Ni"), ("Pt", "Ir"), ("Pt",)]
+PX = 0.0293
+
+
+# --------------------------------------------------------------------------- baseline
+
+
+def patches(image: np.ndarray, xy: np.ndarray, size: int = 21) -> np.ndarray:
+    """(N, size, size) patches centred on the rounded positions (edge-padded),
+    minus each patch's border median (the local support)."""
+    r = size // 2
+    img = np.pad(np.asarray(image, np.float64), r, mode="edge")
+    c = np.floor(np.asarray(xy) + 0.5).astype(int) + r
+    out = np.stack([img[y - r:y + r + 1, x - r:x + r + 1] for x, y in c]) if len(c) else np.zeros((0, size, size))
+    border = np.concatenate([out[:, 0], out[:, -1], out[:, :, 0], out[:, :, -1]], axis=1)
+    return out - np.median(border, axis=1)[:, None, None]
+
+
+def autoencoder_gmm(patch_sets: list, n_species: int, *, latent: int = 8, epochs: int = 40,
+                    seed: int = 0) -> list:
+    """The published approach: conv autoencoder latent + GMM, trained on the
+    patches of one image set. Returns per set (N,) class 0 … K−1, 0 = dimmest."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    allp = np.concatenate(patch_sets)
+    scale = float(np.percentile(np.abs(allp), 99)) or 1.0
+    x = torch.tensor(allp / scale, dtype=torch.float32)[:, None]
+    aug = torch.cat([torch.rot90(x, k, (2, 3)) for k in range(4)]
+                    + [torch.rot90(x.flip(3), k, (2, 3)) for k in range(4)])
+
+    class AE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 10
+                                     nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 5
+                                     nn.Flatten(), nn.Linear(32 * 25, latent))
+            self.dec = nn.Sequential(nn.Linear(latent, 32 * 25), nn.ReLU(), nn.Unflatten(1, (32, 5, 5)),
+                                     nn.Upsample(size=10), nn.Conv2d(32, 16, 3, padding=1), nn.ReLU(),
+                                     nn.Upsample(size=21), nn.Conv2d(16, 1, 3, padding=1))
+
+        def forward(self, v):
+            return self.dec(self.enc(v))
+
+    net = AE()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        perm = torch.randperm(len(aug), generator=gen)
+        for i in range(0, len(aug), 128):
+            b = aug[perm[i:i + 128]]
+            loss = ((net(b) - b) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        z = net.enc(x).numpy().astype(np.float64)
+    z = (z - z.mean(0)) / (z.std(0) + 1e-9)
+    gm = fit_gmm(z, n_components=n_species, seed=seed)
+    lab = np.argmax(gm.predict_proba(z), 1)
+    # components named by mean brightness of the central 5×5 (brightest = heaviest)
+    centre = allp[:, 8:13, 8:13].sum((1, 2))
+    bright = [centre[lab == k].mean() if np.any(lab == k) else -np.inf for k in range(n_species)]
+    rank = np.argsort(np.argsort(bright))
+    lab = rank[lab]
+    out, i = [], 0
+    for p in patch_sets:
+        out.append(lab[i:i + len(p)])
+        i += len(p)
+    return out
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+def run(frames: int, doses, *, ae: bool = True) -> list:
+    rows = []
+    for els in SCENARIOS:
+        order = sorted(els, key=atomic_number)  # dimmest first
+        heavy = order[-1]
+        for dose in doses:
+            t0 = time.perf_counter()
+            sims = [simulate(size=512, elements=els, dose=dose, seed=s, loading_per_nm2=0.3)
+                    for s in range(1, frames + 1)]
+            row = {"elements": "+".join(els), "dose": dose, "frames": frames}
+            for proto in ("true positions", "end to end"):
+                right = total = 0
+                ferr, statuses, nfree = [], [], []
+                ae_sets, ae_truth = [], []
+                for img, tr in sims:
+                    true_frac = float(np.mean(tr.element == heavy))
+                    if proto == "true positions":
+                        xy, el = tr.xy, tr.element
+                        sp = species_of_atoms(img.astype(np.float32), xy, pixel_size_nm=PX, elements=els)
+                        free = species_of_atoms(img.astype(np.float32), xy, pixel_size_nm=PX)
+                        lab_sp, lab_el = sp.species, el
+                    else:
+                        m = Micrograph(img.astype(np.float32), PX, "synth", "sim", {})
+                        res = analyze(m, elements=els, support_mask=False, pair_correlation=False)
+                        sp = res.species
+                        free = species_of_atoms(m.data, res.detections.xy, pixel_size_nm=PX)
+                        mr = match_points(res.detections.xy, tr.xy, tolerance_px=6)
+                        xy = res.detections.xy
+                        lab_sp, lab_el = sp.species[mr.pairs[:, 0]], tr.element[mr.pairs[:, 1]]
+                        el = np.full(len(xy), "", dtype=object)
+                        el[mr.pairs[:, 0]] = tr.element[mr.pairs[:, 1]]
+                    statuses.append(sp.status)
+                    nfree.append(free.n_classes if free.status == "ok" else 0)
+                    right += int(np.sum(lab_sp == lab_el))
+                    total += len(lab_el)
+                    if sp.status == "ok":
+                        lab = sp.species[sp.species != ""]
+                        ferr.append(abs(float(np.mean(lab == heavy)) - true_frac) if len(lab) else np.nan)
+                    ae_sets.append(patches(img, xy))
+                    ae_truth.append((el, true_frac))
+                key = "tp" if proto == "true positions" else "e2e"
+                row[f"{key}_accuracy"] = right / total if total else float("nan")
+                row[f"{key}_atoms"] = total
+                row[f"{key}_fraction_error"] = float(np.nanmean(ferr)) if ferr and np.isfinite(ferr).any() else None
+                row[f"{key}_status"] = {s: statuses.count(s) for s in sorted(set(statuses))}
+                row[f"{key}_free_classes"] = nfree
+                if ae and len(els) > 1 and all(len(p) >= 1 for p in ae_sets):
+                    labs = autoencoder_gmm(ae_sets, len(els))
+                    r2 = t2 = 0
+                    fe = []
+                    for lab, (el, true_frac) in zip(labs, ae_truth):
+                        names = np.array(order, dtype=object)[lab]
+                        matched = el != ""
+                        r2 += int(np.sum(names[matched] == el[matched]))
+                        t2 += int(matched.sum())
+                        fe.append(abs(float(np.mean(names == heavy)) - true_frac))
+                    row[f"{key}_ae_accuracy"] = r2 / t2 if t2 else float("nan")
+                    row[f"{key}_ae_fraction_error"] = float(np.mean(fe))
+                elif ae and len(els) == 1:
+                    row[f"{key}_ae_accuracy"] = 1.0  # one species: one cluster, trivially right
+                    row[f"{key}_ae_fraction_error"] = 0.0
+            row["seconds"] = time.perf_counter() - t0
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def table(rows) -> str:
+    def f(v, pct=True):
+        if v is None or (isinstance(v, float) and not np.isfinite(v)):
+            return "–"
+        return f"{100 * v:.0f} %" if pct else f"{v:.2f}"
+
+    lines = ["| elements | dose e/Å² | protocol | atoms | fastsac accuracy | fastsac fraction error | "
+             "fastsac status (frames) | classes without --elements | AE+GMM accuracy | AE+GMM fraction error |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for key, name in (("tp", "true positions"), ("e2e", "end to end")):
+            st = ", ".join(f"{k} {v}" for k, v in r[f"{key}_status"].items())
+            lines.append(f"| {r['elements']} | {r['dose']:.2g} | {name} | {r[f'{key}_atoms']} | "
+                         f"{f(r[f'{key}_accuracy'])} | {f(r[f'{key}_fraction_error'])} | {st} | "
+                         f"{r[f'{key}_free_classes']} | {f(r.get(f'{key}_ae_accuracy'))} | "
+                         f"{f(r.get(f'{key}_ae_fraction_error'))} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=3)
+    ap.add_argument("--doses", type=float, nargs="+", default=[1e4, 4e4, 1.6e5])
+    ap.add_argument("--no-ae", action="store_true", help="skip the autoencoder baseline")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    rows = run(args.frames, args.doses, ae=not args.no_ae)
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""Species assignment with errors and the Z-contrast prior; fixed-shape photometry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastsac.species import (assign_species, expected_intensity_ratio, photometry, species_of_atoms)
+
+
+def mixture(rng, n, heavy_frac, ratio, rel_sd=0.12, err=0.05):
+    heavy = rng.random(n) < heavy_frac
+    mean = np.where(heavy, ratio, 1.0)
+    x = rng.normal(mean, rel_sd * mean) + rng.normal(0, err, n)
+    return x, np.full(n, err), heavy
+
+
+def test_named_elements_pt_pd_accuracy_and_fraction():
+    rng = np.random.default_rng(0)
+    r_ptpd = expected_intensity_ratio("Pt", "Pd")
+    accs, ferr = [], []
+    for seed in range(5):
+        x, e, heavy = mixture(rng, 200, 0.4, r_ptpd)
+        r = assign_species(x, intensity_err=e, elements=["Pd", "Pt"])
+        assert r.status == "ok" and r.names == ["Pd", "Pt"] and r.mode == "elements"
+        truth = np.where(heavy, "Pt", "Pd")
+        accs.append(np.mean(r.species == truth))
+        ferr.append(abs(r.as_dict()["fractions"]["Pt"] - heavy.mean()))
+        assert np.all((r.probability > 0.5) & (r.probability <= 1))
+    assert np.mean(accs) > 0.97 and max(ferr) < 0.03
+    d = r.as_dict()
+    assert 1.4 <= d["fitted_haadf_exponent"] <= 2.2
+    assert d["intensity_ratios_to_dimmest"][1] == pytest.approx(r_ptpd, rel=0.1)
+    assert d["pairwise_accuracy_equal_amounts"][0] > 0.99 and d["intensity_errors_known"]
+
+
+def test_pt_ir_is_not_separable_and_nothing_is_guessed():
+    rng = np.random.default_rng(1)
+    x, e, _ = mixture(rng, 300, 0.5, expected_intensity_ratio("Pt", "Ir"))
+    r = assign_species(x, intensity_err=e, elements=["Pt", "Ir"])
+    assert r.status == "not separable"
+    assert set(r.species.tolist()) == {"Pt/Ir"} and np.isnan(r.probability).all()
+    d = r.as_dict()
+    assert d["fractions"] is None and d["counts"] == {"Pt/Ir": 300}
+    assert d["pairwise_accuracy_equal_amounts"][0] < 0.6 and "Pt/Ir" in d["note"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pure_frame_gives_one_class(seed):
+    """A skewed single species (lognormal, 25 % spread, errors) is never split."""
+    rng = np.random.default_rng(seed)
+    x = rng.lognormal(0, 0.25, 250) + rng.normal(0, 0.05, 250)
+    r = assign_species(x, intensity_err=np.full(250, 0.05))
+    assert r.status == "ok" and r.names == ["x1.00"] and set(r.species.tolist()) == {"x1.00"}
+    one = assign_species(x, intensity_err=np.full(250, 0.05), elements=["Pt", "Pd"])
+    assert one.status == "one intensity class" and set(one.species.tolist()) == {"Pt/Pd"}
+
+
+def test_two_classes_found_and_named_by_ratio_without_elements():
+    rng = np.random.default_rng(3)
+    x, e, heavy = mixture(rng, 300, 0.5, expected_intensity_ratio("Pt", "Ni"))
+    r = assign_species(x, intensity_err=e)
+    assert r.n_classes == 2 and r.names[0] == "x1.00"
+    assert float(r.names[1][1:]) == pytest.approx(expected_intensity_ratio("Pt", "Ni"), rel=0.05)
+    assert np.mean((r.labels == 1) == heavy) > 0.99
+    assert r.bic[2] < r.bic[1] - 10
+
+
+def test_unknown_errors_nan_intensities_and_order():
+    rng = np.random.default_rng(4)
+    x, _, heavy = mixture(rng, 200, 0.5, 5.7)
+    x[[3, 50]] = np.nan
+    r = assign_species(x, elements=["Ni", "Pt"])
+    assert not r.errors_known and r.status == "ok"
+    assert r.species[3] == "" and np.isnan(r.probability[50]) and r.labels[3] == -1
+    assert r.as_dict()["n_unassigned_no_intensity"] == 2
+    perm = rng.permutation(len(x))
+    rp = assign_species(x[perm], elements=["Pt", "Ni"])
+    np.testing.assert_array_equal(rp.species, r.species[perm])
+    np.testing.assert_allclose(rp.probability, r.probability[perm], rtol=1e-4, atol=1e-6)
+
+
+def test_few_atoms_and_bad_arguments():
+    r = assign_species([1.0, 2.0, np.nan], elements=["Pt", "Pd"])
+    assert r.status == "too few atoms" and r.as_dict()["fractions"] is None
+    assert assign_species(np.zeros(0)).status == "too few atoms"
+    with pytest.raises(ValueError, match="intensity_err"):
+        assign_species(np.ones(10), intensity_err=np.ones(3))
+    with pytest.raises(ValueError, match="different"):
+        assign_species(np.ones(10), elements=["Pt", "pt"])
+    with pytest.raises(ValueError, match="unknown element"):
+        assign_species(np.ones(10), elements=["Pt", "Xx"])
+    with pytest.raises(ValueError, match="exponent_range"):
+        assign_species(np.ones(10), elements=["Pt", "Pd"], exponent_range=(2.0, 1.0))
+
+
+def test_photometry_exact_unbiased_and_errors_match_the_scatter():
+    yy, xx = np.mgrid[0:64, 0:64]
+    pos = np.array([[20.3, 30.6], [44.8, 12.1], [0.2, 63.0]])
+    clean = 50.0 + sum(a * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 2.5**2))
+                       for a, (x, y) in zip([10, 20, 15], pos))
+    p = photometry(clean, pos[:2], sigma_px=2.5)
+    np.testing.assert_allclose(p.intensity, 2 * np.pi * 2.5**2 * np.array([10, 20]), rtol=2e-3)
+    np.testing.assert_allclose(p.background, 50.0, atol=0.05)
+    assert np.isfinite(photometry(clean, pos[2:], sigma_px=2.5).intensity).all()  # at the corner
+    rng = np.random.default_rng(0)
+    vals, errs = [], []
+    for _ in range(300):
+        q = photometry(clean + rng.normal(0, 1.0, clean.shape), pos[:1], sigma_px=2.5)
+        vals.append(q.intensity[0])
+        errs.append(q.intensity_err[0])
+    assert np.mean(vals) == pytest.approx(2 * np.pi * 2.5**2 * 10, rel=0.01)
+    assert np.std(vals) == pytest.approx(np.mean(errs), rel=0.15)
+    img = clean.copy()
+    img[30, 20] = np.nan
+    assert np.isfinite(photometry(img, pos[:1], sigma_px=2.5).intensity).all()
+    before = clean.copy()
+    photometry(clean, pos, sigma_px=2.5)
+    np.testing.assert_array_equal(clean, before)
+    with pytest.raises(ValueError, match="sigma_px"):
+        photometry(clean, pos, sigma_px=0)
+
+
+def test_species_on_simulated_frames_at_true_positions():
+    from fastsac.synth import simulate
+
+    img, tr = simulate(size=384, elements=("Pt", "Ni"), dose=4e4, seed=5, loading_per_nm2=0.4)
+    r = species_of_atoms(img, tr.xy, pixel_size_nm=0.0293, elements=["Pt", "Ni"])
+    assert r.status == "ok" and np.mean(r.species == tr.element) >= 0.9
+    assert r.feature.startswith("fixed-shape photometry")
+    img, tr = simulate(size=384, elements=("Pt",), dose=4e4, seed=6, loading_per_nm2=0.4)
+    assert species_of_atoms(img, tr.xy, pixel_size_nm=0.0293).names == ["x1.00"]
+
+
+def test_species_of_atoms_uses_fit_intensities_with_errors():
+    rng = np.random.default_rng(7)
+    x, e, heavy = mixture(rng, 120, 0.5, 5.7)
+    img = np.zeros((64, 64))
+    xy = rng.uniform(5, 59, (120, 2))
+    r = species_of_atoms(img, xy, pixel_size_nm=0.0293, intensity=x, intensity_err=e, elements=["Pt", "Ni"])
+    assert r.feature == "gaussian fit intensity" and np.mean((r.species == "Pt") == heavy) > 0.97
