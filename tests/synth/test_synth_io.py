@@ -35,7 +35,8 @@ def test_cli_bad_parameter_exits_2(tmp_path, capsys):
     from fastsac.cli import main
 
     assert main(["simulate", "-o", str(tmp_path), "--dose", "-3"]) == 2
-    assert "dose" in capsys.readouterr().out
+    err = capsys.readouterr().err
+    assert "dose" in err and len(err.strip().splitlines()) == 1
 
 
 def test_truth_csv_columns(tmp_path):
