@@ -25,7 +25,7 @@ def frames():
     from fastsac import read
     from fastsac.synth import demo_image
 
-    return [("ptnc-001", read(PTNC / "images" / "001.tif")), ("synth-demo", demo_image()[0])]
+    return [("ptnc-021", read(PTNC / "images" / "021.tif")), ("synth-demo", demo_image()[0])]
 
 
 def values(summary: dict) -> dict:

@@ -1,4 +1,4 @@
-"""The whole pipeline on one real (ptnc-train 001) and one simulated (the demo) frame:
+"""The whole pipeline on one real (ptnc-train 021) and one simulated (the demo) frame:
 summary values against tests/golden/golden.json (regenerate with golden.py after an
 intended change, and say why in the commit)."""
 
@@ -18,7 +18,7 @@ GOLDEN = json.loads((Path(__file__).parent / "golden.json").read_text())
 
 @pytest.fixture(scope="module")
 def summaries():
-    if not (PTNC / "images" / "001.tif").is_file():
+    if not (PTNC / "images" / "021.tif").is_file():
         pytest.skip(f"real data not found at {PTNC} (set FASTSAC_SHARED)")
     from fastsac.pipeline import analyze
 
