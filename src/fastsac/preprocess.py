@@ -236,7 +236,7 @@ def local_noise(residual, *, sigma_px: float = 16.0, floor_fraction: float = 1e-
     montage passes the whole montage's values so every tile matches the
     whole-image result.
     """
-    r = as_float(check_image(residual)).astype(np.float32)
+    r = np.asarray(as_float(check_image(residual)), dtype=np.float32)  # never written to
     if cap is None:
         cap = abs_percentile(r, 98, backend=backend)
     cap = np.float32(cap)
@@ -246,9 +246,11 @@ def local_noise(residual, *, sigma_px: float = 16.0, floor_fraction: float = 1e-
         # Fused C++ pass: the clipped square and the variance never materialise.
         floor = np.float32((floor_fraction * (float(global_rms) or 1.0)) ** 2)
         return box_local_noise(r, sigma_px, cap2=cap * cap, floor=floor, backend=backend)
-    sq = np.minimum(r * r, cap * cap)
+    sq = r * r
+    np.minimum(sq, cap * cap, out=sq)  # one frame-sized temporary, not two
     glob = (float(np.sqrt(np.mean(sq))) if global_rms is None else float(global_rms)) or 1.0
     if window == "box":
+        del sq  # the fused pass squares again; free the frame before it allocates its output
         return box_local_noise(r, sigma_px, cap2=cap * cap, floor=np.float32((floor_fraction * glob) ** 2),
                                backend=backend)
     var = gaussian_filter(sq, sigma_px, backend=backend)

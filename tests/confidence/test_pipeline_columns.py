@@ -32,7 +32,7 @@ def test_analyze_writes_probability_and_pair_columns(tmp_path):
     assert row["expected_atoms_in_support"] == conf["expected_atoms_in_support"]["expected"]
     paths = write_result(res, tmp_path, overlay=False)
     rows = list(csv.DictReader(open(paths["atoms"])))
-    assert list(rows[0]) == ATOM_COLUMNS
+    assert list(rows[0])[:len(ATOM_COLUMNS)] == ATOM_COLUMNS  # then species, species_probability
     assert all(0 < float(r["probability"]) <= 1 for r in rows)  # 6 significant digits
     s = json.loads(open(paths["summary"]).read())
     assert s["confidence"]["probability_column"] == "probability"

@@ -153,7 +153,7 @@ class ClassicalDetector(Detector):
         """Stage 1 of the score map: optional median background, then the
         centre-surround difference of Gaussians, float32 (H, W)."""
         p = self.pixel_params(pixel_size_nm)
-        img = as_float(check_image(image)).astype(np.float32)
+        img = np.asarray(as_float(check_image(image)), dtype=np.float32)  # no copy: never written to
         if p["background_px"] is not None:
             img = preprocess.subtract_background(img, method="median", size_px=p["background_px"],
                                                  backend=self.backend).image
@@ -168,7 +168,9 @@ class ClassicalDetector(Detector):
         noise = preprocess.local_noise(dog, sigma_px=self.pixel_params(pixel_size_nm)["noise_sigma_px"],
                                        cap=cap, global_rms=global_rms, window=self.noise_window,
                                        backend=self.backend)
-        return (dog / noise).astype(np.float32)
+        # Divide into the noise map (a fresh float32 array): one frame less at the peak.
+        out = noise if noise.dtype == np.float32 and noise.shape == dog.shape else None
+        return np.divide(dog, noise, out=out).astype(np.float32, copy=False)
 
     def score_map(self, image, *, pixel_size_nm=None) -> np.ndarray:
         """Local signal-to-noise of the DoG-filtered image, float32 (H, W)."""
