@@ -1,5 +1,5 @@
 """Direct convolution vs FFT for the torch Gaussians of the default detector's
-GPU score map (fastsac.models.classical._Gaussian), on one batch of tile windows.
+GPU score map (fastsac.models.classical.TorchGaussian), on one batch of tile windows.
 
     PYTHONPATH=src python benchmarks/bench_torch_gaussian.py [--device cuda] [--window 4402] [--batch 2]
 
@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from fastsac.models.classical import _Gaussian
+from fastsac.models.classical import TorchGaussian
 
 
 def main() -> None:
@@ -30,10 +30,10 @@ def main() -> None:
     print(f"device {name}  batch {a.batch} × {a.window}²")
     torch.backends.cudnn.benchmark = True
     for sigma in (2.0, 6.0, 32.0):
-        g = _Gaussian(sigma).to(dev)
+        g = TorchGaussian(sigma).to(dev)
         outs, row = {}, []
         for method in ("conv", "fft"):
-            _Gaussian.method = method
+            TorchGaussian.method = method
             with torch.inference_mode():
                 outs[method] = g(x)  # warm-up (cuDNN autotune, cuFFT plans)
                 if dev.type == "cuda":
@@ -48,7 +48,7 @@ def main() -> None:
             row.append(f"{method} {1e3 * min(ts):8.2f} ms ({a.batch * a.window**2 / min(ts) / 1e9:6.2f} Gpx/s)")
         diff = float((outs["conv"] - outs["fft"]).abs().max())
         print(f"σ={sigma:4.1f} r={g.r:3d}  " + "  ".join(row) + f"  max|conv-fft| {diff:.2e}")
-    _Gaussian.method = "auto"
+    TorchGaussian.method = "auto"
 
 
 if __name__ == "__main__":

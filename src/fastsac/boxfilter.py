@@ -113,7 +113,7 @@ def box_reach(sigma: float, passes: int = DEFAULT_PASSES) -> int:
     return box_plan(sigma, passes).reach
 
 
-def _scales(scale: float, plan: BoxPlan) -> tuple[float, float]:
+def box_scales(scale: float, plan: BoxPlan) -> tuple[float, float]:
     """(quantisation factor 2^Q/scale, dequantisation factor scale/2^Q)."""
     s = float(scale)
     if not (s > 0) or not math.isfinite(s):
@@ -145,7 +145,7 @@ def _box_pass_numpy(q: np.ndarray, plan: BoxPlan, axis: int) -> np.ndarray:
 def _box_gaussian_numpy_ref(image: np.ndarray, plan: BoxPlan, scale: float) -> np.ndarray:
     """Spec (see the module docstring): quantise, ``passes`` extended boxes along
     axis 0 then axis 1 on integers, dequantise to float32."""
-    qf, dq = _scales(scale, plan)
+    qf, dq = box_scales(scale, plan)
     q = np.clip(np.rint(np.asarray(image, np.float32).astype(np.float64) * qf), -2.0 ** 30, 2.0 ** 30)
     if q.size == 0:
         return np.zeros(image.shape, np.float32)
@@ -160,7 +160,7 @@ _box_kernel = Kernel("box_gaussian", _box_gaussian_numpy_ref)
 
 @_box_kernel.register("cpp")
 def _box_gaussian_cpp(image, plan, scale):
-    qf, dq = _scales(scale, plan)
+    qf, dq = box_scales(scale, plan)
     return core().box_gaussian(image, int(plan.r), int(plan.a), int(plan.M), int(plan.passes),
                                qf, 1.0 / plan.norm, dq)
 
@@ -223,7 +223,7 @@ _noise_kernel = Kernel("box_local_noise", _box_local_noise_numpy_ref)
 
 @_noise_kernel.register("cpp")
 def _box_local_noise_cpp(residual, plan, cap2, floor):
-    qf, dq = _scales(float(cap2), plan)
+    qf, dq = box_scales(float(cap2), plan)
     return core().box_local_noise(residual, int(plan.r), int(plan.a), int(plan.M), int(plan.passes),
                                   qf, 1.0 / plan.norm, dq, float(cap2), float(floor))
 

@@ -1143,7 +1143,8 @@ class _PeakCollector:
                 tab = self.gpu_impl.detect_batch(
                     s, raw, lims, threshold=self.threshold, min_distance_px=self.min_distance_px,
                     refine=self.refine, fit_radius_px=self.fit_radius_px, sigma_px=self.sigma_px,
-                    com_radius=self.com_r)
+                    com_radius=self.com_r, sigma_bounds=peaks.default_sigma_bounds(self.sigma_px),
+                    n_fit_columns=len(peaks.FIT_COLUMNS), no_fit_status=int(peaks.FitStatus.NONE))
             except Exception as exc:
                 if self.pb is Backend.CUDA:
                     raise

@@ -34,13 +34,13 @@ def _map(net, img):
 def test_torch_gaussian_equals_scipy(method, shape, monkeypatch):
     from scipy import ndimage as ndi
 
-    from fastsac.models.classical import _Gaussian
+    from fastsac.models.classical import TorchGaussian
 
-    monkeypatch.setattr(_Gaussian, "method", method)
+    monkeypatch.setattr(TorchGaussian, "method", method)
     x = np.random.default_rng(2).gamma(2.0, 50.0, shape).astype(np.float32)
     x[0, 0, 0, 0] = 5e3  # a bright corner pixel: borders are reflected, not zero
     for sigma in (0.4, 2.0, 6.0, 32.0):   # radius 2 … 128, wider than these images
-        got = _Gaussian(sigma)(torch.as_tensor(x)).numpy()
+        got = TorchGaussian(sigma)(torch.as_tensor(x)).numpy()
         ref = np.stack([ndi.gaussian_filter(x[i, 0], sigma, mode="reflect")
                         for i in range(shape[0])])[:, None]
         np.testing.assert_allclose(got, ref, atol=2e-6 * x.max(), err_msg=f"σ={sigma}")
@@ -50,11 +50,11 @@ def test_torch_gaussian_equals_scipy(method, shape, monkeypatch):
 def test_dog_by_one_2d_fft_equals_scipy(shape, monkeypatch):
     from scipy import ndimage as ndi
 
-    from fastsac.models.classical import DogNet, _Gaussian
+    from fastsac.models.classical import DogNet, TorchGaussian
 
     x = np.random.default_rng(4).gamma(2.0, 50.0, shape).astype(np.float32)
     net = DogNet(2.0, 6.0)
-    monkeypatch.setattr(_Gaussian, "method", "fft")   # what CUDA uses
+    monkeypatch.setattr(TorchGaussian, "method", "fft")   # what CUDA uses
     got = net(torch.as_tensor(x)).numpy()
     ref = np.stack([ndi.gaussian_filter(x[i, 0], 2.0) - ndi.gaussian_filter(x[i, 0], 6.0)
                     for i in range(shape[0])])[:, None]
@@ -140,9 +140,9 @@ def test_resident_mode_equals_streamed(dtype, method, monkeypatch):
     """Image and DoG kept on the device: same atoms as the streamed engine and as
     the C++ detector, with an exact percentile at any size. ``fft``: the
     convolutions CUDA uses (one 2-D FFT for the DoG, 1-D FFTs for the noise)."""
-    from fastsac.models.classical import _Gaussian, detect_resident
+    from fastsac.models.classical import TorchGaussian, detect_resident
 
-    monkeypatch.setattr(_Gaussian, "method", method)
+    monkeypatch.setattr(TorchGaussian, "method", method)
 
     img, _ = spots((700, 650), n=600, seed=8)
     img = img.astype(dtype)

@@ -45,10 +45,10 @@ def test_cpp_equals_spec_bit_for_bit(rng, sigma):
 
 def test_torch_equals_spec_bit_for_bit(rng):
     torch = pytest.importorskip("torch")
-    from fastsac.models.classical import _BoxGaussian
+    from fastsac.models.classical import TorchBoxGaussian
 
     for sigma in (1.5, 9.0, 32.0):
-        net = _BoxGaussian(sigma)
+        net = TorchBoxGaussian(sigma)
         assert net.r == box_reach(sigma)
         for name, x in images(rng):
             scale = float(np.abs(x).max())
@@ -138,16 +138,16 @@ def test_threads_give_the_same_result(rng):
 
 
 def test_scales_guard_zero_scale():
-    qf, dq = bf._scales(0.0, box_plan(2.0))
+    qf, dq = bf.box_scales(0.0, box_plan(2.0))
     assert qf == 2.0 ** 30 and dq == 2.0 ** -30
 
 
 def test_torch_tensor_scale_equals_float_scale(rng):
     torch = pytest.importorskip("torch")
-    from fastsac.models.classical import _BoxGaussian
+    from fastsac.models.classical import TorchBoxGaussian
 
     x = rng.random((50, 40)).astype(np.float32) * 300
-    net = _BoxGaussian(6.0)
+    net = TorchBoxGaussian(6.0)
     t = torch.as_tensor(x)[None, None]
     a = net(t, float(np.abs(x).max()))
     b = net(t, t.abs().amax().double())

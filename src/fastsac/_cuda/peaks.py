@@ -618,7 +618,7 @@ def fit_gaussian_cuda(image, xy, radius, sigma, sigma_lo, sigma_hi, max_shift, m
 
 # --------------------------------------------------------------------------- engine helper
 def detect_batch(s, raw, lims, *, threshold, min_distance_px, refine, fit_radius_px,
-                 sigma_px, com_radius):
+                 sigma_px, com_radius, sigma_bounds, n_fit_columns, no_fit_status):
     """Peaks of a batch of score windows on the GPU; nothing leaves the device.
 
     Parameters
@@ -641,8 +641,6 @@ def detect_batch(s, raw, lims, *, threshold, min_distance_px, refine, fit_radius
     import torch
     import torch.nn.functional as F
 
-    from .. import peaks as _peaks  # the fit columns and σ bounds (the spec's module)
-
     n, h, w = s.shape
     dev = s.device
     fin = torch.isfinite(s)
@@ -659,8 +657,8 @@ def detect_batch(s, raw, lims, *, threshold, min_distance_px, refine, fit_radius
     xy0 = torch.stack([xx, yy], 1).to(torch.float64)
     m = len(b)
     nanc = [torch.full((m,), math.nan, dtype=torch.float64, device=dev)
-            for _ in range(len(_peaks.FIT_COLUMNS) - 1)]
-    nanc.append(torch.full((m,), float(_peaks.FitStatus.NONE), dtype=torch.float64, device=dev))
+            for _ in range(int(n_fit_columns) - 1)]
+    nanc.append(torch.full((m,), float(no_fit_status), dtype=torch.float64, device=dev))
     if m == 0 or refine == "none":
         return (b, xy0, vals, xy0, *nanc)
     k = _kernels()
@@ -672,7 +670,7 @@ def detect_batch(s, raw, lims, *, threshold, min_distance_px, refine, fit_radius
     xy = torch.where(moved[:, None], xy0, xy)
     if refine == "gaussian":
         # As peaks.refine_positions: the fit may move at most min_distance_px.
-        lo, hi = _peaks.default_sigma_bounds(sigma_px)
+        lo, hi = (float(v) for v in sigma_bounds)
         out = torch.empty((m, 13), dtype=torch.float64, device=dev)
         status = torch.empty(m, dtype=torch.int8, device=dev)
         g = grid(m, 64)

@@ -72,7 +72,7 @@ def _fast_length(n: int) -> int:
     return best
 
 
-class _Gaussian(torch.nn.Module):
+class TorchGaussian(torch.nn.Module):
     """Separable Gaussian with scipy's kernel and borders on (B, 1, H, W) float32.
 
     Two implementations of the same operator: direct convolution (``"conv"``)
@@ -135,7 +135,7 @@ class _Gaussian(torch.nn.Module):
         return F.conv2d(x, self.k_cols)
 
 
-class _BoxGaussian(torch.nn.Module):
+class TorchBoxGaussian(torch.nn.Module):
     """:func:`fastsac.boxfilter.box_gaussian_filter` on (B, 1, H, W) float32, bit for
     bit: the same fixed-point integers, summed exactly in float64 by ``cumsum``
     (integers below 2^53 add exactly in any order, so a GPU scan gives the CPU's
@@ -161,14 +161,14 @@ class _BoxGaussian(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, scale) -> torch.Tensor:
         """``scale``: a float, or a 0-d float64 tensor (no host sync on a GPU)."""
-        from ..boxfilter import _scales
+        from ..boxfilter import box_scales
 
         if isinstance(scale, torch.Tensor):
-            # the same IEEE float64 operations as _scales, on the device
+            # the same IEEE float64 operations as box_scales, on the device
             s = torch.where((scale > 0) & torch.isfinite(scale), scale, torch.ones_like(scale))
             qf, dq = (2.0 ** self.plan.q_bits) / s, s / (2.0 ** self.plan.q_bits)
         else:
-            qf, dq = _scales(scale, self.plan)
+            qf, dq = box_scales(scale, self.plan)
         q = torch.clamp(torch.round(x.double() * qf), -2.0 ** 30, 2.0 ** 30)
         for dim in (2, 3):
             for _ in range(self.plan.passes):
@@ -199,14 +199,14 @@ class DogNet(torch.nn.Module):
 
     def __init__(self, sigma_px: float, surround_px: float):
         super().__init__()
-        self.centre = _Gaussian(sigma_px)
-        self.surround = _Gaussian(surround_px)
+        self.centre = TorchGaussian(sigma_px)
+        self.surround = TorchGaussian(surround_px)
         self.receptive_field = max(self.centre.r, self.surround.r)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with _Float32(x.device.type):
             x = x.float().contiguous()
-            m = _Gaussian.method
+            m = TorchGaussian.method
             if m == "fft" or (m == "auto" and x.is_cuda):
                 return self._fft2(x)
             return self.centre(x) - self.surround(x)
@@ -254,7 +254,7 @@ class ClassicalScoreNet(torch.nn.Module):
         if noise_window not in ("box", "gaussian"):
             raise ValueError(f"noise_window must be 'box' or 'gaussian', got {noise_window!r}")
         self.noise_window = noise_window
-        self.noise = _BoxGaussian(noise_sigma_px) if noise_window == "box" else _Gaussian(noise_sigma_px)
+        self.noise = TorchBoxGaussian(noise_sigma_px) if noise_window == "box" else TorchGaussian(noise_sigma_px)
         self.floor_fraction = float(floor_fraction)
         #: Chebyshev radius of the input a score pixel depends on (tiling halo).
         self.receptive_field = self.dog.receptive_field + self.noise.r
@@ -413,7 +413,7 @@ def calibrate(image, net: ClassicalScoreNet, *, device="auto", exact_max_px: int
 
 
 # --------------------------------------------------------------------------- resident mode
-def _upload(image: np.ndarray, device, rows: int = 2048) -> torch.Tensor:
+def upload_frame(image: np.ndarray, device, rows: int = 2048) -> torch.Tensor:
     """(H, W) float32 tensor on ``device`` from a host array, in row strips (16-bit
     frames cross as 16 bits and are widened on the device)."""
     h, w = image.shape
@@ -468,7 +468,7 @@ def detect_resident(image: np.ndarray, net: ClassicalScoreNet, *, device, tile: 
     net = net.to(dev).eval()
     H, W = image.shape
     with torch.inference_mode():
-        raw = _upload(image, dev)
+        raw = upload_frame(image, dev)
         t_up = time.perf_counter()
         dog_net = net.dog
         plan1 = infer.plan_tiles((H, W), tile=tile, halo=dog_net.receptive_field)

@@ -50,16 +50,16 @@ def _disk(radius: float, f: int, device: str, scaled: bool = False) -> torch.Ten
 def _gaussian(sigma: float, device: str):
     # One module per (σ, device): its FFT spectra are cached inside and reused
     # frame after frame.
-    from ..models.classical import _Gaussian
+    from ..models.classical import TorchGaussian
 
-    return _Gaussian(sigma).to(device)
+    return TorchGaussian(sigma).to(device)
 
 
 @functools.lru_cache(maxsize=32)
 def _box(sigma: float, device: str):
-    from ..models.classical import _BoxGaussian
+    from ..models.classical import TorchBoxGaussian
 
-    return _BoxGaussian(sigma).to(device)
+    return TorchBoxGaussian(sigma).to(device)
 
 
 def _orderable(x: torch.Tensor) -> torch.Tensor:
@@ -197,9 +197,9 @@ def support_mask_torch(image, *, pixel_size_nm: float | None = None, smooth_nm: 
         if isinstance(image, torch.Tensor):
             x = image.to(device=dev, dtype=torch.float32)
         elif dev.type == "cuda":
-            from ..models.classical import _upload
+            from ..models.classical import upload_frame
 
-            x = _upload(image, dev)  # 16-bit frames cross the bus as 16 bits
+            x = upload_frame(image, dev)  # 16-bit frames cross the bus as 16 bits
         else:
             x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
         if f > 1:
