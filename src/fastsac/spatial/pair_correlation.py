@@ -14,6 +14,7 @@ from scipy.spatial import cKDTree
 
 from .._validate import as_points
 from .units import json_float, to_nm
+from .ripley import mad_test
 from .window import Window, as_window
 
 __all__ = ['PatternTest', 'pair_correlation_test']
@@ -123,28 +124,6 @@ class PatternTest:
         return d
 
 
-def _mad_test(obs: np.ndarray, sims: np.ndarray, sel: np.ndarray, alpha: float):
-    """Global MAD test with the reference = mean of all n_sim + 1 curves
-    (exchangeable, so the rank p-value is exact)."""
-    allc = np.vstack([obs[None], sims])
-    ok = sel & np.isfinite(allc).all(0)
-    ref = allc.mean(0)
-    dev = (allc - ref)[:, ok]
-    if not ok.any():
-        nanv = np.full_like(obs, np.nan)
-        return ref, nanv, nanv, float("nan"), float("nan"), float("nan")
-    t2 = np.abs(dev).max(1)
-    tp = dev.max(1)
-    tm = (-dev).max(1)
-    m = len(sims)
-    p = (1 + np.count_nonzero(t2[1:] >= t2[0])) / (m + 1)
-    pc = (1 + np.count_nonzero(tp[1:] >= tp[0])) / (m + 1)
-    pr = (1 + np.count_nonzero(tm[1:] >= tm[0])) / (m + 1)
-    k = max(1, int(math.floor(alpha * (m + 1))))
-    crit = np.sort(t2[1:])[::-1][k - 1]
-    return ref, ref - crit, ref + crit, float(p), float(pc), float(pr)
-
-
 def pair_correlation_test(xy, *, image_shape=None, mask=None, pixel_size_nm: float | None = None,
                           r_max_px: float | None = None, n_r: int = 48, test_rmin_px: float | None = None,
                           bandwidth_px: float | None = None, n_sim: int = 99, alpha: float = 0.05,
@@ -212,8 +191,8 @@ def pair_correlation_test(xy, *, image_shape=None, mask=None, pixel_size_nm: flo
     l_obs = np.sqrt(np.maximum(k_obs, 0) / np.pi) - r
     ls = np.sqrt(np.maximum(ks, 0) / np.pi) - r
     lo_q, hi_q = alpha / 2, 1 - alpha / 2
-    L_ref, L_glo, L_ghi, pL, pc, pr = _mad_test(l_obs, ls, sel, alpha)
-    g_ref, g_glo, g_ghi, pg, _, _ = _mad_test(g_obs, gs, sel, alpha)
+    L_ref, L_glo, L_ghi, pL, pc, pr = mad_test(l_obs, ls, sel, alpha)
+    g_ref, g_glo, g_ghi, pg, _, _ = mad_test(g_obs, gs, sel, alpha)
     verdict = "random"
     if np.isfinite(pL) and pL <= alpha:
         verdict = "clustering" if pc <= pr else "repulsion"

@@ -28,7 +28,7 @@ from .._validate import as_points
 from .pairs import pair_histogram, pair_histogram_backend, set_covariance_table, weight_table
 from .window import Window
 
-__all__ = ["PairCorrelation", "pair_correlation", "DEFAULT_MAX_SIM_POINTS", "DEFAULT_MAX_NEIGHBORS"]
+__all__ = ["PairCorrelation", "pair_correlation", "mad_test", "DEFAULT_MAX_SIM_POINTS", "DEFAULT_MAX_NEIGHBORS"]
 
 #: Bounds of the automatic ``max_sim_points``: above it the test uses the
 #: reference points of a sub-window.
@@ -295,7 +295,7 @@ def _sub_estimator(win: Window, radii: _Radii, target_area: float, backend: str)
 # --------------------------------------------------------------------------- test
 
 
-def _mad_test(obs: np.ndarray, sims: np.ndarray, sel: np.ndarray, alpha: float):
+def mad_test(obs: np.ndarray, sims: np.ndarray, sel: np.ndarray, alpha: float):
     """Global MAD test with the reference = mean of all n_sim + 1 curves
     (exchangeable, so the rank p-value is exact)."""
     allc = np.vstack([obs[None], sims])
@@ -456,8 +456,8 @@ def pair_correlation(xy, *, image_shape=None, mask=None, mask_bin_factor: int = 
         l_obs, l_all = (np.sqrt(np.maximum(k_, 0) / np.pi) - r for k_ in (k_obs, k_all))
         ls = np.sqrt(np.maximum(ks, 0) / np.pi) - r
     lo_q, hi_q = alpha / 2, 1 - alpha / 2
-    L_ref, L_glo, L_ghi, pL, pc, pr = _mad_test(l_obs, ls, sel, alpha)
-    g_ref, g_glo, g_ghi, pg, _, _ = _mad_test(g_obs, gs, sel, alpha)
+    L_ref, L_glo, L_ghi, pL, pc, pr = mad_test(l_obs, ls, sel, alpha)
+    g_ref, g_glo, g_ghi, pg, _, _ = mad_test(g_obs, gs, sel, alpha)
     verdict = "random"
     if np.isfinite(pL) and pL <= alpha:
         verdict = "clustering" if pc <= pr else "repulsion"
