@@ -27,13 +27,26 @@ def test_local_cluster_equals_single_process(tmp_path):
                               scratch_dir=str(tmp_path), progress=False)
     assert got.params["runner"] == "dask"
     assert len(got.detections) == len(ref.detections) > 150
-    np.testing.assert_array_equal(got.detections.xy, ref.detections.xy)
+    # Positions agree to the last bit almost always; under heavy load a few close-pair
+    # refits have been seen to differ by 1 ulp (5e-14 px), so floats are compared to 1e-9.
+    np.testing.assert_allclose(got.detections.xy, ref.detections.xy, rtol=0, atol=1e-9)
     np.testing.assert_array_equal(got.detections.score, ref.detections.score)
     np.testing.assert_array_equal(got.tile, ref.tile)
-    np.testing.assert_array_equal(got.nn_dist, ref.nn_dist)
+    np.testing.assert_allclose(got.nn_dist, ref.nn_dist, rtol=1e-12, atol=1e-9)
     np.testing.assert_array_equal(got.cluster_size, ref.cluster_size)
-    stats = {k: v for k, v in got.statistics.items() if k not in ("timings_s", "montage")}
-    assert stats == {k: v for k, v in ref.statistics.items() if k not in ("timings_s", "montage")}
+
+    def same(a, b):
+        if isinstance(a, dict) and isinstance(b, dict):
+            return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, list) and isinstance(b, list):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        if isinstance(a, float) and isinstance(b, float):
+            return a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True)
+        return a == b
+
+    skip = ("timings_s", "montage", "provenance")
+    assert same({k: v for k, v in got.statistics.items() if k not in skip},
+                {k: v for k, v in ref.statistics.items() if k not in skip})
     assert got.params["cap"] == ref.params["cap"]
     assert list(tmp_path.glob("fastsac-montage-*")) == []  # scratch removed
 
