@@ -154,7 +154,8 @@ class LiveSession:
             m = Micrograph(m.data, self.pixel_size_nm, "override", m.source, m.metadata)
         res = analyze(m, detector=self.detector, multimer_cutoff_nm=self.multimer_cutoff_nm,
                       support_mask=self.support_mask, mask_params=self.mask_params,
-                      stats_params=self.stats_params, pair_correlation=False)
+                      stats_params=self.stats_params, pair_correlation=False,
+                      species=False)
         latency = time.perf_counter() - t0
         s = res.summary
         idx = len(self.frames)
@@ -192,7 +193,8 @@ class LiveSession:
         analyze(Micrograph.from_array(frame, pixel_size_nm=self.pixel_size_nm or DEFAULT_PIXEL_SIZE_NM),
                 detector=self.detector, multimer_cutoff_nm=self.multimer_cutoff_nm,
                 support_mask=self.support_mask, mask_params=self.mask_params,
-                stats_params=self.stats_params, pair_correlation=False)
+                stats_params=self.stats_params, pair_correlation=False,
+                      species=False)
         return time.perf_counter() - t0
 
     def _add_nn(self, nn_nm: np.ndarray) -> None:

@@ -34,7 +34,7 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
             support_mask: bool = True, backend: str = "auto",
             detector_params: dict | None = None, mask_params: dict | None = None,
             stats_params: dict | None = None, pair_correlation: bool = True,
-            pair_correlation_params: dict | None = None, elements=None,
+            pair_correlation_params: dict | None = None, elements=None, species: bool = True,
             estimate_pixel_size: bool = True) -> AnalysisResult:
     """Detect atoms and compute their organisation on one image.
 
@@ -71,6 +71,9 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
         Z-contrast mixture (:func:`fastsac.species.species_of_atoms`; atoms
         table columns ``species``, ``species_probability``; summary
         ``species``). None: intensity classes whose number comes from the data.
+    species : bool
+        Classify species at all (live frames skip it without ``elements``: it costs
+        more than detection there; summary ``species`` is then None).
     estimate_pixel_size : bool
         Without a calibration, estimate the pixel size from the apparent atom
         size (:func:`fastsac.scale.estimate_atom_scale`; summary
@@ -138,9 +141,11 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
     # Species from the fixed-shape photometry (validated in docs/species.md): the free
     # Gaussian fit runs at the detector's DoG sigma and falls back to a fixed sigma for
     # about half of the atoms, so its intensities are not yet one consistent measure.
-    species = species_of_atoms(micrograph.data, found.xy, pixel_size_nm=px, elements=elements)
+    species_result = (species_of_atoms(micrograph.data, found.xy, pixel_size_nm=px, elements=elements)
+                      if species or elements else None)
     ctable = cluster_table(found.xy, cl.labels, pixel_size_nm=px,
-                           species=species.species if species.status == "ok" else None)
+                           species=species_result.species if species_result is not None
+                           and species_result.status == "ok" else None)
     t6 = time.perf_counter()
     summary = build_summary(
         disp, name=micrograph.name, source=micrograph.source, shape=micrograph.shape,
@@ -157,10 +162,12 @@ def analyze(micrograph: Micrograph | np.ndarray, *, detector="default",
                     "estimate_pixel_size": estimate_pixel_size},
         extra={"confidence": conf,
                "pixel_size_estimate": None if scale_estimate is None else scale_estimate.as_dict(),
-               "species": species.as_dict(),
+               "species": None if species_result is None else species_result.as_dict(),
                "cluster_size_distribution": ctable.size_distribution()})
     nn_dist = nn.distance * px if px else nn.distance
     return AnalysisResult(micrograph.name, micrograph, found, nn_dist, nn.index, cl.labels,
                           cl.sizes, summary, mask_arr, disp, pattern,
-                          {"species": species.species, "species_probability": species.probability},
-                          cluster_table=ctable, species=species)
+                          {} if species_result is None else
+                          {"species": species_result.species,
+                           "species_probability": species_result.probability},
+                          cluster_table=ctable, species=species_result)
