@@ -27,7 +27,7 @@ from .figures import (cluster_size_figure, nn_histogram_figure, overlay_figure, 
                       png_bytes)
 from .html_page import fmt, img_tag, page, table
 from .io import atomic_write_text
-from .result import SavedResult, load_result
+from .result import SavedResult, json_default, load_result
 from .spatial.ripley import pair_correlation
 from .spatial.stats import DEFAULT_MULTIMER_CUTOFF_NM, DispersionStats, PatternTest, dispersion, pool_dispersion
 
@@ -317,17 +317,9 @@ def write_html_report(path, results: Sequence[ImageReport], *, title: str = "fas
         parts.append("</div>")
     parts.append("<h2>Machine-readable values</h2><details><summary>JSON (per image and pooled)</summary><pre>"
                  + html.escape(json.dumps({"images": dicts, "pooled": pooled.as_dict() | {"per_image": None}
-                                           if pooled is not None else None}, indent=1, default=_json_default))
+                                           if pooled is not None else None}, indent=1, default=json_default))
                  + "</pre></details>")
     return atomic_write_text(path, page(title, parts))
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 # --------------------------------------------------------------------------- analyze folders

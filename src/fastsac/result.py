@@ -241,7 +241,7 @@ def write_atoms_parquet(path, table: dict[str, np.ndarray], summary: dict | None
             arrays.append(pa.array(v, type=pa.int64() if c in INT_COLUMNS else pa.float64()))
     t = pa.Table.from_arrays(arrays, names=list(table))
     if summary is not None:
-        t = t.replace_schema_metadata({b"fastsac.summary": json.dumps(summary, default=_json_default)
+        t = t.replace_schema_metadata({b"fastsac.summary": json.dumps(summary, default=json_default)
                                        .encode()})
     with atomic_path(path) as tmp:
         pq.write_table(t, tmp, compression="zstd")
@@ -383,7 +383,8 @@ class SavedResult:
     overlay_png: bytes | None
 
 
-def _json_default(o):
+def json_default(o):
+    """``json.dumps(default=...)`` for numpy values (anything else as its text)."""
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):

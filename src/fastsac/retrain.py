@@ -18,7 +18,7 @@ import numpy as np
 
 from .detectors.rescore import FEATURES, CandidateTable, RescoreModel
 from .evaluate import match_points
-from .training import choose_threshold, fit_logistic
+from .training import fit_and_select
 
 __all__ = ["consensus_targets", "fit_consensus_rescore", "retrain_on_consensus", "RetrainReport"]
 
@@ -40,21 +40,11 @@ def consensus_targets(table: CandidateTable, groups_xy, probability, *, toleranc
 def fit_consensus_rescore(tables, targets, *, l2: float = 1.0, inner_folds: int = 5) -> RescoreModel:
     """Logistic re-scorer on soft targets; the probability threshold maximises the expected
     pooled F1 (targets as fractional true positives) of out-of-fold predictions."""
-    m = len(tables)
-    if m == 0:
+    if not tables:
         raise ValueError("no training images")
-    groups = [list(range(i, m, inner_folds)) for i in range(min(inner_folds, m))]
-    oof = [None] * m
-    for g in groups:
-        tr = [i for i in range(m) if i not in g] or g
-        mean, scale, coef, b = fit_logistic(np.concatenate([tables[i].features for i in tr]),
-                                            np.concatenate([targets[i] for i in tr]), l2=l2)
-        model = RescoreModel(mean, scale, coef, b, 0.5)
-        for i in g:
-            oof[i] = model.probability(tables[i].features)
     # Expected number of atoms per image: the soft targets' sum.
-    thr, _ = choose_threshold(oof, targets, [float(t.sum()) for t in targets])
-    mean, scale, coef, b = fit_logistic(np.concatenate([t.features for t in tables]), np.concatenate(targets), l2=l2)
+    mean, scale, coef, b, thr, _ = fit_and_select(tables, targets, [float(t.sum()) for t in targets],
+                                                  l2=l2, inner_folds=inner_folds)
     return RescoreModel(mean, scale, coef, b, thr, features=FEATURES)
 
 

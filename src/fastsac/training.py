@@ -31,7 +31,7 @@ from .models import HeatmapUNet, save_checkpoint
 
 __all__ = ["TrainConfig", "TrainResult", "train", "evaluate_threshold_sweep", "simulated_training_frames",
            "load_training_images", "detect_prepared", "rescore_targets", "fit_logistic",
-           "choose_threshold", "train_rescore"]
+           "choose_threshold", "fit_and_select", "train_rescore"]
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +362,7 @@ def choose_threshold(probs, targets, n_labels, grid=None) -> tuple[float, float]
     return float(grid[k]), float(f1[k])
 
 
-def _fit_and_select(tables, targets, n_labels, *, l2, inner_folds):
+def fit_and_select(tables, targets, n_labels, *, l2, inner_folds):
     """Fit on all given images; threshold from out-of-fold predictions over image groups."""
     m = len(tables)
     groups = [list(range(i, m, inner_folds)) for i in range(min(inner_folds, m))]
@@ -424,7 +424,7 @@ def train_rescore(image_dir, label_dir=None, *, stems=None, out=None, candidate_
     tabs = [tables[s][0] for s in stems]
     targets = [rescore_targets(tables[s][0], tables[s][1], tolerance_px) for s in stems]
     n_labels = [len(tables[s][1]) for s in stems]
-    mean, scale, coef, b, thr, f1_oof = _fit_and_select(tabs, targets, n_labels, l2=l2, inner_folds=inner_folds)
+    mean, scale, coef, b, thr, f1_oof = fit_and_select(tabs, targets, n_labels, l2=l2, inner_folds=inner_folds)
     seconds = time.perf_counter() - t0
     model = RescoreModel(mean, scale, coef, b, thr, candidate_threshold, FEATURES,
                          {"train_images": list(stems), "l2": l2, "inner_folds": inner_folds,
