@@ -39,15 +39,17 @@ enum Status : int8_t { kFree = 0, kFixedSigma = 1, kCentroid = 2, kNone = 3 };
 struct Window {
     std::vector<double> x, y, v, w;
     int64_t m = 0, mp = 0;
+    double xc = 0, yc = 0;  // centre pixel: origin of the background plane
 };
 
-// Sums of one pass at parameters p = (x, y, A, sigma, b): cost = sum r^2,
-// and when `jac`: H = J^T J (upper triangle, np x np) and grad = J^T r for
-// the np fitted columns (x, y, A, [sigma], b).
+// Sums of one pass at parameters p = (x, y, A, sigma, b, bx, by): cost = sum r^2,
+// and when `jac`: H = J^T J (np x np) and grad = J^T r for the np fitted
+// columns (x, y, A, [sigma], b, [bx, by]).
+constexpr int kParams = 7;
 struct Pass {
     double cost;
-    double H[5][5];
-    double grad[5];
+    double H[kParams][kParams];
+    double grad[kParams];
 };
 
 // Four pixels at a time in GCC/Clang vector extensions: AVX2 registers in
@@ -87,70 +89,79 @@ __attribute__((always_inline)) inline v4d exp4_nonpos(v4d x) {
 
 __attribute__((always_inline)) inline double hsum(v4d a) { return (a[0] + a[1]) + (a[2] + a[3]); }
 
+// Model background b + bx (x - xc) + by (y - yc) (Plane) or b.
+template <bool Plane>
+__attribute__((always_inline)) inline v4d background4(const double* p, v4d dxc, v4d dyc) {
+    if constexpr (Plane) return p[4] + p[5] * dxc + p[6] * dyc;
+    else return (v4d){p[4], p[4], p[4], p[4]};
+}
+
+template <bool Plane>
 FASTSAC_FIT_CLONES
 double cost_pass(const double* __restrict xs, const double* __restrict ys,
                  const double* __restrict vs, const double* __restrict ws, int64_t mp,
-                 const double* p) {
-    const double px = p[0], py = p[1], A = p[2], b = p[4];
+                 const double* p, double xc, double yc) {
+    const double px = p[0], py = p[1], A = p[2];
     const double c = -1.0 / (2.0 * p[3] * p[3]);
     v4d cost = {};
     for (int64_t k = 0; k < mp; k += kLanes) {
-        const v4d dx = load4(xs + k) - px;
-        const v4d dy = load4(ys + k) - py;
+        const v4d x = load4(xs + k), y = load4(ys + k);
+        const v4d dx = x - px;
+        const v4d dy = y - py;
         const v4d g = exp4_nonpos((dx * dx + dy * dy) * c);
-        const v4d r = (b + A * g - load4(vs + k)) *
+        const v4d r = (background4<Plane>(p, x - xc, y - yc) + A * g - load4(vs + k)) *
                       load4(ws + k);
         cost += r * r;
     }
     return hsum(cost);
 }
 
-// J^T J, J^T r and the cost in one pass, four pixels at a time. FitSigma: 5
-// columns, else 4 (no sigma).
-template <bool FitSigma>
+// J^T J, J^T r and the cost in one pass, four pixels at a time. Columns in
+// the order x, y, A, [sigma if FitSigma], b, [bx, by if Plane].
+template <bool FitSigma, bool Plane>
 FASTSAC_FIT_CLONES
 void jac_pass(const double* __restrict xs, const double* __restrict ys,
               const double* __restrict vs, const double* __restrict ws, int64_t mp,
-              const double* p, Pass& out) {
-    const double px = p[0], py = p[1], A = p[2], s = p[3], b = p[4];
+              const double* p, double xc, double yc, Pass& out) {
+    constexpr int NP = 4 + (FitSigma ? 1 : 0) + (Plane ? 2 : 0);
+    constexpr int kB = FitSigma ? 4 : 3;  // column of b
+    const double px = p[0], py = p[1], A = p[2], s = p[3];
     const double c = -1.0 / (2.0 * s * s), is2 = 1.0 / (s * s), is3 = is2 / s;
-    v4d h00 = {}, h01 = {}, h02 = {}, h03 = {}, h04 = {}, h11 = {}, h12 = {}, h13 = {},
-        h14 = {}, h22 = {}, h23 = {}, h24 = {}, h33 = {}, h34 = {}, h44 = {};
-    v4d g0 = {}, g1 = {}, g2 = {}, g3 = {}, g4 = {}, cs = {};
+    v4d h[NP][NP] = {};
+    v4d gs[NP] = {};
+    v4d cs = {};
     for (int64_t k = 0; k < mp; k += kLanes) {
         const v4d wk = load4(ws + k);
-        const v4d dx = load4(xs + k) - px;
-        const v4d dy = load4(ys + k) - py;
+        const v4d x = load4(xs + k), y = load4(ys + k);
+        const v4d dx = x - px;
+        const v4d dy = y - py;
         const v4d r2 = dx * dx + dy * dy;
         const v4d e = exp4_nonpos(r2 * c);
-        const v4d r = (b + A * e - load4(vs + k)) * wk;  // padded: 0
+        const v4d dxc = x - xc, dyc = y - yc;
+        const v4d r = (background4<Plane>(p, dxc, dyc) + A * e - load4(vs + k)) * wk;  // padded: 0
         const v4d g = e * wk;
         const v4d ag = A * g;
-        const v4d j0 = ag * dx * is2, j1 = ag * dy * is2, j2 = g;
-        // Column 3 is sigma when it is fitted, else the background.
-        v4d j3;
-        if constexpr (FitSigma) j3 = ag * r2 * is3; else j3 = wk;
-        h00 += j0 * j0; h01 += j0 * j1; h02 += j0 * j2; h03 += j0 * j3;
-        h11 += j1 * j1; h12 += j1 * j2; h13 += j1 * j3;
-        h22 += j2 * j2; h23 += j2 * j3;
-        h33 += j3 * j3;
-        g0 += j0 * r; g1 += j1 * r; g2 += j2 * r; g3 += j3 * r;
-        if constexpr (FitSigma) {
-            const v4d j4 = wk;
-            h04 += j0 * j4; h14 += j1 * j4; h24 += j2 * j4; h34 += j3 * j4;
-            h44 += j4 * j4;
-            g4 += j4 * r;
+        v4d j[NP];
+        j[0] = ag * dx * is2;
+        j[1] = ag * dy * is2;
+        j[2] = g;
+        if constexpr (FitSigma) j[3] = ag * r2 * is3;
+        j[kB] = wk;
+        if constexpr (Plane) {
+            j[kB + 1] = dxc * wk;
+            j[kB + 2] = dyc * wk;
+        }
+#pragma GCC unroll 8
+        for (int a = 0; a < NP; ++a) {
+            gs[a] += j[a] * r;
+#pragma GCC unroll 8
+            for (int q = a; q < NP; ++q) h[a][q] += j[a] * j[q];
         }
         cs += r * r;
     }
-    const v4d* H[5][5] = {{&h00, &h01, &h02, &h03, &h04}, {&h01, &h11, &h12, &h13, &h14},
-                          {&h02, &h12, &h22, &h23, &h24}, {&h03, &h13, &h23, &h33, &h34},
-                          {&h04, &h14, &h24, &h34, &h44}};
-    const v4d* G[5] = {&g0, &g1, &g2, &g3, &g4};
-    const int np = FitSigma ? 5 : 4;
-    for (int a = 0; a < np; ++a) {
-        out.grad[a] = hsum(*G[a]);
-        for (int q = 0; q < np; ++q) out.H[a][q] = hsum(*H[a][q]);
+    for (int a = 0; a < NP; ++a) {
+        out.grad[a] = hsum(gs[a]);
+        for (int q = a; q < NP; ++q) out.H[a][q] = out.H[q][a] = hsum(h[a][q]);
     }
     out.cost = hsum(cs);
 }
@@ -169,10 +180,11 @@ void gauss_profile(const double* __restrict xs, const double* __restrict ys,
     }
 }
 
-// Solve M d = b (n x n, row-major in a 5x5 array) by Gaussian elimination
-// with partial pivoting (as LAPACK gesv); false when a pivot is exactly zero.
+// Solve M d = b (n x n, row-major in a kParams^2 array) by Gaussian
+// elimination with partial pivoting (as peaks._solve_small and LAPACK gesv);
+// false when a pivot is exactly zero.
 template <int N>
-bool solve(double M[5][5], double b[5], double x[5]) {
+bool solve(double M[kParams][kParams], double b[kParams], double x[kParams]) {
     for (int c = 0; c < N; ++c) {
         int piv = c;
         double best = std::fabs(M[c][c]);
@@ -197,28 +209,28 @@ bool solve(double M[5][5], double b[5], double x[5]) {
     return true;
 }
 
-// Column index of fitted parameter a (0..NP-1) in p = (x, y, A, sigma, b).
+// Index in p = (x, y, A, sigma, b, bx, by) of fitted parameter a (peaks._free_params).
 template <bool FitSigma>
 constexpr int param_of(int a) {
-    return FitSigma ? a : (a < 3 ? a : 4);
+    return FitSigma ? a : (a < 3 ? a : a + 1);
 }
 
 // Levenberg-Marquardt as peaks._lm. Returns ok; p and cost updated in place.
-template <bool FitSigma>
-bool lm(const Window& W, double p[5], double& cost, double sigma_lo, double sigma_hi,
+template <bool FitSigma, bool Plane>
+bool lm(const Window& W, double p[kParams], double& cost, double sigma_lo, double sigma_hi,
         int64_t max_iter) {
-    constexpr int NP = FitSigma ? 5 : 4;
+    constexpr int NP = 4 + (FitSigma ? 1 : 0) + (Plane ? 2 : 0);
     const double *xs = W.x.data(), *ys = W.y.data(), *vs = W.v.data(), *ws = W.w.data();
     double lam = 1e-3, rel = 0;
     int pinned = 0;  // consecutive accepted steps with sigma on a bound
     Pass ps;
-    if (max_iter <= 0) cost = cost_pass(xs, ys, vs, ws, W.mp, p);
+    if (max_iter <= 0) cost = cost_pass<Plane>(xs, ys, vs, ws, W.mp, p, W.xc, W.yc);
     for (int64_t it = 0; it < max_iter; ++it) {
-        jac_pass<FitSigma>(xs, ys, vs, ws, W.mp, p, ps);
+        jac_pass<FitSigma, Plane>(xs, ys, vs, ws, W.mp, p, W.xc, W.yc, ps);
         if (it == 0) cost = ps.cost;
         bool step_taken = false;
         while (lam < 1e10) {
-            double M[5][5], g[5], d[5];
+            double M[kParams][kParams], g[kParams], d[kParams];
             for (int a = 0; a < NP; ++a) {
                 for (int q = 0; q < NP; ++q) M[a][q] = ps.H[a][q];
                 M[a][a] += lam * (ps.H[a][a] + 1e-12);
@@ -228,13 +240,14 @@ bool lm(const Window& W, double p[5], double& cost, double sigma_lo, double sigm
                 lam *= 10;
                 continue;
             }
-            double pn[5] = {p[0], p[1], p[2], p[3], p[4]};
+            double pn[kParams];
+            for (int a = 0; a < kParams; ++a) pn[a] = p[a];
             for (int a = 0; a < NP; ++a) pn[param_of<FitSigma>(a)] -= d[a];
             if (FitSigma) pn[3] = std::min(std::max(std::fabs(pn[3]), sigma_lo), sigma_hi);
-            const double cn = cost_pass(xs, ys, vs, ws, W.mp, pn);
+            const double cn = cost_pass<Plane>(xs, ys, vs, ws, W.mp, pn, W.xc, W.yc);
             if (cn < cost) {
                 rel = (cost - cn) / std::max(cost, 1e-300);
-                for (int a = 0; a < 5; ++a) p[a] = pn[a];
+                for (int a = 0; a < kParams; ++a) p[a] = pn[a];
                 cost = cn;
                 lam = std::max(lam / 10, 1e-7);
                 step_taken = true;
@@ -249,8 +262,32 @@ bool lm(const Window& W, double p[5], double& cost, double sigma_lo, double sigm
     return false;
 }
 
-// Linear (A, b) for a Gaussian of width sigma at (x0, y0) (peaks._linear_amplitude).
-void linear_amplitude(const Window& W, double x0, double y0, double sigma, double& A, double& b) {
+// True unless the window's pixels are collinear (peaks._plane_determined):
+// integer sums of integer coordinates, exact in double.
+bool plane_determined(const Window& W) {
+    double sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0;
+    for (int64_t k = 0; k < W.m; ++k) {
+        sx += W.x[k];
+        sy += W.y[k];
+        sxx += W.x[k] * W.x[k];
+        syy += W.y[k] * W.y[k];
+        sxy += W.x[k] * W.y[k];
+    }
+    const double m = static_cast<double>(W.m);
+    const double vx = m * sxx - sx * sx, vy = m * syy - sy * sy, cxy = m * sxy - sx * sy;
+    return vx * vy - cxy * cxy > 0;
+}
+
+// Linear (A, b, bx, by) for a Gaussian of width sigma at (x0, y0)
+// (peaks._linear_amplitude): p[2], p[4], p[5], p[6] set.
+void linear_amplitude(const Window& W, double x0, double y0, double sigma, bool plane,
+                      bool contrast, double p[kParams]) {
+    p[5] = p[6] = 0.0;
+    if (!contrast) {  // a constant window: exactly no spot and no slope
+        p[2] = 0;
+        p[4] = W.v[0];
+        return;
+    }
     thread_local std::vector<double> gbuf;
     gbuf.resize(W.mp);
     gauss_profile(W.x.data(), W.y.data(), W.w.data(), W.mp, x0, y0, sigma, gbuf.data());
@@ -264,32 +301,59 @@ void linear_amplitude(const Window& W, double x0, double y0, double sigma, doubl
     }
     const double m = static_cast<double>(W.m);
     const double det = m * sgg - sg * sg;
-    if (det > 1e-12 * m * std::max(sgg, 1e-300)) {
-        A = (m * sgv - sg * sv) / det;
-        b = (sgg * sv - sg * sgv) / det;
-    } else {
-        A = 0;
-        b = sv / m;
+    const bool degenerate = !(det > 1e-12 * m * std::max(sgg, 1e-300));
+    if (!plane) {
+        if (!degenerate) {
+            p[2] = (m * sgv - sg * sv) / det;
+            p[4] = (sgg * sv - sg * sgv) / det;
+        } else {
+            p[2] = 0;
+            p[4] = sv / m;
+        }
+        return;
     }
+    // Normal equations of the basis [g,] 1, x - xc, y - yc.
+    const int off = degenerate ? 1 : 0, n = 4 - off;
+    double N[kParams][kParams] = {}, rhs[kParams] = {}, sol[kParams] = {};
+    for (int64_t k = 0; k < W.m; ++k) {
+        const double phi[4] = {gbuf[k], 1.0, W.x[k] - W.xc, W.y[k] - W.yc};
+        for (int a = 0; a < n; ++a) {
+            rhs[a] += phi[a + off] * W.v[k];
+            for (int q = 0; q < n; ++q) N[a][q] += phi[a + off] * phi[q + off];
+        }
+    }
+    const bool ok = degenerate ? solve<3>(N, rhs, sol) : solve<4>(N, rhs, sol);
+    if (!ok) {
+        p[2] = 0;
+        p[4] = sv / m;
+        return;
+    }
+    p[2] = degenerate ? 0.0 : sol[0];
+    p[4] = sol[1 - off];
+    p[5] = sol[2 - off];
+    p[6] = sol[3 - off];
 }
 
-// Standard errors (peaks._fit_errors): errs[5] for x, y, A, sigma, b (NaN if
-// not fitted) and the intensity error.
-template <bool FitSigma>
-void fit_errors(const Window& W, const double p[5], double errs[5], double& ierr) {
-    constexpr int NP = FitSigma ? 5 : 4;
-    for (int a = 0; a < 5; ++a) errs[a] = kNaN;
-    ierr = kNaN;
+// Standard errors (peaks._fit_errors): errs[kParams] (NaN if not fitted),
+// the intensity error and the error of the background at the fitted centre.
+template <bool FitSigma, bool Plane>
+void fit_errors(const Window& W, const double p[kParams], double errs[kParams], double& ierr,
+                double& berr) {
+    constexpr int NP = 4 + (FitSigma ? 1 : 0) + (Plane ? 2 : 0);
+    constexpr int kB = FitSigma ? 4 : 3;
+    for (int a = 0; a < kParams; ++a) errs[a] = kNaN;
+    ierr = berr = kNaN;
     const int64_t m = W.m;
-    const double c = -1.0 / (2.0 * p[3] * p[3]), is2 = 1.0 / (p[3] * p[3]), is3 = is2 / p[3];
+    const double is2 = 1.0 / (p[3] * p[3]), is3 = is2 / p[3];
     thread_local std::vector<double> g, q;
     g.resize(W.mp);
     q.resize(m);
     gauss_profile(W.x.data(), W.y.data(), W.w.data(), W.mp, p[0], p[1], p[3], g.data());
-    (void)c;
     double sg = 0, sgg = 0, sq = 0, sgq = 0;
     for (int64_t k = 0; k < m; ++k) {
-        const double r = p[4] + p[2] * g[k] - W.v[k];
+        double bg = p[4];
+        if (Plane) bg += p[5] * (W.x[k] - W.xc) + p[6] * (W.y[k] - W.yc);
+        const double r = bg + p[2] * g[k] - W.v[k];
         q[k] = r * r;
         sg += g[k];
         sgg += g[k] * g[k];
@@ -316,19 +380,19 @@ void fit_errors(const Window& W, const double p[5], double errs[5], double& ierr
         c1 = 0;
     }
     const double dof = md / static_cast<double>(std::max<int64_t>(m - NP, 1));
-    double H[5][5] = {}, B[5][5] = {};
+    double H[kParams][kParams] = {}, B[kParams][kParams] = {};
     for (int64_t k = 0; k < m; ++k) {
         const double dx = W.x[k] - p[0], dy = W.y[k] - p[1];
         const double ag = p[2] * g[k];
-        double j[5];
+        double j[kParams];
         j[0] = ag * dx * is2;
         j[1] = ag * dy * is2;
         j[2] = g[k];
-        if (FitSigma) {
-            j[3] = ag * (dx * dx + dy * dy) * is3;
-            j[4] = 1.0;
-        } else {
-            j[3] = 1.0;
+        if (FitSigma) j[3] = ag * (dx * dx + dy * dy) * is3;
+        j[kB] = 1.0;
+        if (Plane) {
+            j[kB + 1] = W.x[k] - W.xc;
+            j[kB + 2] = W.y[k] - W.yc;
         }
         const double var = (c0 + c1 * g[k]) * dof;
         for (int a = 0; a < NP; ++a)
@@ -344,16 +408,16 @@ void fit_errors(const Window& W, const double p[5], double errs[5], double& ierr
             B[a][b] = B[b][a];
         }
     // Hi = H^-1 column by column.
-    double Hi[5][5];
+    double Hi[kParams][kParams];
     for (int col = 0; col < NP; ++col) {
-        double M[5][5], e[5] = {}, x[5];
+        double M[kParams][kParams], e[kParams] = {}, x[kParams];
         for (int a = 0; a < NP; ++a)
             for (int b = 0; b < NP; ++b) M[a][b] = H[a][b];
         e[col] = 1.0;
         if (!solve<NP>(M, e, x)) return;
         for (int a = 0; a < NP; ++a) Hi[a][col] = x[a];
     }
-    double T[5][5] = {}, C[5][5] = {};
+    double T[kParams][kParams] = {}, C[kParams][kParams] = {};
     for (int a = 0; a < NP; ++a)
         for (int b = 0; b < NP; ++b)
             for (int k = 0; k < NP; ++k) T[a][b] += Hi[a][k] * B[k][b];
@@ -361,17 +425,68 @@ void fit_errors(const Window& W, const double p[5], double errs[5], double& ierr
         for (int b = 0; b < NP; ++b)
             for (int k = 0; k < NP; ++k) C[a][b] += T[a][k] * Hi[k][b];
     for (int a = 0; a < NP; ++a) errs[param_of<FitSigma>(a)] = std::sqrt(std::max(C[a][a], 0.0));
-    double gi[5] = {};
+    double gi[kParams] = {}, gb[kParams] = {};
     gi[2] = 2 * kPi * p[3] * p[3];
     if (FitSigma) gi[3] = 4 * kPi * p[2] * p[3];
-    double vi = 0;
+    gb[kB] = 1.0;
+    if (Plane) {
+        gb[kB + 1] = p[0] - W.xc;
+        gb[kB + 2] = p[1] - W.yc;
+    }
+    double vi = 0, vb = 0;
     for (int a = 0; a < NP; ++a)
-        for (int b = 0; b < NP; ++b) vi += gi[a] * C[a][b] * gi[b];
+        for (int b = 0; b < NP; ++b) {
+            vi += gi[a] * C[a][b] * gi[b];
+            vb += gb[a] * C[a][b] * gb[b];
+        }
     ierr = std::sqrt(std::max(vi, 0.0));
+    berr = std::sqrt(std::max(vb, 0.0));
+}
+
+// One atom's fits with the background model fixed at compile time: the free
+// fit, the fixed-sigma fallback, the centroid fallback and the errors. Sets
+// p, cost, errs, ierr, berr; returns the status.
+template <bool Plane>
+Status fit_one(const Window& W, double x0, double y0, int64_t xi, int64_t yi, int64_t radius,
+               double sigma, double sigma_lo, double sigma_hi, double max_shift, int64_t max_iter,
+               double vmin, double vmax, double p[kParams], double& cost, double errs[kParams],
+               double& ierr, double& berr) {
+    double lin[kParams] = {x0, y0, 0, sigma, 0, 0, 0};
+    linear_amplitude(W, x0, y0, sigma, Plane, vmax > vmin, lin);
+    const double a0 = std::max({lin[2], 1e-3 * (vmax - vmin), 1e-12});
+    auto accept = [&](const double* q, bool good) {
+        const bool inside = std::fabs(q[0] - static_cast<double>(xi)) <= static_cast<double>(radius) &&
+                            std::fabs(q[1] - static_cast<double>(yi)) <= static_cast<double>(radius);
+        const double ddx = q[0] - x0, ddy = q[1] - y0;
+        const bool near = ddx * ddx + ddy * ddy <= max_shift * max_shift;
+        return good && inside && near && q[2] > 0 && vmax > vmin;
+    };
+    auto start = [&](double* q) {
+        for (int a = 0; a < kParams; ++a) q[a] = lin[a];
+        q[2] = a0;
+    };
+    start(p);
+    bool good = lm<true, Plane>(W, p, cost, sigma_lo, sigma_hi, max_iter);
+    if (accept(p, good) && sigma_lo < p[3] && p[3] < sigma_hi) {
+        fit_errors<true, Plane>(W, p, errs, ierr, berr);
+        return kFree;
+    }
+    start(p);
+    good = lm<false, Plane>(W, p, cost, sigma_lo, sigma_hi, max_iter);
+    Status st = kFixedSigma;
+    if (!accept(p, good)) {
+        st = kCentroid;
+        for (int a = 0; a < kParams; ++a) p[a] = lin[a];
+        cost = cost_pass<Plane>(W.x.data(), W.y.data(), W.v.data(), W.w.data(), W.mp, p, W.xc,
+                                W.yc);
+    }
+    fit_errors<false, Plane>(W, p, errs, ierr, berr);
+    return st;
 }
 
 py::tuple fit_gaussian(f32_array image, f64_array xy_arr, int64_t radius, double sigma,
-                       double sigma_lo, double sigma_hi, double max_shift, int64_t max_iter) {
+                       double sigma_lo, double sigma_hi, double max_shift, int64_t max_iter,
+                       bool plane) {
     require(image.ndim() == 2, "fit_gaussian: image must be 2-D");
     require(xy_arr.ndim() == 2 && xy_arr.shape(1) == 2, "fit_gaussian: xy must have shape (N, 2)");
     require(radius >= 1, "fit_gaussian: radius must be >= 1");
@@ -421,55 +536,30 @@ py::tuple fit_gaussian(f32_array image, f64_array xy_arr, int64_t radius, double
             }
         W.m = m;
         W.mp = ((m + kLanes - 1) / kLanes) * kLanes;
+        W.xc = static_cast<double>(xi);
+        W.yc = static_cast<double>(yi);
         for (int64_t k = m; k < W.mp; ++k) {
-            W.x[k] = static_cast<double>(xi);
-            W.y[k] = static_cast<double>(yi);
+            W.x[k] = W.xc;
+            W.y[k] = W.yc;
             W.v[k] = 0.0;
             W.w[k] = 0.0;
         }
         if (m < 6) return;
-        double a_lin, b_lin;
-        linear_amplitude(W, x0, y0, sigma, a_lin, b_lin);
-        const double a0 = std::max({a_lin, 1e-3 * (vmax - vmin), 1e-12});
-        auto accept = [&](const double* p, bool good) {
-            const bool inside = std::fabs(p[0] - static_cast<double>(xi)) <= static_cast<double>(radius) &&
-                                std::fabs(p[1] - static_cast<double>(yi)) <= static_cast<double>(radius);
-            const double ddx = p[0] - x0, ddy = p[1] - y0;
-            const bool near = ddx * ddx + ddy * ddy <= max_shift * max_shift;
-            return good && inside && near && p[2] > 0 && vmax > vmin;
-        };
-        double p[5] = {x0, y0, a0, sigma, b_lin};
-        double cost = 0;
-        bool good = lm<true>(W, p, cost, sigma_lo, sigma_hi, max_iter);
-        double errs[5], ierr;
-        if (accept(p, good) && sigma_lo < p[3] && p[3] < sigma_hi) {
-            st[i] = kFree;
-            fit_errors<true>(W, p, errs, ierr);
-        } else {
-            double pf[5] = {x0, y0, a0, sigma, b_lin};
-            good = lm<false>(W, pf, cost, sigma_lo, sigma_hi, max_iter);
-            if (accept(pf, good)) {
-                st[i] = kFixedSigma;
-            } else {
-                st[i] = kCentroid;
-                pf[0] = x0;
-                pf[1] = y0;
-                pf[2] = a_lin;
-                pf[3] = sigma;
-                pf[4] = b_lin;
-                cost = cost_pass(W.x.data(), W.y.data(), W.v.data(), W.w.data(), W.mp, pf);
-            }
-            for (int a = 0; a < 5; ++a) p[a] = pf[a];
-            fit_errors<false>(W, p, errs, ierr);
-        }
+        double p[kParams], cost = 0, errs[kParams], ierr, berr;
+        const bool tilt = plane && plane_determined(W);
+        st[i] = tilt ? fit_one<true>(W, x0, y0, xi, yi, radius, sigma, sigma_lo, sigma_hi,
+                                     max_shift, max_iter, vmin, vmax, p, cost, errs, ierr, berr)
+                     : fit_one<false>(W, x0, y0, xi, yi, radius, sigma, sigma_lo, sigma_hi,
+                                      max_shift, max_iter, vmin, vmax, p, cost, errs, ierr, berr);
         o[0] = p[0];
         o[1] = p[1];
         o[2] = p[2];
         o[3] = p[3];
-        o[4] = p[4];
+        o[4] = p[4] + p[5] * (p[0] - W.xc) + p[6] * (p[1] - W.yc);
         o[5] = 2 * kPi * p[2] * (p[3] * p[3]);
         o[6] = std::sqrt(cost / static_cast<double>(m));
-        for (int a = 0; a < 5; ++a) o[7 + a] = errs[a];
+        for (int a = 0; a < 4; ++a) o[7 + a] = errs[a];
+        o[11] = berr;
         o[12] = ierr;
     });
     return py::make_tuple(table, status);
@@ -481,7 +571,8 @@ py::tuple fit_gaussian(f32_array image, f64_array xy_arr, int64_t radius, double
 void bind_fit(py::module_& m) {
     m.def("fit_gaussian", &fastsac::fit_gaussian, py::arg("image"), py::arg("xy"), py::arg("radius"),
           py::arg("sigma"), py::arg("sigma_lo"), py::arg("sigma_hi"), py::arg("max_shift"),
-          py::arg("max_iter"),
-          "Per-atom Gaussian fit with fixed-sigma and centroid fallbacks and standard errors\n"
+          py::arg("max_iter"), py::arg("plane") = false,
+          "Per-atom Gaussian fit on a constant or (plane=True) tilted-plane background, with\n"
+          "fixed-sigma and centroid fallbacks and standard errors\n"
           "-> (table float64 (N, 13) in the order of peaks.FIT_TABLE, status int8 (N,)).");
 }

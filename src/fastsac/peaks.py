@@ -19,7 +19,8 @@ from ._validate import as_float, as_points, check_image, check_positive, stable_
 
 __all__ = ["local_maxima", "nms", "refine_com", "refine_gaussian", "refine_positions", "GaussianFit",
            "PeakCandidates", "FitStatus", "FIT_COLUMNS", "FIT_TABLE", "empty_fit_columns",
-           "com_radius", "fit_radius", "refine_reach", "stable_float", "default_sigma_bounds"]
+           "com_radius", "fit_radius", "refine_reach", "stable_float", "default_sigma_bounds",
+           "FIT_SIGMA_NM", "BACKGROUND_MODELS"]
 
 
 # --------------------------------------------------------------------------- maxima
@@ -243,21 +244,38 @@ class FitStatus(enum.IntEnum):
 FIT_TABLE = ("x", "y", "amplitude", "sigma", "background", "intensity", "residual",
              "x_err", "y_err", "amplitude_err", "sigma_err", "background_err", "intensity_err")
 
+#: Parameters of the fit model, in order: centre, amplitude, σ, background at
+#: the window centre and the background plane's slopes (per px in x and y).
+#: The plane is ``b + bx·(X − xc) + by·(Y − yc)`` around the window's centre
+#: pixel (xc, yc); without a plane bx = by = 0 and they are not fitted.
+N_PARAMS = 7
 
-def _lm(xx, yy, v, p, fit_sigma, sigma_lo, sigma_hi, max_iter):
-    """Levenberg–Marquardt for p = [x, y, A, σ, b] (σ held fixed unless
-    ``fit_sigma``; fitted σ is projected into [sigma_lo, sigma_hi] after each
-    step, and the fit fails once σ sat on a bound after 3 consecutive
-    accepted steps). Converged (ok) when the relative cost drop of an accepted
-    step is < 1e-9 or no damped step (λ up to 1e10) lowers the cost.
-    Returns (p, cost, ok)."""
-    free = [0, 1, 2, 3, 4] if fit_sigma else [0, 1, 2, 4]
+
+def _free_params(fit_sigma: bool, plane: bool) -> list[int]:
+    """Indices of the fitted parameters in p = [x, y, A, σ, b, bx, by]."""
+    return [0, 1, 2] + ([3] if fit_sigma else []) + [4] + ([5, 6] if plane else [])
+
+
+def _model(xx, yy, p, xc, yc):
+    """(model, g, r²) of ``b + bx (X − xc) + by (Y − yc) + A g`` at the pixels."""
+    r2 = (xx - p[0]) ** 2 + (yy - p[1]) ** 2
+    g = np.exp(-r2 / (2 * p[3] ** 2))
+    return p[4] + p[5] * (xx - xc) + p[6] * (yy - yc) + p[2] * g, g, r2
+
+
+def _lm(xx, yy, v, p, fit_sigma, sigma_lo, sigma_hi, max_iter, plane=False, xc=0.0, yc=0.0):
+    """Levenberg–Marquardt for p = [x, y, A, σ, b, bx, by] (σ held fixed unless
+    ``fit_sigma``, the slopes unless ``plane``; fitted σ is projected into
+    [sigma_lo, sigma_hi] after each step, and the fit fails once σ sat on a
+    bound after 3 consecutive accepted steps). Converged (ok) when the
+    relative cost drop of an accepted step is < 1e-9 or no damped step (λ up
+    to 1e10) lowers the cost. Returns (p, cost, ok)."""
+    free = _free_params(fit_sigma, plane)
     p = p.astype(np.float64).copy()
 
     def resid(p):
-        r2 = (xx - p[0]) ** 2 + (yy - p[1]) ** 2
-        g = np.exp(-r2 / (2 * p[3] ** 2))
-        return p[4] + p[2] * g - v, g, r2
+        m, g, r2 = _model(xx, yy, p, xc, yc)
+        return m - v, g, r2
 
     r, g, r2 = resid(p)
     cost = float(r @ r)
@@ -265,7 +283,7 @@ def _lm(xx, yy, v, p, fit_sigma, sigma_lo, sigma_hi, max_iter):
     rel = 0.0
     pinned = 0  # consecutive accepted steps with σ on a bound
     for _ in range(max_iter):
-        J = _jacobian(xx, yy, p, g, r2)[:, free]
+        J = _jacobian(xx, yy, p, g, r2, xc, yc)[:, free]
         A = J.T @ J
         grad = J.T @ r
         step_taken = False
@@ -297,49 +315,57 @@ def _lm(xx, yy, v, p, fit_sigma, sigma_lo, sigma_hi, max_iter):
     return p, cost, False
 
 
-def _jacobian(xx, yy, p, g, r2):
-    """∂model/∂[x, y, A, σ, b] of ``b + A g`` (N, 5)."""
+def _jacobian(xx, yy, p, g, r2, xc=0.0, yc=0.0):
+    """∂model/∂[x, y, A, σ, b, bx, by] (N, 7)."""
     s2 = p[3] ** 2
     ag = p[2] * g
     return np.stack([ag * (xx - p[0]) / s2, ag * (yy - p[1]) / s2, g, ag * r2 / (s2 * p[3]),
-                     np.ones_like(g)], axis=1)
+                     np.ones_like(g), xx - xc, yy - yc], axis=1)
 
 
-def _fit_errors(xx, yy, v, p, free):
-    """Standard errors of p[free] and of the intensity, with a per-atom,
-    signal-dependent noise model measured from the residuals.
+def _fit_errors(xx, yy, v, p, free, xc=0.0, yc=0.0):
+    """Standard errors of p[free], of the intensity and of the background at
+    the fitted centre, with a per-atom, signal-dependent noise model measured
+    from the residuals.
 
     The squared residuals are regressed on the model's shape,
     ``r² ≈ c0 + c1·g`` (background noise + shot noise growing with the atom's
     signal), with c1 ≥ 0 and c0 ≥ 0 enforced (a negative coefficient is
     dropped and the other refitted), then scaled by m/(m − k) for the k fitted
     parameters. The fit is unweighted, so the covariance is the sandwich
-    H⁻¹ (Jᵀ diag(var) J) H⁻¹ with H = JᵀJ. Returns (errors of x, y, A, σ, b
-    (NaN where not fitted), intensity error)."""
+    H⁻¹ (Jᵀ diag(var) J) H⁻¹ with H = JᵀJ. Returns (errors of the 7
+    parameters (NaN where not fitted), intensity error, error of the
+    background b + bx (x − xc) + by (y − yc) at the fitted centre from the
+    covariance of (b, bx, by))."""
     m, k = len(v), len(free)
-    r2 = (xx - p[0]) ** 2 + (yy - p[1]) ** 2
-    g = np.exp(-r2 / (2 * p[3] ** 2))
-    res = p[4] + p[2] * g - v
+    model, g, r2 = _model(xx, yy, p, xc, yc)
+    res = model - v
     q = res * res
     c0, c1 = _noise_model(g, q)
     var = (c0 + c1 * g) * (m / max(m - k, 1))
-    J = _jacobian(xx, yy, p, g, r2)[:, free]
+    J = _jacobian(xx, yy, p, g, r2, xc, yc)[:, free]
     H = J.T @ J
-    errs = np.full(5, np.nan)
+    errs = np.full(N_PARAMS, np.nan)
     try:
         Hi = np.linalg.inv(H)
     except np.linalg.LinAlgError:
-        return errs, np.nan
+        return errs, np.nan, np.nan
     C = Hi @ ((J * var[:, None]).T @ J) @ Hi
     d = np.sqrt(np.maximum(np.diag(C), 0.0))
     errs[free] = d
     # intensity 2πAσ²: gradient (2πσ², 4πAσ) in (A, σ)
-    ia = free.index(2)
     gi = np.zeros(k)
-    gi[ia] = 2 * np.pi * p[3] ** 2
+    gi[free.index(2)] = 2 * np.pi * p[3] ** 2
     if 3 in free:
         gi[free.index(3)] = 4 * np.pi * p[2] * p[3]
-    return errs, float(np.sqrt(max(gi @ C @ gi, 0.0)))
+    # background at the centre: gradient (1, x − xc, y − yc) in (b, bx, by)
+    gb = np.zeros(k)
+    gb[free.index(4)] = 1.0
+    if 5 in free:
+        gb[free.index(5)] = p[0] - xc
+        gb[free.index(6)] = p[1] - yc
+    return (errs, float(np.sqrt(max(gi @ C @ gi, 0.0))),
+            float(np.sqrt(max(gb @ C @ gb, 0.0))))
 
 
 def _noise_model(g, q):
@@ -358,39 +384,97 @@ def _noise_model(g, q):
     return sq / m, 0.0
 
 
-def _linear_amplitude(xx, yy, v, x0, y0, sigma):
-    """(A, b) minimising Σ(b + A g − v)² for the Gaussian of width ``sigma`` at (x0, y0)."""
+def _plane_determined(xx, yy) -> bool:
+    """True unless the pixels are collinear (then no plane is fitted). Exact:
+    integer sums of integer coordinates."""
+    m = len(xx)
+    sx, sy = xx.sum(), yy.sum()
+    vx = m * (xx * xx).sum() - sx * sx
+    vy = m * (yy * yy).sum() - sy * sy
+    cxy = m * (xx * yy).sum() - sx * sy
+    return vx * vy - cxy * cxy > 0
+
+
+def _linear_amplitude(xx, yy, v, x0, y0, sigma, plane=False, xc=0.0, yc=0.0):
+    """(A, b, bx, by) minimising Σ(b + bx (X − xc) + by (Y − yc) + A g − v)² for
+    the Gaussian of width ``sigma`` at (x0, y0) (bx = by = 0 unless ``plane``).
+    When the Gaussian is indistinguishable from the background (constant g)
+    A = 0 and the background is fitted alone; with a plane, the 4×4 normal
+    equations are solved by Gaussian elimination with partial pivoting
+    (:func:`_solve_small`, as the kernels). A constant window gives A = 0,
+    b = its value and no slope exactly (rounding would leave a ~1e-15
+    amplitude whose singular covariance differs between kernels)."""
+    if v.max() == v.min():
+        return 0.0, float(v[0]), 0.0, 0.0
     g = np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma * sigma))
     m = len(v)
     sg, sgg, sv, sgv = g.sum(), (g * g).sum(), v.sum(), (g * v).sum()
     det = m * sgg - sg * sg
-    if det > 1e-12 * m * max(sgg, 1e-300):
-        return (m * sgv - sg * sv) / det, (sgg * sv - sg * sgv) / det
-    return 0.0, sv / m
+    degenerate = not det > 1e-12 * m * max(sgg, 1e-300)
+    if not plane:
+        if not degenerate:
+            return (m * sgv - sg * sv) / det, (sgg * sv - sg * sgv) / det, 0.0, 0.0
+        return 0.0, sv / m, 0.0, 0.0
+    cols = [np.ones_like(g), xx - xc, yy - yc] if degenerate else [g, np.ones_like(g), xx - xc,
+                                                                    yy - yc]
+    Phi = np.stack(cols, axis=1)
+    sol = _solve_small(Phi.T @ Phi, Phi.T @ v)
+    if sol is None:
+        return 0.0, sv / m, 0.0, 0.0
+    if degenerate:
+        return 0.0, float(sol[0]), float(sol[1]), float(sol[2])
+    return tuple(float(s) for s in sol)
+
+
+def _solve_small(M, rhs):
+    """Solve M x = rhs (n ≤ 7) by Gaussian elimination with partial pivoting
+    (row order as the C++/CUDA kernels); None when a pivot is exactly 0."""
+    M = np.array(M, np.float64)
+    b = np.array(rhs, np.float64)
+    n = len(b)
+    for c in range(n):
+        piv = c + int(np.argmax(np.abs(M[c:, c])))
+        if M[piv, c] == 0.0:
+            return None
+        if piv != c:
+            M[[c, piv]] = M[[piv, c]]
+            b[[c, piv]] = b[[piv, c]]
+        for r in range(c + 1, n):
+            f = M[r, c] / M[c, c]
+            M[r, c:] -= f * M[c, c:]
+            b[r] -= f * b[c]
+    x = np.zeros(n)
+    for r in range(n - 1, -1, -1):
+        x[r] = (b[r] - M[r, r + 1:] @ x[r + 1:]) / M[r, r]
+    return x
 
 
 def _fit_gaussian_numpy_ref(image: np.ndarray, xy: np.ndarray, radius: int, sigma: float,
                             sigma_lo: float, sigma_hi: float, max_shift: float,
-                            max_iter: int) -> tuple:
-    """Spec. Per point: the (2r+1)² square around the rounded start (clipped at
-    the borders, non-finite pixels skipped; fewer than 6 → NONE).
+                            max_iter: int, plane: bool = False) -> tuple:
+    """Spec. Per point: the (2r+1)² square around the rounded start (xc, yc)
+    (clipped at the borders, non-finite pixels skipped; fewer than 6 → NONE).
+    The background is a constant b, or with ``plane`` the tilted plane
+    b + bx (X − xc) + by (Y − yc) (dropped for an atom whose finite pixels
+    are collinear).
 
-    1. Linear start: (A, b) by least squares for a Gaussian of the nominal
-       ``sigma`` at the start (:func:`_linear_amplitude`).
-    2. Free fit (x, y, A, σ, b) by Levenberg–Marquardt from (start, A′, σ, b)
-       with A′ = max(A, 1e-3 (max − min), 1e-12), σ projected into
-       [sigma_lo, sigma_hi] after every step; accepted (FREE) when converged
-       (relative cost drop < 1e-9, or no damped step lowers the cost, within
-       ``max_iter`` iterations), A > 0, sigma_lo < σ < sigma_hi, the centre
-       within the window and within ``max_shift`` of the start, and the window
-       not constant.
-    3. Else fixed-σ fit (x, y, A, b) from the same start; same acceptance
-       (FIXED_SIGMA).
-    4. Else CENTROID: the start position with the linear (A, b) of step 1.
+    1. Linear start: (A, b[, bx, by]) by least squares for a Gaussian of the
+       nominal ``sigma`` at the start (:func:`_linear_amplitude`).
+    2. Free fit (x, y, A, σ, b[, bx, by]) by Levenberg–Marquardt from
+       (start, A′, σ, b[, bx, by]) with A′ = max(A, 1e-3 (max − min), 1e-12),
+       σ projected into [sigma_lo, sigma_hi] after every step; accepted (FREE)
+       when converged (relative cost drop < 1e-9, or no damped step lowers the
+       cost, within ``max_iter`` iterations), A > 0, sigma_lo < σ < sigma_hi,
+       the centre within the window and within ``max_shift`` of the start,
+       and the window not constant.
+    3. Else fixed-σ fit (x, y, A, b[, bx, by]) from the same start; same
+       acceptance (FIXED_SIGMA).
+    4. Else CENTROID: the start position with the linear parameters of step 1.
 
-    Errors: :func:`_fit_errors` for the accepted model (x, y, A, b only for
-    FIXED_SIGMA and CENTROID). Returns ``(table (N, 13) float64 in the order
-    of FIT_TABLE, status (N,) int8)``."""
+    ``background`` is the background at the fitted centre (b + bx (x − xc)
+    + by (y − yc)). Errors: :func:`_fit_errors` for the accepted model (σ not
+    fitted for FIXED_SIGMA and CENTROID). Returns ``(table (N, 13) float64 in
+    the order of FIT_TABLE, status (N,) int8)``."""
     n = len(xy)
     out = np.full((n, len(FIT_TABLE)), np.nan)
     status = np.full(n, int(FitStatus.NONE), np.int8)
@@ -407,34 +491,38 @@ def _fit_gaussian_numpy_ref(image: np.ndarray, xy: np.ndarray, radius: int, sigm
         if ok.sum() < 6:
             continue
         xx, yy, v = xx.ravel()[ok].astype(np.float64), yy.ravel()[ok].astype(np.float64), v[ok]
-        a_lin, b_lin = _linear_amplitude(xx, yy, v, x0, y0, sigma)
+        tilt = bool(plane) and _plane_determined(xx, yy)
+        xc, yc = float(xi), float(yi)
+        a_lin, b_lin, bx_lin, by_lin = _linear_amplitude(xx, yy, v, x0, y0, sigma, tilt, xc, yc)
         contrast = float(v.max()) > float(v.min())  # a constant window holds no spot
         a0 = max(a_lin, 1e-3 * (float(v.max()) - float(v.min())), 1e-12)
-        start = np.array([x0, y0, a0, sigma, b_lin])
+        start = np.array([x0, y0, a0, sigma, b_lin, bx_lin, by_lin])
 
         def accept(p, good):
             inside = abs(p[0] - xi) <= radius and abs(p[1] - yi) <= radius
             near = (p[0] - x0) ** 2 + (p[1] - y0) ** 2 <= max_shift * max_shift
             return good and inside and near and p[2] > 0 and contrast
 
-        p, cost, good = _lm(xx, yy, v, start, True, sigma_lo, sigma_hi, max_iter)
+        p, cost, good = _lm(xx, yy, v, start, True, sigma_lo, sigma_hi, max_iter, tilt, xc, yc)
         if accept(p, good) and sigma_lo < p[3] < sigma_hi:
-            st, free = FitStatus.FREE, [0, 1, 2, 3, 4]
+            st, free = FitStatus.FREE, _free_params(True, tilt)
         else:
-            p, cost, good = _lm(xx, yy, v, start, False, sigma_lo, sigma_hi, max_iter)
-            free = [0, 1, 2, 4]
+            p, cost, good = _lm(xx, yy, v, start, False, sigma_lo, sigma_hi, max_iter, tilt,
+                                xc, yc)
+            free = _free_params(False, tilt)
             if accept(p, good):
                 st = FitStatus.FIXED_SIGMA
             else:
                 st = FitStatus.CENTROID
-                p = np.array([x0, y0, a_lin, sigma, b_lin])
-                g = np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma * sigma))
-                rr = b_lin + a_lin * g - v
+                p = np.array([x0, y0, a_lin, sigma, b_lin, bx_lin, by_lin])
+                rr = _model(xx, yy, p, xc, yc)[0] - v
                 cost = float(rr @ rr)
-        errs, i_err = _fit_errors(xx, yy, v, p, free)
-        out[i, :7] = (p[0], p[1], p[2], p[3], p[4], 2 * np.pi * p[2] * p[3] ** 2,
+        errs, i_err, b_err = _fit_errors(xx, yy, v, p, free, xc, yc)
+        bg = p[4] + p[5] * (p[0] - xc) + p[6] * (p[1] - yc)
+        out[i, :7] = (p[0], p[1], p[2], p[3], bg, 2 * np.pi * p[2] * p[3] ** 2,
                       np.sqrt(cost / len(v)))
-        out[i, 7:12] = errs[[0, 1, 2, 3, 4]]
+        out[i, 7:11] = errs[[0, 1, 2, 3]]
+        out[i, 11] = b_err
         out[i, 12] = i_err
         status[i] = int(st)
     return out, status
@@ -442,9 +530,11 @@ def _fit_gaussian_numpy_ref(image: np.ndarray, xy: np.ndarray, radius: int, sigm
 
 @dataclass(frozen=True)
 class GaussianFit:
-    """Per-atom isotropic 2-D Gaussian fit ``b + A exp(-r²/2σ²)`` (arrays of length N).
+    """Per-atom isotropic 2-D Gaussian fit ``background + A exp(-r²/2σ²)`` (arrays
+    of length N), the background a constant or a tilted plane.
 
-    ``intensity`` = 2π A σ² is the integrated (background-free) intensity;
+    ``background`` is the background level under the fitted centre (for a
+    plane: its value there); ``intensity`` = 2π A σ² is the integrated (background-free) intensity;
     ``residual`` the RMS fit residual; ``*_err`` the standard errors (see
     :func:`_fit_errors`); ``status`` the :class:`FitStatus` of each atom
     (every atom with ≥ 6 finite window pixels gets an amplitude and an
@@ -475,19 +565,32 @@ _gauss_kernel = Kernel("fit_gaussian", _fit_gaussian_numpy_ref)
 
 
 @_gauss_kernel.register("cpp")
-def _fit_gaussian_cpp(image, xy, radius, sigma, sigma_lo, sigma_hi, max_shift, max_iter):
+def _fit_gaussian_cpp(image, xy, radius, sigma, sigma_lo, sigma_hi, max_shift, max_iter,
+                      plane=False):
     table, status = core().fit_gaussian(image, xy, int(radius), float(sigma), float(sigma_lo),
-                                        float(sigma_hi), float(max_shift), int(max_iter))
+                                        float(sigma_hi), float(max_shift), int(max_iter),
+                                        bool(plane))
     return (np.asarray(table, np.float64).reshape(-1, len(FIT_TABLE)),
             np.asarray(status, np.int8))
+
+
+#: Physical Gaussian σ of one metal atom's image (probe + blur), nm: the
+#: nominal σ of the per-atom fit. ~0.1 nm is what free fits give on ptnc-train
+#: and what ``fastsac.synth`` simulates (σ ≈ 0.105 nm); it is not the
+#: detectors' filter width (the classical DoG centre is 0.0586 nm).
+FIT_SIGMA_NM = 0.1
+
+#: Background models of :func:`refine_gaussian`: a constant, or a tilted plane
+#: b + bx·(X − xc) + by·(Y − yc) that absorbs the support's gradient under an
+#: atom (docs/fit.md: it halves the support-texture floor of the position).
+BACKGROUND_MODELS = ("plane", "constant")
 
 
 def default_sigma_bounds(sigma_px: float) -> tuple[float, float]:
     """Physical range of a fitted atom σ around the nominal one: [0.5, 2.5] × σ.
 
-    For the classical detector's 0.0586 nm that is 0.029–0.147 nm, which
-    holds an atom of FWHM 0.1 nm (σ 0.042 nm) as well as the ~0.1 nm σ
-    (probe + blur) measured on ptnc-train and simulated by ``fastsac.synth``.
+    For the nominal :data:`FIT_SIGMA_NM` (0.1 nm) that is 0.05–0.25 nm:
+    a sharp atom of FWHM 0.12 nm (σ 0.05 nm) up to a strongly blurred one.
     """
     return 0.5 * float(sigma_px), 2.5 * float(sigma_px)
 
@@ -495,7 +598,7 @@ def default_sigma_bounds(sigma_px: float) -> tuple[float, float]:
 def refine_gaussian(image, xy, *, radius: int = 4, sigma: float = 1.5,
                     sigma_bounds: tuple[float, float] | None = None,
                     max_shift: float | None = None, max_iter: int = 50,
-                    backend: str = "auto") -> GaussianFit:
+                    background: str = "plane", backend: str = "auto") -> GaussianFit:
     """Sub-pixel 2-D Gaussian least-squares fit per atom, in parallel over atoms,
     with a fixed-σ and a centroid fallback and standard errors.
 
@@ -519,6 +622,11 @@ def refine_gaussian(image, xy, *, radius: int = 4, sigma: float = 1.5,
         beyond the window).
     max_iter : int
         Levenberg–Marquardt iterations per fit.
+    background : {"plane", "constant"}
+        Background under the atom: a tilted plane b + bx·(X − xc) + by·(Y − yc)
+        around the window's centre pixel (default; needs a window wider than
+        the atom, ``radius`` ≳ 2.5σ, or the plane and the Gaussian's tails
+        trade off), or a constant b.
 
     Returns
     -------
@@ -534,6 +642,8 @@ def refine_gaussian(image, xy, *, radius: int = 4, sigma: float = 1.5,
         raise ValueError(f"sigma_bounds must satisfy 0 < lo < sigma < hi; got lo={lo}, "
                          f"sigma={sigma}, hi={hi}")
     shift = np.inf if max_shift is None else check_positive(max_shift, name="max_shift")
+    if background not in BACKGROUND_MODELS:
+        raise ValueError(f"background must be one of {BACKGROUND_MODELS}, got {background!r}")
     if not np.isfinite(pts).all():
         raise ValueError("xy contains NaN or inf positions; drop them first")
     b = _gauss_kernel.resolve(backend, data=image)
@@ -541,7 +651,8 @@ def refine_gaussian(image, xy, *, radius: int = 4, sigma: float = 1.5,
         table, status = np.zeros((0, len(FIT_TABLE))), np.zeros(0, np.int8)
     else:
         table, status = _gauss_kernel.impls[b](img, pts, int(radius), float(sigma), lo, hi,
-                                               float(shift), int(max_iter))
+                                               float(shift), int(max_iter),
+                                               background == "plane")
     t = table
     return GaussianFit(t[:, :2].copy(), t[:, 2], t[:, 3], t[:, 4], t[:, 5], t[:, 6],
                        t[:, 7:9].copy(), t[:, 9], t[:, 10], t[:, 11], t[:, 12],
@@ -566,8 +677,13 @@ def com_radius(sigma_px: float) -> int:
     return max(2, int(round(stable_float(sigma_px) * 1.5)))
 
 
-def fit_radius(sigma_px: float, factor: float = 2.0) -> int:
-    """Half-width of the Gaussian-fit window for atoms of σ ``sigma_px``: ⌈factor·σ⌉ ≥ 2."""
+def fit_radius(sigma_px: float, factor: float = 2.5) -> int:
+    """Half-width of the Gaussian-fit window for atoms of σ ``sigma_px``: ⌈factor·σ⌉ ≥ 2.
+
+    2.5σ (9 px for the 0.1 nm fit σ at 0.0293 nm/px) was the best window for
+    the plane background across dose on simulated truth (docs/fit.md): a
+    narrower one lets the plane trade off against the atom's tails, a wider
+    one takes in more support texture and neighbours."""
     return max(2, int(np.ceil(stable_float(factor * sigma_px))))
 
 
@@ -584,7 +700,13 @@ def refine_reach(sigma_px: float, fit_radius_px: int, refine: str = "gaussian") 
 def refine_positions(raw, xy0, *, min_distance_px: float, refine: str = "gaussian",
                      fit_radius_px: int = 4, sigma_px: float = 1.5,
                      sigma_bounds: tuple[float, float] | None = None, backend: str = "auto"):
-    """The detectors' refinement step: centre of mass, then a Gaussian fit.
+    """The detectors' refinement step: centre of mass, then a Gaussian fit on a
+    tilted-plane background (:func:`refine_gaussian`, ``background="plane"``).
+
+    ``sigma_px`` is the physical atom σ (:data:`FIT_SIGMA_NM` in pixels), not a
+    detector's filter width: it sets the centre-of-mass disc
+    (:func:`com_radius`), the fit's start and fallback σ and its bounds;
+    ``fit_radius_px`` is normally :func:`fit_radius` of it.
 
     A centroid that moved further than ``min_distance_px`` from its integer
     maximum has wandered onto another feature and is discarded (the integer

@@ -3,8 +3,9 @@ the numpy reference, fallbacks, error estimates and the derived-parameter helper
 
 Tolerances (as before the rewrite): identical status per atom, positions
 within 1e-4 px, every other column (amplitude … intensity error) within 1e-4
-relative; only summation order, the 5×5 solve and the C++ exp differ in
-rounding.
+relative; only summation order, the 7×7 solve and the C++ exp differ in
+rounding. Every parity test runs with both background models (constant and
+tilted plane).
 """
 
 from __future__ import annotations
@@ -25,9 +26,15 @@ def gauss_backend(request):
     return request.param
 
 
-def _run(backend, img, start, radius=4, sigma=1.5, lo=0.75, hi=3.75, shift=np.inf, it=50):
+@pytest.fixture(params=[False, True], ids=["constant", "plane"])
+def plane(request):
+    return request.param
+
+
+def _run(backend, img, start, radius=4, sigma=1.5, lo=0.75, hi=3.75, shift=np.inf, it=50,
+         plane=False):
     args = (np.ascontiguousarray(img, np.float32), np.asarray(start, np.float64), radius, sigma,
-            lo, hi, shift, it)
+            lo, hi, shift, it, plane)
     ref, ref_st = _fit_gaussian_numpy_ref(*args)
     got, st = _gauss_kernel.impls[_backend.Backend(backend)](*args)
     got, st = np.asarray(got), np.asarray(st)
@@ -38,20 +45,22 @@ def _run(backend, img, start, radius=4, sigma=1.5, lo=0.75, hi=3.75, shift=np.in
     return ref, ref_st
 
 
-def test_parity_random(gauss_backend, rng):
+def test_parity_random(gauss_backend, plane, rng):
     centres = grid_centres(rng, (80, 96), spacing=13)
     img = spots((80, 96), centres, sigma=1.3, noise=2.0, rng=rng)
+    yy, xx = np.mgrid[:80, :96]
+    img = img + (0.2 * xx - 0.1 * yy).astype(np.float32)  # a support gradient
     start = np.round(centres) + rng.uniform(-0.6, 0.6, centres.shape)
-    ref, st = _run(gauss_backend, img, start)
+    ref, st = _run(gauss_backend, img, start, plane=plane)
     assert (st == FitStatus.FREE).all()
     # Random windows of pure noise: every fallback occurs, the kernels still agree.
     noise = rng.normal(10, 2, (60, 60)).astype(np.float32)
     pts = rng.uniform(0, 59, (40, 2))
-    _, st = _run(gauss_backend, noise, pts, radius=3, shift=2.0)
+    _, st = _run(gauss_backend, noise, pts, radius=3, shift=2.0, plane=plane)
     assert len(set(st.tolist())) >= 2
 
 
-def test_parity_adversarial(gauss_backend, rng):
+def test_parity_adversarial(gauss_backend, plane, rng):
     img = spots((40, 48), [[2.2, 3.1], [45.6, 37.4], [20.0, 20.0], [22.1, 20.3]], sigma=1.4,
                 noise=1.0, rng=rng)  # two touching atoms at (20, 20) and (22.1, 20.3)
     img[10:14, 30:34] = np.nan  # a NaN hole next to a spot
@@ -61,12 +70,17 @@ def test_parity_adversarial(gauss_backend, rng):
     flat = np.zeros((40, 48), np.float32)
     start = np.array([[0.0, 0.0], [2.0, 3.0], [47.0, 39.0], [45.4, 37.2], [20.0, 20.0],
                       [22.0, 20.0], [32.4, 12.0], [31.0, 11.0], [40.0, 12.0], [47.0, 0.0]])
-    _run(gauss_backend, img, start, radius=3, shift=2.5)
-    _, st = _run(gauss_backend, flat, start[:3], radius=3)
+    _run(gauss_backend, img, start, radius=3, shift=2.5, plane=plane)
+    _, st = _run(gauss_backend, flat, start[:3], radius=3, plane=plane)
     assert (st == FitStatus.CENTROID).all()  # flat: no spot, linear amplitude 0
     dark = -spots((30, 30), [[15.2, 14.7]], background=0.0)  # a dark spot: A ≤ 0
-    _, st = _run(gauss_backend, dark, [[15.0, 15.0]], radius=3)
+    _, st = _run(gauss_backend, dark, [[15.0, 15.0]], radius=3, plane=plane)
     assert st[0] == FitStatus.CENTROID
+    # A window whose finite pixels are collinear (one row left): no plane is
+    # fitted there, the kernels agree on the fallback to a constant.
+    line = np.full((12, 12), np.nan, np.float32)
+    line[6, :] = 5.0 + 20 * np.exp(-((np.arange(12) - 6.2) ** 2) / 4.5)
+    _run(gauss_backend, line, [[6.0, 6.0]], radius=3, plane=plane)
 
 
 def test_recovers_parameters_and_errors_are_calibrated(gauss_backend, rng):
@@ -92,6 +106,28 @@ def test_recovers_parameters_and_errors_are_calibrated(gauss_backend, rng):
     rep_i = np.concatenate([f.intensity_err for f in fits])
     assert 0.8 < np.std(err_x) / np.sqrt(np.mean(rep_x ** 2)) < 1.25
     assert 0.8 < np.std(err_i) / np.sqrt(np.mean(rep_i ** 2)) < 1.25
+
+
+def test_plane_removes_a_support_gradient(gauss_backend, rng):
+    """A steep background gradient under wide atoms biases a constant-background
+    fit towards the bright side; the plane model is unbiased and its
+    ``background`` is the plane's value under the atom's centre."""
+    centres = grid_centres(rng, (160, 160), spacing=26, margin=13)
+    yy, xx = np.mgrid[:160, :160]
+    ramp = (1.5 * xx + 0.8 * yy).astype(np.float32)
+    img = spots((160, 160), centres, amplitude=60.0, sigma=3.4, background=0.0) + ramp
+    start = np.round(centres)
+    const = peaks.refine_gaussian(img, start, radius=9, sigma=3.4, background="constant",
+                                  backend=gauss_backend)
+    tilt = peaks.refine_gaussian(img, start, radius=9, sigma=3.4, backend=gauss_backend)
+    assert (tilt.status == FitStatus.FREE).all()
+    assert np.abs(tilt.xy - centres).max() < 1e-3
+    assert np.abs(const.xy - centres).max() > 0.2
+    np.testing.assert_allclose(tilt.background, 1.5 * centres[:, 0] + 0.8 * centres[:, 1],
+                               rtol=1e-4)
+    np.testing.assert_allclose(tilt.intensity, 2 * np.pi * 60.0 * 3.4 ** 2, rtol=1e-3)
+    with pytest.raises(ValueError, match="background"):
+        peaks.refine_gaussian(img, start, background="quadratic")
 
 
 def test_signal_dependent_noise_model(rng):
@@ -175,9 +211,13 @@ def test_derived_parameters_are_calibration_stable():
     # 0.0586 nm at a TIFF's 0.029299999999512 nm/px vs a Zarr's 0.0293 nm/px.
     s_tiff, s_zarr = 0.0586 / 0.029299999999512, 0.0586 / 0.0293
     assert int(np.ceil(2 * s_tiff)) == 5  # the bug: the raw float flips the window
-    assert peaks.fit_radius(s_tiff) == peaks.fit_radius(s_zarr) == 4
+    assert peaks.fit_radius(s_tiff, 2.0) == peaks.fit_radius(s_zarr, 2.0) == 4
     assert peaks.com_radius(s_tiff) == peaks.com_radius(s_zarr) == 3
     assert peaks.refine_reach(s_tiff, 4) == peaks.refine_reach(s_zarr, 4) == 2 * 3 + 4 + 2
+    # The fit's physical σ (0.1 nm = 3.41 px): window ⌈2.5σ⌉ = 9, disc 5, reach 21.
+    f_tiff, f_zarr = peaks.FIT_SIGMA_NM / 0.029299999999512, peaks.FIT_SIGMA_NM / 0.0293
+    assert peaks.fit_radius(f_tiff) == peaks.fit_radius(f_zarr) == 9
+    assert peaks.refine_reach(f_tiff, 9) == peaks.refine_reach(f_zarr, 9) == 2 * 5 + 9 + 2
     assert peaks.refine_reach(2.0, 4, "none") == 0
     assert peaks.stable_float(0.029299999999512) == 0.0293
     assert peaks.stable_float(0.0) == 0.0 and np.isnan(peaks.stable_float(np.nan))

@@ -163,23 +163,27 @@ def _kernels():
         xy[i, 0] = x
         xy[i, 1] = y
 
+    # Fit parameters p = [x, y, A, σ, b, bx, by] (peaks._free_params order);
+    # the background plane b + bx (X − xc) + by (Y − yc) is around the
+    # window's centre pixel. Small systems are solved in M (7, 8): the
+    # right-hand side in column 7.
     @cu.jit(device=True)
-    def g_cost(img, b, y_lo, y_hi, x_lo, x_hi, p0, p1, p2, p3, p4):
+    def g_cost(img, b, y_lo, y_hi, x_lo, x_hi, p, xc, yc):
         c = 0.0
-        inv = 1.0 / (2.0 * p3 * p3)
+        inv = 1.0 / (2.0 * p[3] * p[3])
         for yy in range(y_lo, y_hi):
             for xx in range(x_lo, x_hi):
                 v = float(img[b, yy, xx])
                 if math.isnan(v) or math.isinf(v):
                     continue
-                r2 = (xx - p0) * (xx - p0) + (yy - p1) * (yy - p1)
-                r = p4 + p2 * math.exp(-r2 * inv) - v
+                r2 = (xx - p[0]) * (xx - p[0]) + (yy - p[1]) * (yy - p[1])
+                r = p[4] + p[5] * (xx - xc) + p[6] * (yy - yc) + p[2] * math.exp(-r2 * inv) - v
                 c += r * r
         return c
 
     @cu.jit(device=True)
     def f_solve(M, n, x):
-        # Solve M[:n, :n] x = M[:n, 5] by Gaussian elimination with partial pivoting.
+        # Solve M[:n, :n] x = M[:n, 7] by Gaussian elimination with partial pivoting.
         for col in range(n):
             piv = col
             best = abs(M[col, col])
@@ -190,7 +194,7 @@ def _kernels():
             if best == 0.0:
                 return False
             if piv != col:
-                for cc in range(6):
+                for cc in range(8):
                     tmp = M[col, cc]
                     M[col, cc] = M[piv, cc]
                     M[piv, cc] = tmp
@@ -198,32 +202,59 @@ def _kernels():
                 f = M[rr, col] / M[col, col]
                 for cc in range(col, n):
                     M[rr, cc] -= f * M[col, cc]
-                M[rr, 5] -= f * M[col, 5]
+                M[rr, 7] -= f * M[col, 7]
         for a in range(n - 1, -1, -1):
-            acc = M[a, 5]
+            acc = M[a, 7]
             for cc in range(a + 1, n):
                 acc -= M[a, cc] * x[cc]
             x[a] = acc / M[a, a]
         return True
 
     @cu.jit(device=True)
-    def f_lm(img, b, y_lo, y_hi, x_lo, x_hi, p, fit_sigma, s_lo, s_hi, max_iter, cost0,
-             A, M, gr, jr, pn, idx):
+    def f_free(fit_sigma, plane, idx):
+        # Fitted parameter indices (peaks._free_params) into idx; returns their count.
+        n = 0
+        for a in range(7):
+            if (a == 3 and not fit_sigma) or (a >= 5 and not plane):
+                continue
+            idx[n] = a
+            n += 1
+        return n
+
+    @cu.jit(device=True)
+    def f_jac(xx, yy, p, xc, yc, g, r2, s2, idx, np_, jr):
+        # Jacobian row of the fitted parameters (peaks._jacobian columns idx[:np_]).
+        for a in range(np_):
+            k = idx[a]
+            if k == 0:
+                jr[a] = p[2] * g * (xx - p[0]) / s2
+            elif k == 1:
+                jr[a] = p[2] * g * (yy - p[1]) / s2
+            elif k == 2:
+                jr[a] = g
+            elif k == 3:
+                jr[a] = p[2] * g * r2 / (s2 * p[3])
+            elif k == 4:
+                jr[a] = 1.0
+            elif k == 5:
+                jr[a] = xx - xc
+            else:
+                jr[a] = yy - yc
+
+    @cu.jit(device=True)
+    def f_lm(img, b, y_lo, y_hi, x_lo, x_hi, p, fit_sigma, plane, xc, yc, s_lo, s_hi, max_iter,
+             cost0, A, M, gr, jr, pn, idx):
         # Levenberg–Marquardt as peaks._lm; p updated in place. Returns (ok, cost).
-        np_ = 5 if fit_sigma else 4
-        for a in range(5):
-            idx[a] = a
-        if not fit_sigma:
-            idx[3] = 4
+        np_ = f_free(fit_sigma, plane, idx)
         lam = 1e-3
         cost = cost0
         rel = 0.0
         pinned = 0
         for _ in range(max_iter):
             s2 = p[3] * p[3]
-            for a in range(5):
+            for a in range(7):
                 gr[a] = 0.0
-                for c in range(5):
+                for c in range(7):
                     A[a, c] = 0.0
             for yy in range(y_lo, y_hi):
                 for xx in range(x_lo, x_hi):
@@ -232,15 +263,8 @@ def _kernels():
                         continue
                     r2 = (xx - p[0]) * (xx - p[0]) + (yy - p[1]) * (yy - p[1])
                     g = math.exp(-r2 / (2 * s2))
-                    res = p[4] + p[2] * g - v
-                    jr[0] = p[2] * g * (xx - p[0]) / s2
-                    jr[1] = p[2] * g * (yy - p[1]) / s2
-                    jr[2] = g
-                    if fit_sigma:
-                        jr[3] = p[2] * g * r2 / (s2 * p[3])
-                        jr[4] = 1.0
-                    else:
-                        jr[3] = 1.0
+                    res = p[4] + p[5] * (xx - xc) + p[6] * (yy - yc) + p[2] * g - v
+                    f_jac(xx, yy, p, xc, yc, g, r2, s2, idx, np_, jr)
                     for a in range(np_):
                         gr[a] += jr[a] * res
                         for c in range(np_):
@@ -251,20 +275,20 @@ def _kernels():
                     for c in range(np_):
                         M[a, c] = A[a, c]
                     M[a, a] += lam * (A[a, a] + 1e-12)
-                    M[a, 5] = gr[a]
+                    M[a, 7] = gr[a]
                 if not f_solve(M, np_, jr):
                     lam *= 10
                     continue
-                for a in range(5):
+                for a in range(7):
                     pn[a] = p[a]
                 for a in range(np_):
                     pn[idx[a]] -= jr[a]
                 if fit_sigma:
                     pn[3] = min(max(abs(pn[3]), s_lo), s_hi)
-                cn = g_cost(img, b, y_lo, y_hi, x_lo, x_hi, pn[0], pn[1], pn[2], pn[3], pn[4])
+                cn = g_cost(img, b, y_lo, y_hi, x_lo, x_hi, pn, xc, yc)
                 if cn < cost:
                     rel = (cost - cn) / max(cost, 1e-300)
-                    for a in range(5):
+                    for a in range(7):
                         p[a] = pn[a]
                     cost = cn
                     lam = max(lam / 10, 1e-7)
@@ -282,15 +306,13 @@ def _kernels():
         return False, cost
 
     @cu.jit(device=True)
-    def f_errors(img, b, y_lo, y_hi, x_lo, x_hi, p, fit_sigma, H, B, M, Hi, jr, x, idx, errs):
-        # Standard errors as peaks._fit_errors: errs[0:5] (x, y, A, σ, b), errs[5] intensity.
-        for a in range(6):
+    def f_errors(img, b, y_lo, y_hi, x_lo, x_hi, p, fit_sigma, plane, xc, yc, H, B, M, Hi, jr,
+                 x, idx, errs):
+        # Standard errors as peaks._fit_errors: errs[0:7] (x, y, A, σ, b, bx, by),
+        # errs[7] intensity, errs[8] background at the fitted centre.
+        for a in range(9):
             errs[a] = math.nan
-        np_ = 5 if fit_sigma else 4
-        for a in range(5):
-            idx[a] = a
-        if not fit_sigma:
-            idx[3] = 4
+        np_ = f_free(fit_sigma, plane, idx)
         s2 = p[3] * p[3]
         m = 0
         sg = 0.0
@@ -303,7 +325,7 @@ def _kernels():
                 if math.isnan(v) or math.isinf(v):
                     continue
                 g = math.exp(-((xx - p[0]) * (xx - p[0]) + (yy - p[1]) * (yy - p[1])) / (2 * s2))
-                r = p[4] + p[2] * g - v
+                r = p[4] + p[5] * (xx - xc) + p[6] * (yy - yc) + p[2] * g - v
                 m += 1
                 sg += g
                 sgg += g * g
@@ -324,8 +346,8 @@ def _kernels():
             c0 = sq / m
             c1 = 0.0
         dof = m / max(m - np_, 1)
-        for a in range(5):
-            for c in range(5):
+        for a in range(7):
+            for c in range(7):
                 H[a, c] = 0.0
                 B[a, c] = 0.0
         for yy in range(y_lo, y_hi):
@@ -335,14 +357,7 @@ def _kernels():
                     continue
                 r2 = (xx - p[0]) * (xx - p[0]) + (yy - p[1]) * (yy - p[1])
                 g = math.exp(-r2 / (2 * s2))
-                jr[0] = p[2] * g * (xx - p[0]) / s2
-                jr[1] = p[2] * g * (yy - p[1]) / s2
-                jr[2] = g
-                if fit_sigma:
-                    jr[3] = p[2] * g * r2 / (s2 * p[3])
-                    jr[4] = 1.0
-                else:
-                    jr[3] = 1.0
+                f_jac(xx, yy, p, xc, yc, g, r2, s2, idx, np_, jr)
                 var = (c0 + c1 * g) * dof
                 for a in range(np_):
                     for c in range(np_):
@@ -352,7 +367,7 @@ def _kernels():
             for a in range(np_):
                 for c in range(np_):
                     M[a, c] = H[a, c]
-                M[a, 5] = 1.0 if a == col else 0.0
+                M[a, 7] = 1.0 if a == col else 0.0
             if not f_solve(M, np_, x):
                 return
             for a in range(np_):
@@ -372,19 +387,103 @@ def _kernels():
                 H[a, c] = acc
         for a in range(np_):
             errs[idx[a]] = math.sqrt(max(H[a, a], 0.0))
-        for a in range(5):
+        # gradients of the intensity 2πAσ² (jr) and of the background at the centre (x)
+        for a in range(np_):
+            k = idx[a]
             jr[a] = 0.0
-        jr[2] = 2 * math.pi * p[3] * p[3]
-        if fit_sigma:
-            jr[3] = 4 * math.pi * p[2] * p[3]
+            x[a] = 0.0
+            if k == 2:
+                jr[a] = 2 * math.pi * p[3] * p[3]
+            elif k == 3:
+                jr[a] = 4 * math.pi * p[2] * p[3]
+            elif k == 4:
+                x[a] = 1.0
+            elif k == 5:
+                x[a] = p[0] - xc
+            elif k == 6:
+                x[a] = p[1] - yc
         vi = 0.0
+        vb = 0.0
         for a in range(np_):
             for c in range(np_):
                 vi += jr[a] * H[a, c] * jr[c]
-        errs[5] = math.sqrt(max(vi, 0.0))
+                vb += x[a] * H[a, c] * x[c]
+        errs[7] = math.sqrt(max(vi, 0.0))
+        errs[8] = math.sqrt(max(vb, 0.0))
+
+    @cu.jit(device=True)
+    def f_linear(img, b, y_lo, y_hi, x_lo, x_hi, x0, y0, sigma0, plane, contrast, xc, yc, M,
+                 sol, lin):
+        # peaks._linear_amplitude: lin[2] = A, lin[4:7] = b, bx, by.
+        lin[5] = 0.0
+        lin[6] = 0.0
+        if not contrast:  # a constant window: exactly no spot and no slope
+            lin[2] = 0.0
+            for yy in range(y_lo, y_hi):
+                for xx in range(x_lo, x_hi):
+                    v = float(img[b, yy, xx])
+                    if not (math.isnan(v) or math.isinf(v)):
+                        lin[4] = v
+                        return
+        npx = 0
+        sg = 0.0
+        sgg = 0.0
+        sv = 0.0
+        sgv = 0.0
+        for yy in range(y_lo, y_hi):
+            for xx in range(x_lo, x_hi):
+                v = float(img[b, yy, xx])
+                if not (math.isnan(v) or math.isinf(v)):
+                    npx += 1
+                    g = math.exp(-((xx - x0) * (xx - x0) + (yy - y0) * (yy - y0))
+                                 / (2 * sigma0 * sigma0))
+                    sg += g
+                    sgg += g * g
+                    sv += v
+                    sgv += g * v
+        det = npx * sgg - sg * sg
+        degenerate = not (det > 1e-12 * npx * max(sgg, 1e-300))
+        if not plane:
+            if not degenerate:
+                lin[2] = (npx * sgv - sg * sv) / det
+                lin[4] = (sgg * sv - sg * sgv) / det
+            else:
+                lin[2] = 0.0
+                lin[4] = sv / npx
+            return
+        off = 1 if degenerate else 0
+        n = 4 - off
+        for a in range(7):
+            for c in range(8):
+                M[a, c] = 0.0
+        for yy in range(y_lo, y_hi):
+            for xx in range(x_lo, x_hi):
+                v = float(img[b, yy, xx])
+                if math.isnan(v) or math.isinf(v):
+                    continue
+                g = math.exp(-((xx - x0) * (xx - x0) + (yy - y0) * (yy - y0))
+                             / (2 * sigma0 * sigma0))
+                for a in range(n):
+                    ka = a + off
+                    pa = g if ka == 0 else (1.0 if ka == 1 else (xx - xc if ka == 2 else yy - yc))
+                    M[a, 7] += pa * v
+                    for c in range(n):
+                        kc = c + off
+                        pc = g if kc == 0 else (1.0 if kc == 1 else (xx - xc if kc == 2
+                                                                    else yy - yc))
+                        M[a, c] += pa * pc
+        if not f_solve(M, n, sol):
+            lin[2] = 0.0
+            lin[4] = sv / npx
+            return
+        lin[2] = 0.0 if degenerate else sol[0]
+        lin[4] = sol[1 - off]
+        lin[5] = sol[2 - off]
+        lin[6] = sol[3 - off]
 
     @cu.jit
-    def fit(img, img_idx, xy, radius, sigma0, s_lo, s_hi, max_shift, max_iter, out, status):
+    def fit(img, img_idx, xy, radius, sigma0, s_lo, s_hi, max_shift, max_iter, plane, out,
+            status):
         i = cu.grid(1)
         if i >= xy.shape[0]:
             return
@@ -404,10 +503,11 @@ def _kernels():
         npx = 0
         vmin = math.inf
         vmax = -math.inf
-        sg = 0.0
-        sgg = 0.0
-        sv = 0.0
-        sgv = 0.0
+        sx = 0.0
+        sy = 0.0
+        sxx = 0.0
+        syy = 0.0
+        sxy = 0.0
         for yy in range(y_lo, y_hi):
             for xx in range(x_lo, x_hi):
                 v = float(img[b, yy, xx])
@@ -415,74 +515,74 @@ def _kernels():
                     npx += 1
                     vmin = min(vmin, v)
                     vmax = max(vmax, v)
-                    g = math.exp(-((xx - x0) * (xx - x0) + (yy - y0) * (yy - y0))
-                                 / (2 * sigma0 * sigma0))
-                    sg += g
-                    sgg += g * g
-                    sv += v
-                    sgv += g * v
+                    sx += xx
+                    sy += yy
+                    sxx += xx * xx
+                    syy += yy * yy
+                    sxy += xx * yy
         if npx < 6:
             return
-        det = npx * sgg - sg * sg
-        if det > 1e-12 * npx * max(sgg, 1e-300):
-            a_lin = (npx * sgv - sg * sv) / det
-            b_lin = (sgg * sv - sg * sgv) / det
-        else:
-            a_lin = 0.0
-            b_lin = sv / npx
-        a0 = max(a_lin, 1e-3 * (vmax - vmin), 1e-12)
-        p = cu.local.array(5, np.float64)
-        pn = cu.local.array(5, np.float64)
-        A = cu.local.array((5, 5), np.float64)
-        B = cu.local.array((5, 5), np.float64)
-        Hi = cu.local.array((5, 5), np.float64)
-        M = cu.local.array((5, 6), np.float64)
-        gr = cu.local.array(5, np.float64)
-        jr = cu.local.array(5, np.float64)
-        idx = cu.local.array(5, np.int64)
-        errs = cu.local.array(6, np.float64)
-        p[0] = x0
-        p[1] = y0
+        # peaks._plane_determined: no plane over collinear pixels
+        vx = npx * sxx - sx * sx
+        vy = npx * syy - sy * sy
+        cxy = npx * sxy - sx * sy
+        tilt = plane and vx * vy - cxy * cxy > 0
+        xc = float(xi)
+        yc = float(yi)
+        p = cu.local.array(7, np.float64)
+        pn = cu.local.array(7, np.float64)
+        lin = cu.local.array(7, np.float64)
+        A = cu.local.array((7, 7), np.float64)
+        B = cu.local.array((7, 7), np.float64)
+        Hi = cu.local.array((7, 7), np.float64)
+        M = cu.local.array((7, 8), np.float64)
+        gr = cu.local.array(7, np.float64)
+        jr = cu.local.array(7, np.float64)
+        idx = cu.local.array(7, np.int64)
+        errs = cu.local.array(9, np.float64)
+        f_linear(img, b, y_lo, y_hi, x_lo, x_hi, x0, y0, sigma0, tilt, vmax > vmin, xc, yc, M,
+                 gr, lin)
+        lin[0] = x0
+        lin[1] = y0
+        lin[3] = sigma0
+        a0 = max(lin[2], 1e-3 * (vmax - vmin), 1e-12)
+        for k in range(7):
+            p[k] = lin[k]
         p[2] = a0
-        p[3] = sigma0
-        p[4] = b_lin
-        c_start = g_cost(img, b, y_lo, y_hi, x_lo, x_hi, x0, y0, a0, sigma0, b_lin)
-        ok, cost = f_lm(img, b, y_lo, y_hi, x_lo, x_hi, p, True, s_lo, s_hi, max_iter, c_start,
-                        A, M, gr, jr, pn, idx)
+        c_start = g_cost(img, b, y_lo, y_hi, x_lo, x_hi, p, xc, yc)
+        ok, cost = f_lm(img, b, y_lo, y_hi, x_lo, x_hi, p, True, tilt, xc, yc, s_lo, s_hi,
+                        max_iter, c_start, A, M, gr, jr, pn, idx)
         inside = abs(p[0] - xi) <= radius and abs(p[1] - yi) <= radius
         near = (p[0] - x0) ** 2 + (p[1] - y0) ** 2 <= max_shift * max_shift
         st = 0
         contrast = vmax > vmin
         if not (ok and inside and near and p[2] > 0 and contrast and s_lo < p[3] and p[3] < s_hi):
-            p[0] = x0
-            p[1] = y0
+            for k in range(7):
+                p[k] = lin[k]
             p[2] = a0
-            p[3] = sigma0
-            p[4] = b_lin
-            ok, cost = f_lm(img, b, y_lo, y_hi, x_lo, x_hi, p, False, s_lo, s_hi, max_iter,
-                            c_start, A, M, gr, jr, pn, idx)
+            ok, cost = f_lm(img, b, y_lo, y_hi, x_lo, x_hi, p, False, tilt, xc, yc, s_lo, s_hi,
+                            max_iter, c_start, A, M, gr, jr, pn, idx)
             inside = abs(p[0] - xi) <= radius and abs(p[1] - yi) <= radius
             near = (p[0] - x0) ** 2 + (p[1] - y0) ** 2 <= max_shift * max_shift
             st = 1
             if not (ok and inside and near and p[2] > 0 and contrast):
                 st = 2
-                p[0] = x0
-                p[1] = y0
-                p[2] = a_lin
-                p[3] = sigma0
-                p[4] = b_lin
-                cost = g_cost(img, b, y_lo, y_hi, x_lo, x_hi, x0, y0, a_lin, sigma0, b_lin)
-        f_errors(img, b, y_lo, y_hi, x_lo, x_hi, p, st == 0, A, B, M, Hi, jr, gr, idx, errs)
+                for k in range(7):
+                    p[k] = lin[k]
+                cost = g_cost(img, b, y_lo, y_hi, x_lo, x_hi, p, xc, yc)
+        f_errors(img, b, y_lo, y_hi, x_lo, x_hi, p, st == 0, tilt, xc, yc, A, B, M, Hi, jr, gr,
+                 idx, errs)
         out[i, 0] = p[0]
         out[i, 1] = p[1]
         out[i, 2] = p[2]
         out[i, 3] = p[3]
-        out[i, 4] = p[4]
+        out[i, 4] = p[4] + p[5] * (p[0] - xc) + p[6] * (p[1] - yc)
         out[i, 5] = 2 * math.pi * p[2] * p[3] * p[3]
         out[i, 6] = math.sqrt(cost / npx)
-        for k in range(5):
+        for k in range(4):
             out[i, 7 + k] = errs[k]
-        out[i, 12] = errs[5]
+        out[i, 11] = errs[8]
+        out[i, 12] = errs[7]
         status[i] = st
 
     return {"maxima_mask": maxima_mask, "nms_round": nms_round, "com": com, "fit": fit}
@@ -592,8 +692,8 @@ def refine_com_cuda(image, xy, radius, iterations, *, img_idx=None):
     return to_lib(pts, lib)
 
 
-def fit_gaussian_cuda(image, xy, radius, sigma, sigma_lo, sigma_hi, max_shift, max_iter, *,
-                      img_idx=None):
+def fit_gaussian_cuda(image, xy, radius, sigma, sigma_lo, sigma_hi, max_shift, max_iter,
+                      plane=False, *, img_idx=None):
     """CUDA ``fit_gaussian``: (table (N, 13), status (N,) int8) like the reference."""
     import torch
 
@@ -610,7 +710,7 @@ def fit_gaussian_cuda(image, xy, radius, sigma, sigma_lo, sigma_hi, max_shift, m
         g = grid(n, 64)
         launch(_kernels()["fit"], g[0], g[1],
                (img, ii, pts, int(radius), float(sigma), float(sigma_lo), float(sigma_hi),
-                float(max_shift), int(max_iter), out, status), writes=(9, 10))
+                float(max_shift), int(max_iter), bool(plane), out, status), writes=(10, 11))
     return to_lib(out, lib), to_lib(status, lib)
 
 
@@ -669,14 +769,15 @@ def detect_batch(s, raw, lims, *, threshold, min_distance_px, refine, fit_radius
     moved = torch.hypot(*(xy - xy0).T) > min_distance_px
     xy = torch.where(moved[:, None], xy0, xy)
     if refine == "gaussian":
-        # As peaks.refine_positions: the fit may move at most min_distance_px.
+        # As peaks.refine_positions: the fit may move at most min_distance_px; the
+        # background is the tilted plane (refine_gaussian's default).
         lo, hi = (float(v) for v in sigma_bounds)
         out = torch.empty((m, 13), dtype=torch.float64, device=dev)
         status = torch.empty(m, dtype=torch.int8, device=dev)
         g = grid(m, 64)
         launch(k["fit"], g[0], g[1], (img, b, xy.contiguous(), int(fit_radius_px),
                                       float(sigma_px), lo, hi, max(float(min_distance_px), 1e-9),
-                                      50, out, status), writes=(9, 10))
+                                      50, True, out, status), writes=(10, 11))
         xy = out[:, :2].contiguous()
         nanc = [out[:, c].contiguous() for c in range(2, 13)] + [status.to(torch.float64)]
     return (b, xy0, vals, xy, *nanc)
