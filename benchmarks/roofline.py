@@ -119,7 +119,7 @@ def run_stages(size: int, n_points: int, repeat: int) -> tuple[list[dict], dict]
         def gauss_flops(sigma):
             r = int(4 * sigma + 0.5)
             return 2 * (1 + 3 * r)  # per px, both axes: x·w0, then (a + b)·w + acc per tap pair
-        g_fl = gauss_flops(p["sigma_px"]) + gauss_flops(p["surround_px"]) + 1
+        g_fl = gauss_flops(p["dog_sigma_px"]) + gauss_flops(p["surround_px"]) + 1
         t, dog = best(lambda: det.dog(raw, pixel_size_nm=px_nm), repeat)
         add("difference of Gaussians (σ 2 + 6 px, scipy-exact, float64 accumulate)", t,
             bytes_=44 * npx, flops=g_fl * npx, unit="px", n_units=npx,

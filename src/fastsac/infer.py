@@ -1144,6 +1144,7 @@ class _PeakCollector:
                     s, raw, lims, threshold=self.threshold, min_distance_px=self.min_distance_px,
                     refine=self.refine, fit_radius_px=self.fit_radius_px, sigma_px=self.sigma_px,
                     com_radius=self.com_r, sigma_bounds=peaks.default_sigma_bounds(self.sigma_px),
+                    max_shift=peaks.fit_max_shift(self.min_distance_px, self.sigma_px),
                     n_fit_columns=len(peaks.FIT_COLUMNS), no_fit_status=int(peaks.FitStatus.NONE))
             except Exception as exc:
                 if self.pb is Backend.CUDA:

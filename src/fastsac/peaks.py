@@ -20,7 +20,7 @@ from ._validate import as_float, as_points, check_image, check_positive, stable_
 __all__ = ["local_maxima", "nms", "refine_com", "refine_gaussian", "refine_positions", "GaussianFit",
            "PeakCandidates", "FitStatus", "FIT_COLUMNS", "FIT_TABLE", "empty_fit_columns",
            "com_radius", "fit_radius", "refine_reach", "stable_float", "default_sigma_bounds",
-           "FIT_SIGMA_NM", "BACKGROUND_MODELS"]
+           "FIT_SIGMA_NM", "BACKGROUND_MODELS", "fit_max_shift"]
 
 
 # --------------------------------------------------------------------------- maxima
@@ -687,6 +687,15 @@ def fit_radius(sigma_px: float, factor: float = 2.5) -> int:
     return max(2, int(np.ceil(stable_float(factor * sigma_px))))
 
 
+def fit_max_shift(min_distance_px: float, sigma_px: float) -> float:
+    """How far (px) the fit of :func:`refine_positions` may move from the
+    centroid: the NMS distance, and at most the atom's σ. A fit that moved
+    further has locked onto a neighbour or the support's texture (on
+    ptnc-train the 9-px window let 1 % of atoms move 5–6 px, costing 0.01 in
+    held-out F1; docs/fit.md)."""
+    return max(min(float(min_distance_px), float(sigma_px)), 1e-9)
+
+
 def refine_reach(sigma_px: float, fit_radius_px: int, refine: str = "gaussian") -> int:
     """How far (px) the refinement of :func:`refine_positions` reads raw pixels
     around an integer maximum: two centre-of-mass steps (each may move the
@@ -699,9 +708,11 @@ def refine_reach(sigma_px: float, fit_radius_px: int, refine: str = "gaussian") 
 
 def refine_positions(raw, xy0, *, min_distance_px: float, refine: str = "gaussian",
                      fit_radius_px: int = 4, sigma_px: float = 1.5,
-                     sigma_bounds: tuple[float, float] | None = None, backend: str = "auto"):
+                     sigma_bounds: tuple[float, float] | None = None, background: str = "plane",
+                     backend: str = "auto"):
     """The detectors' refinement step: centre of mass, then a Gaussian fit on a
-    tilted-plane background (:func:`refine_gaussian`, ``background="plane"``).
+    tilted-plane background (:func:`refine_gaussian`; ``background="constant"``
+    only for a caller whose downstream model was trained on that fit).
 
     ``sigma_px`` is the physical atom σ (:data:`FIT_SIGMA_NM` in pixels), not a
     detector's filter width: it sets the centre-of-mass disc
@@ -710,8 +721,8 @@ def refine_positions(raw, xy0, *, min_distance_px: float, refine: str = "gaussia
 
     A centroid that moved further than ``min_distance_px`` from its integer
     maximum has wandered onto another feature and is discarded (the integer
-    position is kept); a fit moving further than that from the centroid is
-    not accepted (:func:`refine_gaussian` falls back to fixed σ, then to the
+    position is kept); a fit moving further than :func:`fit_max_shift` (that
+    distance, at most σ) from the centroid is not accepted (:func:`refine_gaussian` falls back to fixed σ, then to the
     centroid). Points are independent, so the result for a point does not
     depend on which other points are refined with it (tiled engines rely on
     this).
@@ -733,8 +744,9 @@ def refine_positions(raw, xy0, *, min_distance_px: float, refine: str = "gaussia
         xy[moved] = xy0[moved]
     if n and refine == "gaussian":
         fit = refine_gaussian(raw, xy, radius=fit_radius_px, sigma=sigma_px,
-                              sigma_bounds=sigma_bounds, max_shift=max(min_distance_px, 1e-9),
-                              backend=backend)
+                              sigma_bounds=sigma_bounds, max_shift=fit_max_shift(min_distance_px,
+                                                                                 sigma_px),
+                              background=background, backend=backend)
         xy = fit.xy
         cols = [fit.amplitude, fit.sigma, fit.background, fit.intensity, fit.residual,
                 fit.xy_err[:, 0].copy(), fit.xy_err[:, 1].copy(), fit.amplitude_err,

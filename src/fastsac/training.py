@@ -196,10 +196,8 @@ def detect_prepared(det: "HeatmapDetector", d: dict) -> Detections:
     if heat.shape != d["raw"].shape:
         heat = resample_image(heat, d["raw"].shape)
     px = d["px"] or det.working_pixel_nm
-    s = det.atom_sigma_nm / px
     out = postprocess_scores(heat, d["raw"], threshold=det.threshold, min_distance_px=det.min_distance_nm / px,
-                             refine=det.refine, sigma_px=max(s, 0.7), fit_radius_px=max(2, int(np.ceil(2.5 * s))),
-                             backend=det.backend)
+                             refine=det.refine, **det.fit_params(px), backend=det.backend)
     out.pop("timings")
     return Detections(**out, detector=det.name)
 

@@ -189,6 +189,7 @@ def test_detect_batch_matches_host(cuda_ok, rng):
                           threshold=0.6, min_distance_px=2.0, refine="gaussian",
                           fit_radius_px=3, sigma_px=1.3, com_radius=2,
                           sigma_bounds=peaks.default_sigma_bounds(1.3),
+                          max_shift=peaks.fit_max_shift(2.0, 1.3),
                           n_fit_columns=len(peaks.FIT_COLUMNS), no_fit_status=int(peaks.FitStatus.NONE))
     tab = [t.cpu().numpy() for t in tab]
     assert (tab[0] == 0).all()  # window index

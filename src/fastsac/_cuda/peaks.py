@@ -6,10 +6,11 @@ Agreement with the numpy references (the specs in :mod:`fastsac.peaks`):
 * ``local_maxima``, ``nms``: identical integer output (same indices, same order).
 * ``refine_com``: within 1e-9 px (sequential vs numpy's pairwise summation).
 * ``fit_gaussian``: same status (free / fixed-σ / centroid / none) and
-  parameters and errors within 1e-6 (relative) on well-posed fits; the
-  Levenberg–Marquardt path, fallbacks and error model are the reference's
-  step for step, only the 5×5 solve (Gaussian elimination with partial
-  pivoting vs LAPACK) and summation order differ in rounding.
+  parameters and errors within 1e-6 (relative) on well-posed fits, with a
+  constant or a tilted-plane background; the Levenberg–Marquardt path,
+  fallbacks and error model are the reference's step for step, only the
+  7×7 solve (Gaussian elimination with partial pivoting vs LAPACK) and
+  summation order differ in rounding.
 
 NMS on the GPU: greedy NMS is sequential by nature. Here every point decides
 in parallel rounds: a point is *suppressed* as soon as a higher-priority kept
@@ -718,7 +719,7 @@ def fit_gaussian_cuda(image, xy, radius, sigma, sigma_lo, sigma_hi, max_shift, m
 
 # --------------------------------------------------------------------------- engine helper
 def detect_batch(s, raw, lims, *, threshold, min_distance_px, refine, fit_radius_px,
-                 sigma_px, com_radius, sigma_bounds, n_fit_columns, no_fit_status):
+                 sigma_px, com_radius, sigma_bounds, max_shift, n_fit_columns, no_fit_status):
     """Peaks of a batch of score windows on the GPU; nothing leaves the device.
 
     Parameters
@@ -769,14 +770,14 @@ def detect_batch(s, raw, lims, *, threshold, min_distance_px, refine, fit_radius
     moved = torch.hypot(*(xy - xy0).T) > min_distance_px
     xy = torch.where(moved[:, None], xy0, xy)
     if refine == "gaussian":
-        # As peaks.refine_positions: the fit may move at most min_distance_px; the
-        # background is the tilted plane (refine_gaussian's default).
+        # As peaks.refine_positions: the fit may move at most max_shift
+        # (peaks.fit_max_shift); the background is the tilted plane.
         lo, hi = (float(v) for v in sigma_bounds)
         out = torch.empty((m, 13), dtype=torch.float64, device=dev)
         status = torch.empty(m, dtype=torch.int8, device=dev)
         g = grid(m, 64)
         launch(k["fit"], g[0], g[1], (img, b, xy.contiguous(), int(fit_radius_px),
-                                      float(sigma_px), lo, hi, max(float(min_distance_px), 1e-9),
+                                      float(sigma_px), lo, hi, float(max_shift),
                                       50, True, out, status), writes=(10, 11))
         xy = out[:, :2].contiguous()
         nanc = [out[:, c].contiguous() for c in range(2, 13)] + [status.to(torch.float64)]

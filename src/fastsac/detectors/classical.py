@@ -41,7 +41,14 @@ class ClassicalDetector(Detector):
     threshold : float
         Minimum score (local-noise units) of an atom.
     atom_sigma_nm : float
-        Centre width of the DoG ≈ Gaussian sigma of an atom's image, nm.
+        Centre width of the DoG, nm: the detection filter (tuned for F1 on
+        ptnc-train; narrower than an atom's image).
+    fit_sigma_nm : float
+        Physical Gaussian σ of one atom's image, nm (default
+        :data:`fastsac.peaks.FIT_SIGMA_NM`, 0.1 nm): the nominal σ of the
+        per-atom fit, its window (⌈2.5σ⌉) and centre-of-mass disc. Separate
+        from the DoG width: a window matched to the DoG's 0.0586 nm cuts the
+        atom's tails off (docs/fit.md).
     surround_ratio : float
         Surround sigma / centre sigma.
     background_nm : float or None
@@ -79,7 +86,7 @@ class ClassicalDetector(Detector):
     name = "classical"
 
     def __init__(self, *, threshold: float = 3.9, atom_sigma_nm: float = 0.0586,
-                 surround_ratio: float = 3.0, background_nm: float | None = None,
+                 fit_sigma_nm: float = peaks.FIT_SIGMA_NM, surround_ratio: float = 3.0, background_nm: float | None = None,
                  min_distance_nm: float = 0.176, noise_sigma_nm: float = 0.94,
                  exclude_border_px: int = 1, refine: str = "gaussian", backend: str = "auto",
                  device: str = "cpu", resolve_pairs: bool = True,
@@ -87,6 +94,7 @@ class ClassicalDetector(Detector):
                  noise_window: str = "box"):
         self.threshold = float(threshold)
         self.atom_sigma_nm = check_positive(atom_sigma_nm, name="atom_sigma_nm")
+        self.fit_sigma_nm = check_positive(fit_sigma_nm, name="fit_sigma_nm")
         self.surround_ratio = check_positive(surround_ratio, name="surround_ratio")
         self.background_nm = (None if background_nm is None
                               else check_positive(background_nm, name="background_nm"))
@@ -113,7 +121,7 @@ class ClassicalDetector(Detector):
 
     def params(self) -> dict:
         return {"threshold": self.threshold, "atom_sigma_nm": self.atom_sigma_nm,
-                "surround_ratio": self.surround_ratio, "background_nm": self.background_nm,
+                "fit_sigma_nm": self.fit_sigma_nm, "surround_ratio": self.surround_ratio, "background_nm": self.background_nm,
                 "min_distance_nm": self.min_distance_nm, "noise_sigma_nm": self.noise_sigma_nm,
                 "exclude_border_px": self.exclude_border_px, "refine": self.refine,
                 "noise_window": self.noise_window,
@@ -139,13 +147,18 @@ class ClassicalDetector(Detector):
         return nm / peaks.stable_float(pixel_size_nm or DEFAULT_PIXEL_SIZE_NM)
 
     def pixel_params(self, pixel_size_nm: float | None) -> dict:
-        """The filter widths and NMS distance in pixels at ``pixel_size_nm`` (what
-        :meth:`dog`, :meth:`snr` and the detector tail use; the montage engine
-        derives its halos from them)."""
+        """The filter widths, atom size and NMS distance in pixels at
+        ``pixel_size_nm`` (what :meth:`dog`, :meth:`snr` and the detector tail
+        use; the montage engine derives its halos and refinement from them).
+
+        ``sigma_px`` is the atom's σ for the refinement (``fit_sigma_nm``: the
+        centre-of-mass disc, the fit's σ and window), ``dog_sigma_px`` and
+        ``surround_px`` the DoG's centre and surround widths."""
         s = self._px(self.atom_sigma_nm, pixel_size_nm)
         bg = (None if self.background_nm is None
               else max(3, int(round(self._px(self.background_nm, pixel_size_nm)))))
-        return {"sigma_px": s, "surround_px": s * self.surround_ratio, "background_px": bg,
+        return {"sigma_px": self._px(self.fit_sigma_nm, pixel_size_nm), "dog_sigma_px": s,
+                "surround_px": s * self.surround_ratio, "background_px": bg,
                 "noise_sigma_px": self._px(self.noise_sigma_nm, pixel_size_nm),
                 "min_distance_px": self._px(self.min_distance_nm, pixel_size_nm)}
 
@@ -157,7 +170,7 @@ class ClassicalDetector(Detector):
         if p["background_px"] is not None:
             img = preprocess.subtract_background(img, method="median", size_px=p["background_px"],
                                                  backend=self.backend).image
-        d = preprocess.gaussian_filter(img, p["sigma_px"], backend=self.backend)
+        d = preprocess.gaussian_filter(img, p["dog_sigma_px"], backend=self.backend)
         d -= preprocess.gaussian_filter(img, p["surround_px"], backend=self.backend)
         return d
 
@@ -183,7 +196,7 @@ class ClassicalDetector(Detector):
         return resolve_device(self.device).type
 
     def _tail_params(self, px) -> dict:
-        sigma_px = self._px(self.atom_sigma_nm, px)
+        sigma_px = self._px(self.fit_sigma_nm, px)
         return {"threshold": self.threshold, "min_distance_px": self._px(self.min_distance_nm, px),
                 "refine": self.refine, "sigma_px": sigma_px,
                 "fit_radius_px": peaks.fit_radius(sigma_px),

@@ -137,7 +137,8 @@ class SacCnnDetector(Detector):
         Median background window (published: 40 px).
     refine : {"none", "com", "gaussian"}
         ``none`` (default) keeps the published component centroids; the others
-        refine them on the raw image like fastsac's detectors.
+        refine them on the raw image like fastsac's detectors (atom σ
+        :data:`fastsac.peaks.FIT_SIGMA_NM` at the image's calibration).
     min_area_px : int
         Components smaller than this are dropped (published: 1, i.e. none).
     device : str
@@ -214,8 +215,10 @@ class SacCnnDetector(Detector):
         t1 = time.perf_counter()
         xy, score, _ = self.components(prob)
         t2 = time.perf_counter()
-        out = _refine_points(img, xy, refine=self.refine, sigma_px=1.5, fit_radius_px=4,
-                             max_shift_px=5.0, backend=self.backend)
+        sigma_px = peaks.FIT_SIGMA_NM / peaks.stable_float(px or DEFAULT_PIXEL_SIZE_NM)
+        out = _refine_points(img, xy, refine=self.refine, sigma_px=sigma_px,
+                             fit_radius_px=peaks.fit_radius(sigma_px), max_shift_px=5.0,
+                             backend=self.backend)
         t3 = time.perf_counter()
         return Detections(score=score, **out, detector=self.name,
                           params=self.params() | {"pixel_size_nm_used": px},
@@ -326,7 +329,11 @@ class HeatmapDetector(Detector):
     min_distance_nm : float
         NMS radius, nm.
     atom_sigma_nm : float
-        Gaussian sigma used by the sub-pixel fit, nm.
+        Gaussian sigma the sub-pixel fit used before ``fit_sigma_nm`` (0.045 nm);
+        kept because checkpoints record it, no longer used.
+    fit_sigma_nm : float
+        Physical σ of an atom's image for the sub-pixel fit (its σ, window
+        ⌈2.5σ⌉ and centre-of-mass disc), nm.
     working_pixel_nm, background_nm, noise_sigma_nm : float
         Pre-processing the model was trained with (from the checkpoint).
     refine : {"gaussian", "com", "none"}
@@ -336,7 +343,8 @@ class HeatmapDetector(Detector):
     name = "fastsac_heatmap"
 
     def __init__(self, model: torch.nn.Module, *, threshold: float = 0.4, min_distance_nm: float = 0.15,
-                 atom_sigma_nm: float = 0.045, working_pixel_nm: float = DEFAULT_PIXEL_SIZE_NM,
+                 atom_sigma_nm: float = 0.045, fit_sigma_nm: float = peaks.FIT_SIGMA_NM,
+                 working_pixel_nm: float = DEFAULT_PIXEL_SIZE_NM,
                  background_nm: float = 40 * DEFAULT_PIXEL_SIZE_NM,
                  noise_sigma_nm: float = 16 * DEFAULT_PIXEL_SIZE_NM, refine: str = "gaussian",
                  device: str = "cpu", backend: str = "auto", source: str | None = None):
@@ -346,6 +354,7 @@ class HeatmapDetector(Detector):
             raise ValueError(f"threshold must be a heatmap value in [0, 1), got {threshold!r}")
         self.min_distance_nm = check_positive(min_distance_nm, name="min_distance_nm")
         self.atom_sigma_nm = check_positive(atom_sigma_nm, name="atom_sigma_nm")
+        self.fit_sigma_nm = check_positive(fit_sigma_nm, name="fit_sigma_nm")
         self.working_pixel_nm = check_positive(working_pixel_nm, name="working_pixel_nm")
         self.background_nm = check_positive(background_nm, name="background_nm")
         self.noise_sigma_nm = check_positive(noise_sigma_nm, name="noise_sigma_nm")
@@ -356,9 +365,15 @@ class HeatmapDetector(Detector):
 
     def params(self) -> dict:
         return {"threshold": self.threshold, "min_distance_nm": self.min_distance_nm,
-                "atom_sigma_nm": self.atom_sigma_nm, "working_pixel_nm": self.working_pixel_nm,
+                "atom_sigma_nm": self.atom_sigma_nm, "fit_sigma_nm": self.fit_sigma_nm,
+                "working_pixel_nm": self.working_pixel_nm,
                 "background_nm": self.background_nm, "noise_sigma_nm": self.noise_sigma_nm,
                 "refine": self.refine, "weights": self.source}
+
+    def fit_params(self, pixel_size_nm: float) -> dict:
+        """``sigma_px`` and ``fit_radius_px`` of the refinement at this pixel size."""
+        sigma_px = self.fit_sigma_nm / peaks.stable_float(pixel_size_nm)
+        return {"sigma_px": sigma_px, "fit_radius_px": peaks.fit_radius(sigma_px)}
 
     def as_predictor(self) -> HeatmapPredictor:
         """The network (input scaling and sigmoid included) for ``fastsac.infer.predict_tiled``."""
@@ -380,11 +395,9 @@ class HeatmapDetector(Detector):
         heat = self.score_map(img, pixel_size_nm=px)
         t1 = time.perf_counter()
         px_used = px or self.working_pixel_nm
-        sigma_px = self.atom_sigma_nm / px_used
         out = postprocess_scores(heat, img, threshold=self.threshold,
                                  min_distance_px=self.min_distance_nm / px_used, refine=self.refine,
-                                 sigma_px=max(sigma_px, 0.7),
-                                 fit_radius_px=max(2, int(np.ceil(2.5 * sigma_px))), backend=self.backend)
+                                 **self.fit_params(px_used), backend=self.backend)
         timings = {"score_map": t1 - t0, **out.pop("timings")}
         return Detections(**out, detector=self.name, params=self.params() | {"pixel_size_nm_used": px_used},
                           timings=timings)

@@ -171,11 +171,19 @@ def candidate_features(image, *, pixel_size_nm: float | None = None, candidate_t
     keep = peaks.nms(cand.xy, cand.values, radius=nms_px, backend=backend)
     xy0 = cand.xy[keep].astype(np.float64)
     score = cand.values[keep].astype(np.float64)
-    sigma_px = det.atom_sigma_nm / px
+    sigma_px = det.pixel_params(px)["sigma_px"]  # the classical detector's refinement
     xy, cols = peaks.refine_positions(img, xy0, min_distance_px=nms_px, refine=det.refine,
                                       sigma_px=sigma_px, fit_radius_px=peaks.fit_radius(sigma_px),
                                       backend=backend)
     fit = dict(zip(peaks.FIT_COLUMNS, cols))
+    # The shipped re-scorer's fit features were trained on the earlier fit (constant
+    # background, the DoG width, a ⌈2σ⌉ window): recompute them with it until the
+    # model is retrained; positions and the fit columns stay the detector's.
+    dog_sigma_px = det.pixel_params(px)["dog_sigma_px"]
+    _, feature_cols = peaks.refine_positions(
+        img, xy0, min_distance_px=nms_px, refine=det.refine, sigma_px=dog_sigma_px,
+        fit_radius_px=peaks.fit_radius(dog_sigma_px, 2.0), background="constant", backend=backend)
+    feature_fit = dict(zip(peaks.FIT_COLUMNS, feature_cols))
     t2 = time.perf_counter()
     n = len(xy0)
     if n == 0:
@@ -199,9 +207,9 @@ def candidate_features(image, *, pixel_size_nm: float | None = None, candidate_t
     f["surround_rel"] = ann / (np.median(ann) or 1.0)
     # Features of the shipped re-scorer: fit values only where the free fit
     # succeeded (it was trained with failed fits as 0; fallbacks are not fits of σ).
-    ok = fit["fit_status"] == float(peaks.FitStatus.FREE)
-    f["fit_amplitude"] = np.where(ok, fit["amplitude"] / ann_std, 0.0)
-    f["fit_sigma"] = np.where(ok, np.clip(fit["sigma_px"] * to_ref, 0, 10), 0.0)
+    ok = feature_fit["fit_status"] == float(peaks.FitStatus.FREE)
+    f["fit_amplitude"] = np.where(ok, feature_fit["amplitude"] / ann_std, 0.0)
+    f["fit_sigma"] = np.where(ok, np.clip(feature_fit["sigma_px"] * to_ref, 0, 10), 0.0)
     tree = cKDTree(xy0)
     dd, ii = tree.query(xy0, k=min(n, 8))
     dd, ii = dd.reshape(n, -1) * to_ref, ii.reshape(n, -1)

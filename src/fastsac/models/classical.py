@@ -267,7 +267,7 @@ class ClassicalScoreNet(torch.nn.Module):
         if p["background_px"] is not None:
             raise ValueError("the GPU score map has no median background; use "
                              "ClassicalDetector(background_nm=None) (the default)")
-        return cls(p["sigma_px"], p["surround_px"], p["noise_sigma_px"],
+        return cls(p["dog_sigma_px"], p["surround_px"], p["noise_sigma_px"],
                    noise_window=getattr(detector, "noise_window", "gaussian"))
 
     def set_statistics(self, cap: float, global_rms: float) -> "ClassicalScoreNet":
