@@ -115,6 +115,24 @@ def _clipped_square(dog):
     return np.minimum(dog * dog, cap * cap)
 
 
+def _feature_fit(img, xy0, sigma_px, nms_px, refine, backend) -> peaks.GaussianFit:
+    """The fit the shipped re-scorer's fit features were trained on (before the
+    physical fit size): centre of mass and a constant-background fit at the
+    DoG width in a ⌈2σ⌉ window, moving at most the NMS distance. Not the
+    detector's positions; kept until the model is retrained on the current fit."""
+    if refine != "gaussian":
+        nan = np.full(len(xy0), np.nan)
+        return peaks.GaussianFit(xy0, nan, nan, nan, nan, nan, np.c_[nan, nan], nan, nan, nan, nan,
+                                 np.full(len(xy0), int(peaks.FitStatus.NONE), np.int8))
+    xy = peaks.refine_com(img, xy0, radius=peaks.com_radius(sigma_px), iterations=2,
+                          backend=backend)
+    moved = np.hypot(*(xy - xy0).T) > nms_px
+    xy[moved] = xy0[moved]
+    return peaks.refine_gaussian(img, xy, radius=peaks.fit_radius(sigma_px, 2.0), sigma=sigma_px,
+                                 max_shift=max(nms_px, 1e-9), background="constant",
+                                 backend=backend)
+
+
 def _dog(img, sigma_px, ratio, backend):
     dog = preprocess.gaussian_filter(img, sigma_px, backend=backend)
     dog -= preprocess.gaussian_filter(img, sigma_px * ratio, backend=backend)
@@ -179,11 +197,8 @@ def candidate_features(image, *, pixel_size_nm: float | None = None, candidate_t
     # The shipped re-scorer's fit features were trained on the earlier fit (constant
     # background, the DoG width, a ⌈2σ⌉ window): recompute them with it until the
     # model is retrained; positions and the fit columns stay the detector's.
-    dog_sigma_px = det.pixel_params(px)["dog_sigma_px"]
-    _, feature_cols = peaks.refine_positions(
-        img, xy0, min_distance_px=nms_px, refine=det.refine, sigma_px=dog_sigma_px,
-        fit_radius_px=peaks.fit_radius(dog_sigma_px, 2.0), background="constant", backend=backend)
-    feature_fit = dict(zip(peaks.FIT_COLUMNS, feature_cols))
+    feature_fit = _feature_fit(img, xy0, det.pixel_params(px)["dog_sigma_px"], nms_px, det.refine,
+                               backend)
     t2 = time.perf_counter()
     n = len(xy0)
     if n == 0:
@@ -207,9 +222,9 @@ def candidate_features(image, *, pixel_size_nm: float | None = None, candidate_t
     f["surround_rel"] = ann / (np.median(ann) or 1.0)
     # Features of the shipped re-scorer: fit values only where the free fit
     # succeeded (it was trained with failed fits as 0; fallbacks are not fits of σ).
-    ok = feature_fit["fit_status"] == float(peaks.FitStatus.FREE)
-    f["fit_amplitude"] = np.where(ok, feature_fit["amplitude"] / ann_std, 0.0)
-    f["fit_sigma"] = np.where(ok, np.clip(feature_fit["sigma_px"] * to_ref, 0, 10), 0.0)
+    ok = feature_fit.status == peaks.FitStatus.FREE
+    f["fit_amplitude"] = np.where(ok, feature_fit.amplitude / ann_std, 0.0)
+    f["fit_sigma"] = np.where(ok, np.clip(feature_fit.sigma * to_ref, 0, 10), 0.0)
     tree = cKDTree(xy0)
     dd, ii = tree.query(xy0, k=min(n, 8))
     dd, ii = dd.reshape(n, -1) * to_ref, ii.reshape(n, -1)
