@@ -28,15 +28,7 @@ import numpy as np
 from fastsac import peaks, read, read_points
 from fastsac.detectors import ClassicalDetector
 from fastsac.evaluate import match_points, pool
-
-
-def variants(det, px):
-    dog = det.pixel_params(px)["dog_sigma_px"]
-    fit = det.pixel_params(px)["sigma_px"]
-    return {"previous": dict(sigma_px=dog, fit_radius_px=peaks.fit_radius(dog, 2.0),
-                             background="constant"),
-            "current": dict(sigma_px=fit, fit_radius_px=peaks.fit_radius(fit),
-                            background="plane")}
+from fit_accuracy import refine_variants  # benchmarks/: the same two fits
 
 
 def main(argv=None) -> None:
@@ -62,13 +54,13 @@ def main(argv=None) -> None:
         nms_px = det.pixel_params(px)["min_distance_px"]
         keep = peaks.nms(cand.xy, cand.values, radius=nms_px)
         xy0, v = cand.xy[keep].astype(np.float64), cand.values[keep]
-        xy = {}
-        for name, kw in variants(det, px).items():
-            xy[name], cols = peaks.refine_positions(img, xy0, min_distance_px=nms_px, **kw)
-            c = dict(zip(peaks.FIT_COLUMNS, cols))
-            sel = v > det.threshold
-            fits[name].append({"status": c["fit_status"][sel], "sigma_nm": c["sigma_px"][sel] * px,
-                               "x_err_px": c["x_err_px"][sel]})
+        res = refine_variants(img, xy0, det, px)
+        xy = {name: r["xy"] for name, r in res.items()}
+        sel = v > det.threshold
+        for name in names:
+            r = res[name]
+            fits[name].append({"status": r["status"][sel], "sigma_nm": r["sigma_px"][sel] * px,
+                               "x_err_px": r["x_err_px"][sel]})
             matches[name][s] = [match_points(xy[name][v > t], lab, tolerance_px=6.0)
                                 for t in thresholds]
         sel = v > det.threshold
