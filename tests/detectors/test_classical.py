@@ -49,6 +49,27 @@ def test_physical_parameters_scale_with_pixel_size():
     assert match_points(d2.xy, truth * 2, tolerance_px=2).tp == 3
 
 
+def test_fit_size_is_physical_and_separate_from_the_filter():
+    """The refinement uses the atom's σ (fit_sigma_nm, 0.1 nm), not the DoG width, and
+    its pixel values do not depend on the 12th digit of the calibration."""
+    det = ClassicalDetector()
+    for px in (0.0293, 0.029299999999512):
+        p = det.pixel_params(px)
+        assert p["dog_sigma_px"] == pytest.approx(0.0586 / 0.0293)
+        assert p["sigma_px"] == pytest.approx(0.1 / 0.0293)
+        tail = det._tail_params(px)
+        assert tail["sigma_px"] == p["sigma_px"] and tail["fit_radius_px"] == 9
+    assert det.pixel_params(0.0293) == det.pixel_params(0.029299999999512)
+    # Atoms of σ 3.4 px on a steep support gradient: positions within 0.1 px.
+    truth = np.array([[40.3, 40.6], [90.2, 61.1], [60.7, 100.4]])
+    yy, xx = np.mgrid[:128, :128]
+    img = _spots((128, 128), truth, amp=400.0, sigma=3.4, noise=5.0) + (4.0 * xx).astype(np.float32)
+    d = det.detect(img, pixel_size_nm=0.0293)
+    r = match_points(d.xy, truth, tolerance_px=0.1)
+    assert r.tp == 3 and (d.fit_status == 0).all()
+    np.testing.assert_allclose(np.sort(d.sigma_px), 3.4, atol=0.1)
+
+
 def test_flat_noise_gives_few_detections():
     img = np.random.default_rng(0).normal(1000, 20, (256, 256)).astype(np.float32)
     det = ClassicalDetector().detect(img)
