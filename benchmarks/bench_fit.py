@@ -104,7 +104,9 @@ def run(name, img, xy, configs, repeat, com):
         start = peaks.refine_com(img, xy, radius=peaks.com_radius(sigma), iterations=2) if com else xy
         lo, hi = peaks.default_sigma_bounds(sigma)
         shift = peaks.fit_max_shift(6.0, sigma)
-        fn = lambda: c.fit_gaussian(img, start, radius, sigma, lo, hi, shift, 50, plane)  # noqa: E731
+        def fn(start=start, radius=radius, sigma=sigma, lo=lo, hi=hi, shift=shift, plane=plane):
+            return c.fit_gaussian(img, start, radius, sigma, lo, hi, shift, 50, plane)
+
         fn()  # warm-up (thread pool, pages)
         w, cpu = timed(fn, repeat)
         n = len(xy)

@@ -24,11 +24,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+from fit_accuracy import refine_variants  # benchmarks/: the same two fits
 
 from fastsac import peaks, read, read_points
 from fastsac.detectors import ClassicalDetector
 from fastsac.evaluate import match_points, pool
-from fit_accuracy import refine_variants  # benchmarks/: the same two fits
 
 
 def main(argv=None) -> None:

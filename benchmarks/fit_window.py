@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from fit_accuracy import match  # noqa: E402
+from fit_accuracy import match
 
 
 def frames(dose, seeds):

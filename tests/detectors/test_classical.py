@@ -62,7 +62,7 @@ def test_fit_size_is_physical_and_separate_from_the_filter():
     assert det.pixel_params(0.0293) == det.pixel_params(0.029299999999512)
     # Atoms of σ 3.4 px on a steep support gradient: positions within 0.1 px.
     truth = np.array([[40.3, 40.6], [90.2, 61.1], [60.7, 100.4]])
-    yy, xx = np.mgrid[:128, :128]
+    xx = np.mgrid[:128, :128][1]
     img = _spots((128, 128), truth, amp=400.0, sigma=3.4, noise=5.0) + (4.0 * xx).astype(np.float32)
     d = det.detect(img, pixel_size_nm=0.0293)
     r = match_points(d.xy, truth, tolerance_px=0.1)
