@@ -219,15 +219,16 @@ class FitStatus(enum.IntEnum):
     """How an atom's Gaussian parameters were obtained (``fit_status`` column).
 
     FREE (0)
-        Free fit of x, y, A, σ, b converged with σ strictly inside its bounds,
-        A > 0 and the centre within ``max_shift`` of the start.
+        Free fit of x, y, A, σ and the background (b, or the plane b, bx, by)
+        converged with σ strictly inside its bounds, A > 0 and the centre
+        within ``max_shift`` of the start.
     FIXED_SIGMA (1)
-        The free fit failed; x, y, A, b fitted with σ fixed at the nominal
-        atom size (``sigma_err`` is NaN).
+        The free fit failed; x, y, A and the background fitted with σ fixed
+        at the nominal atom size (``sigma_err`` is NaN).
     CENTROID (2)
         Both fits failed; the position is the start (the centre of mass in
-        :func:`refine_positions`), A and b are the linear least-squares
-        values for a Gaussian of the nominal σ there (A may be ≤ 0: the spot
+        :func:`refine_positions`), A and the background are the linear
+        least-squares values for a Gaussian of the nominal σ there (A may be ≤ 0: the spot
         is not brighter than its surroundings).
     NONE (3)
         Fewer than 6 finite pixels in the window, or no fit was asked for
