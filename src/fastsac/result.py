@@ -37,6 +37,7 @@ from .spatial.stats import ClarkEvans, ClusterStats, DispersionStats, PatternTes
 
 __all__ = ["ATOM_COLUMNS", "AnalysisResult", "atoms_table", "build_summary", "provenance",
            "write_result", "write_atoms_csv", "write_atoms_parquet", "read_atoms_parquet",
+           "write_clusters_csv",
            "write_mask_png", "read_mask_png", "SUMMARY_COLUMNS", "summary_row", "write_summary_csv",
            "write_bundle", "SavedResult", "load_result", "RESULT_FILES"]
 
@@ -226,6 +227,13 @@ def write_atoms_csv(path, table: dict[str, np.ndarray]) -> Path:
     return atomic_write_text(path, _csv_text(table, list(table)))
 
 
+def write_clusters_csv(path, cluster_table) -> Path:
+    """``clusters.csv`` of a :class:`~fastsac.spatial.clusters_table.ClusterTable`
+    (frames and montages alike; same number format as atoms.csv), atomically."""
+    cols = cluster_table.columns()
+    return atomic_write_text(path, _csv_text(cols, list(cols)))
+
+
 def write_atoms_parquet(path, table: dict[str, np.ndarray], summary: dict | None = None) -> Path:
     """The per-atom table as Parquet (int64 for integer columns, float64 else, strings
     as strings), with ``summary`` as JSON in the key-value metadata, atomically."""
@@ -286,8 +294,7 @@ def write_result(result: AnalysisResult, out_dir: str | os.PathLike, *, overlay:
     if parquet:
         paths["parquet"] = write_atoms_parquet(out / "atoms.parquet", table, result.summary)
     if result.cluster_table is not None:
-        cols = result.cluster_table.columns()
-        paths["clusters"] = atomic_write_text(out / "clusters.csv", _csv_text(cols, list(cols)))
+        paths["clusters"] = write_clusters_csv(out / "clusters.csv", result.cluster_table)
     if result.support is not None:
         paths["support_mask"] = write_mask_png(out / "support_mask.png", result.support)
     if overlay:
