@@ -20,6 +20,7 @@ import csv
 import hashlib
 import io as _stdio
 import json
+import math
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -202,23 +203,26 @@ class AnalysisResult:
 # --------------------------------------------------------------------------- writers
 
 
-def _csv_text(table: dict[str, np.ndarray], columns: Sequence[str]) -> str:
+def _csv_cells(name: str, col: np.ndarray) -> list:
+    """One column as CSV cells: strings as they are, integer columns without
+    decimals, floats to 6 significant digits and NaN/inf as empty cells."""
+    if col.dtype.kind in "USO":
+        return [str(v) for v in col.tolist()]
+    if name in INT_COLUMNS:
+        return [int(v) for v in col.tolist()]
+    return [f"{v:.6g}" if math.isfinite(v) else "" for v in col.astype(np.float64).tolist()]
+
+
+def _csv_text(table: dict[str, np.ndarray], columns: Sequence[str], *, block: int = 1 << 16) -> str:
+    # Column by column (no per-cell numpy scalars) and in row blocks (the cells of
+    # one block at a time): a million-row clusters.csv in seconds, memory ≈ the text.
     buf = _stdio.StringIO()
     wr = csv.writer(buf, lineterminator="\n")
     wr.writerow(columns)
     cols = [np.asarray(table[c]) for c in columns]
     n = len(cols[0]) if cols else 0
-    for i in range(n):
-        row = []
-        for c, col in zip(columns, cols):
-            v = col[i]
-            if col.dtype.kind in "US O" or isinstance(v, str):
-                row.append(str(v))
-            elif c in INT_COLUMNS:
-                row.append(int(v))
-            else:
-                row.append("" if not np.isfinite(v) else f"{float(v):.6g}")
-        wr.writerow(row)
+    for b0 in range(0, n, block):
+        wr.writerows(zip(*[_csv_cells(c, col[b0:b0 + block]) for c, col in zip(columns, cols)]))
     return buf.getvalue()
 
 
