@@ -67,7 +67,8 @@ from .detectors import ClassicalDetector, Detections, get_detector
 from .errors import FastsacInputError
 from .result import ATOM_COLUMNS
 from .spatial.clusters_table import ClusterTable, cluster_table
-from .species import SpeciesAssignment, assign_species, atomic_number, photometry
+from .species import SpeciesAssignment, assign_species, photometry
+from ._validate import check_elements
 
 __all__ = ["MontageSource", "open_montage", "plan_cores", "classical_halo", "ClassicalTiling",
            "MontageResult", "detect_montage", "analyze_montage", "montage_statistics",
@@ -1216,21 +1217,6 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
 
 
 # --------------------------------------------------------------------------- species and clusters
-def check_elements(elements) -> None:
-    """Raise ValueError (one line: the bad symbol and the known ones) unless
-    ``elements`` is None or names known, distinct elements; run before any work."""
-    if elements is None:
-        return
-    if isinstance(elements, str):
-        raise TypeError(f"elements must be a sequence of symbols such as ['Pt', 'Pd'], "
-                        f"got the string {elements!r}")
-    if not len(elements):
-        raise ValueError("elements must name at least one element, e.g. ['Pt', 'Pd']")
-    zs = [atomic_number(e) for e in elements]
-    if len(set(zs)) != len(zs):
-        raise ValueError(f"name each element once, got {' '.join(map(str, elements))}")
-
-
 def photometry_sigma_px(pixel_size_nm: float | None) -> float:
     """σ (px) of the fixed-shape photometry the species stage uses at this
     pixel size: :func:`fastsac.species.species_of_atoms`' apparent atom size

@@ -124,14 +124,12 @@ def elements_problem(elements) -> str | None:
     checked before any image is read."""
     if not elements:
         return None
-    from ..species import atomic_number
+    from ..montage import check_elements  # the API's own check, so both say the same
 
     try:
-        zs = [atomic_number(e) for e in elements]
-    except ValueError as exc:
+        check_elements(elements)
+    except (TypeError, ValueError) as exc:
         return f"--elements: {exc}"
-    if len(set(zs)) != len(zs):
-        return f"--elements: name each element once, got {' '.join(elements)}"
     return None
 
 
