@@ -18,6 +18,15 @@ allocations of that step only), printed as one JSON object::
    species on and off: detection time, the photometry pass
    (:func:`fastsac.montage.montage_species`) and the whole species + cluster
    stage, so the cost can be read against detection.
+4. ``file``: with ``--file PATH`` (e.g. an 8192² BigTIFF from
+   ``fastsac.synth.write_montage``), ``analyze_montage`` of that file with the
+   support mask and species on: its ``timings_s`` (detection passes, mask,
+   statistics, ``species_clusters`` = photometry pass reading the file +
+   mixture + cluster table)::
+
+       python -c "from fastsac.synth import write_montage; write_montage('/tmp/m8k.tif', size=8192)"
+       PYTHONPATH=src python benchmarks/montage_species_clusters.py --atoms 1000 --skip-mixture \
+           --file /tmp/m8k.tif --out benchmarks/results/montage_species_file8k.json
 """
 
 from __future__ import annotations
@@ -136,6 +145,7 @@ def main(argv=None) -> int:
     ap.add_argument("--montage", type=int, default=2048, help="edge of the test montage in px")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-mixture", action="store_true")
+    ap.add_argument("--file", default=None, help="also analyse this montage file (step 4)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     a = ap.parse_args(argv)
     res = {"command": "PYTHONPATH=src python benchmarks/montage_species_clusters.py " + " ".join(argv or sys.argv[1:]),
@@ -145,6 +155,16 @@ def main(argv=None) -> int:
         res["species_mixture"] = bench_mixture(a.atoms, a.seed)
         print(json.dumps(res["species_mixture"]), flush=True)
     res["montage"] = bench_montage(a.montage, a.seed)
+    if a.file:
+        from fastsac.montage import analyze_montage
+
+        t0 = time.perf_counter()
+        r = analyze_montage(a.file, tile=2048, progress=False)
+        res["file"] = {"path": a.file, "shape": list(r.shape), "n_atoms": len(r.detections),
+                       "wall_s": round(time.perf_counter() - t0, 1),
+                       "species": {k: r.statistics["species"][k] for k in ("status", "names", "counts")},
+                       "n_clusters": len(r.cluster_table),
+                       "timings_s": {k: round(v, 2) for k, v in r.timings.items()}}
     text = json.dumps(res, indent=1)
     print(text)
     if a.out:

@@ -1477,7 +1477,7 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
             ph = photometry(m.data, d.xy, sigma_px=photometry_sigma_px(px_seen))
             phot.append((ph.intensity, ph.intensity_err, ph.sigma_px, ph.radius_px))
     frames_a = np.asarray(frames, np.float64).reshape(-1, 4)
-    xs, keep_cols, owner, kept_phot = [], [], [], []
+    xs, keep_cols, owner = [], [], []
     for i, d, off in parts:
         g = d.xy + off
         if dedup == "ownership" and len(g):
@@ -1529,14 +1529,13 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
     nn, cid, csz, summary, disp, pattern = _statistics(
         dets.xy, shape=shape, pixel_size_nm=px, multimer_cutoff_nm=multimer_cutoff_nm,
         name=folder.name, source=os.fspath(folder), mask=mask, mask_bin_factor=f,
-        stats_params=stats_params)
+        stats_params=stats_params, elements=elements)
     summary["timings_s"]["support_mask"] = t_mask
     # The bounding box over-counts area where frames leave gaps; report the union too.
     summary["frames"] = len(pos)
     summary["dedup"] = {"method": dedup, "radius_px": r_px,
                         "removed": int(sum(len(d) for _, d, _ in parts) - len(dets))}
     summary["detector"] = {"name": dets.detector, "params": dets.params}
-    summary["provenance"]["parameters"]["elements"] = list(elements) if elements else None
     sp = None
     ts = time.perf_counter()
     if want_species:
