@@ -1,7 +1,8 @@
 """Run montage analysis on a Dask cluster (local processes or a real cluster).
 
 Each chunk of :func:`fastsac.montage.detect_montage` (and of the support
-mask's block-mean binning, :func:`fastsac.montage.montage_support_mask`)
+mask's block-mean binning, :func:`fastsac.montage.montage_support_mask`, and
+of the species photometry, :func:`fastsac.montage.montage_species`)
 becomes one Dask task.
 A task receives only a small, picklable :class:`~fastsac.montage.MontageSource`
 (path + shape) and its core; it opens the file itself and reads its own

@@ -66,19 +66,24 @@ from .io import DEFAULT_PIXEL_SIZE_NM
 from .detectors import ClassicalDetector, Detections, get_detector
 from .errors import FastsacInputError
 from .result import ATOM_COLUMNS
+from .spatial.clusters_table import ClusterTable, cluster_table
+from .species import SpeciesAssignment, assign_species, photometry
+from ._validate import check_elements
 
 __all__ = ["MontageSource", "open_montage", "plan_cores", "classical_halo", "ClassicalTiling",
            "MontageResult", "detect_montage", "analyze_montage", "montage_statistics",
            "write_parquet", "read_parquet", "PARQUET_COLUMNS", "read_positions",
            "analyze_frames", "grid_nms", "montage_support_mask", "mask_bin_factor",
            "frames_support_mask", "montage_in_support", "support_png", "MAX_BINNED_PX",
-           "missing_chunks_of"]
+           "missing_chunks_of", "montage_species", "photometry_sigma_px", "check_elements",
+           "write_montage_result", "species_columns"]
 
 log = logging.getLogger(__name__)
 
-#: Columns of the montage Parquet table, in order (``tile`` = owning core / frame index).
-#: Columns of atoms.parquet: the frames' atom table plus the owning tile.
-PARQUET_COLUMNS = ATOM_COLUMNS + ["tile"]
+#: Columns of atoms.parquet: the frames' atom table (with ``species``,
+#: ``species_probability`` unless species are off) plus the owning ``tile``
+#: (core or frame index).
+PARQUET_COLUMNS = ATOM_COLUMNS + ["species", "species_probability", "tile"]
 
 _TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter default
 
@@ -591,6 +596,14 @@ class MontageResult:
     #: Support mask on the ``support_bin``-binned grid (a MaskResult), or None.
     support: Any = field(default=None, repr=False)
     support_bin: int = 1
+    #: Species of every atom (atoms columns ``species``, ``species_probability``), or None.
+    species: SpeciesAssignment | None = field(default=None, repr=False)
+    #: One row per cluster (``clusters.csv``), as for frames.
+    cluster_table: ClusterTable | None = field(default=None, repr=False)
+    #: The dispersion statistics and pair-correlation test the summary was made
+    #: from (what the plots draw).
+    stats: Any = field(default=None, repr=False)
+    pattern: Any = field(default=None, repr=False)
 
     def in_support(self) -> np.ndarray:
         """(N,) int 1/0: the atom lies on support; all 1 without a mask.
@@ -599,14 +612,16 @@ class MontageResult:
 
     def table(self) -> dict[str, np.ndarray]:
         """Columns of :data:`PARQUET_COLUMNS`: the frame's atom table
-        (:func:`fastsac.result.atoms_table`) plus the owning ``tile``."""
+        (:func:`fastsac.result.atoms_table`, species columns as for frames) plus
+        the owning ``tile``."""
         from .result import atoms_table
 
         px = self.pixel_size_nm
         return atoms_table(self.detections, pixel_size_nm=px,
                            nn_dist_px=self.nn_dist / px if px else self.nn_dist,
                            cluster_id=self.cluster_id, cluster_size=self.cluster_size,
-                           in_support=self.in_support(), extra={"tile": self.tile})
+                           in_support=self.in_support(),
+                           extra=species_columns(self.species) | {"tile": self.tile})
 
 
 class _Runner:
@@ -1028,6 +1043,18 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
     (nn_dist (N,), cluster_id (N,), cluster_size (N,), summary dict)
         ``nn_dist`` in nm when calibrated, else px.
     """
+    return _statistics(xy, shape=shape, pixel_size_nm=pixel_size_nm,
+                       multimer_cutoff_nm=multimer_cutoff_nm, name=name, source=source,
+                       backend=backend, mask=mask, mask_bin_factor=mask_bin_factor,
+                       stats_params=stats_params, pair_correlation=pair_correlation,
+                       pair_correlation_params=pair_correlation_params)[:4]
+
+
+def _statistics(xy, *, shape, pixel_size_nm, multimer_cutoff_nm=0.23, name="montage", source=None,
+                backend="auto", mask=None, mask_bin_factor=1, stats_params=None,
+                pair_correlation=True, pair_correlation_params=None, elements=None):
+    """:func:`montage_statistics` plus the DispersionStats and PatternTest it
+    summarised (for the plots)."""
     from .result import build_summary
     from .spatial import clusters, nearest_neighbors
     from .spatial.ripley import pair_correlation as pair_correlation_test
@@ -1063,8 +1090,9 @@ def montage_statistics(xy: np.ndarray, *, shape, pixel_size_nm: float | None,
         detector=None, timings={"statistics": t1 - t0, "pair_correlation": time.perf_counter() - t1},
         backends={"nearest_neighbors": nn.backend, "clusters": cl.backend},
         parameters={"multimer_cutoff_nm": multimer_cutoff_nm, "stats_params": stats_params or {},
-                    "pair_correlation": pair_correlation})
-    return nn_dist, cl.labels, cl.sizes, summary
+                    "pair_correlation": pair_correlation,
+                    "elements": list(elements) if elements else None})
+    return nn_dist, cl.labels, cl.sizes, summary, disp, pattern
 
 
 def analyze_montage(source, *, detector="classical", tile: int = 2048,
@@ -1073,7 +1101,8 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
                     progress: bool = True, engine: str = "auto", support_mask: bool = True,
                     mask_params: dict | None = None,
                     stats_params: dict | None = None, missing_chunks: str = "error",
-                    max_pixels: int | None = None) -> MontageResult:
+                    max_pixels: int | None = None, elements=None,
+                    species: bool = True) -> MontageResult:
     """Detect atoms on a montage and compute its global statistics.
 
     See :func:`detect_montage` for the tiling, :func:`montage_support_mask`
@@ -1100,6 +1129,15 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
     max_pixels : int, optional
         Refuse a montage with more pixels (a header claiming an implausible
         size would otherwise start a job of hours).
+    elements : sequence of str, optional
+        Elements present (e.g. ``["Pt", "Pd"]``): species per atom by the
+        Z-contrast mixture, fitted once over every atom of the montage
+        (:func:`montage_species`; checked before any work). None:
+        intensity classes whose number comes from the data, as for frames.
+    species : bool
+        Classify species at all (as :func:`fastsac.pipeline.analyze`; on by
+        default, its cost is in docs/montage.md). ``clusters.csv``'s
+        composition needs it.
 
     Returns
     -------
@@ -1114,6 +1152,7 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
     """
     if missing_chunks not in ("error", "vacuum"):
         raise ValueError(f"missing_chunks must be 'error' or 'vacuum', got {missing_chunks!r}")
+    check_elements(elements)
     src = open_montage(source, pixel_size_nm=pixel_size_nm)
     H, W = src.shape
     if max_pixels is not None and H * W > max_pixels:
@@ -1148,17 +1187,23 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
             mp.setdefault("device", "cuda")
         mask, f = montage_support_mask(src, tile=tile, runner=runner, progress=progress, **mp)
     t0 = time.perf_counter()
-    nn, cid, csz, summary = montage_statistics(
+    nn, cid, csz, summary, disp, pattern = _statistics(
         dets.xy, shape=src.shape, pixel_size_nm=src.pixel_size_nm,
         multimer_cutoff_nm=multimer_cutoff_nm, name=src.name, source=src.path,
-        mask=mask, mask_bin_factor=f, stats_params=stats_params)
+        mask=mask, mask_bin_factor=f, stats_params=stats_params, elements=elements)
+    t1 = time.perf_counter()
+    sp = (montage_species(src, dets.xy, elements=elements, tile=tile or 2048, runner=runner,
+                          progress=progress) if species or elements else None)
+    ctable = _species_clusters(summary, dets.xy, cid, src.pixel_size_nm, sp)
+    t_species = time.perf_counter() - t1
     prob = atom_probability(dets, pixel_size_nm=src.pixel_size_nm)
     summary["confidence"] = confidence_summary(
         prob, xy=dets.xy, in_support=montage_in_support(dets.xy, mask, f, src.shape),
         support_area_nm2=summary.get("support_area_nm2"),
         multimer_cutoff_px=multimer_cutoff_nm / (src.pixel_size_nm or DEFAULT_PIXEL_SIZE_NM),
         split_probability=dets.split_probability)
-    tim = dict(dets.timings) | {"support_mask": t0 - tm, "statistics": time.perf_counter() - t0}
+    tim = dict(dets.timings) | {"support_mask": t0 - tm, "statistics": t1 - t0,
+                                "species_clusters": t_species}
     summary["detector"] = {"name": dets.detector, "params": dets.params}
     summary["montage"] = info | {"n_candidates": ncand}
     if holes:
@@ -1168,7 +1213,141 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
                                      "regions_yyxx": [list(map(int, r)) for r in holes]}
     summary["timings_s"] = tim
     return MontageResult(src.path or "array", src.shape, src.pixel_size_nm, dets, owner, nn, cid,
-                         csz, summary, ncand, info, tim, mask, f)
+                         csz, summary, ncand, info, tim, mask, f, sp, ctable, disp, pattern)
+
+
+# --------------------------------------------------------------------------- species and clusters
+def photometry_sigma_px(pixel_size_nm: float | None) -> float:
+    """σ (px) of the fixed-shape photometry the species stage uses at this
+    pixel size: :func:`fastsac.species.species_of_atoms`' apparent atom size
+    (:data:`fastsac.scale.REFERENCE_SCALE_PX` at
+    :data:`~fastsac.scale.REFERENCE_PIXEL_SIZE_NM`), so montages measure what
+    frames measure (tested: montage species = frame species)."""
+    from .scale import REFERENCE_PIXEL_SIZE_NM, REFERENCE_SCALE_PX
+
+    return REFERENCE_SCALE_PX * REFERENCE_PIXEL_SIZE_NM / (pixel_size_nm or REFERENCE_PIXEL_SIZE_NM)
+
+
+def _assign(intensity, intensity_err, *, elements, sigma_px: float, radius_px: int) -> SpeciesAssignment:
+    """:func:`~fastsac.species.assign_species` over every atom, labelled as
+    :func:`~fastsac.species.species_of_atoms` labels its photometry."""
+    from dataclasses import replace
+
+    return replace(assign_species(intensity, intensity_err=intensity_err, elements=elements),
+                   feature=f"fixed-shape photometry (sigma {sigma_px:.3g} px, radius {radius_px} px)")
+
+
+def chunk_photometry(source: MontageSource, core, xy: np.ndarray, sigma_px: float,
+                     radius_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """Photometry of the atoms whose nearest pixel lies in ``core`` (global
+    px), on the core grown by the disc radius: every disc pixel inside the
+    montage is inside that window, and a window clipped at the montage edge
+    clips exactly where the whole image ends, so each value equals the
+    whole image's (the offsets are integers: subtracting them is exact)."""
+    win = _grow(core, radius_px, source.shape)
+    raw = source.read(*win)
+    off = np.array([win[2], win[0]], np.float64)
+    ph = photometry(raw, xy - off, sigma_px=sigma_px, radius_px=radius_px)
+    return ph.intensity, ph.intensity_err
+
+
+def montage_species(source, xy, *, pixel_size_nm: float | None = None, elements=None,
+                    tile: int = 2048, runner=None, progress: bool = True) -> SpeciesAssignment:
+    """Species of every atom of a montage: the species stage of
+    :func:`fastsac.pipeline.analyze` on global coordinates.
+
+    Each atom's intensity is measured by :func:`fastsac.species.photometry`
+    core by core (in-process or as Dask tasks through ``runner``; only cores
+    holding atoms are read), equal to the whole image's; then one mixture
+    (:func:`fastsac.species.assign_species`) is fitted over all atoms of
+    the montage. A montage that also fits as one image gets the frame's
+    species, probabilities and summary block.
+
+    Parameters
+    ----------
+    source : path, (H, W) array or MontageSource
+    xy : (N, 2) array
+        Atom positions [x, y], global px.
+    pixel_size_nm : float, optional
+        Overrides the montage's calibration (sets the photometry σ).
+    elements : sequence of str, optional
+        As in :func:`fastsac.pipeline.analyze`.
+    tile : int
+        Core edge in px when reading.
+
+    Returns
+    -------
+    SpeciesAssignment
+    """
+    check_elements(elements)
+    src = open_montage(source, pixel_size_nm=pixel_size_nm)
+    pts = np.asarray(xy, np.float64).reshape(-1, 2)
+    sigma = photometry_sigma_px(src.pixel_size_nm)
+    radius = int(math.ceil(2.5 * sigma))  # photometry's default disc
+    H, W = src.shape
+    tile = int(tile)
+    ncols = -(-W // tile)
+    cx = np.clip(np.floor(pts[:, 0] + 0.5), 0, W - 1).astype(np.int64)
+    cy = np.clip(np.floor(pts[:, 1] + 0.5), 0, H - 1).astype(np.int64)
+    core_of = (cy // tile) * ncols + cx // tile
+    order = np.argsort(core_of, kind="stable")
+    cores = plan_cores(src.shape, tile=tile)
+    bounds = np.searchsorted(core_of[order], np.arange(len(cores) + 1))
+    todo = [k for k in range(len(cores)) if bounds[k + 1] > bounds[k]]
+    inten = np.full(len(pts), np.nan)
+    err = np.full(len(pts), np.nan)
+    runner = runner or _Runner(progress)
+    args = [(src, cores[k], pts[order[bounds[k]:bounds[k + 1]]], sigma, radius) for k in todo]
+    for k, (i, e) in zip(todo, runner.map(chunk_photometry, args, desc="species (photometry)")):
+        idx = order[bounds[k]:bounds[k + 1]]
+        inten[idx] = i
+        err[idx] = e
+    return _assign(inten, err, elements=elements, sigma_px=sigma, radius_px=radius)
+
+
+def species_columns(species: SpeciesAssignment | None) -> dict[str, np.ndarray]:
+    """Atoms-table columns ``species``, ``species_probability`` (none without species),
+    as :func:`fastsac.pipeline.analyze` adds them."""
+    if species is None:
+        return {}
+    return {"species": species.species, "species_probability": species.probability}
+
+
+def _species_clusters(summary: dict, xy, labels, pixel_size_nm, sp) -> ClusterTable:
+    """The cluster table (composition from the species when they are assigned)
+    and the summary blocks ``species`` and ``cluster_size_distribution``, as frames."""
+    ctable = cluster_table(xy, labels, pixel_size_nm=pixel_size_nm,
+                           species=sp.species if sp is not None and sp.status == "ok" else None)
+    summary["species"] = None if sp is None else sp.as_dict()
+    summary["cluster_size_distribution"] = ctable.size_distribution()
+    return ctable
+
+
+def write_montage_result(result: MontageResult, out_dir, *, plots: bool = True) -> dict:
+    """Every view of a montage result in ``out_dir``, by the writers frames use
+    (:mod:`fastsac.result`, :mod:`fastsac.figures`); nothing is recomputed:
+    ``atoms.parquet`` (with the summary in its metadata), ``summary.json``,
+    ``clusters.csv``, ``support_mask.png`` (binned; removed when there is no
+    mask, so no stale one remains) and, with ``plots``, ``nn_histogram.png``,
+    ``cluster_sizes.png`` and ``pair_correlation.png``. Returns {name: path}."""
+    from . import figures
+    from .io import write_json
+    from .result import write_clusters_csv
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"parquet": write_parquet(out / "atoms.parquet", result),
+             "summary": write_json(out / "summary.json", result.statistics)}
+    if result.cluster_table is not None:
+        paths["clusters"] = write_clusters_csv(out / "clusters.csv", result.cluster_table)
+    if result.support is not None:
+        paths["support_mask"] = support_png(out / "support_mask.png", result.support)
+    else:
+        (out / "support_mask.png").unlink(missing_ok=True)
+    if plots and result.stats is not None:
+        paths.update(figures.save_statistics_plots(out, result.stats, result.pattern,
+                                                   cluster_table=result.cluster_table))
+    return paths
 
 
 # --------------------------------------------------------------------------- parquet
@@ -1232,7 +1411,8 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
                    multimer_cutoff_nm: float = 0.23, dedup: str = "ownership",
                    dedup_radius_nm: float | None = None, progress: bool = True,
                    support_mask: bool = True, mask_params: dict | None = None,
-                   stats_params: dict | None = None) -> MontageResult:
+                   stats_params: dict | None = None, elements=None,
+                   species: bool = True) -> MontageResult:
     """A montage given as overlapping frames with stage positions.
 
     With ``support_mask`` the vacuum is found on the binned mosaic of the
@@ -1253,8 +1433,15 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
       are merged, keeping the highest score.
 
     ``dedup_radius_nm`` defaults to the detector's NMS distance.
+
+    Species (``elements``, ``species`` as in :func:`analyze_montage`): each
+    atom's intensity is measured on the frame it was kept from, then one
+    mixture is fitted over all atoms.
     """
     from .io import read
+
+    check_elements(elements)
+    want_species = bool(species or elements)
 
     folder = Path(folder)
     if isinstance(positions, list):
@@ -1276,7 +1463,7 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
         raise ValueError(f"dedup must be 'ownership' or 'score', got {dedup!r}")
     from tqdm import tqdm
 
-    parts, frames, px_seen = [], [], pixel_size_nm
+    parts, frames, px_seen, phot = [], [], pixel_size_nm, []
     t0 = time.perf_counter()
     for i, (fname, x0, y0) in enumerate(tqdm(pos, desc="frames", unit="frame",
                                             disable=not progress or len(pos) < 2)):
@@ -1286,6 +1473,9 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
         h, w = m.shape
         frames.append((x0, y0, w, h))
         parts.append((i, d.subset(np.arange(len(d))), np.array([x0, y0])))
+        if want_species:  # measured on the frame while it is in memory
+            ph = photometry(m.data, d.xy, sigma_px=photometry_sigma_px(px_seen))
+            phot.append((ph.intensity, ph.intensity_err, ph.sigma_px, ph.radius_px))
     frames_a = np.asarray(frames, np.float64).reshape(-1, 4)
     xs, keep_cols, owner = [], [], []
     for i, d, off in parts:
@@ -1302,6 +1492,8 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
             mine = np.argmin(d2, axis=1) == i  # argmin: ties to the lower frame index
             d = d.subset(mine)
             g = g[mine]
+            if want_species:
+                phot[i] = (phot[i][0][mine], phot[i][1][mine]) + phot[i][2:]
         xs.append(g)
         keep_cols.append(d)
         owner.append(np.full(len(g), i, np.int64))
@@ -1334,17 +1526,26 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
                                       read_pixel_size_nm=pixel_size_nm, progress=progress,
                                       **(mask_params or {}))
     t_mask = time.perf_counter() - tm
-    nn, cid, csz, summary = montage_statistics(dets.xy, shape=shape, pixel_size_nm=px,
-                                               multimer_cutoff_nm=multimer_cutoff_nm,
-                                               name=folder.name, source=os.fspath(folder),
-                                               mask=mask, mask_bin_factor=f,
-                                               stats_params=stats_params)
+    nn, cid, csz, summary, disp, pattern = _statistics(
+        dets.xy, shape=shape, pixel_size_nm=px, multimer_cutoff_nm=multimer_cutoff_nm,
+        name=folder.name, source=os.fspath(folder), mask=mask, mask_bin_factor=f,
+        stats_params=stats_params, elements=elements)
     summary["timings_s"]["support_mask"] = t_mask
     # The bounding box over-counts area where frames leave gaps; report the union too.
     summary["frames"] = len(pos)
     summary["dedup"] = {"method": dedup, "radius_px": r_px,
                         "removed": int(sum(len(d) for _, d, _ in parts) - len(dets))}
     summary["detector"] = {"name": dets.detector, "params": dets.params}
+    sp = None
+    ts = time.perf_counter()
+    if want_species:
+        inten = np.concatenate([p[0] for p in phot])[keep] if phot else np.zeros(0)
+        err = np.concatenate([p[1] for p in phot])[keep] if phot else np.zeros(0)
+        sigma = phot[0][2] if phot else photometry_sigma_px(px)
+        radius = phot[0][3] if phot else int(math.ceil(2.5 * sigma))
+        sp = _assign(inten, err, elements=elements, sigma_px=sigma, radius_px=radius)
+    ctable = _species_clusters(summary, dets.xy, cid, px, sp)
+    summary["timings_s"]["species_clusters"] = time.perf_counter() - ts
     prob = atom_probability(dets, pixel_size_nm=px)
     summary["confidence"] = confidence_summary(
         prob, xy=dets.xy, in_support=montage_in_support(dets.xy, mask, f, shape),
@@ -1352,7 +1553,8 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
         multimer_cutoff_px=multimer_cutoff_nm / (px or DEFAULT_PIXEL_SIZE_NM),
         split_probability=dets.split_probability)
     return MontageResult(os.fspath(folder), shape, px, dets, own[keep], nn, cid, csz, summary,
-                         len(xy), {"dedup": dedup}, dict(dets.timings), mask, f)
+                         len(xy), {"dedup": dedup}, dict(dets.timings), mask, f, sp, ctable,
+                         disp, pattern)
 
 
 def _dedup_across(xy, score, frame, radius):

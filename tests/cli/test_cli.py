@@ -148,3 +148,13 @@ def test_all_vacuum_frame_is_one_clear_line(batch, tmp_path, capsys, monkeypatch
     err = capsys.readouterr().err
     assert "img1.tif" in err and "no support" in err and "Traceback" not in err
     assert (out / "img0" / "summary.json").exists() and not (out / "img1" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("command", ["analyze", "montage"])
+def test_bad_elements_is_the_same_one_line_for_frames_and_montages(batch, tmp_path, capsys, command):
+    d, _ = batch
+    rc = main([command, str(d / "img0.tif"), "-o", str(tmp_path / "o"), "--elements", "Pt", "Xx"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fastsac: --elements: unknown element 'Xx'; known:")
+    assert not (tmp_path / "o" / "summary.json").exists()

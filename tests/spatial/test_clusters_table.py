@@ -74,3 +74,27 @@ def test_empty_and_bad_input():
         cluster_table(np.zeros((2, 2)), [0, 1], species=["Pt"])
     with pytest.raises(ValueError, match="pixel_size_nm"):
         cluster_table(np.zeros((2, 2)), [0, 1], pixel_size_nm=-1.0)
+
+
+def test_vectorised_extents_equal_every_pair_per_cluster():
+    """The grouped extents (one array operation per cluster size, in blocks) equal
+    the largest pair distance found cluster by cluster, bit for bit, including
+    clusters above the pairwise limit (convex hull) and collinear ones."""
+    from fastsac.spatial import clusters
+    from fastsac.spatial.clusters_table import _max_extents
+
+    rng = np.random.default_rng(4)
+    xy = np.concatenate([rng.uniform(0, 2000, (3000, 2)),
+                         rng.normal(700, 5, (45, 2)),                      # one cluster > 30 atoms
+                         np.column_stack([np.arange(40) * 3.0 + 1500, np.full(40, 1900.0)])])
+    xy = np.concatenate([xy, xy[:600] + rng.normal(0, 2.5, (600, 2))])  # many small clusters
+    labels = clusters(xy, cutoff=6.0).labels
+    table = cluster_table(xy, labels)
+    ref = np.zeros(len(table))
+    for k, cid in enumerate(table.cluster_id):
+        p = xy[labels == cid]
+        ref[k] = np.sqrt(((p[:, None, :] - p[None, :, :]) ** 2).sum(-1)).max()
+    assert table.n_atoms.max() > 30 and (table.n_atoms == 2).sum() > 100
+    np.testing.assert_array_equal(table.max_extent_px, ref)
+    n = np.bincount(labels)
+    np.testing.assert_array_equal(_max_extents(xy, labels, n, max_elements=7)[table.cluster_id], ref)

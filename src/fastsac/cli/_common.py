@@ -112,6 +112,27 @@ def add_multimer_cutoff(p, *, default: float | None = 0.23) -> None:
                          dest="multimer_cutoff_nm", type=positive_float)
 
 
+def add_elements(p) -> None:
+    """``--elements`` of ``fastsac analyze`` and ``fastsac montage``."""
+    p.add_argument("--elements", nargs="+", default=None, metavar="SYMBOL",
+                   help="elements present, e.g. --elements Pt Pd: species per atom from the "
+                        "Z^1.7 intensity contrast (default: intensity classes found in the data)")
+
+
+def elements_problem(elements) -> str | None:
+    """One line for a bad ``--elements`` (unknown symbol, one named twice), else None;
+    checked before any image is read."""
+    if not elements:
+        return None
+    from ..montage import check_elements  # the API's own check, so both say the same
+
+    try:
+        check_elements(elements)
+    except (TypeError, ValueError) as exc:
+        return f"--elements: {exc}"
+    return None
+
+
 def add_detector_args(p, *, backend: bool = True) -> None:
     p.add_argument("--detector", default="default",
                    help="default | classical | heatmap | rescore | PATH to a checkpoint or re-scorer .json (default: %(default)s = the best cross-validated detector, today classical)")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from ._common import (EXIT_BAD_INPUT, EXIT_OK, add_detector_args, add_multimer_cutoff,
-                      describe_error, detector_from_args, environment_problem, expand_inputs,
+from ._common import (EXIT_BAD_INPUT, EXIT_OK, add_detector_args, add_elements,
+                      add_multimer_cutoff, describe_error, detector_from_args, elements_problem,
+                      environment_problem, expand_inputs,
                       fail, output_names, pixel_size, positive_int, prepare_output_dir,
                       report_bad, write_manifest)
 
@@ -38,9 +39,7 @@ def add_parser(sub):
                         "with `fastsac montage`")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results of an earlier run in OUT (default: refuse)")
-    p.add_argument("--elements", nargs="+", default=None, metavar="SYMBOL",
-                   help="elements present, e.g. --elements Pt Pd: species per atom from the "
-                        "Z^1.7 intensity contrast (default: intensity classes found in the data)")
+    add_elements(p)
     p.add_argument("--no-overlay", action="store_true", help="skip overlay PNGs")
     p.add_argument("--no-report", action="store_true",
                    help="skip the batch HTML report OUT/report.html (g(r), envelopes, histograms)")
@@ -67,15 +66,9 @@ def run(args) -> int:
     detector = detector_from_args(args)
     if detector is None:
         return EXIT_BAD_INPUT
-    if args.elements:
-        from ..species import atomic_number
-
-        try:
-            zs = [atomic_number(e) for e in args.elements]
-        except ValueError as exc:
-            return fail(f"--elements: {exc}")
-        if len(set(zs)) != len(zs):
-            return fail(f"--elements: name each element once, got {' '.join(args.elements)}")
+    why = elements_problem(args.elements)
+    if why:
+        return fail(why)
     why = prepare_output_dir(out, overwrite=args.overwrite)
     if why:
         return fail(why)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ._common import (add_detector_args, add_multimer_cutoff, check_writable_dir, describe_error,
-                      detector_from_args, environment_problem, fail, pixel_size, positive_int,
-                      report_bad)
+from ._common import (add_detector_args, add_elements, add_multimer_cutoff, check_writable_dir,
+                      describe_error, detector_from_args, elements_problem, environment_problem,
+                      fail, pixel_size, positive_int, report_bad)
 
 #: Default of --max-pixels: 2^34 px (131072², ~17 Gpx); above, a montage must be confirmed.
 DEFAULT_MAX_PIXELS = 1 << 34
@@ -14,9 +14,11 @@ def add_parser(sub):
     p = sub.add_parser(
         "montage", help="analyse a gigapixel montage tile by tile (optionally on Dask)",
         description="Analyse a montage (BigTIFF, Zarr/OME-Zarr, .npy, or a folder of frames "
-                    "with --positions). Writes OUT/atoms.parquet (global coordinates), "
+                    "with --positions). Writes OUT/atoms.parquet (global coordinates, species), "
                     "OUT/summary.json (global NN distances, clusters, counts, density per "
-                    "support area) and OUT/support_mask.png (binned support/vacuum mask).")
+                    "support area, species, cluster-size distribution), OUT/clusters.csv (one "
+                    "row per cluster), OUT/support_mask.png (binned support/vacuum mask) and "
+                    "the plots nn_histogram.png, cluster_sizes.png, pair_correlation.png.")
     p.add_argument("input", metavar="INPUT", help="montage file/Zarr, or a folder of frames")
     p.add_argument("-o", "--out", required=True, help="output directory")
     add_detector_args(p, backend=False)
@@ -27,6 +29,12 @@ def add_parser(sub):
     p.add_argument("--pixel-size", type=pixel_size, default=None, metavar="NM",
                    help="pixel size in nm (overrides the file's calibration)")
     add_multimer_cutoff(p)
+    add_elements(p)
+    p.add_argument("--no-species", action="store_true",
+                   help="skip the species stage without --elements (its mixture fit takes "
+                        "minutes for 10^6 atoms; see docs/montage.md)")
+    p.add_argument("--no-plots", action="store_true",
+                   help="skip nn_histogram.png, cluster_sizes.png and pair_correlation.png")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="run chunks on a local Dask cluster of N single-threaded processes")
@@ -56,12 +64,11 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..errors import FastsacInputError
-    from ..io import write_json
-    from ..montage import analyze_frames, analyze_montage, support_png, write_parquet
+    from ..montage import analyze_frames, analyze_montage, write_montage_result
 
     out = Path(args.out)
     src = Path(args.input)
-    why = environment_problem(args) or check_writable_dir(out)
+    why = environment_problem(args) or elements_problem(args.elements) or check_writable_dir(out)
     if not why and args.scratch is not None:
         why = check_writable_dir(Path(args.scratch), what="--scratch directory")
     scheduler = None
@@ -73,7 +80,8 @@ def run(args) -> int:
     if detector is None:
         return 2
     progress = not args.no_progress
-    opts = {"missing_chunks": args.missing_chunks, "max_pixels": args.max_pixels}
+    opts = {"missing_chunks": args.missing_chunks, "max_pixels": args.max_pixels,
+            "elements": args.elements, "species": not args.no_species}
     try:
         if src.is_dir() and args.positions is None and not _is_zarr(src):
             raise FastsacInputError(src, "a folder of frames needs --positions CSV")
@@ -83,7 +91,8 @@ def run(args) -> int:
             res = analyze_frames(src, args.positions, detector=detector,
                                  pixel_size_nm=args.pixel_size,
                                  multimer_cutoff_nm=args.multimer_cutoff_nm, dedup=args.dedup,
-                                 progress=progress, support_mask=not args.no_support_mask)
+                                 progress=progress, support_mask=not args.no_support_mask,
+                                 elements=args.elements, species=not args.no_species)
         elif args.workers or args.scheduler:
             from ..dask_runner import dask_runner
 
@@ -111,12 +120,7 @@ def run(args) -> int:
         report_bad(src, exc)
         return 2
     try:
-        write_parquet(out / "atoms.parquet", res)
-        write_json(out / "summary.json", res.statistics)
-        if res.support is not None:
-            support_png(out / "support_mask.png", res.support)
-        else:  # not a stale mask from an earlier run
-            (out / "support_mask.png").unlink(missing_ok=True)
+        write_montage_result(res, out, plots=not args.no_plots)
     except OSError as exc:
         return fail(f"cannot write to {out}: {describe_error(exc)}")
     s = res.statistics
@@ -125,9 +129,13 @@ def run(args) -> int:
     dens = s.get(f"density_per_{u}2")
     sup = s.get("support")
     vac = "" if not sup else f", vacuum {sup['vacuum_fraction']:.1%}"
+    sp = s.get("species") or {}
+    frac = sp.get("fractions") if sp.get("mode") == "elements" else None
+    species = (f", species {', '.join(f'{k} {v:.0%}' for k, v in frac.items())}" if frac
+               else f", species: {sp['status']}" if sp.get("mode") == "elements" else "")
     print(f"{s['n_atoms']} atoms in {res.shape[1]}×{res.shape[0]} px{vac}, density "
           f"{'n/a' if dens is None else f'{dens:.4g}'}/{u}², mean NN "
-          f"{'n/a' if nn is None else f'{nn:.4g} {u}'} -> {out}")
+          f"{'n/a' if nn is None else f'{nn:.4g} {u}'}{species} -> {out}")
     return 0
 
 

@@ -36,6 +36,40 @@ def _max_extent(p: np.ndarray) -> float:
     return float(np.sqrt((d**2).sum(-1)).max())
 
 
+
+#: Clusters up to this size get their extent from all atom pairs, grouped by size
+#: (one array operation per distinct size); larger ones (rare) from their convex hull.
+_PAIRWISE_MAX_ATOMS = 30
+
+
+def _max_extents(pts: np.ndarray, lab: np.ndarray, n: np.ndarray, *,
+                 max_elements: int = 1 << 22) -> np.ndarray:
+    """(C,) largest atom–atom distance per cluster (0 for monomers), vectorised:
+    clusters of one size are stacked into an (m, s, 2) array and all their pair
+    distances taken at once, in blocks of at most ``max_elements`` pairs (bounded
+    memory for millions of clusters); sqrt of the largest squared distance equals
+    the largest distance exactly (sqrt is monotone and correctly rounded)."""
+    ext = np.zeros(len(n))
+    multi = n >= 2
+    if not multi.any():
+        return ext
+    order = np.argsort(lab, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(n)[:-1]])
+    for s in np.unique(n[multi]).tolist():
+        ks = np.flatnonzero(n == s)
+        if s > _PAIRWISE_MAX_ATOMS:
+            for k in ks.tolist():
+                ext[k] = _max_extent(pts[order[starts[k]:starts[k] + s]])
+            continue
+        step = max(1, max_elements // (s * s))
+        for b0 in range(0, len(ks), step):
+            kb = ks[b0:b0 + step]
+            p = pts[order[starts[kb][:, None] + np.arange(s)[None, :]]]  # (m, s, 2)
+            d = p[:, :, None, :] - p[:, None, :, :]
+            ext[kb] = np.sqrt((d**2).sum(-1).reshape(len(kb), -1).max(1))
+    return ext
+
+
 @dataclass(frozen=True)
 class ClusterTable:
     """Per-cluster geometry and composition.
@@ -76,12 +110,15 @@ class ClusterTable:
     def composition(self) -> np.ndarray:
         """(C,) str: ``"Pt:2;Pd:1"`` (species with their counts, most first); ``""`` without species."""
         out = np.full(len(self), "", dtype=object)
-        if not self.species_names:
+        if not self.species_names or not len(self):
             return out
-        for i, row in enumerate(self.species_counts):
+        # One string per distinct count row (a few hundred even for 10⁶ clusters), then gathered.
+        rows, inverse = np.unique(self.species_counts, axis=0, return_inverse=True)
+        text = np.empty(len(rows), dtype=object)
+        for i, row in enumerate(rows):
             order = sorted(np.flatnonzero(row), key=lambda j: (-row[j], self.species_names[j]))
-            out[i] = ";".join(f"{self.species_names[j]}:{int(row[j])}" for j in order)
-        return out
+            text[i] = ";".join(f"{self.species_names[j]}:{int(row[j])}" for j in order)
+        return text[np.asarray(inverse).reshape(-1)]
 
     def columns(self) -> dict[str, np.ndarray]:
         """clusters.csv columns: :data:`CLUSTER_COLUMNS` then ``n_<species>``
@@ -173,24 +210,23 @@ def cluster_table(xy, labels, *, pixel_size_nm: float | None = None, species=Non
     cy = np.bincount(lab, pts[:, 1], minlength=c) / nz
     d2 = (pts[:, 0] - cx[lab]) ** 2 + (pts[:, 1] - cy[lab]) ** 2
     rg = np.sqrt(np.bincount(lab, d2, minlength=c) / nz)
-    ext = np.zeros(c)
-    multi = np.flatnonzero(n >= 2)
-    if len(multi):
-        order = np.argsort(lab, kind="stable")
-        starts = np.concatenate([[0], np.cumsum(n)])
-        for k in multi:
-            ext[k] = _max_extent(pts[order[starts[k]:starts[k + 1]]])
+    ext = _max_extents(pts, lab, n)
     names: list = []
     counts = np.zeros((c, 0), np.int64)
     if species is not None:
         sp = np.asarray(species, dtype=object).ravel()
         if sp.shape != lab.shape:
             raise ValueError(f"species must have one entry per atom ({len(lab)}), got shape {np.shape(species)}")
-        sp = np.array(["" if v is None else str(v) for v in sp], dtype=object)
-        names = sorted({v for v in sp.tolist() if v})
-        counts = np.zeros((c, len(names)), np.int64)
-        for j, name in enumerate(names):
-            counts[:, j] = np.bincount(lab[sp == name], minlength=c)
+        sp = np.where(np.equal(sp, None), "", sp).astype(str)
+        values, which = np.unique(sp, return_inverse=True)
+        which = np.asarray(which).reshape(-1)
+        named = values != ""
+        names = [str(v) for v in values[named]]
+        # one bincount over (cluster, species) pairs: no loop over clusters or atoms
+        col = np.cumsum(named) - 1  # column of each distinct value among the named ones
+        keep = named[which]
+        counts = np.bincount(lab[keep] * len(names) + col[which[keep]],
+                             minlength=c * len(names)).reshape(c, len(names)).astype(np.int64)
     ids = np.flatnonzero(present).astype(np.int64)
     return ClusterTable(ids, n[ids], cx[ids], cy[ids], rg[ids], ext[ids], names, counts[ids],
                         float(pixel_size_nm) if pixel_size_nm else None)
