@@ -59,8 +59,8 @@ from scipy.spatial import cKDTree
 
 from ._validate import as_points, check_positive
 
-__all__ = ["PairDecisions", "resolve_pairs", "apply_pair_decisions", "decide_pair", "separation_prior",
-           "effective_pixels", "PAIR_DEFAULTS"]
+__all__ = ["PairDecisions", "resolve_pairs", "apply_pair_decisions", "decide_pair", "decide_split",
+           "spot_elongation", "separation_prior", "effective_pixels", "PAIR_DEFAULTS"]
 
 #: Defaults of the stage (physical lengths in nm; converted with the calibration).
 #: ``atom_sigma_nm``: the median fitted width of ptnc-train atoms (3.2 px at
@@ -68,7 +68,8 @@ __all__ = ["PairDecisions", "resolve_pairs", "apply_pair_decisions", "decide_pai
 #: No value here was tuned on ptnc-train (docs/confidence.md shows the
 #: sensitivity: ``benchmarks/close_pairs.py --real --prior-log-odds``).
 PAIR_DEFAULTS = {"max_separation_nm": 0.30, "atom_sigma_nm": 0.095, "slope": 1.0,
-                 "prior_log_odds": 0.0, "bond_nm": 0.277}
+                 "prior_log_odds": 0.0, "bond_nm": 0.277, "split_min_elongation_nm": 0.10,
+                 "split_prior_log_odds": -2.0}
 
 
 def separation_prior(d_px: float, bond_px: float | None) -> float:
@@ -118,6 +119,17 @@ class PairDecisions:
     merged : (P,) bool
     params : dict
         Resolved parameters.
+    split_fit : (N, 5) float64
+        For detections split in two by the split move: amplitude, sigma_px,
+        background, intensity, residual of the first atom of the two-atom fit
+        (its position is in ``xy``); NaN elsewhere.
+    added_parent, added_xy, added_fit, added_split_probability : (K,), (K, 2), (K, 5), (K,)
+        The K atoms the split move added: the detection each was split from,
+        position, fit columns (as ``split_fit``) and ``p_two``.
+    split_tests : dict of (T,) arrays
+        The detections the split move fitted (``i``), their ``elongation_px``
+        (:func:`spot_elongation`), ``delta_bic``, ``p_two``, ``separation_px`` of
+        the two-atom fit and ``split``.
     """
 
     keep: np.ndarray
@@ -130,11 +142,31 @@ class PairDecisions:
     p_two: np.ndarray
     merged: np.ndarray
     params: dict = field(default_factory=dict)
+    split_fit: np.ndarray | None = None
+    added_parent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    added_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    added_fit: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))
+    added_split_probability: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    split_tests: dict = field(default_factory=dict)
 
     def table(self) -> dict[str, np.ndarray]:
         """The examined pairs as columns (i, j, separation_px, delta_bic, p_two, merged)."""
         return {"i": self.pairs[:, 0], "j": self.pairs[:, 1], "separation_px": self.separation_px,
                 "delta_bic": self.delta_bic, "p_two": self.p_two, "merged": self.merged}
+
+    def source(self) -> np.ndarray:
+        """(M,) int64: for each row of the table after the stage, the input row it
+        comes from — kept detections in input order, each followed by the atoms
+        split off it (so per-row data such as a montage's tile owner follows with
+        ``owner[decisions.source()]``)."""
+        kept = np.flatnonzero(self.keep)
+        if not len(self.added_parent):
+            return kept
+        order = np.concatenate([kept, self.added_parent])
+        # stable: a parent before its split-off atom, split-off atoms in their order
+        tie = np.concatenate([np.zeros(len(kept), np.int64), np.ones(len(self.added_parent),
+                                                                     np.int64)])
+        return order[np.lexsort((np.arange(len(order)), tie, order))]
 
 
 def _window(image, cx: float, cy: float, half: int):
@@ -156,12 +188,14 @@ def _gauss(xx, yy, x, y, s):
     return np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2.0 * s * s))
 
 
-def _fit_pair(xx, yy, v, p1, p2, w1, w2, sigma, lims):
+def _fit_pair(xx, yy, v, p1, p2, w1, w2, sigma, lims, *, one_start=False):
     """Least-squares fits of the one- and two-atom models, each on a tilted
     background plane ``b + bx·(x − x̄) + by·(y − ȳ)`` (support thickness varies
     over a window). Returns (rss1, params1 (x, y, A, s, b, bx, by), rss2).
     The two-atom model is started from the detections and from the one-atom
-    fit split along its own elongation; the better optimum counts."""
+    fit split along its own elongation; the better optimum counts. With
+    ``one_start`` (the split move) only the elongation start runs, or the
+    given one when the ellipse is nearly round."""
     x0, x1, y0, y1 = lims
     lo_b, hi_b = float(v.min()), float(v.max())
     span = max(hi_b - lo_b, 1e-12)
@@ -236,8 +270,12 @@ def _fit_pair(xx, yy, v, p1, p2, w1, w2, sigma, lims):
     if dd > 0.5:
         off = dd * np.array([math.cos(th), math.sin(th)])
         starts.append((a1[:2] - off, a1[:2] + off))
+        if one_start:
+            starts = starts[-1:]
+    elif one_start:
+        starts = starts[:1]
     rss1 = float(f1.fun @ f1.fun)
-    rss2, res2 = np.inf, None
+    rss2, res2, q2_best = np.inf, None, None
     for s1, s2_ in starts:
         if rss2 < 0.8 * rss1:
             # Already clearly better than one atom: another optimum could only
@@ -249,12 +287,13 @@ def _fit_pair(xx, yy, v, p1, p2, w1, w2, sigma, lims):
         f2 = least_squares(r2, q2, jac=j2, bounds=(lb2, ub2), method="trf", x_scale="jac",
                            max_nfev=300)
         if float(f2.fun @ f2.fun) < rss2:
-            rss2, res2 = float(f2.fun @ f2.fun), f2.fun
+            rss2, res2, q2_best = float(f2.fun @ f2.fun), f2.fun, f2.x
     # The two-atom model nests "one atom of the calibrated size"; never let a
     # worse local optimum of the larger model count as evidence against it.
     q = f1.x
     geo = math.sqrt(q[3] * q[7])  # the equivalent round width
-    return rss1, np.array([q[0], q[1], q[2], geo, q[4], q[5], q[6]]), min(rss2, rss1), res2
+    return (rss1, np.array([q[0], q[1], q[2], geo, q[4], q[5], q[6]]), min(rss2, rss1), res2,
+            q2_best)
 
 
 def effective_pixels(resid, xx, yy, lims) -> float:
@@ -293,7 +332,7 @@ def decide_pair(image, p1, p2, *, w1: float = 1.0, w2: float = 1.0, atom_sigma_p
     xx, yy, v, lims = _window(image, mid[0], mid[1], half)
     if len(v) < 20 or not np.ptp(v) > 0:
         return float("nan"), float("nan"), np.full(6, np.nan)
-    rss1, q1, rss2, res2 = _fit_pair(xx, yy, v, p1, p2, max(w1, 1e-6), max(w2, 1e-6),
+    rss1, q1, rss2, res2, _ = _fit_pair(xx, yy, v, p1, p2, max(w1, 1e-6), max(w2, 1e-6),
                                      atom_sigma_px, lims)
     n = len(v)
     n_eff = effective_pixels(res2, xx, yy, lims)
@@ -304,10 +343,127 @@ def decide_pair(image, p1, p2, *, w1: float = 1.0, w2: float = 1.0, atom_sigma_p
     return dbic, p_two, np.append(np.asarray(q1[:5], np.float64), math.sqrt(rss1 / n))
 
 
+def spot_elongation(image, xy, *, atom_sigma_px: float, exclude=None) -> np.ndarray:
+    """The cheap shape test of the split move: for each point, the separation
+    (px) that two round atoms would need to give the spot's anisotropy,
+    ``2·√(λ₁ − λ₂)`` from the second moments of the background-free pixels
+    (plane fitted on the window's rim, beyond 2σ) under a Gaussian weight of
+    the atom's width (which keeps the support texture of the rim out). A
+    dimer at separation d has λ₁ − λ₂ ≈ d²/4 more than a round atom; noise
+    and texture give singles a spread (docs/confidence.md). NaN where the
+    window leaves the image or holds non-finite pixels.
+
+    ``exclude`` ((M, 2) [x, y] px): pixels within 2.5σ of these points (other
+    detections) are left out of the moments.
+    """
+    pts = as_points(xy).astype(np.float64)
+    sigma = float(atom_sigma_px)
+    half = int(math.ceil(2.5 * sigma))
+    h, w = image.shape[:2]
+    out = np.full(len(pts), np.nan)
+    off = np.arange(-half, half + 1, dtype=np.float64)
+    for k, (x, y) in enumerate(pts):
+        xi, yi = int(math.floor(x + 0.5)), int(math.floor(y + 0.5))
+        if xi - half < 0 or yi - half < 0 or xi + half >= w or yi + half >= h:
+            continue
+        v = np.asarray(image[yi - half:yi + half + 1, xi - half:xi + half + 1],
+                       dtype=np.float32).astype(np.float64)
+        if not np.isfinite(v).all():
+            continue
+        dx = (off + (xi - x))[None, :] + 0.0 * off[:, None]
+        dy = (off + (yi - y))[:, None] + 0.0 * off[None, :]
+        r2 = dx * dx + dy * dy
+        use = np.ones(v.shape, bool)
+        if exclude is not None and len(exclude):
+            for ex, ey in exclude[np.hypot(exclude[:, 0] - x, exclude[:, 1] - y)
+                                  < 2 * 2.5 * sigma * math.sqrt(2)]:
+                use &= (xi + off[None, :] - ex) ** 2 + (yi + off[:, None] - ey) ** 2 \
+                    > (2.5 * sigma) ** 2
+        rim = use & (r2 > 4.0 * sigma * sigma)
+        if rim.sum() < 8:
+            continue
+        a = np.column_stack([np.ones(int(rim.sum())), dx[rim], dy[rim]])
+        c = np.linalg.lstsq(a, v[rim], rcond=None)[0]
+        wgt = (v - c[0] - c[1] * dx - c[2] * dy) * np.exp(-r2 / (2 * sigma * sigma)) * use
+        tot = wgt.sum()
+        if not tot > 0:
+            continue
+        mx, my = (wgt * dx).sum() / tot, (wgt * dy).sum() / tot
+        cxx = (wgt * (dx - mx) ** 2).sum() / tot
+        cyy = (wgt * (dy - my) ** 2).sum() / tot
+        cxy = (wgt * (dx - mx) * (dy - my)).sum() / tot
+        gap = 2.0 * math.sqrt(max(0.25 * (cxx - cyy) ** 2 + cxy * cxy, 0.0))  # λ₁ − λ₂
+        out[k] = 2.0 * math.sqrt(gap)
+    return out
+
+
+def decide_split(image, p, *, atom_sigma_px: float, exclude=None, slope: float = 1.0,
+                 prior_log_odds: float = 0.0, bond_px: float | None = None):
+    """The split move for one detection at ``p`` ([x, y] px): is its spot one
+    atom or two? The same models, criterion and noise model as
+    :func:`decide_pair` (one elliptical Gaussian against two round Gaussians of
+    the calibrated size, BIC with the effective pixel count, the separation
+    prior at the two-atom fit's separation), on the window of ``3σ`` px around
+    ``p``; the two-atom fit starts from the spot split along its long axis.
+    Pixels within 2.5σ of the points in ``exclude`` (the other detections)
+    are left out, so a neighbour cannot pose as the second atom.
+
+    Returns (delta_bic, p_two, two-atom fit (x1, y1, A1, x2, y2, A2, s, b,
+    rms)); NaN when the window holds too few pixels.
+    """
+    p = np.asarray(p, np.float64)
+    sigma = float(atom_sigma_px)
+    half = int(math.ceil(3.0 * sigma))
+    nan = (float("nan"), float("nan"), np.full(9, np.nan))
+    xx, yy, v, lims = _window(image, p[0], p[1], half)
+    if exclude is not None and len(exclude) and len(v):
+        ex = np.asarray(exclude, np.float64)
+        ex = ex[np.hypot(ex[:, 0] - p[0], ex[:, 1] - p[1]) < half * math.sqrt(2) + 2.5 * sigma]
+        keep = np.ones(len(v), bool)
+        for x, y in ex:
+            keep &= (xx - x) ** 2 + (yy - y) ** 2 > (2.5 * sigma) ** 2
+        xx, yy, v = xx[keep], yy[keep], v[keep]
+    if len(v) < 20 or not np.ptp(v) > 0:
+        return nan
+    # Start the two atoms ±σ/2 around p along the spot's principal axis; the
+    # fit's own elongation-based start (in _fit_pair) refines the separation.
+    g = v - np.percentile(v, 20)
+    wgt = np.clip(g, 0, None) * np.exp(-((xx - p[0]) ** 2 + (yy - p[1]) ** 2) / (2 * sigma * sigma))
+    tot = wgt.sum()
+    ang = 0.0
+    if tot > 0:
+        mx, my = (wgt * xx).sum() / tot, (wgt * yy).sum() / tot
+        cxx = (wgt * (xx - mx) ** 2).sum() / tot
+        cyy = (wgt * (yy - my) ** 2).sum() / tot
+        cxy = (wgt * (xx - mx) * (yy - my)).sum() / tot
+        ang = 0.5 * math.atan2(2 * cxy, cxx - cyy)
+    off = 0.5 * sigma * np.array([math.cos(ang), math.sin(ang)])
+    rss1, _, rss2, res2, q2 = _fit_pair(xx, yy, v, p - off, p + off, 1.0, 1.0, sigma, lims,
+                                        one_start=True)
+    if q2 is None:
+        return nan
+    n_eff = effective_pixels(res2, xx, yy, lims)
+    tiny = 1e-300
+    dbic = n_eff * math.log(max(rss1, tiny) / max(rss2, tiny)) - 1 * math.log(n_eff)
+    d = float(math.hypot(q2[3] - q2[0], q2[4] - q2[1]))
+    # A second atom hidden in one spot sits closer than the detector resolves:
+    # the projection prior may count against short separations but gives no
+    # bonus for long ones (those the detector would have seen as two maxima).
+    z = slope * dbic / 2.0 + prior_log_odds + min(separation_prior(d, bond_px), 0.0)
+    p_two = 1.0 / (1.0 + math.exp(-min(max(z, -700.0), 700.0)))
+    mx, my = float(xx.mean()), float(yy.mean())
+    fit = [q2[0], q2[1], q2[2], q2[3], q2[4], q2[5], q2[7], q2[6], math.sqrt(rss2 / len(v))]
+    # the plane at each atom is its background; report the plane at the midpoint
+    fit[7] = q2[6] + q2[8] * (0.5 * (q2[0] + q2[3]) - mx) + q2[9] * (0.5 * (q2[1] + q2[4]) - my)
+    return dbic, p_two, np.asarray(fit, np.float64)
+
+
 def resolve_pairs(image, xy, *, score, max_separation_px: float, atom_sigma_px: float,
                   slope: float = PAIR_DEFAULTS["slope"],
                   prior_log_odds: float = PAIR_DEFAULTS["prior_log_odds"],
-                  bond_px: float | None = None) -> PairDecisions:
+                  bond_px: float | None = None, split_min_elongation_px: float | None = None,
+                  split_prior_log_odds: float = PAIR_DEFAULTS["split_prior_log_odds"]
+                  ) -> PairDecisions:
     """Decide, for every pair of detections closer than ``max_separation_px``,
     whether it is one atom or two (see the module docstring).
 
@@ -329,6 +485,13 @@ def resolve_pairs(image, xy, *, score, max_separation_px: float, atom_sigma_px: 
     bond_px : float, optional
         Bond length of the metal, px: adds :func:`separation_prior` (None: no
         separation prior).
+    split_min_elongation_px : float, optional
+        The split move (module docstring): detections without a close partner
+        whose :func:`spot_elongation` is at least this get the two-atom fit.
+        None: no split move.
+    split_prior_log_odds : float
+        Prior log-odds that a single detection hides a second atom, added to
+        the split move's decisions (negative: stronger evidence needed).
 
     Returns
     -------
@@ -356,7 +519,10 @@ def resolve_pairs(image, xy, *, score, max_separation_px: float, atom_sigma_px: 
         raise ValueError(f"image must be 2-D, got shape {getattr(image, 'shape', None)}")
     params = {"max_separation_px": float(max_separation_px), "atom_sigma_px": float(atom_sigma_px),
               "slope": float(slope), "prior_log_odds": float(prior_log_odds),
-              "bond_px": None if bond_px is None else float(bond_px)}
+              "bond_px": None if bond_px is None else float(bond_px),
+              "split_min_elongation_px": None if split_min_elongation_px is None
+              else float(split_min_elongation_px),
+              "split_prior_log_odds": float(split_prior_log_odds)}
     keep = np.ones(n, bool)
     out_xy = pts.copy()
     split = np.full(n, np.nan)
@@ -409,7 +575,89 @@ def resolve_pairs(image, xy, *, score, max_separation_px: float, atom_sigma_px: 
                 break  # the survivor moved: recompute the close pairs
         if not changed:
             break
-    return _decisions(keep, out_xy, split, one, rec_pairs, rec_d, rec_bic, rec_p, rec_m, params)
+    if split_min_elongation_px is None:
+        return _decisions(keep, out_xy, split, one, rec_pairs, rec_d, rec_bic, rec_p, rec_m, params)
+    extra = _split_move(image, out_xy, keep, split, max_separation_px=max_separation_px,
+                        atom_sigma_px=atom_sigma_px, slope=slope,
+                        prior_log_odds=prior_log_odds + split_prior_log_odds, bond_px=bond_px,
+                        min_elongation_px=split_min_elongation_px)
+    return replace(_decisions(keep, out_xy, split, one, rec_pairs, rec_d, rec_bic, rec_p, rec_m,
+                              params), **extra)
+
+
+def _split_move(image, out_xy, keep, split, *, max_separation_px, atom_sigma_px, slope,
+                prior_log_odds, bond_px, min_elongation_px) -> dict:
+    """The split move on the detections left after merging (module docstring).
+    Updates ``out_xy`` and ``split`` in place for the split detections and
+    returns the PairDecisions fields of the split move."""
+    n = len(out_xy)
+    sigma = float(atom_sigma_px)
+    split_fit = np.full((n, 5), np.nan)
+    alive = np.flatnonzero(keep)
+    # Detections with a pair decision were already judged one or two.
+    cand = alive[np.isnan(split[alive])]
+    tests = {k: [] for k in ("i", "elongation_px", "delta_bic", "p_two", "separation_px",
+                             "inside", "split")}
+    add_parent, add_xy, add_fit, add_p = [], [], [], []
+    if len(cand):
+        tree = cKDTree(out_xy[alive])
+        # Neighbours that can reach into a candidate's window (3σ half-width,
+        # masked 2.5σ around each neighbour): their pixels are left out.
+        reach = 3.0 * sigma * math.sqrt(2.0) + 2.5 * sigma + 1.0
+        near = tree.query_ball_point(out_xy[cand], reach)
+        elong = np.full(len(cand), np.nan)
+        for k, i in enumerate(cand):
+            others = alive[[j for j in near[k] if alive[j] != i]]
+            elong[k] = spot_elongation(image, out_xy[i][None], atom_sigma_px=sigma,
+                                       exclude=out_xy[others])[0]
+        for k in np.flatnonzero(elong >= float(min_elongation_px)):
+            i = int(cand[k])
+            others = alive[[j for j in near[k] if alive[j] != i]]
+            dbic, p_two, fit = decide_split(image, _quantize(out_xy[i]), atom_sigma_px=sigma,
+                                            exclude=_quantize(out_xy[others]), slope=slope,
+                                            prior_log_odds=prior_log_odds, bond_px=bond_px)
+            d = float(math.hypot(fit[3] - fit[0], fit[4] - fit[1]))
+            inside = _second_atom_inside(out_xy[i], fit, d, max_separation_px)
+            do = bool(np.isfinite(p_two) and p_two >= 0.5 and inside)
+            for key, val in zip(tests, (i, elong[k], dbic, p_two, d, inside, do)):
+                tests[key].append(val)
+            if not inside:
+                continue  # the two-atom fit found no second atom within the spot
+            split[i] = p_two
+            if do:
+                first, second = (0, 3) if fit[2] >= fit[5] else (3, 0)
+                s_, b_, rms = fit[6], fit[7], fit[8]
+                out_xy[i] = fit[first:first + 2]
+                a1, a2 = fit[first + 2], fit[second + 2]
+                split_fit[i] = (a1, s_, b_, 2 * np.pi * a1 * s_ * s_, rms)
+                add_parent.append(i)
+                add_xy.append(fit[second:second + 2])
+                add_fit.append((a2, s_, b_, 2 * np.pi * a2 * s_ * s_, rms))
+                add_p.append(p_two)
+    return {"split_fit": split_fit, "added_parent": np.asarray(add_parent, np.int64),
+            "added_xy": np.asarray(add_xy, np.float64).reshape(-1, 2),
+            "added_fit": np.asarray(add_fit, np.float64).reshape(-1, 5),
+            "added_split_probability": np.asarray(add_p, np.float64),
+            "split_tests": {"i": np.asarray(tests["i"], np.int64),
+                            "elongation_px": np.asarray(tests["elongation_px"], np.float64),
+                            "delta_bic": np.asarray(tests["delta_bic"], np.float64),
+                            "p_two": np.asarray(tests["p_two"], np.float64),
+                            "separation_px": np.asarray(tests["separation_px"], np.float64),
+                            "inside": np.asarray(tests["inside"], bool),
+                            "split": np.asarray(tests["split"], bool)}}
+
+
+def _second_atom_inside(p, fit, d, max_separation_px) -> bool:
+    """Whether the two-atom fit describes a second atom hidden *in this spot*:
+    both atoms within ``max_separation_px`` of each other, the detection between
+    them (its offset from their midpoint at most 0.4·d — a texture bump beside
+    one atom gives ≈ 0.5·d), and neither atom less than a quarter as bright as
+    the other (Pt–Pt or Pt–Pd; a much fainter "atom" is support texture)."""
+    if not np.isfinite(fit).all() or not 0.0 < d <= max_separation_px:
+        return False
+    mid = 0.5 * (fit[0:2] + fit[3:5])
+    a_lo, a_hi = sorted((fit[2], fit[5]))
+    return bool(math.hypot(*(mid - p)) <= 0.4 * d and a_hi > 0 and a_lo >= 0.25 * a_hi)
 
 
 def _quantize(p):
@@ -427,38 +675,66 @@ def _decisions(keep, xy, split, one, pairs, d, bic, p, m, params) -> PairDecisio
 
 
 def apply_pair_decisions(detections, decisions: PairDecisions):
-    """Detections after merging: survivors only, moved to their one-atom fit,
-    with a ``split_probability`` column.
+    """Detections after the stage: merged detections removed (survivors moved to
+    their one-atom fit), split detections replaced by the two atoms of their
+    two-atom fit (the second right after the first), with a
+    ``split_probability`` column.
 
     ``detections`` is a dict of columns (as :func:`fastsac.detect.postprocess_scores`
     returns) or a dataclass with an ``xy`` field (``Detections``,
-    ``TiledDetections``); every per-atom array (first dimension N) is subset,
-    other entries are kept. Returns the same kind.
+    ``TiledDetections``); every per-atom array (first dimension N) is taken
+    row by row through :meth:`PairDecisions.source` (an atom split off a
+    detection inherits its score and fit status), other entries are kept.
+    Returns the same kind.
     """
     if is_dataclass(detections):
         cols = {f.name: getattr(detections, f.name) for f in fields(detections)}
     else:
         cols = dict(detections)
     n = len(cols["xy"])
-    k = decisions.keep
-    merged_here = np.isfinite(decisions.one_atom_fit[:, 0])
+    src = decisions.source()
+    n_add = len(decisions.added_parent)
+    # Rows of the output that are added atoms, and which added atom each is.
+    is_added = np.zeros(len(src), bool)
+    if n_add:
+        kept = int(decisions.keep.sum())
+        order = np.concatenate([np.flatnonzero(decisions.keep), decisions.added_parent])
+        tie = np.concatenate([np.zeros(kept, np.int64), np.ones(n_add, np.int64)])
+        pos = np.lexsort((np.arange(len(order)), tie, order))
+        is_added = pos >= kept
+        added_row = pos[is_added] - kept
+    split_fit = (decisions.split_fit if decisions.split_fit is not None
+                 else np.full((n, 5), np.nan))
+    refit = np.isfinite(decisions.one_atom_fit[:, 0]) | np.isfinite(split_fit[:, 0])
+    fit_new = np.where(np.isfinite(decisions.one_atom_fit[:, :1]), decisions.one_atom_fit,
+                       split_fit)
     new = {}
     for name, v in cols.items():
         if isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == n and name != "split_probability":
-            v = v.copy()
             if name == "xy":
                 v = decisions.xy.astype(v.dtype, copy=True)
-            elif name in _FIT_COLUMNS and merged_here.any():
+            elif name in _FIT_COLUMNS and refit.any():
                 c = _FIT_COLUMNS.index(name)
                 v = v.astype(np.float64)
-                v[merged_here] = decisions.one_atom_fit[merged_here, c]
+                v[refit] = fit_new[refit, c]
             elif name.endswith("_err") or name.endswith("_err_px"):
-                # The survivor's standard errors belong to its old round fit, not to
-                # the merged one-atom fit: unknown for merged atoms.
+                # The standard errors belong to the old round fit, not to the
+                # merged one-atom or the split two-atom fit: unknown for those.
                 v = v.astype(np.float64)
-                v[merged_here] = np.nan
-            new[name] = v[k]
-    new["split_probability"] = decisions.split_probability[k]
+                v[refit] = np.nan
+            else:
+                v = v.copy()
+            v = v[src]
+            if n_add:
+                if name == "xy":
+                    v[is_added] = decisions.added_xy[added_row]
+                elif name in _FIT_COLUMNS:
+                    v[is_added] = decisions.added_fit[added_row, _FIT_COLUMNS.index(name)]
+            new[name] = v
+    sp = decisions.split_probability[src]
+    if n_add:
+        sp[is_added] = decisions.added_split_probability[added_row]
+    new["split_probability"] = sp
     if is_dataclass(detections):
         return replace(detections, **new)
     return cols | new
