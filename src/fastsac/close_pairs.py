@@ -69,7 +69,8 @@ __all__ = ["PairDecisions", "resolve_pairs", "apply_pair_decisions", "decide_pai
 #: sensitivity: ``benchmarks/close_pairs.py --real --prior-log-odds``).
 PAIR_DEFAULTS = {"max_separation_nm": 0.30, "atom_sigma_nm": 0.095, "slope": 1.0,
                  "prior_log_odds": 0.0, "bond_nm": 0.277, "split_min_elongation_nm": 0.10,
-                 "split_prior_log_odds": -2.0}
+                 "split_min_elongation_z": 4.0,
+                 "split_prior_log_odds": 0.0}
 
 
 def separation_prior(d_px: float, bond_px: float | None) -> float:
@@ -128,7 +129,7 @@ class PairDecisions:
         position, fit columns (as ``split_fit``) and ``p_two``.
     split_tests : dict of (T,) arrays
         The detections the split move fitted (``i``), their ``elongation_px``
-        (:func:`spot_elongation`), ``delta_bic``, ``p_two``, ``separation_px`` of
+        and ``elongation_z`` (:func:`spot_elongation`), ``delta_bic``, ``p_two``, ``separation_px`` of
         the two-atom fit and ``split``.
     """
 
@@ -343,25 +344,32 @@ def decide_pair(image, p1, p2, *, w1: float = 1.0, w2: float = 1.0, atom_sigma_p
     return dbic, p_two, np.append(np.asarray(q1[:5], np.float64), math.sqrt(rss1 / n))
 
 
-def spot_elongation(image, xy, *, atom_sigma_px: float, exclude=None) -> np.ndarray:
-    """The cheap shape test of the split move: for each point, the separation
-    (px) that two round atoms would need to give the spot's anisotropy,
-    ``2·√(λ₁ − λ₂)`` from the second moments of the background-free pixels
-    (plane fitted on the window's rim, beyond 2σ) under a Gaussian weight of
-    the atom's width (which keeps the support texture of the rim out). A
-    dimer at separation d has λ₁ − λ₂ ≈ d²/4 more than a round atom; noise
-    and texture give singles a spread (docs/confidence.md). NaN where the
-    window leaves the image or holds non-finite pixels.
+def spot_elongation(image, xy, *, atom_sigma_px: float, exclude=None):
+    """The cheap shape test of the split move. For each point, the second
+    moments of the background-free pixels (plane fitted on the window's rim,
+    beyond 2σ) under a Gaussian weight of the atom's width σ (which keeps the
+    rim's support texture out). Two round atoms of width σ at separation d
+    give, under that weight, two spots of variance σ²/2 at ±d/4: the moment
+    matrix's eigenvalue gap is ``λ₁ − λ₂ = d²/16``, so ``4·√(λ₁ − λ₂)`` is the
+    separation the spot implies (≈ 0 for one round atom).
+
+    Noise makes every spot look somewhat elongated; the gap's standard error
+    under the rim's pixel noise (first-order propagation through the moments)
+    says how much. Returns (separation_px, z): the implied separation (N,) and
+    the gap over its standard error (N,); NaN where the window leaves the
+    image or holds non-finite pixels.
 
     ``exclude`` ((M, 2) [x, y] px): pixels within 2.5σ of these points (other
-    detections) are left out of the moments.
+    detections) are left out.
     """
     pts = as_points(xy).astype(np.float64)
     sigma = float(atom_sigma_px)
     half = int(math.ceil(2.5 * sigma))
     h, w = image.shape[:2]
-    out = np.full(len(pts), np.nan)
+    sep = np.full(len(pts), np.nan)
+    zval = np.full(len(pts), np.nan)
     off = np.arange(-half, half + 1, dtype=np.float64)
+    ex_all = None if exclude is None else np.asarray(exclude, np.float64).reshape(-1, 2)
     for k, (x, y) in enumerate(pts):
         xi, yi = int(math.floor(x + 0.5)), int(math.floor(y + 0.5))
         if xi - half < 0 or yi - half < 0 or xi + half >= w or yi + half >= h:
@@ -370,31 +378,44 @@ def spot_elongation(image, xy, *, atom_sigma_px: float, exclude=None) -> np.ndar
                        dtype=np.float32).astype(np.float64)
         if not np.isfinite(v).all():
             continue
-        dx = (off + (xi - x))[None, :] + 0.0 * off[:, None]
-        dy = (off + (yi - y))[:, None] + 0.0 * off[None, :]
+        dx = np.broadcast_to((off + (xi - x))[None, :], v.shape)
+        dy = np.broadcast_to((off + (yi - y))[:, None], v.shape)
         r2 = dx * dx + dy * dy
         use = np.ones(v.shape, bool)
-        if exclude is not None and len(exclude):
-            for ex, ey in exclude[np.hypot(exclude[:, 0] - x, exclude[:, 1] - y)
-                                  < 2 * 2.5 * sigma * math.sqrt(2)]:
-                use &= (xi + off[None, :] - ex) ** 2 + (yi + off[:, None] - ey) ** 2 \
-                    > (2.5 * sigma) ** 2
+        if ex_all is not None and len(ex_all):
+            for ex, ey in ex_all[np.hypot(ex_all[:, 0] - x, ex_all[:, 1] - y)
+                                 < (half + 2.5 * sigma) * math.sqrt(2)]:
+                use &= ((xi + off[None, :] - ex) ** 2 + (yi + off[:, None] - ey) ** 2
+                        > (2.5 * sigma) ** 2)
         rim = use & (r2 > 4.0 * sigma * sigma)
         if rim.sum() < 8:
             continue
         a = np.column_stack([np.ones(int(rim.sum())), dx[rim], dy[rim]])
-        c = np.linalg.lstsq(a, v[rim], rcond=None)[0]
-        wgt = (v - c[0] - c[1] * dx - c[2] * dy) * np.exp(-r2 / (2 * sigma * sigma)) * use
+        c, *_ = np.linalg.lstsq(a, v[rim], rcond=None)
+        resid = v[rim] - a @ c
+        noise = float(np.sqrt(resid @ resid / max(len(resid) - 3, 1)))
+        g = np.exp(-r2 / (2 * sigma * sigma)) * use
+        wgt = (v - c[0] - c[1] * dx - c[2] * dy) * g
         tot = wgt.sum()
         if not tot > 0:
             continue
         mx, my = (wgt * dx).sum() / tot, (wgt * dy).sum() / tot
-        cxx = (wgt * (dx - mx) ** 2).sum() / tot
-        cyy = (wgt * (dy - my) ** 2).sum() / tot
-        cxy = (wgt * (dx - mx) * (dy - my)).sum() / tot
-        gap = 2.0 * math.sqrt(max(0.25 * (cxx - cyy) ** 2 + cxy * cxy, 0.0))  # λ₁ − λ₂
-        out[k] = 2.0 * math.sqrt(gap)
-    return out
+        ex_, ey_ = dx - mx, dy - my
+        half_diff = 0.5 * ((wgt * ex_ * ex_).sum() - (wgt * ey_ * ey_).sum()) / tot
+        cxy = (wgt * ex_ * ey_).sum() / tot
+        rad = math.hypot(half_diff, cxy)
+        gap = 2.0 * rad  # λ₁ − λ₂
+        sep[k] = 4.0 * math.sqrt(gap)
+        if rad > 0:
+            # d gap / d v_i (the centroid's own shift is second order)
+            da = (0.5 * (ex_ * ex_ - ey_ * ey_) - half_diff) * g / tot
+            dc = (ex_ * ey_ - cxy) * g / tot
+            dgap = 2.0 * (half_diff * da + cxy * dc) / rad
+            se = noise * float(np.sqrt((dgap * dgap).sum()))
+            zval[k] = gap / se if se > 0 else np.inf
+        else:
+            zval[k] = 0.0
+    return sep, zval
 
 
 def decide_split(image, p, *, atom_sigma_px: float, exclude=None, slope: float = 1.0,
@@ -462,6 +483,7 @@ def resolve_pairs(image, xy, *, score, max_separation_px: float, atom_sigma_px: 
                   slope: float = PAIR_DEFAULTS["slope"],
                   prior_log_odds: float = PAIR_DEFAULTS["prior_log_odds"],
                   bond_px: float | None = None, split_min_elongation_px: float | None = None,
+                  split_min_elongation_z: float = PAIR_DEFAULTS["split_min_elongation_z"],
                   split_prior_log_odds: float = PAIR_DEFAULTS["split_prior_log_odds"]
                   ) -> PairDecisions:
     """Decide, for every pair of detections closer than ``max_separation_px``,
@@ -489,6 +511,10 @@ def resolve_pairs(image, xy, *, score, max_separation_px: float, atom_sigma_px: 
         The split move (module docstring): detections without a close partner
         whose :func:`spot_elongation` is at least this get the two-atom fit.
         None: no split move.
+    split_min_elongation_z : float
+        ... and whose elongation is at least this many standard errors of its
+        noise (a noisy spot cannot carry the evidence for two atoms: it is
+        spared the fit).
     split_prior_log_odds : float
         Prior log-odds that a single detection hides a second atom, added to
         the split move's decisions (negative: stronger evidence needed).
@@ -522,14 +548,37 @@ def resolve_pairs(image, xy, *, score, max_separation_px: float, atom_sigma_px: 
               "bond_px": None if bond_px is None else float(bond_px),
               "split_min_elongation_px": None if split_min_elongation_px is None
               else float(split_min_elongation_px),
+              "split_min_elongation_z": float(split_min_elongation_z),
               "split_prior_log_odds": float(split_prior_log_odds)}
     keep = np.ones(n, bool)
     out_xy = pts.copy()
     split = np.full(n, np.nan)
     one = np.full((n, 5), np.nan)
     rec_pairs, rec_d, rec_bic, rec_p, rec_m = [], [], [], [], []
-    if n < 2 or max_separation_px <= 0 or not np.isfinite(pts).all():
+    if not np.isfinite(pts).all():
         return _decisions(keep, out_xy, split, one, rec_pairs, rec_d, rec_bic, rec_p, rec_m, params)
+    if n >= 2 and max_separation_px > 0:
+        _merge_pairs(image, out_xy, keep, split, one, sc, (rec_pairs, rec_d, rec_bic, rec_p, rec_m),
+                     max_separation_px=max_separation_px, atom_sigma_px=atom_sigma_px, slope=slope,
+                     prior_log_odds=prior_log_odds, bond_px=bond_px)
+    if split_min_elongation_px is None or n == 0:
+        return _decisions(keep, out_xy, split, one, rec_pairs, rec_d, rec_bic, rec_p, rec_m, params)
+    extra = _split_move(image, out_xy, keep, split, max_separation_px=max_separation_px,
+                        atom_sigma_px=atom_sigma_px, slope=slope,
+                        prior_log_odds=prior_log_odds + split_prior_log_odds, bond_px=bond_px,
+                        min_elongation_px=split_min_elongation_px,
+                        min_elongation_z=split_min_elongation_z)
+    return replace(_decisions(keep, out_xy, split, one, rec_pairs, rec_d, rec_bic, rec_p, rec_m,
+                              params), **extra)
+
+
+def _merge_pairs(image, out_xy, keep, split, one, sc, records, *, max_separation_px,
+                 atom_sigma_px, slope, prior_log_odds, bond_px) -> None:
+    """The merge step (module docstring): decides close pairs closest first,
+    updating ``out_xy``, ``keep``, ``split``, ``one`` and the record lists in
+    place."""
+    rec_pairs, rec_d, rec_bic, rec_p, rec_m = records
+    n = len(out_xy)
     examined: set[tuple[int, int]] = set()
     # Ties in score go to the lower index (as NMS), so the result does not
     # depend on anything but the table.
@@ -575,18 +624,10 @@ def resolve_pairs(image, xy, *, score, max_separation_px: float, atom_sigma_px: 
                 break  # the survivor moved: recompute the close pairs
         if not changed:
             break
-    if split_min_elongation_px is None:
-        return _decisions(keep, out_xy, split, one, rec_pairs, rec_d, rec_bic, rec_p, rec_m, params)
-    extra = _split_move(image, out_xy, keep, split, max_separation_px=max_separation_px,
-                        atom_sigma_px=atom_sigma_px, slope=slope,
-                        prior_log_odds=prior_log_odds + split_prior_log_odds, bond_px=bond_px,
-                        min_elongation_px=split_min_elongation_px)
-    return replace(_decisions(keep, out_xy, split, one, rec_pairs, rec_d, rec_bic, rec_p, rec_m,
-                              params), **extra)
 
 
 def _split_move(image, out_xy, keep, split, *, max_separation_px, atom_sigma_px, slope,
-                prior_log_odds, bond_px, min_elongation_px) -> dict:
+                prior_log_odds, bond_px, min_elongation_px, min_elongation_z) -> dict:
     """The split move on the detections left after merging (module docstring).
     Updates ``out_xy`` and ``split`` in place for the split detections and
     returns the PairDecisions fields of the split move."""
@@ -596,8 +637,8 @@ def _split_move(image, out_xy, keep, split, *, max_separation_px, atom_sigma_px,
     alive = np.flatnonzero(keep)
     # Detections with a pair decision were already judged one or two.
     cand = alive[np.isnan(split[alive])]
-    tests = {k: [] for k in ("i", "elongation_px", "delta_bic", "p_two", "separation_px",
-                             "inside", "split")}
+    tests = {k: [] for k in ("i", "elongation_px", "elongation_z", "delta_bic", "p_two",
+                             "separation_px", "inside", "split")}
     add_parent, add_xy, add_fit, add_p = [], [], [], []
     if len(cand):
         tree = cKDTree(out_xy[alive])
@@ -606,11 +647,14 @@ def _split_move(image, out_xy, keep, split, *, max_separation_px, atom_sigma_px,
         reach = 3.0 * sigma * math.sqrt(2.0) + 2.5 * sigma + 1.0
         near = tree.query_ball_point(out_xy[cand], reach)
         elong = np.full(len(cand), np.nan)
+        zval = np.full(len(cand), np.nan)
         for k, i in enumerate(cand):
             others = alive[[j for j in near[k] if alive[j] != i]]
-            elong[k] = spot_elongation(image, out_xy[i][None], atom_sigma_px=sigma,
-                                       exclude=out_xy[others])[0]
-        for k in np.flatnonzero(elong >= float(min_elongation_px)):
+            e, z = spot_elongation(image, out_xy[i][None], atom_sigma_px=sigma,
+                                   exclude=out_xy[others])
+            elong[k], zval[k] = e[0], z[0]
+        for k in np.flatnonzero((elong >= float(min_elongation_px))
+                                & (zval >= float(min_elongation_z))):
             i = int(cand[k])
             others = alive[[j for j in near[k] if alive[j] != i]]
             dbic, p_two, fit = decide_split(image, _quantize(out_xy[i]), atom_sigma_px=sigma,
@@ -619,7 +663,7 @@ def _split_move(image, out_xy, keep, split, *, max_separation_px, atom_sigma_px,
             d = float(math.hypot(fit[3] - fit[0], fit[4] - fit[1]))
             inside = _second_atom_inside(out_xy[i], fit, d, max_separation_px)
             do = bool(np.isfinite(p_two) and p_two >= 0.5 and inside)
-            for key, val in zip(tests, (i, elong[k], dbic, p_two, d, inside, do)):
+            for key, val in zip(tests, (i, elong[k], zval[k], dbic, p_two, d, inside, do)):
                 tests[key].append(val)
             if not inside:
                 continue  # the two-atom fit found no second atom within the spot
@@ -640,6 +684,7 @@ def _split_move(image, out_xy, keep, split, *, max_separation_px, atom_sigma_px,
             "added_split_probability": np.asarray(add_p, np.float64),
             "split_tests": {"i": np.asarray(tests["i"], np.int64),
                             "elongation_px": np.asarray(tests["elongation_px"], np.float64),
+                            "elongation_z": np.asarray(tests["elongation_z"], np.float64),
                             "delta_bic": np.asarray(tests["delta_bic"], np.float64),
                             "p_two": np.asarray(tests["p_two"], np.float64),
                             "separation_px": np.asarray(tests["separation_px"], np.float64),

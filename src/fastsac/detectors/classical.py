@@ -135,6 +135,7 @@ class ClassicalDetector(Detector):
                 "split_min_elongation_px": (
                     None if PAIR_DEFAULTS["split_min_elongation_nm"] is None
                     else self._px(PAIR_DEFAULTS["split_min_elongation_nm"], pixel_size_nm)),
+                "split_min_elongation_z": PAIR_DEFAULTS["split_min_elongation_z"],
                 "split_prior_log_odds": PAIR_DEFAULTS["split_prior_log_odds"]}
 
     def _px(self, nm: float, pixel_size_nm: float | None) -> float:
