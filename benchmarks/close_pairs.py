@@ -277,12 +277,12 @@ def markdown(rows, doses, seps) -> str:
         for s in seps:
             r = next(r for r in rr if r["separation_nm"] == s)
             cells.append(f"{r['merge']['dimer_resolved']:.0%} → {r['on']['dimer_resolved']:.0%}")
-        lines.append(f"| {dose:.0e} | " + " | ".join(cells) + " |")
+        lines.append(f"| {dose:.2g} | " + " | ".join(cells) + " |")
     lines += ["", "| dose (e/Å²) | " + " | ".join(f"{s:.2f} nm" for s in seps) + " |",
               "|---|" + "---|" * len(seps)]
     for dose in doses:
         rr = [r for r in rows if r["dose"] == dose]
-        lines.append(f"| {dose:.0e} | " + " | ".join(
+        lines.append(f"| {dose:.2g} | " + " | ".join(
             f"{next(r for r in rr if r['separation_nm'] == s)['on']['dimer_as_one']:.0%}"
             for s in seps) + " |")
     return "\n".join(lines) + "\n"

@@ -41,11 +41,35 @@ amplitude, (geometric-mean) width, background, intensity and residual.
 Pairs are examined closest first; a merged survivor is re-examined against its
 remaining close neighbours (chains and triples are resolved pairwise).
 
+**The split move** (the other direction): the detector's DoG maxima and its
+0.176 nm NMS give a dimer closer than ≈ 0.25 nm *one* detection, which no
+pair decision can see. So every detection left without a pair decision gets
+a cheap shape test, :func:`spot_elongation`: the separation that the second
+moments of its spot imply and how many standard errors of the window's noise
+that elongation is. Only spots with an implied separation ≥
+``split_min_elongation_px`` (0.10 nm) *and* an elongation ≥
+``split_min_elongation_z`` (4) standard errors get the fits
+(:func:`decide_split`): the same one-atom and two-atom models, BIC, effective
+pixel count and separation prior as a pair, on a ``3σ`` window around the
+detection, with the pixels within 2.5σ of every other detection left out. The
+prior is capped at 0 (a second atom hidden in one spot is closer than the
+detector resolves; long separations earn no bonus) and ``split_prior_log_odds``
+(default 0) is added. A spot with ``p_two ≥ 0.5`` whose two-atom fit keeps the
+second atom in the spot (separation ≤ ``max_separation_px``, detection within
+0.4·d of the midpoint, neither atom under a quarter of the other's amplitude)
+becomes two atoms: the brighter at the detection's row, the other right after
+it, both with the two-atom fit's amplitude, width, background, intensity and
+residual. ``split_probability`` is ``p_two`` of the split decision for the
+spots that were fitted (both kinds of decision report it).
+
 Exactness across tiling: the stage runs after the global non-maximum
 suppression, on the final detection table, and reads its windows from the
 whole image (or the tiled source) directly — so it does not depend on tiles or
 halos, and every path (frame, tiled, montage, live) gives the same result.
-The windows are ``⌈d/2 + 2.5·atom_sigma_px⌉`` px around the midpoint.
+The windows are ``⌈d/2 + 2.5·atom_sigma_px⌉`` px around the midpoint; the
+split move's windows are ``⌈3·atom_sigma_px⌉`` px around the detection and its
+masks reach ``2.5·atom_sigma_px`` further (its reach is local and bounded; it
+reads the same whole image in every path, so no halo is involved either).
 """
 
 from __future__ import annotations
@@ -160,14 +184,19 @@ class PairDecisions:
         comes from — kept detections in input order, each followed by the atoms
         split off it (so per-row data such as a montage's tile owner follows with
         ``owner[decisions.source()]``)."""
+        order, pos = self._rows()
+        return order[pos]
+
+    def _rows(self):
+        """(order, pos): the kept input rows followed by the added atoms' parents,
+        and the permutation that puts each added atom right after its parent
+        (``pos[r] ≥ keep.sum()`` marks output row r as added atom
+        ``pos[r] − keep.sum()``)."""
         kept = np.flatnonzero(self.keep)
-        if not len(self.added_parent):
-            return kept
-        order = np.concatenate([kept, self.added_parent])
-        # stable: a parent before its split-off atom, split-off atoms in their order
-        tie = np.concatenate([np.zeros(len(kept), np.int64), np.ones(len(self.added_parent),
-                                                                     np.int64)])
-        return order[np.lexsort((np.arange(len(order)), tie, order))]
+        order = np.concatenate([kept, self.added_parent]).astype(np.int64)
+        tie = np.concatenate([np.zeros(len(kept), np.int64),
+                              np.ones(len(self.added_parent), np.int64)])
+        return order, np.lexsort((np.arange(len(order)), tie, order))
 
 
 def _window(image, cx: float, cy: float, half: int):
@@ -737,17 +766,13 @@ def apply_pair_decisions(detections, decisions: PairDecisions):
     else:
         cols = dict(detections)
     n = len(cols["xy"])
-    src = decisions.source()
+    order, pos = decisions._rows()
+    src = order[pos]
     n_add = len(decisions.added_parent)
     # Rows of the output that are added atoms, and which added atom each is.
-    is_added = np.zeros(len(src), bool)
-    if n_add:
-        kept = int(decisions.keep.sum())
-        order = np.concatenate([np.flatnonzero(decisions.keep), decisions.added_parent])
-        tie = np.concatenate([np.zeros(kept, np.int64), np.ones(n_add, np.int64)])
-        pos = np.lexsort((np.arange(len(order)), tie, order))
-        is_added = pos >= kept
-        added_row = pos[is_added] - kept
+    kept = int(decisions.keep.sum())
+    is_added = pos >= kept
+    added_row = pos[is_added] - kept
     split_fit = (decisions.split_fit if decisions.split_fit is not None
                  else np.full((n, 5), np.nan))
     refit = np.isfinite(decisions.one_atom_fit[:, 0]) | np.isfinite(split_fit[:, 0])
