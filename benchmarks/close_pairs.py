@@ -11,14 +11,19 @@ a single atom is *split* when ≥ 2 detections remain, a dimer is *resolved*
 when exactly 2 remain.
 
 ``--real`` also runs the 11 labelled ptnc-train frames: per image and pooled,
-F1 and the multimer share (atoms with NN < 0.23 nm) with the stage off and
-on, against the experts' (0.4 %), and the expected atom counts of the
-calibrated probabilities. ``--prior-log-odds`` overrides the stage's prior
+F1 and the multimer share (atoms with NN < 0.23 nm) for the three ways, against
+the experts' (0.4 %), and the expected atom counts of the calibrated
+probabilities. ``--prior-log-odds`` overrides the stage's prior
 (the trade-off table in docs/confidence.md).
+
+The stage runs three ways: off (raw detections), "merge" (the stage before
+the split move: pairs merged only) and "on" (merge and split, the default);
+tables compare merge → on. ``--split-prior-log-odds`` and ``--split-min-z``
+override the split move's prior and elongation screen (trade-off table).
 
 Usage:
     FASTSAC_SHARED=/work/shared PYTHONPATH=src python benchmarks/close_pairs.py \
-        --real [--frames 2] [--json OUT] [--md OUT]
+        --real [--frames 2] [--json OUT] [--md OUT] [--split-prior-log-odds L] [--split-min-z Z]
 """
 
 from __future__ import annotations
@@ -96,7 +101,8 @@ def score_units(xy_det, units, truth):
     return np.asarray(out)
 
 
-def stage_params(px, *, slope=None, prior_log_odds=None, split_prior_log_odds=None):
+def stage_params(px, *, slope=None, prior_log_odds=None, split_prior_log_odds=None,
+                 split_min_z=None):
     """The stage's keyword arguments at ``px`` with the overrides given: (merge
     only, i.e. the stage before the split move; merge and split)."""
     pair_kw = ClassicalDetector().pair_params(px)
@@ -106,11 +112,13 @@ def stage_params(px, *, slope=None, prior_log_odds=None, split_prior_log_odds=No
         pair_kw["prior_log_odds"] = prior_log_odds
     if split_prior_log_odds is not None:
         pair_kw["split_prior_log_odds"] = split_prior_log_odds
+    if split_min_z is not None:
+        pair_kw["split_min_elongation_z"] = split_min_z
     return pair_kw | {"split_min_elongation_px": None}, pair_kw
 
 
 def run(frames: int, size: int, doses, seps, *, slope=None, prior_log_odds=None,
-        split_prior_log_odds=None):
+        split_prior_log_odds=None, split_min_z=None):
     """Confusion counts per (dose, separation) without the stage ("off"), with
     merging only ("merge": the stage before the split move) and with merging and
     splitting ("on"), the examined pairs (dose, separation, ΔBIC, truth: 1 =
@@ -120,7 +128,8 @@ def run(frames: int, size: int, doses, seps, *, slope=None, prior_log_odds=None,
     px = p0.pixel_size_nm
     det = ClassicalDetector(resolve_pairs=False)
     merge_kw, pair_kw = stage_params(px, slope=slope, prior_log_odds=prior_log_odds,
-                                     split_prior_log_odds=split_prior_log_odds)
+                                     split_prior_log_odds=split_prior_log_odds,
+                                     split_min_z=split_min_z)
     rows, calib, split_calib = [], [], []
     stage_seconds = {"merge": 0.0, "on": 0.0}
     for dose in doses:
@@ -173,7 +182,7 @@ def run(frames: int, size: int, doses, seps, *, slope=None, prior_log_odds=None,
     return rows, calib, split_calib, stage_seconds
 
 
-def real_frames(shared: str, prior_log_odds=None, split_prior_log_odds=None):
+def real_frames(shared: str, prior_log_odds=None, split_prior_log_odds=None, split_min_z=None):
     """ptnc-train: per image, detections with the stage off and on, against the
     expert labels (6 px): counts, F1, multimer share (NN < 0.23 nm) and the
     expected atom counts of the calibrated probabilities."""
@@ -201,7 +210,8 @@ def real_frames(shared: str, prior_log_odds=None, split_prior_log_odds=None):
         off = det.detect(m)
         t_det = time.perf_counter() - t_det
         merge_kw, kw = stage_params(px, prior_log_odds=prior_log_odds,
-                                    split_prior_log_odds=split_prior_log_odds)
+                                    split_prior_log_odds=split_prior_log_odds,
+                                    split_min_z=split_min_z)
         t0 = time.perf_counter()
         merge = apply_pair_decisions(off, resolve_pairs(m.data, off.xy, score=off.score,
                                                         **merge_kw))
@@ -300,6 +310,8 @@ def main() -> None:
     ap.add_argument("--prior-log-odds", type=float, default=None)
     ap.add_argument("--split-prior-log-odds", type=float, default=None,
                     help="override the split move's prior log-odds (trade-off table)")
+    ap.add_argument("--split-min-z", type=float, default=None,
+                    help="override the split move's elongation screen (standard errors)")
     ap.add_argument("--real", action="store_true", help="also run on ptnc-train (labels)")
     ap.add_argument("--shared", default=os.environ.get("FASTSAC_SHARED", "/work/shared"))
     ap.add_argument("--skip-sim", action="store_true")
@@ -307,7 +319,8 @@ def main() -> None:
     t0 = time.perf_counter()
     out = {"frames": args.frames, "size": args.size}
     if args.real:
-        per, summ = real_frames(args.shared, args.prior_log_odds, args.split_prior_log_odds)
+        per, summ = real_frames(args.shared, args.prior_log_odds, args.split_prior_log_odds,
+                                args.split_min_z)
         print_real(per, summ)
         out["real"] = {"per_image": per, "pooled": summ}
     if args.skip_sim:
@@ -316,7 +329,8 @@ def main() -> None:
         return
     rows, calib, split_calib, stage_seconds = run(
         args.frames, args.size, list(args.doses), list(args.seps), slope=args.slope,
-        prior_log_odds=args.prior_log_odds, split_prior_log_odds=args.split_prior_log_odds)
+        prior_log_odds=args.prior_log_odds, split_prior_log_odds=args.split_prior_log_odds,
+        split_min_z=args.split_min_z)
     md = markdown(rows, list(args.doses), list(args.seps))
     print(md)
     print(f"{time.perf_counter() - t0:.0f} s")

@@ -386,10 +386,11 @@ def spot_elongation(image, xy, *, atom_sigma_px: float, exclude=None):
     under the rim's pixel noise (first-order propagation through the moments)
     says how much. Returns (separation_px, z): the implied separation (N,) and
     the gap over its standard error (N,); NaN where the window leaves the
-    image or holds non-finite pixels.
+    image or holds non-finite pixels. All windows are processed as one batch.
 
-    ``exclude`` ((M, 2) [x, y] px): pixels within 2.5σ of these points (other
-    detections) are left out.
+    ``exclude`` ((M, 2) [x, y] px): pixels within 2.5σ of these points (the
+    other detections) are left out; a point of ``exclude`` at exactly a
+    point's own position is that point, not a neighbour.
     """
     pts = as_points(xy).astype(np.float64)
     sigma = float(atom_sigma_px)
@@ -397,53 +398,70 @@ def spot_elongation(image, xy, *, atom_sigma_px: float, exclude=None):
     h, w = image.shape[:2]
     sep = np.full(len(pts), np.nan)
     zval = np.full(len(pts), np.nan)
-    off = np.arange(-half, half + 1, dtype=np.float64)
-    ex_all = None if exclude is None else np.asarray(exclude, np.float64).reshape(-1, 2)
-    for k, (x, y) in enumerate(pts):
-        xi, yi = int(math.floor(x + 0.5)), int(math.floor(y + 0.5))
-        if xi - half < 0 or yi - half < 0 or xi + half >= w or yi + half >= h:
-            continue
-        v = np.asarray(image[yi - half:yi + half + 1, xi - half:xi + half + 1],
-                       dtype=np.float32).astype(np.float64)
-        if not np.isfinite(v).all():
-            continue
-        dx = np.broadcast_to((off + (xi - x))[None, :], v.shape)
-        dy = np.broadcast_to((off + (yi - y))[:, None], v.shape)
-        r2 = dx * dx + dy * dy
-        use = np.ones(v.shape, bool)
-        if ex_all is not None and len(ex_all):
-            for ex, ey in ex_all[np.hypot(ex_all[:, 0] - x, ex_all[:, 1] - y)
-                                 < (half + 2.5 * sigma) * math.sqrt(2)]:
-                use &= ((xi + off[None, :] - ex) ** 2 + (yi + off[:, None] - ey) ** 2
-                        > (2.5 * sigma) ** 2)
-        rim = use & (r2 > 4.0 * sigma * sigma)
-        if rim.sum() < 8:
-            continue
-        a = np.column_stack([np.ones(int(rim.sum())), dx[rim], dy[rim]])
-        c, *_ = np.linalg.lstsq(a, v[rim], rcond=None)
-        resid = v[rim] - a @ c
-        noise = float(np.sqrt(resid @ resid / max(len(resid) - 3, 1)))
-        g = np.exp(-r2 / (2 * sigma * sigma)) * use
-        wgt = (v - c[0] - c[1] * dx - c[2] * dy) * g
-        tot = wgt.sum()
-        if not tot > 0:
-            continue
-        mx, my = (wgt * dx).sum() / tot, (wgt * dy).sum() / tot
-        ex_, ey_ = dx - mx, dy - my
-        half_diff = 0.5 * ((wgt * ex_ * ex_).sum() - (wgt * ey_ * ey_).sum()) / tot
-        cxy = (wgt * ex_ * ey_).sum() / tot
-        rad = math.hypot(half_diff, cxy)
-        gap = 2.0 * rad  # λ₁ − λ₂
-        sep[k] = 4.0 * math.sqrt(gap)
-        if rad > 0:
-            # d gap / d v_i (the centroid's own shift is second order)
-            da = (0.5 * (ex_ * ex_ - ey_ * ey_) - half_diff) * g / tot
-            dc = (ex_ * ey_ - cxy) * g / tot
-            dgap = 2.0 * (half_diff * da + cxy * dc) / rad
-            se = noise * float(np.sqrt((dgap * dgap).sum()))
-            zval[k] = gap / se if se > 0 else np.inf
-        else:
-            zval[k] = 0.0
+    off = np.arange(-half, half + 1)
+    xi = np.floor(pts[:, 0] + 0.5).astype(np.int64)
+    yi = np.floor(pts[:, 1] + 0.5).astype(np.int64)
+    idx = np.flatnonzero((xi - half >= 0) & (yi - half >= 0) & (xi + half < w) & (yi + half < h))
+    if not len(idx):
+        return sep, zval
+    if isinstance(image, np.ndarray):
+        v = image[(yi[idx, None] + off)[:, :, None], (xi[idx, None] + off)[:, None, :]]
+        v = v.astype(np.float32).astype(np.float64)
+    else:  # Zarr, memmap wrappers: one small read per window
+        v = np.stack([np.asarray(image[y - half:y + half + 1, x - half:x + half + 1],
+                                 dtype=np.float32) for x, y in zip(xi[idx], yi[idx])]
+                     ).astype(np.float64)
+    ok = np.isfinite(v).all(axis=(1, 2))
+    idx, v = idx[ok], v[ok]
+    if not len(idx):
+        return sep, zval
+    dx = np.broadcast_to((off[None, None, :] + (xi[idx] - pts[idx, 0])[:, None, None]), v.shape)
+    dy = np.broadcast_to((off[None, :, None] + (yi[idx] - pts[idx, 1])[:, None, None]), v.shape)
+    r2 = dx * dx + dy * dy
+    use = np.ones(v.shape, bool)
+    if exclude is not None and len(exclude):
+        ex = np.asarray(exclude, np.float64).reshape(-1, 2)
+        near = cKDTree(ex).query_ball_point(pts[idx], (half + 2.5 * sigma) * math.sqrt(2))
+        for m, js in enumerate(near):
+            for j in js:
+                ddx, ddy = ex[j, 0] - pts[idx[m], 0], ex[j, 1] - pts[idx[m], 1]
+                if ddx == 0.0 and ddy == 0.0:
+                    continue  # the point itself
+                use[m] &= (dx[m] - ddx) ** 2 + (dy[m] - ddy) ** 2 > (2.5 * sigma) ** 2
+    rim = use & (r2 > 4.0 * sigma * sigma)
+    # Plane b + bx·dx + by·dy on each rim: batched normal equations.
+    basis = np.stack([np.ones_like(dx), dx, dy], axis=-1) * rim[..., None]  # (M, k, k, 3)
+    normal = np.einsum("mijp,mijq->mpq", basis, basis)
+    rhs = np.einsum("mijp,mij->mp", basis, v)
+    n_rim = rim.sum(axis=(1, 2))
+    good = (n_rim >= 8) & (np.abs(np.linalg.det(normal)) > 1e-9)
+    normal[~good] = np.eye(3)
+    coef = np.linalg.solve(normal, rhs[..., None])[..., 0]
+    plane = coef[:, 0, None, None] + coef[:, 1, None, None] * dx + coef[:, 2, None, None] * dy
+    resid = (v - plane) * rim
+    noise = np.sqrt((resid * resid).sum(axis=(1, 2)) / np.maximum(n_rim - 3, 1))
+    g = np.exp(-r2 / (2 * sigma * sigma)) * use
+    wgt = (v - plane) * g
+    tot = wgt.sum(axis=(1, 2))
+    good &= tot > 0
+    tot = np.where(good, tot, 1.0)
+    mx = (wgt * dx).sum(axis=(1, 2)) / tot
+    my = (wgt * dy).sum(axis=(1, 2)) / tot
+    ex_, ey_ = dx - mx[:, None, None], dy - my[:, None, None]
+    half_diff = 0.5 * (wgt * (ex_ * ex_ - ey_ * ey_)).sum(axis=(1, 2)) / tot
+    cxy = (wgt * ex_ * ey_).sum(axis=(1, 2)) / tot
+    rad = np.hypot(half_diff, cxy)
+    gap = 2.0 * rad  # λ₁ − λ₂
+    # d gap / d v_i (the centroid's own shift is second order)
+    safe = np.where(rad > 0, rad, 1.0)
+    da = (0.5 * (ex_ * ex_ - ey_ * ey_) - half_diff[:, None, None]) * g / tot[:, None, None]
+    dc = (ex_ * ey_ - cxy[:, None, None]) * g / tot[:, None, None]
+    dgap = 2.0 * (half_diff[:, None, None] * da + cxy[:, None, None] * dc) / safe[:, None, None]
+    se = noise * np.sqrt((dgap * dgap).sum(axis=(1, 2)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(rad > 0, np.where(se > 0, gap / se, np.inf), 0.0)
+    sep[idx[good]] = 4.0 * np.sqrt(gap[good])
+    zval[idx[good]] = z[good]
     return sep, zval
 
 
@@ -670,22 +688,18 @@ def _split_move(image, out_xy, keep, split, *, max_separation_px, atom_sigma_px,
                              "separation_px", "inside", "split")}
     add_parent, add_xy, add_fit, add_p = [], [], [], []
     if len(cand):
-        tree = cKDTree(out_xy[alive])
-        # Neighbours that can reach into a candidate's window (3σ half-width,
-        # masked 2.5σ around each neighbour): their pixels are left out.
+        # Snapped like the pair fits' starts, so tiled and whole tables agree.
+        elong, zval = spot_elongation(image, _quantize(out_xy[cand]), atom_sigma_px=sigma,
+                                      exclude=_quantize(out_xy[alive]))
+        fit_these = np.flatnonzero((elong >= float(min_elongation_px))
+                                   & (zval >= float(min_elongation_z)))
+        # Neighbours that can reach into a fitted window (3σ half-width, masked
+        # 2.5σ around each neighbour): their pixels are left out.
         reach = 3.0 * sigma * math.sqrt(2.0) + 2.5 * sigma + 1.0
-        near = tree.query_ball_point(out_xy[cand], reach)
-        elong = np.full(len(cand), np.nan)
-        zval = np.full(len(cand), np.nan)
-        for k, i in enumerate(cand):
-            others = alive[[j for j in near[k] if alive[j] != i]]
-            e, z = spot_elongation(image, out_xy[i][None], atom_sigma_px=sigma,
-                                   exclude=out_xy[others])
-            elong[k], zval[k] = e[0], z[0]
-        for k in np.flatnonzero((elong >= float(min_elongation_px))
-                                & (zval >= float(min_elongation_z))):
+        near = cKDTree(out_xy[alive]).query_ball_point(out_xy[cand[fit_these]], reach)
+        for k, nb in zip(fit_these, near):
             i = int(cand[k])
-            others = alive[[j for j in near[k] if alive[j] != i]]
+            others = alive[[j for j in nb if alive[j] != i]]
             dbic, p_two, fit = decide_split(image, _quantize(out_xy[i]), atom_sigma_px=sigma,
                                             exclude=_quantize(out_xy[others]), slope=slope,
                                             prior_log_odds=prior_log_odds, bond_px=bond_px)
