@@ -58,7 +58,8 @@ class ClassicalDetector(Detector):
     resolve_pairs : bool
         Decide one atom or two for detections closer than
         ``pair_max_separation_nm`` (:mod:`fastsac.close_pairs`); merged pairs keep
-        the stronger detection at the one-atom fit's centre.
+        the stronger detection at the one-atom fit's centre; an elongated single
+        spot that holds two atoms becomes two (the split move).
     pair_max_separation_nm, pair_atom_sigma_nm : float
         Pairs examined, and the Gaussian sigma of one atom's image, nm.
     refine : {"gaussian", "com", "none"}
