@@ -24,6 +24,7 @@ override the split move's prior and elongation screen (trade-off table).
 Usage:
     FASTSAC_SHARED=/work/shared PYTHONPATH=src python benchmarks/close_pairs.py \
         --real [--frames 2] [--json OUT] [--md OUT] [--split-prior-log-odds L] [--split-min-z Z]
+    PYTHONPATH=src python benchmarks/close_pairs.py --cost 2048    # the stage's time
 """
 
 from __future__ import annotations
@@ -298,6 +299,35 @@ def markdown(rows, doses, seps) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stage_cost(size: int, repeat: int = 5) -> dict:
+    """Seconds of the close-pair stage on the live benchmark's simulated frame
+    (``benchmarks/bench_live.py``'s ``make_frame``, 0.0293 nm/px) after the
+    detector: merge only and merge + split, best and median of ``repeat``."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_live import make_frame
+
+    frame = make_frame(size)
+    off = ClassicalDetector(resolve_pairs=False).detect(frame, pixel_size_nm=0.0293)
+    merge_kw, kw = stage_params(0.0293)
+    times: dict = {"merge": [], "merge+split": []}
+    for _ in range(repeat):
+        for name, k in (("merge", merge_kw), ("merge+split", kw)):
+            t0 = time.perf_counter()
+            dec = resolve_pairs(frame, off.xy, score=off.score, **k)
+            times[name].append(time.perf_counter() - t0)
+    out = {"size": size, "detections": len(off.xy), "fitted": int(len(dec.split_tests["i"])),
+           "split": int(dec.split_tests["split"].sum()),
+           "load_average": round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None}
+    for name, t in times.items():
+        out[name] = {"best_s": min(t), "median_s": float(np.median(t))}
+    print(f"{size}²: {out['detections']} detections, {out['fitted']} spots fitted, "
+          f"{out['split']} split; stage merge only {out['merge']['best_s']:.3f} s, merge + split "
+          f"{out['merge+split']['best_s']:.3f} s (best of {repeat}; load {out['load_average']})")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=2)
@@ -315,7 +345,15 @@ def main() -> None:
     ap.add_argument("--real", action="store_true", help="also run on ptnc-train (labels)")
     ap.add_argument("--shared", default=os.environ.get("FASTSAC_SHARED", "/work/shared"))
     ap.add_argument("--skip-sim", action="store_true")
+    ap.add_argument("--cost", type=int, default=None, metavar="SIZE",
+                    help="only time the stage (merge vs merge + split) on the live benchmark's "
+                         "SIZE² frame")
     args = ap.parse_args()
+    if args.cost:
+        res = stage_cost(args.cost)
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1))
+        return
     t0 = time.perf_counter()
     out = {"frames": args.frames, "size": args.size}
     if args.real:
