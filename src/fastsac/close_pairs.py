@@ -386,7 +386,9 @@ def spot_elongation(image, xy, *, atom_sigma_px: float, exclude=None):
     under the rim's pixel noise (first-order propagation through the moments)
     says how much. Returns (separation_px, z): the implied separation (N,) and
     the gap over its standard error (N,); NaN where the window leaves the
-    image or holds non-finite pixels. All windows are processed as one batch.
+    image or holds non-finite pixels. Points are processed in blocks of the
+    image (one read of each block, arrays of bounded size: montages with
+    millions of atoms stream through).
 
     ``exclude`` ((M, 2) [x, y] px): pixels within 2.5σ of these points (the
     other detections) are left out; a point of ``exclude`` at exactly a
@@ -398,36 +400,55 @@ def spot_elongation(image, xy, *, atom_sigma_px: float, exclude=None):
     h, w = image.shape[:2]
     sep = np.full(len(pts), np.nan)
     zval = np.full(len(pts), np.nan)
-    off = np.arange(-half, half + 1)
     xi = np.floor(pts[:, 0] + 0.5).astype(np.int64)
     yi = np.floor(pts[:, 1] + 0.5).astype(np.int64)
-    idx = np.flatnonzero((xi - half >= 0) & (yi - half >= 0) & (xi + half < w) & (yi + half < h))
-    if not len(idx):
+    inside = np.flatnonzero((xi - half >= 0) & (yi - half >= 0) & (xi + half < w)
+                            & (yi + half < h))
+    if not len(inside):
         return sep, zval
-    if isinstance(image, np.ndarray):
-        v = image[(yi[idx, None] + off)[:, :, None], (xi[idx, None] + off)[:, None, :]]
-        v = v.astype(np.float32).astype(np.float64)
-    else:  # Zarr, memmap wrappers: one small read per window
-        v = np.stack([np.asarray(image[y - half:y + half + 1, x - half:x + half + 1],
-                                 dtype=np.float32) for x, y in zip(xi[idx], yi[idx])]
-                     ).astype(np.float64)
-    ok = np.isfinite(v).all(axis=(1, 2))
-    idx, v = idx[ok], v[ok]
-    if not len(idx):
-        return sep, zval
-    dx = np.broadcast_to((off[None, None, :] + (xi[idx] - pts[idx, 0])[:, None, None]), v.shape)
-    dy = np.broadcast_to((off[None, :, None] + (yi[idx] - pts[idx, 1])[:, None, None]), v.shape)
+    ex = (np.zeros((0, 2)) if exclude is None
+          else np.asarray(exclude, np.float64).reshape(-1, 2))
+    tree = cKDTree(ex) if len(ex) else None
+    block = _ELONGATION_BLOCK_PX
+    key = (yi[inside] // block) * (w // block + 1) + xi[inside] // block
+    order = np.argsort(key, kind="stable")
+    bounds = np.flatnonzero(np.diff(key[order])) + 1
+    for grp in np.split(inside[order], bounds):
+        y0, y1 = int(yi[grp].min()) - half, int(yi[grp].max()) + half + 1
+        x0, x1 = int(xi[grp].min()) - half, int(xi[grp].max()) + half + 1
+        region = np.asarray(image[y0:y1, x0:x1], dtype=np.float32)
+        off = np.arange(-half, half + 1)
+        v = region[(yi[grp, None] - y0 + off)[:, :, None], (xi[grp, None] - x0 + off)[:, None, :]]
+        ok = np.isfinite(v).all(axis=(1, 2))
+        grp, v = grp[ok], v[ok].astype(np.float64)
+        if not len(grp):
+            continue
+        dx = np.broadcast_to(off[None, None, :] + (xi[grp] - pts[grp, 0])[:, None, None], v.shape)
+        dy = np.broadcast_to(off[None, :, None] + (yi[grp] - pts[grp, 1])[:, None, None], v.shape)
+        use = np.ones(v.shape, bool)
+        if tree is not None:
+            near = tree.query_ball_point(pts[grp], (half + 2.5 * sigma) * math.sqrt(2))
+            for m, js in enumerate(near):
+                for jj in js:
+                    ddx, ddy = ex[jj, 0] - pts[grp[m], 0], ex[jj, 1] - pts[grp[m], 1]
+                    if ddx == 0.0 and ddy == 0.0:
+                        continue  # the point itself
+                    use[m] &= (dx[m] - ddx) ** 2 + (dy[m] - ddy) ** 2 > (2.5 * sigma) ** 2
+        good, s_, z_ = _moment_elongation(v, dx, dy, use, sigma)
+        sep[grp[good]] = s_[good]
+        zval[grp[good]] = z_[good]
+    return sep, zval
+
+
+#: Side of the image blocks :func:`spot_elongation` reads at once, px.
+_ELONGATION_BLOCK_PX = 256
+
+
+def _moment_elongation(v, dx, dy, use, sigma):
+    """:func:`spot_elongation` on a stack of (M, k, k) windows ``v`` with pixel
+    offsets ``dx``, ``dy`` from each point and the pixels to ``use``. Returns
+    (good, implied separation, z) as (M,) arrays."""
     r2 = dx * dx + dy * dy
-    use = np.ones(v.shape, bool)
-    if exclude is not None and len(exclude):
-        ex = np.asarray(exclude, np.float64).reshape(-1, 2)
-        near = cKDTree(ex).query_ball_point(pts[idx], (half + 2.5 * sigma) * math.sqrt(2))
-        for m, js in enumerate(near):
-            for j in js:
-                ddx, ddy = ex[j, 0] - pts[idx[m], 0], ex[j, 1] - pts[idx[m], 1]
-                if ddx == 0.0 and ddy == 0.0:
-                    continue  # the point itself
-                use[m] &= (dx[m] - ddx) ** 2 + (dy[m] - ddy) ** 2 > (2.5 * sigma) ** 2
     rim = use & (r2 > 4.0 * sigma * sigma)
     # Plane b + bx·dx + by·dy on each rim: batched normal equations.
     basis = np.stack([np.ones_like(dx), dx, dy], axis=-1) * rim[..., None]  # (M, k, k, 3)
@@ -460,9 +481,7 @@ def spot_elongation(image, xy, *, atom_sigma_px: float, exclude=None):
     se = noise * np.sqrt((dgap * dgap).sum(axis=(1, 2)))
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(rad > 0, np.where(se > 0, gap / se, np.inf), 0.0)
-    sep[idx[good]] = 4.0 * np.sqrt(gap[good])
-    zval[idx[good]] = z[good]
-    return sep, zval
+    return good, 4.0 * np.sqrt(gap), z
 
 
 def decide_split(image, p, *, atom_sigma_px: float, exclude=None, slope: float = 1.0,
