@@ -234,7 +234,7 @@ def real_frames(shared: str, prior_log_odds=None, split_prior_log_odds=None, spl
         row["expected_marked"] = expected_count(pr.probability_expert)
         row["pairs_examined"] = int(len(dec.pairs))
         row["pairs_merged"] = int(dec.merged.sum())
-        row["split_tested"] = int(len(dec.split_tests["i"]))
+        row["split_tested"] = len(dec.split_tests["i"])
         row["split"] = int(dec.split_tests["split"].sum())
         row["split_p_two"] = [float(x) for x in dec.split_tests["p_two"]]
         tot["labels"] += len(lab)
@@ -317,7 +317,7 @@ def stage_cost(size: int, repeat: int = 5) -> dict:
             t0 = time.perf_counter()
             dec = resolve_pairs(frame, off.xy, score=off.score, **k)
             times[name].append(time.perf_counter() - t0)
-    out = {"size": size, "detections": len(off.xy), "fitted": int(len(dec.split_tests["i"])),
+    out = {"size": size, "detections": len(off.xy), "fitted": len(dec.split_tests["i"]),
            "split": int(dec.split_tests["split"].sum()),
            "load_average": round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None}
     for name, t in times.items():

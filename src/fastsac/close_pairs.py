@@ -396,7 +396,7 @@ def spot_elongation(image, xy, *, atom_sigma_px: float, exclude=None):
     """
     pts = as_points(xy).astype(np.float64)
     sigma = float(atom_sigma_px)
-    half = int(math.ceil(2.5 * sigma))
+    half = math.ceil(2.5 * sigma)
     h, w = image.shape[:2]
     sep = np.full(len(pts), np.nan)
     zval = np.full(len(pts), np.nan)
@@ -500,7 +500,7 @@ def decide_split(image, p, *, atom_sigma_px: float, exclude=None, slope: float =
     """
     p = np.asarray(p, np.float64)
     sigma = float(atom_sigma_px)
-    half = int(math.ceil(3.0 * sigma))
+    half = math.ceil(3.0 * sigma)
     nan = (float("nan"), float("nan"), np.full(9, np.nan))
     xx, yy, v, lims = _window(image, p[0], p[1], half)
     if exclude is not None and len(exclude) and len(v):
