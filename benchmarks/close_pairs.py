@@ -11,14 +11,20 @@ a single atom is *split* when ≥ 2 detections remain, a dimer is *resolved*
 when exactly 2 remain.
 
 ``--real`` also runs the 11 labelled ptnc-train frames: per image and pooled,
-F1 and the multimer share (atoms with NN < 0.23 nm) with the stage off and
-on, against the experts' (0.4 %), and the expected atom counts of the
-calibrated probabilities. ``--prior-log-odds`` overrides the stage's prior
+F1 and the multimer share (atoms with NN < 0.23 nm) for the three ways, against
+the experts' (0.4 %), and the expected atom counts of the calibrated
+probabilities. ``--prior-log-odds`` overrides the stage's prior
 (the trade-off table in docs/confidence.md).
+
+The stage runs three ways: off (raw detections), "merge" (the stage before
+the split move: pairs merged only) and "on" (merge and split, the default);
+tables compare merge → on. ``--split-prior-log-odds`` and ``--split-min-z``
+override the split move's prior and elongation screen (trade-off table).
 
 Usage:
     FASTSAC_SHARED=/work/shared PYTHONPATH=src python benchmarks/close_pairs.py \
-        --real [--frames 2] [--json OUT] [--md OUT]
+        --real [--frames 2] [--json OUT] [--md OUT] [--split-prior-log-odds L] [--split-min-z Z]
+    PYTHONPATH=src python benchmarks/close_pairs.py --cost 2048    # the stage's time
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from fastsac.synth.patterns import AtomSet
 from fastsac.synth.render import Field, to_dtype
 
 SEPARATIONS_NM = (0.08, 0.10, 0.12, 0.15, 0.18, 0.21, 0.25, 0.30)
-DOSES = (1e4, 2e4, 4e4, 8e4, 1.6e5)
+DOSES = (1e4, 4e4, 1.6e5)
 
 
 def render_units(p: SimulationParams, units: list[tuple[float, float, float, float]],
@@ -96,21 +102,40 @@ def score_units(xy_det, units, truth):
     return np.asarray(out)
 
 
-def run(frames: int, size: int, doses, seps, *, slope=None, prior_log_odds=None):
-    """Confusion counts per (dose, separation) with the stage off and on, and the
-    examined pairs (dose, separation, ΔBIC, truth: 1 = dimer) for calibration."""
-    p0 = SimulationParams(size=size, vacuum="none")
-    px = p0.pixel_size_nm
-    det = ClassicalDetector(resolve_pairs=False)
+def stage_params(px, *, slope=None, prior_log_odds=None, split_prior_log_odds=None,
+                 split_min_z=None):
+    """The stage's keyword arguments at ``px`` with the overrides given: (merge
+    only, i.e. the stage before the split move; merge and split)."""
     pair_kw = ClassicalDetector().pair_params(px)
     if slope is not None:
         pair_kw["slope"] = slope
     if prior_log_odds is not None:
         pair_kw["prior_log_odds"] = prior_log_odds
-    rows, calib = [], []
+    if split_prior_log_odds is not None:
+        pair_kw["split_prior_log_odds"] = split_prior_log_odds
+    if split_min_z is not None:
+        pair_kw["split_min_elongation_z"] = split_min_z
+    return pair_kw | {"split_min_elongation_px": None}, pair_kw
+
+
+def run(frames: int, size: int, doses, seps, *, slope=None, prior_log_odds=None,
+        split_prior_log_odds=None, split_min_z=None):
+    """Confusion counts per (dose, separation) without the stage ("off"), with
+    merging only ("merge": the stage before the split move) and with merging and
+    splitting ("on"), the examined pairs (dose, separation, ΔBIC, truth: 1 =
+    dimer) and the split move's tests (dose, separation, elongation, ΔBIC,
+    p_two, split, truth)."""
+    p0 = SimulationParams(size=size, vacuum="none")
+    px = p0.pixel_size_nm
+    det = ClassicalDetector(resolve_pairs=False)
+    merge_kw, pair_kw = stage_params(px, slope=slope, prior_log_odds=prior_log_odds,
+                                     split_prior_log_odds=split_prior_log_odds,
+                                     split_min_z=split_min_z)
+    rows, calib, split_calib = [], [], []
+    stage_seconds = {"merge": 0.0, "on": 0.0}
     for dose in doses:
         for sep in seps:
-            counts = {"on": {"single": [], "dimer": []}, "off": {"single": [], "dimer": []}}
+            counts = {k: {"single": [], "dimer": []} for k in ("off", "merge", "on")}
             for f in range(frames):
                 seed = int(1000 * f + 10 * seps.index(sep) + 100000 * doses.index(dose))
                 rng = np.random.default_rng(seed)
@@ -118,9 +143,15 @@ def run(frames: int, size: int, doses, seps, *, slope=None, prior_log_odds=None)
                 img, truth = render_units(p0.replace(dose=dose), units, seed)
                 kind = np.array(["dimer" if u[2] > 0 else "single" for u in units])
                 off = det.detect(img, pixel_size_nm=px)
+                t0 = time.perf_counter()
+                merge = apply_pair_decisions(off, resolve_pairs(img, off.xy, score=off.score,
+                                                                **merge_kw))
+                t1 = time.perf_counter()
                 dec = resolve_pairs(img, off.xy, score=off.score, **pair_kw)
                 on = apply_pair_decisions(off, dec)
-                for key, d in (("off", off), ("on", on)):
+                stage_seconds["merge"] += t1 - t0
+                stage_seconds["on"] += time.perf_counter() - t1
+                for key, d in (("off", off), ("merge", merge), ("on", on)):
                     n = score_units(d.xy, units, truth)
                     counts[key]["single"] += list(n[kind == "single"])
                     counts[key]["dimer"] += list(n[kind == "dimer"])
@@ -129,8 +160,14 @@ def run(frames: int, size: int, doses, seps, *, slope=None, prior_log_odds=None)
                     mid = 0.5 * (off.xy[i] + off.xy[j])
                     u = int(np.argmin(np.hypot(*(centres - mid).T)))
                     calib.append((dose, sep, float(dbic), int(kind[u] == "dimer")))
+                st = dec.split_tests
+                for i, el, dbic, pt, do in zip(st["i"], st["elongation_px"], st["delta_bic"],
+                                               st["p_two"], st["split"]):
+                    u = int(np.argmin(np.hypot(*(centres - off.xy[i]).T)))
+                    split_calib.append((dose, sep, float(el), float(dbic), float(pt), bool(do),
+                                        int(kind[u] == "dimer")))
             row = {"dose": dose, "separation_nm": sep}
-            for key in ("off", "on"):
+            for key in ("off", "merge", "on"):
                 s = np.asarray(counts[key]["single"])
                 dm = np.asarray(counts[key]["dimer"])
                 row[key] = {"singles": len(s), "single_missed": float(np.mean(s == 0)),
@@ -139,14 +176,14 @@ def run(frames: int, size: int, doses, seps, *, slope=None, prior_log_odds=None)
                             "dimer_as_one": float(np.mean(dm == 1)),
                             "dimer_missed": float(np.mean(dm == 0))}
             rows.append(row)
-            print(f"dose {dose:8.0f} sep {sep:.2f} nm | off: split {row['off']['single_split']:.2f}"
-                  f" resolved {row['off']['dimer_resolved']:.2f} as-one {row['off']['dimer_as_one']:.2f}"
-                  f" | on: split {row['on']['single_split']:.2f} resolved {row['on']['dimer_resolved']:.2f}"
-                  f" as-one {row['on']['dimer_as_one']:.2f}", flush=True)
-    return rows, calib
+            print(f"dose {dose:8.0f} sep {sep:.2f} nm | " + " | ".join(
+                f"{k}: split {row[k]['single_split']:.2f} resolved {row[k]['dimer_resolved']:.2f}"
+                f" as-one {row[k]['dimer_as_one']:.2f}" for k in ("off", "merge", "on")),
+                flush=True)
+    return rows, calib, split_calib, stage_seconds
 
 
-def real_frames(shared: str, prior_log_odds=None):
+def real_frames(shared: str, prior_log_odds=None, split_prior_log_odds=None, split_min_z=None):
     """ptnc-train: per image, detections with the stage off and on, against the
     expert labels (6 px): counts, F1, multimer share (NN < 0.23 nm) and the
     expected atom counts of the calibrated probabilities."""
@@ -164,8 +201,8 @@ def real_frames(shared: str, prior_log_odds=None):
         d, _ = cKDTree(xy).query(xy, k=2)
         return int((d[:, 1] * px < 0.23).sum())
 
-    per, pooled = {}, {"off": [], "on": []}
-    tot = {"labels": 0, "labels_multimer": 0, "off": [0, 0], "on": [0, 0]}
+    per, pooled = {}, {"off": [], "merge": [], "on": []}
+    tot = {"labels": 0, "labels_multimer": 0, "off": [0, 0], "merge": [0, 0], "on": [0, 0]}
     for path in sorted((root / "images").glob("*.tif")):
         m = read(path)
         px = m.pixel_size_nm
@@ -173,15 +210,19 @@ def real_frames(shared: str, prior_log_odds=None):
         t_det = time.perf_counter()
         off = det.detect(m)
         t_det = time.perf_counter() - t_det
-        kw = ClassicalDetector().pair_params(px)
-        if prior_log_odds is not None:
-            kw["prior_log_odds"] = prior_log_odds
+        merge_kw, kw = stage_params(px, prior_log_odds=prior_log_odds,
+                                    split_prior_log_odds=split_prior_log_odds,
+                                    split_min_z=split_min_z)
         t0 = time.perf_counter()
+        merge = apply_pair_decisions(off, resolve_pairs(m.data, off.xy, score=off.score,
+                                                        **merge_kw))
+        t1 = time.perf_counter()
         dec = resolve_pairs(m.data, off.xy, score=off.score, **kw)
         on = apply_pair_decisions(off, dec)
         row = {"labels": len(lab), "labels_multimer": multimer(lab, px),
-               "pairs_seconds": time.perf_counter() - t0, "detect_seconds": t_det}
-        for key, d in (("off", off), ("on", on)):
+               "merge_seconds": t1 - t0, "pairs_seconds": time.perf_counter() - t1,
+               "detect_seconds": t_det}
+        for key, d in (("off", off), ("merge", merge), ("on", on)):
             r = match_points(d.xy, lab)
             pooled[key].append(r)
             mm = multimer(d.xy, px)
@@ -193,50 +234,98 @@ def real_frames(shared: str, prior_log_odds=None):
         row["expected_marked"] = expected_count(pr.probability_expert)
         row["pairs_examined"] = int(len(dec.pairs))
         row["pairs_merged"] = int(dec.merged.sum())
+        row["split_tested"] = len(dec.split_tests["i"])
+        row["split"] = int(dec.split_tests["split"].sum())
+        row["split_p_two"] = [float(x) for x in dec.split_tests["p_two"]]
         tot["labels"] += len(lab)
         tot["labels_multimer"] += row["labels_multimer"]
         per[path.stem] = row
     summary = {"labels_multimer_share": tot["labels_multimer"] / tot["labels"],
                "pairs_seconds_total": sum(r["pairs_seconds"] for r in per.values()),
+               "merge_seconds_total": sum(r["merge_seconds"] for r in per.values()),
+               "split_tested_total": sum(r["split_tested"] for r in per.values()),
+               "split_total": sum(r["split"] for r in per.values()),
                "pairs_examined_total": sum(r["pairs_examined"] for r in per.values()),
                "detect_seconds_total": sum(r["detect_seconds"] for r in per.values())}
-    for key in ("off", "on"):
+    for key in ("off", "merge", "on"):
         summary[key] = pool(pooled[key]) | {"detected": tot[key][0],
                                             "multimer_share": tot[key][1] / tot[key][0]}
     return per, summary
 
 
 def print_real(per, summary):
-    print("image | labels | detected off/on | tp off/on | F1 off/on | multimer atoms experts/off/on"
-          " | expected real (probability) [95%] | expected marked (probability_expert) [95%]")
+    print("image | labels | detected off/merge/on | tp off/merge/on | F1 off/merge/on | multimer "
+          "atoms experts/off/merge/on | split tested/split | expected real (probability) [95%]")
     for s, r in per.items():
-        e, q = r["expected_real"], r["expected_marked"]
-        print(f"{s} | {r['labels']} | {r['off']['detected']}/{r['on']['detected']} | "
-              f"{r['off']['tp']}/{r['on']['tp']} | {r['off']['f1']:.3f}/{r['on']['f1']:.3f} | "
-              f"{r['labels_multimer']}/{r['off']['multimer_atoms']}/{r['on']['multimer_atoms']} | "
-              f"{e['expected']:.1f} {e['interval']} | {q['expected']:.1f} {q['interval']}")
-    o, n = summary["off"], summary["on"]
-    print(f"pooled: F1 off {o['f1']:.3f} on {n['f1']:.3f}; multimer share experts "
-          f"{summary['labels_multimer_share']:.2%}, off {o['multimer_share']:.2%}, "
-          f"on {n['multimer_share']:.2%}; close-pair stage {summary['pairs_seconds_total']:.2f} s "
-          f"for {summary['pairs_examined_total']} pairs on {len(per)} frames (detection without it "
-          f"{summary['detect_seconds_total']:.2f} s)")
+        e = r["expected_real"]
+        print(f"{s} | {r['labels']} | " + " | ".join(
+            "/".join(f"{r[k][c]:.3f}" if c == "f1" else str(r[k][c]) for k in ("off", "merge", "on"))
+            for c in ("detected", "tp", "f1")) +
+            f" | {r['labels_multimer']}/{r['off']['multimer_atoms']}/{r['merge']['multimer_atoms']}/"
+            f"{r['on']['multimer_atoms']} | {r['split_tested']}/{r['split']} | "
+            f"{e['expected']:.1f} {e['interval']}")
+    o, m, n = summary["off"], summary["merge"], summary["on"]
+    print(f"pooled: F1 off {o['f1']:.3f} merge {m['f1']:.3f} on {n['f1']:.3f}; multimer share "
+          f"experts {summary['labels_multimer_share']:.2%}, off {o['multimer_share']:.2%}, merge "
+          f"{m['multimer_share']:.2%}, on {n['multimer_share']:.2%}; split {summary['split_total']}"
+          f" of {summary['split_tested_total']} tested; stage {summary['pairs_seconds_total']:.2f} s"
+          f" (merge only {summary['merge_seconds_total']:.2f} s) on {len(per)} frames (detection "
+          f"without it {summary['detect_seconds_total']:.2f} s)")
 
 
 def markdown(rows, doses, seps) -> str:
-    lines = ["| dose (e/Å²) | singles split (off → on) | " +
-             " | ".join(f"dimer {s:.2f} nm resolved (off → on)" for s in seps) + " |",
-             "|---|---|" + "---|" * len(seps)]
+    """Before (merge only) → after (merge and split): singles split, dimers
+    resolved; then dimers called one atom, after."""
+    lines = ["| dose (e/Å²) | singles split | singles missed | " +
+             " | ".join(f"dimer {s:.2f} nm resolved" for s in seps) + " |",
+             "|---|---|---|" + "---|" * len(seps)]
     for dose in doses:
         rr = [r for r in rows if r["dose"] == dose]
-        so = np.mean([r["off"]["single_split"] for r in rr])
+        so = np.mean([r["merge"]["single_split"] for r in rr])
         sn = np.mean([r["on"]["single_split"] for r in rr])
-        cells = [f"{so:.1%} → {sn:.1%}"]
+        miss = np.mean([r["on"]["single_missed"] for r in rr])
+        cells = [f"{so:.1%} → {sn:.1%}", f"{miss:.0%}"]
         for s in seps:
             r = next(r for r in rr if r["separation_nm"] == s)
-            cells.append(f"{r['off']['dimer_resolved']:.0%} → {r['on']['dimer_resolved']:.0%}")
-        lines.append(f"| {dose:.0e} | " + " | ".join(cells) + " |")
+            cells.append(f"{r['merge']['dimer_resolved']:.0%} → {r['on']['dimer_resolved']:.0%}")
+        lines.append(f"| {dose:.2g} | " + " | ".join(cells) + " |")
+    lines += ["", "| dose (e/Å²) | " + " | ".join(f"{s:.2f} nm" for s in seps) + " |",
+              "|---|" + "---|" * len(seps)]
+    for dose in doses:
+        rr = [r for r in rows if r["dose"] == dose]
+        lines.append(f"| {dose:.2g} | " + " | ".join(
+            f"{next(r for r in rr if r['separation_nm'] == s)['on']['dimer_as_one']:.0%}"
+            for s in seps) + " |")
     return "\n".join(lines) + "\n"
+
+
+def stage_cost(size: int, repeat: int = 5) -> dict:
+    """Seconds of the close-pair stage on the live benchmark's simulated frame
+    (``benchmarks/bench_live.py``'s ``make_frame``, 0.0293 nm/px) after the
+    detector: merge only and merge + split, best and median of ``repeat``."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_live import make_frame
+
+    frame = make_frame(size)
+    off = ClassicalDetector(resolve_pairs=False).detect(frame, pixel_size_nm=0.0293)
+    merge_kw, kw = stage_params(0.0293)
+    times: dict = {"merge": [], "merge+split": []}
+    for _ in range(repeat):
+        for name, k in (("merge", merge_kw), ("merge+split", kw)):
+            t0 = time.perf_counter()
+            dec = resolve_pairs(frame, off.xy, score=off.score, **k)
+            times[name].append(time.perf_counter() - t0)
+    out = {"size": size, "detections": len(off.xy), "fitted": len(dec.split_tests["i"]),
+           "split": int(dec.split_tests["split"].sum()),
+           "load_average": round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None}
+    for name, t in times.items():
+        out[name] = {"best_s": min(t), "median_s": float(np.median(t))}
+    print(f"{size}²: {out['detections']} detections, {out['fitted']} spots fitted, "
+          f"{out['split']} split; stage merge only {out['merge']['best_s']:.3f} s, merge + split "
+          f"{out['merge+split']['best_s']:.3f} s (best of {repeat}; load {out['load_average']})")
+    return out
 
 
 def main() -> None:
@@ -249,27 +338,43 @@ def main() -> None:
     ap.add_argument("--seps", type=float, nargs="*", default=list(SEPARATIONS_NM))
     ap.add_argument("--slope", type=float, default=None)
     ap.add_argument("--prior-log-odds", type=float, default=None)
+    ap.add_argument("--split-prior-log-odds", type=float, default=None,
+                    help="override the split move's prior log-odds (trade-off table)")
+    ap.add_argument("--split-min-z", type=float, default=None,
+                    help="override the split move's elongation screen (standard errors)")
     ap.add_argument("--real", action="store_true", help="also run on ptnc-train (labels)")
     ap.add_argument("--shared", default=os.environ.get("FASTSAC_SHARED", "/work/shared"))
     ap.add_argument("--skip-sim", action="store_true")
+    ap.add_argument("--cost", type=int, default=None, metavar="SIZE",
+                    help="only time the stage (merge vs merge + split) on the live benchmark's "
+                         "SIZE² frame")
     args = ap.parse_args()
+    if args.cost:
+        res = stage_cost(args.cost)
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1))
+        return
     t0 = time.perf_counter()
     out = {"frames": args.frames, "size": args.size}
     if args.real:
-        per, summ = real_frames(args.shared, args.prior_log_odds)
+        per, summ = real_frames(args.shared, args.prior_log_odds, args.split_prior_log_odds,
+                                args.split_min_z)
         print_real(per, summ)
         out["real"] = {"per_image": per, "pooled": summ}
     if args.skip_sim:
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=1))
         return
-    rows, calib = run(args.frames, args.size, list(args.doses), list(args.seps),
-                      slope=args.slope, prior_log_odds=args.prior_log_odds)
+    rows, calib, split_calib, stage_seconds = run(
+        args.frames, args.size, list(args.doses), list(args.seps), slope=args.slope,
+        prior_log_odds=args.prior_log_odds, split_prior_log_odds=args.split_prior_log_odds,
+        split_min_z=args.split_min_z)
     md = markdown(rows, list(args.doses), list(args.seps))
     print(md)
     print(f"{time.perf_counter() - t0:.0f} s")
     if args.json:
-        out |= {"rows": rows, "pairs": calib}
+        out |= {"rows": rows, "pairs": calib, "split_tests": split_calib,
+                "stage_seconds": stage_seconds}
         Path(args.json).write_text(json.dumps(out, indent=1))
     if args.md:
         Path(args.md).write_text(md)

@@ -41,11 +41,35 @@ amplitude, (geometric-mean) width, background, intensity and residual.
 Pairs are examined closest first; a merged survivor is re-examined against its
 remaining close neighbours (chains and triples are resolved pairwise).
 
+**The split move** (the other direction): the detector's DoG maxima and its
+0.176 nm NMS give a dimer closer than ≈ 0.25 nm *one* detection, which no
+pair decision can see. So every detection left without a pair decision gets
+a cheap shape test, :func:`spot_elongation`: the separation that the second
+moments of its spot imply and how many standard errors of the window's noise
+that elongation is. Only spots with an implied separation ≥
+``split_min_elongation_px`` (0.10 nm) *and* an elongation ≥
+``split_min_elongation_z`` (4) standard errors get the fits
+(:func:`decide_split`): the same one-atom and two-atom models, BIC, effective
+pixel count and separation prior as a pair, on a ``3σ`` window around the
+detection, with the pixels within 2.5σ of every other detection left out. The
+prior is capped at 0 (a second atom hidden in one spot is closer than the
+detector resolves; long separations earn no bonus) and ``split_prior_log_odds``
+(default 0) is added. A spot with ``p_two ≥ 0.5`` whose two-atom fit keeps the
+second atom in the spot (separation ≤ ``max_separation_px``, detection within
+0.4·d of the midpoint, neither atom under a quarter of the other's amplitude)
+becomes two atoms: the brighter at the detection's row, the other right after
+it, both with the two-atom fit's amplitude, width, background, intensity and
+residual. ``split_probability`` is ``p_two`` of the split decision for the
+spots that were fitted (both kinds of decision report it).
+
 Exactness across tiling: the stage runs after the global non-maximum
 suppression, on the final detection table, and reads its windows from the
 whole image (or the tiled source) directly — so it does not depend on tiles or
 halos, and every path (frame, tiled, montage, live) gives the same result.
-The windows are ``⌈d/2 + 2.5·atom_sigma_px⌉`` px around the midpoint.
+The windows are ``⌈d/2 + 2.5·atom_sigma_px⌉`` px around the midpoint; the
+split move's windows are ``⌈3·atom_sigma_px⌉`` px around the detection and its
+masks reach ``2.5·atom_sigma_px`` further (its reach is local and bounded; it
+reads the same whole image in every path, so no halo is involved either).
 """
 
 from __future__ import annotations
@@ -59,8 +83,8 @@ from scipy.spatial import cKDTree
 
 from ._validate import as_points, check_positive
 
-__all__ = ["PairDecisions", "resolve_pairs", "apply_pair_decisions", "decide_pair", "separation_prior",
-           "effective_pixels", "PAIR_DEFAULTS"]
+__all__ = ["PairDecisions", "resolve_pairs", "apply_pair_decisions", "decide_pair", "decide_split",
+           "spot_elongation", "separation_prior", "effective_pixels", "PAIR_DEFAULTS"]
 
 #: Defaults of the stage (physical lengths in nm; converted with the calibration).
 #: ``atom_sigma_nm``: the median fitted width of ptnc-train atoms (3.2 px at
@@ -68,7 +92,9 @@ __all__ = ["PairDecisions", "resolve_pairs", "apply_pair_decisions", "decide_pai
 #: No value here was tuned on ptnc-train (docs/confidence.md shows the
 #: sensitivity: ``benchmarks/close_pairs.py --real --prior-log-odds``).
 PAIR_DEFAULTS = {"max_separation_nm": 0.30, "atom_sigma_nm": 0.095, "slope": 1.0,
-                 "prior_log_odds": 0.0, "bond_nm": 0.277}
+                 "prior_log_odds": 0.0, "bond_nm": 0.277, "split_min_elongation_nm": 0.10,
+                 "split_min_elongation_z": 4.0,
+                 "split_prior_log_odds": 0.0}
 
 
 def separation_prior(d_px: float, bond_px: float | None) -> float:
@@ -118,6 +144,17 @@ class PairDecisions:
     merged : (P,) bool
     params : dict
         Resolved parameters.
+    split_fit : (N, 5) float64
+        For detections split in two by the split move: amplitude, sigma_px,
+        background, intensity, residual of the first atom of the two-atom fit
+        (its position is in ``xy``); NaN elsewhere.
+    added_parent, added_xy, added_fit, added_split_probability : (K,), (K, 2), (K, 5), (K,)
+        The K atoms the split move added: the detection each was split from,
+        position, fit columns (as ``split_fit``) and ``p_two``.
+    split_tests : dict of (T,) arrays
+        The detections the split move fitted (``i``), their ``elongation_px``
+        and ``elongation_z`` (:func:`spot_elongation`), ``delta_bic``, ``p_two``, ``separation_px`` of
+        the two-atom fit and ``split``.
     """
 
     keep: np.ndarray
@@ -130,11 +167,36 @@ class PairDecisions:
     p_two: np.ndarray
     merged: np.ndarray
     params: dict = field(default_factory=dict)
+    split_fit: np.ndarray | None = None
+    added_parent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    added_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    added_fit: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))
+    added_split_probability: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    split_tests: dict = field(default_factory=dict)
 
     def table(self) -> dict[str, np.ndarray]:
         """The examined pairs as columns (i, j, separation_px, delta_bic, p_two, merged)."""
         return {"i": self.pairs[:, 0], "j": self.pairs[:, 1], "separation_px": self.separation_px,
                 "delta_bic": self.delta_bic, "p_two": self.p_two, "merged": self.merged}
+
+    def source(self) -> np.ndarray:
+        """(M,) int64: for each row of the table after the stage, the input row it
+        comes from — kept detections in input order, each followed by the atoms
+        split off it (so per-row data such as a montage's tile owner follows with
+        ``owner[decisions.source()]``)."""
+        order, pos = self._rows()
+        return order[pos]
+
+    def _rows(self):
+        """(order, pos): the kept input rows followed by the added atoms' parents,
+        and the permutation that puts each added atom right after its parent
+        (``pos[r] ≥ keep.sum()`` marks output row r as added atom
+        ``pos[r] − keep.sum()``)."""
+        kept = np.flatnonzero(self.keep)
+        order = np.concatenate([kept, self.added_parent]).astype(np.int64)
+        tie = np.concatenate([np.zeros(len(kept), np.int64),
+                              np.ones(len(self.added_parent), np.int64)])
+        return order, np.lexsort((np.arange(len(order)), tie, order))
 
 
 def _window(image, cx: float, cy: float, half: int):
@@ -156,12 +218,14 @@ def _gauss(xx, yy, x, y, s):
     return np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2.0 * s * s))
 
 
-def _fit_pair(xx, yy, v, p1, p2, w1, w2, sigma, lims):
+def _fit_pair(xx, yy, v, p1, p2, w1, w2, sigma, lims, *, one_start=False):
     """Least-squares fits of the one- and two-atom models, each on a tilted
     background plane ``b + bx·(x − x̄) + by·(y − ȳ)`` (support thickness varies
     over a window). Returns (rss1, params1 (x, y, A, s, b, bx, by), rss2).
     The two-atom model is started from the detections and from the one-atom
-    fit split along its own elongation; the better optimum counts."""
+    fit split along its own elongation; the better optimum counts. With
+    ``one_start`` (the split move) only the elongation start runs, or the
+    given one when the ellipse is nearly round."""
     x0, x1, y0, y1 = lims
     lo_b, hi_b = float(v.min()), float(v.max())
     span = max(hi_b - lo_b, 1e-12)
@@ -236,8 +300,12 @@ def _fit_pair(xx, yy, v, p1, p2, w1, w2, sigma, lims):
     if dd > 0.5:
         off = dd * np.array([math.cos(th), math.sin(th)])
         starts.append((a1[:2] - off, a1[:2] + off))
+        if one_start:
+            starts = starts[-1:]
+    elif one_start:
+        starts = starts[:1]
     rss1 = float(f1.fun @ f1.fun)
-    rss2, res2 = np.inf, None
+    rss2, res2, q2_best = np.inf, None, None
     for s1, s2_ in starts:
         if rss2 < 0.8 * rss1:
             # Already clearly better than one atom: another optimum could only
@@ -249,12 +317,13 @@ def _fit_pair(xx, yy, v, p1, p2, w1, w2, sigma, lims):
         f2 = least_squares(r2, q2, jac=j2, bounds=(lb2, ub2), method="trf", x_scale="jac",
                            max_nfev=300)
         if float(f2.fun @ f2.fun) < rss2:
-            rss2, res2 = float(f2.fun @ f2.fun), f2.fun
+            rss2, res2, q2_best = float(f2.fun @ f2.fun), f2.fun, f2.x
     # The two-atom model nests "one atom of the calibrated size"; never let a
     # worse local optimum of the larger model count as evidence against it.
     q = f1.x
     geo = math.sqrt(q[3] * q[7])  # the equivalent round width
-    return rss1, np.array([q[0], q[1], q[2], geo, q[4], q[5], q[6]]), min(rss2, rss1), res2
+    return (rss1, np.array([q[0], q[1], q[2], geo, q[4], q[5], q[6]]), min(rss2, rss1), res2,
+            q2_best)
 
 
 def effective_pixels(resid, xx, yy, lims) -> float:
@@ -293,7 +362,7 @@ def decide_pair(image, p1, p2, *, w1: float = 1.0, w2: float = 1.0, atom_sigma_p
     xx, yy, v, lims = _window(image, mid[0], mid[1], half)
     if len(v) < 20 or not np.ptp(v) > 0:
         return float("nan"), float("nan"), np.full(6, np.nan)
-    rss1, q1, rss2, res2 = _fit_pair(xx, yy, v, p1, p2, max(w1, 1e-6), max(w2, 1e-6),
+    rss1, q1, rss2, res2, _ = _fit_pair(xx, yy, v, p1, p2, max(w1, 1e-6), max(w2, 1e-6),
                                      atom_sigma_px, lims)
     n = len(v)
     n_eff = effective_pixels(res2, xx, yy, lims)
@@ -304,10 +373,185 @@ def decide_pair(image, p1, p2, *, w1: float = 1.0, w2: float = 1.0, atom_sigma_p
     return dbic, p_two, np.append(np.asarray(q1[:5], np.float64), math.sqrt(rss1 / n))
 
 
+def spot_elongation(image, xy, *, atom_sigma_px: float, exclude=None):
+    """The cheap shape test of the split move. For each point, the second
+    moments of the background-free pixels (plane fitted on the window's rim,
+    beyond 2σ) under a Gaussian weight of the atom's width σ (which keeps the
+    rim's support texture out). Two round atoms of width σ at separation d
+    give, under that weight, two spots of variance σ²/2 at ±d/4: the moment
+    matrix's eigenvalue gap is ``λ₁ − λ₂ = d²/16``, so ``4·√(λ₁ − λ₂)`` is the
+    separation the spot implies (≈ 0 for one round atom).
+
+    Noise makes every spot look somewhat elongated; the gap's standard error
+    under the rim's pixel noise (first-order propagation through the moments)
+    says how much. Returns (separation_px, z): the implied separation (N,) and
+    the gap over its standard error (N,); NaN where the window leaves the
+    image or holds non-finite pixels. Points are processed in blocks of the
+    image (one read of each block, arrays of bounded size: montages with
+    millions of atoms stream through).
+
+    ``exclude`` ((M, 2) [x, y] px): pixels within 2.5σ of these points (the
+    other detections) are left out; a point of ``exclude`` at exactly a
+    point's own position is that point, not a neighbour.
+    """
+    pts = as_points(xy).astype(np.float64)
+    sigma = float(atom_sigma_px)
+    half = math.ceil(2.5 * sigma)
+    h, w = image.shape[:2]
+    sep = np.full(len(pts), np.nan)
+    zval = np.full(len(pts), np.nan)
+    xi = np.floor(pts[:, 0] + 0.5).astype(np.int64)
+    yi = np.floor(pts[:, 1] + 0.5).astype(np.int64)
+    inside = np.flatnonzero((xi - half >= 0) & (yi - half >= 0) & (xi + half < w)
+                            & (yi + half < h))
+    if not len(inside):
+        return sep, zval
+    ex = (np.zeros((0, 2)) if exclude is None
+          else np.asarray(exclude, np.float64).reshape(-1, 2))
+    tree = cKDTree(ex) if len(ex) else None
+    block = _ELONGATION_BLOCK_PX
+    key = (yi[inside] // block) * (w // block + 1) + xi[inside] // block
+    order = np.argsort(key, kind="stable")
+    bounds = np.flatnonzero(np.diff(key[order])) + 1
+    for grp in np.split(inside[order], bounds):
+        y0, y1 = int(yi[grp].min()) - half, int(yi[grp].max()) + half + 1
+        x0, x1 = int(xi[grp].min()) - half, int(xi[grp].max()) + half + 1
+        region = np.asarray(image[y0:y1, x0:x1], dtype=np.float32)
+        off = np.arange(-half, half + 1)
+        v = region[(yi[grp, None] - y0 + off)[:, :, None], (xi[grp, None] - x0 + off)[:, None, :]]
+        ok = np.isfinite(v).all(axis=(1, 2))
+        grp, v = grp[ok], v[ok].astype(np.float64)
+        if not len(grp):
+            continue
+        dx = np.broadcast_to(off[None, None, :] + (xi[grp] - pts[grp, 0])[:, None, None], v.shape)
+        dy = np.broadcast_to(off[None, :, None] + (yi[grp] - pts[grp, 1])[:, None, None], v.shape)
+        use = np.ones(v.shape, bool)
+        if tree is not None:
+            near = tree.query_ball_point(pts[grp], (half + 2.5 * sigma) * math.sqrt(2))
+            for m, js in enumerate(near):
+                for jj in js:
+                    ddx, ddy = ex[jj, 0] - pts[grp[m], 0], ex[jj, 1] - pts[grp[m], 1]
+                    if ddx == 0.0 and ddy == 0.0:
+                        continue  # the point itself
+                    use[m] &= (dx[m] - ddx) ** 2 + (dy[m] - ddy) ** 2 > (2.5 * sigma) ** 2
+        good, s_, z_ = _moment_elongation(v, dx, dy, use, sigma)
+        sep[grp[good]] = s_[good]
+        zval[grp[good]] = z_[good]
+    return sep, zval
+
+
+#: Side of the image blocks :func:`spot_elongation` reads at once, px.
+_ELONGATION_BLOCK_PX = 256
+
+
+def _moment_elongation(v, dx, dy, use, sigma):
+    """:func:`spot_elongation` on a stack of (M, k, k) windows ``v`` with pixel
+    offsets ``dx``, ``dy`` from each point and the pixels to ``use``. Returns
+    (good, implied separation, z) as (M,) arrays."""
+    r2 = dx * dx + dy * dy
+    rim = use & (r2 > 4.0 * sigma * sigma)
+    # Plane b + bx·dx + by·dy on each rim: batched normal equations.
+    basis = np.stack([np.ones_like(dx), dx, dy], axis=-1) * rim[..., None]  # (M, k, k, 3)
+    normal = np.einsum("mijp,mijq->mpq", basis, basis)
+    rhs = np.einsum("mijp,mij->mp", basis, v)
+    n_rim = rim.sum(axis=(1, 2))
+    good = (n_rim >= 8) & (np.abs(np.linalg.det(normal)) > 1e-9)
+    normal[~good] = np.eye(3)
+    coef = np.linalg.solve(normal, rhs[..., None])[..., 0]
+    plane = coef[:, 0, None, None] + coef[:, 1, None, None] * dx + coef[:, 2, None, None] * dy
+    resid = (v - plane) * rim
+    noise = np.sqrt((resid * resid).sum(axis=(1, 2)) / np.maximum(n_rim - 3, 1))
+    g = np.exp(-r2 / (2 * sigma * sigma)) * use
+    wgt = (v - plane) * g
+    tot = wgt.sum(axis=(1, 2))
+    good &= tot > 0
+    tot = np.where(good, tot, 1.0)
+    mx = (wgt * dx).sum(axis=(1, 2)) / tot
+    my = (wgt * dy).sum(axis=(1, 2)) / tot
+    ex_, ey_ = dx - mx[:, None, None], dy - my[:, None, None]
+    half_diff = 0.5 * (wgt * (ex_ * ex_ - ey_ * ey_)).sum(axis=(1, 2)) / tot
+    cxy = (wgt * ex_ * ey_).sum(axis=(1, 2)) / tot
+    rad = np.hypot(half_diff, cxy)
+    gap = 2.0 * rad  # λ₁ − λ₂
+    # d gap / d v_i (the centroid's own shift is second order)
+    safe = np.where(rad > 0, rad, 1.0)
+    da = (0.5 * (ex_ * ex_ - ey_ * ey_) - half_diff[:, None, None]) * g / tot[:, None, None]
+    dc = (ex_ * ey_ - cxy[:, None, None]) * g / tot[:, None, None]
+    dgap = 2.0 * (half_diff[:, None, None] * da + cxy[:, None, None] * dc) / safe[:, None, None]
+    se = noise * np.sqrt((dgap * dgap).sum(axis=(1, 2)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(rad > 0, np.where(se > 0, gap / se, np.inf), 0.0)
+    return good, 4.0 * np.sqrt(gap), z
+
+
+def decide_split(image, p, *, atom_sigma_px: float, exclude=None, slope: float = 1.0,
+                 prior_log_odds: float = 0.0, bond_px: float | None = None):
+    """The split move for one detection at ``p`` ([x, y] px): is its spot one
+    atom or two? The same models, criterion and noise model as
+    :func:`decide_pair` (one elliptical Gaussian against two round Gaussians of
+    the calibrated size, BIC with the effective pixel count, the separation
+    prior at the two-atom fit's separation), on the window of ``3σ`` px around
+    ``p``; the two-atom fit starts from the spot split along its long axis.
+    Pixels within 2.5σ of the points in ``exclude`` (the other detections)
+    are left out, so a neighbour cannot pose as the second atom.
+
+    Returns (delta_bic, p_two, two-atom fit (x1, y1, A1, x2, y2, A2, s, b,
+    rms)); NaN when the window holds too few pixels.
+    """
+    p = np.asarray(p, np.float64)
+    sigma = float(atom_sigma_px)
+    half = math.ceil(3.0 * sigma)
+    nan = (float("nan"), float("nan"), np.full(9, np.nan))
+    xx, yy, v, lims = _window(image, p[0], p[1], half)
+    if exclude is not None and len(exclude) and len(v):
+        ex = np.asarray(exclude, np.float64)
+        ex = ex[np.hypot(ex[:, 0] - p[0], ex[:, 1] - p[1]) < half * math.sqrt(2) + 2.5 * sigma]
+        keep = np.ones(len(v), bool)
+        for x, y in ex:
+            keep &= (xx - x) ** 2 + (yy - y) ** 2 > (2.5 * sigma) ** 2
+        xx, yy, v = xx[keep], yy[keep], v[keep]
+    if len(v) < 20 or not np.ptp(v) > 0:
+        return nan
+    # Start the two atoms ±σ/2 around p along the spot's principal axis; the
+    # fit's own elongation-based start (in _fit_pair) refines the separation.
+    g = v - np.percentile(v, 20)
+    wgt = np.clip(g, 0, None) * np.exp(-((xx - p[0]) ** 2 + (yy - p[1]) ** 2) / (2 * sigma * sigma))
+    tot = wgt.sum()
+    ang = 0.0
+    if tot > 0:
+        mx, my = (wgt * xx).sum() / tot, (wgt * yy).sum() / tot
+        cxx = (wgt * (xx - mx) ** 2).sum() / tot
+        cyy = (wgt * (yy - my) ** 2).sum() / tot
+        cxy = (wgt * (xx - mx) * (yy - my)).sum() / tot
+        ang = 0.5 * math.atan2(2 * cxy, cxx - cyy)
+    off = 0.5 * sigma * np.array([math.cos(ang), math.sin(ang)])
+    rss1, _, rss2, res2, q2 = _fit_pair(xx, yy, v, p - off, p + off, 1.0, 1.0, sigma, lims,
+                                        one_start=True)
+    if q2 is None:
+        return nan
+    n_eff = effective_pixels(res2, xx, yy, lims)
+    tiny = 1e-300
+    dbic = n_eff * math.log(max(rss1, tiny) / max(rss2, tiny)) - 1 * math.log(n_eff)
+    d = float(math.hypot(q2[3] - q2[0], q2[4] - q2[1]))
+    # A second atom hidden in one spot sits closer than the detector resolves:
+    # the projection prior may count against short separations but gives no
+    # bonus for long ones (those the detector would have seen as two maxima).
+    z = slope * dbic / 2.0 + prior_log_odds + min(separation_prior(d, bond_px), 0.0)
+    p_two = 1.0 / (1.0 + math.exp(-min(max(z, -700.0), 700.0)))
+    mx, my = float(xx.mean()), float(yy.mean())
+    fit = [q2[0], q2[1], q2[2], q2[3], q2[4], q2[5], q2[7], q2[6], math.sqrt(rss2 / len(v))]
+    # the plane at each atom is its background; report the plane at the midpoint
+    fit[7] = q2[6] + q2[8] * (0.5 * (q2[0] + q2[3]) - mx) + q2[9] * (0.5 * (q2[1] + q2[4]) - my)
+    return dbic, p_two, np.asarray(fit, np.float64)
+
+
 def resolve_pairs(image, xy, *, score, max_separation_px: float, atom_sigma_px: float,
                   slope: float = PAIR_DEFAULTS["slope"],
                   prior_log_odds: float = PAIR_DEFAULTS["prior_log_odds"],
-                  bond_px: float | None = None) -> PairDecisions:
+                  bond_px: float | None = None, split_min_elongation_px: float | None = None,
+                  split_min_elongation_z: float = PAIR_DEFAULTS["split_min_elongation_z"],
+                  split_prior_log_odds: float = PAIR_DEFAULTS["split_prior_log_odds"]
+                  ) -> PairDecisions:
     """Decide, for every pair of detections closer than ``max_separation_px``,
     whether it is one atom or two (see the module docstring).
 
@@ -329,6 +573,17 @@ def resolve_pairs(image, xy, *, score, max_separation_px: float, atom_sigma_px: 
     bond_px : float, optional
         Bond length of the metal, px: adds :func:`separation_prior` (None: no
         separation prior).
+    split_min_elongation_px : float, optional
+        The split move (module docstring): detections without a close partner
+        whose :func:`spot_elongation` is at least this get the two-atom fit.
+        None: no split move.
+    split_min_elongation_z : float
+        ... and whose elongation is at least this many standard errors of its
+        noise (a noisy spot cannot carry the evidence for two atoms: it is
+        spared the fit).
+    split_prior_log_odds : float
+        Prior log-odds that a single detection hides a second atom, added to
+        the split move's decisions (negative: stronger evidence needed).
 
     Returns
     -------
@@ -356,14 +611,40 @@ def resolve_pairs(image, xy, *, score, max_separation_px: float, atom_sigma_px: 
         raise ValueError(f"image must be 2-D, got shape {getattr(image, 'shape', None)}")
     params = {"max_separation_px": float(max_separation_px), "atom_sigma_px": float(atom_sigma_px),
               "slope": float(slope), "prior_log_odds": float(prior_log_odds),
-              "bond_px": None if bond_px is None else float(bond_px)}
+              "bond_px": None if bond_px is None else float(bond_px),
+              "split_min_elongation_px": None if split_min_elongation_px is None
+              else float(split_min_elongation_px),
+              "split_min_elongation_z": float(split_min_elongation_z),
+              "split_prior_log_odds": float(split_prior_log_odds)}
     keep = np.ones(n, bool)
     out_xy = pts.copy()
     split = np.full(n, np.nan)
     one = np.full((n, 5), np.nan)
     rec_pairs, rec_d, rec_bic, rec_p, rec_m = [], [], [], [], []
-    if n < 2 or max_separation_px <= 0 or not np.isfinite(pts).all():
+    if not np.isfinite(pts).all():
         return _decisions(keep, out_xy, split, one, rec_pairs, rec_d, rec_bic, rec_p, rec_m, params)
+    if n >= 2 and max_separation_px > 0:
+        _merge_pairs(image, out_xy, keep, split, one, sc, (rec_pairs, rec_d, rec_bic, rec_p, rec_m),
+                     max_separation_px=max_separation_px, atom_sigma_px=atom_sigma_px, slope=slope,
+                     prior_log_odds=prior_log_odds, bond_px=bond_px)
+    if split_min_elongation_px is None or n == 0:
+        return _decisions(keep, out_xy, split, one, rec_pairs, rec_d, rec_bic, rec_p, rec_m, params)
+    extra = _split_move(image, out_xy, keep, split, max_separation_px=max_separation_px,
+                        atom_sigma_px=atom_sigma_px, slope=slope,
+                        prior_log_odds=prior_log_odds + split_prior_log_odds, bond_px=bond_px,
+                        min_elongation_px=split_min_elongation_px,
+                        min_elongation_z=split_min_elongation_z)
+    return replace(_decisions(keep, out_xy, split, one, rec_pairs, rec_d, rec_bic, rec_p, rec_m,
+                              params), **extra)
+
+
+def _merge_pairs(image, out_xy, keep, split, one, sc, records, *, max_separation_px,
+                 atom_sigma_px, slope, prior_log_odds, bond_px) -> None:
+    """The merge step (module docstring): decides close pairs closest first,
+    updating ``out_xy``, ``keep``, ``split``, ``one`` and the record lists in
+    place."""
+    rec_pairs, rec_d, rec_bic, rec_p, rec_m = records
+    n = len(out_xy)
     examined: set[tuple[int, int]] = set()
     # Ties in score go to the lower index (as NMS), so the result does not
     # depend on anything but the table.
@@ -409,7 +690,81 @@ def resolve_pairs(image, xy, *, score, max_separation_px: float, atom_sigma_px: 
                 break  # the survivor moved: recompute the close pairs
         if not changed:
             break
-    return _decisions(keep, out_xy, split, one, rec_pairs, rec_d, rec_bic, rec_p, rec_m, params)
+
+
+def _split_move(image, out_xy, keep, split, *, max_separation_px, atom_sigma_px, slope,
+                prior_log_odds, bond_px, min_elongation_px, min_elongation_z) -> dict:
+    """The split move on the detections left after merging (module docstring).
+    Updates ``out_xy`` and ``split`` in place for the split detections and
+    returns the PairDecisions fields of the split move."""
+    n = len(out_xy)
+    sigma = float(atom_sigma_px)
+    split_fit = np.full((n, 5), np.nan)
+    alive = np.flatnonzero(keep)
+    # Detections with a pair decision were already judged one or two.
+    cand = alive[np.isnan(split[alive])]
+    tests = {k: [] for k in ("i", "elongation_px", "elongation_z", "delta_bic", "p_two",
+                             "separation_px", "inside", "split")}
+    add_parent, add_xy, add_fit, add_p = [], [], [], []
+    if len(cand):
+        # Snapped like the pair fits' starts, so tiled and whole tables agree.
+        elong, zval = spot_elongation(image, _quantize(out_xy[cand]), atom_sigma_px=sigma,
+                                      exclude=_quantize(out_xy[alive]))
+        fit_these = np.flatnonzero((elong >= float(min_elongation_px))
+                                   & (zval >= float(min_elongation_z)))
+        # Neighbours that can reach into a fitted window (3σ half-width, masked
+        # 2.5σ around each neighbour): their pixels are left out.
+        reach = 3.0 * sigma * math.sqrt(2.0) + 2.5 * sigma + 1.0
+        near = cKDTree(out_xy[alive]).query_ball_point(out_xy[cand[fit_these]], reach)
+        for k, nb in zip(fit_these, near):
+            i = int(cand[k])
+            others = alive[[j for j in nb if alive[j] != i]]
+            dbic, p_two, fit = decide_split(image, _quantize(out_xy[i]), atom_sigma_px=sigma,
+                                            exclude=_quantize(out_xy[others]), slope=slope,
+                                            prior_log_odds=prior_log_odds, bond_px=bond_px)
+            d = float(math.hypot(fit[3] - fit[0], fit[4] - fit[1]))
+            inside = _second_atom_inside(out_xy[i], fit, d, max_separation_px)
+            do = bool(np.isfinite(p_two) and p_two >= 0.5 and inside)
+            for key, val in zip(tests, (i, elong[k], zval[k], dbic, p_two, d, inside, do)):
+                tests[key].append(val)
+            if not inside:
+                continue  # the two-atom fit found no second atom within the spot
+            split[i] = p_two
+            if do:
+                first, second = (0, 3) if fit[2] >= fit[5] else (3, 0)
+                s_, b_, rms = fit[6], fit[7], fit[8]
+                out_xy[i] = fit[first:first + 2]
+                a1, a2 = fit[first + 2], fit[second + 2]
+                split_fit[i] = (a1, s_, b_, 2 * np.pi * a1 * s_ * s_, rms)
+                add_parent.append(i)
+                add_xy.append(fit[second:second + 2])
+                add_fit.append((a2, s_, b_, 2 * np.pi * a2 * s_ * s_, rms))
+                add_p.append(p_two)
+    return {"split_fit": split_fit, "added_parent": np.asarray(add_parent, np.int64),
+            "added_xy": np.asarray(add_xy, np.float64).reshape(-1, 2),
+            "added_fit": np.asarray(add_fit, np.float64).reshape(-1, 5),
+            "added_split_probability": np.asarray(add_p, np.float64),
+            "split_tests": {"i": np.asarray(tests["i"], np.int64),
+                            "elongation_px": np.asarray(tests["elongation_px"], np.float64),
+                            "elongation_z": np.asarray(tests["elongation_z"], np.float64),
+                            "delta_bic": np.asarray(tests["delta_bic"], np.float64),
+                            "p_two": np.asarray(tests["p_two"], np.float64),
+                            "separation_px": np.asarray(tests["separation_px"], np.float64),
+                            "inside": np.asarray(tests["inside"], bool),
+                            "split": np.asarray(tests["split"], bool)}}
+
+
+def _second_atom_inside(p, fit, d, max_separation_px) -> bool:
+    """Whether the two-atom fit describes a second atom hidden *in this spot*:
+    both atoms within ``max_separation_px`` of each other, the detection between
+    them (its offset from their midpoint at most 0.4·d — a texture bump beside
+    one atom gives ≈ 0.5·d), and neither atom less than a quarter as bright as
+    the other (Pt–Pt or Pt–Pd; a much fainter "atom" is support texture)."""
+    if not np.isfinite(fit).all() or not 0.0 < d <= max_separation_px:
+        return False
+    mid = 0.5 * (fit[0:2] + fit[3:5])
+    a_lo, a_hi = sorted((fit[2], fit[5]))
+    return bool(math.hypot(*(mid - p)) <= 0.4 * d and a_hi > 0 and a_lo >= 0.25 * a_hi)
 
 
 def _quantize(p):
@@ -427,38 +782,62 @@ def _decisions(keep, xy, split, one, pairs, d, bic, p, m, params) -> PairDecisio
 
 
 def apply_pair_decisions(detections, decisions: PairDecisions):
-    """Detections after merging: survivors only, moved to their one-atom fit,
-    with a ``split_probability`` column.
+    """Detections after the stage: merged detections removed (survivors moved to
+    their one-atom fit), split detections replaced by the two atoms of their
+    two-atom fit (the second right after the first), with a
+    ``split_probability`` column.
 
     ``detections`` is a dict of columns (as :func:`fastsac.detect.postprocess_scores`
     returns) or a dataclass with an ``xy`` field (``Detections``,
-    ``TiledDetections``); every per-atom array (first dimension N) is subset,
-    other entries are kept. Returns the same kind.
+    ``TiledDetections``); every per-atom array (first dimension N) is taken
+    row by row through :meth:`PairDecisions.source` (an atom split off a
+    detection inherits its score and fit status), other entries are kept.
+    Returns the same kind.
     """
     if is_dataclass(detections):
         cols = {f.name: getattr(detections, f.name) for f in fields(detections)}
     else:
         cols = dict(detections)
     n = len(cols["xy"])
-    k = decisions.keep
-    merged_here = np.isfinite(decisions.one_atom_fit[:, 0])
+    order, pos = decisions._rows()
+    src = order[pos]
+    n_add = len(decisions.added_parent)
+    # Rows of the output that are added atoms, and which added atom each is.
+    kept = int(decisions.keep.sum())
+    is_added = pos >= kept
+    added_row = pos[is_added] - kept
+    split_fit = (decisions.split_fit if decisions.split_fit is not None
+                 else np.full((n, 5), np.nan))
+    refit = np.isfinite(decisions.one_atom_fit[:, 0]) | np.isfinite(split_fit[:, 0])
+    fit_new = np.where(np.isfinite(decisions.one_atom_fit[:, :1]), decisions.one_atom_fit,
+                       split_fit)
     new = {}
     for name, v in cols.items():
         if isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == n and name != "split_probability":
-            v = v.copy()
             if name == "xy":
                 v = decisions.xy.astype(v.dtype, copy=True)
-            elif name in _FIT_COLUMNS and merged_here.any():
+            elif name in _FIT_COLUMNS and refit.any():
                 c = _FIT_COLUMNS.index(name)
                 v = v.astype(np.float64)
-                v[merged_here] = decisions.one_atom_fit[merged_here, c]
+                v[refit] = fit_new[refit, c]
             elif name.endswith("_err") or name.endswith("_err_px"):
-                # The survivor's standard errors belong to its old round fit, not to
-                # the merged one-atom fit: unknown for merged atoms.
+                # The standard errors belong to the old round fit, not to the
+                # merged one-atom or the split two-atom fit: unknown for those.
                 v = v.astype(np.float64)
-                v[merged_here] = np.nan
-            new[name] = v[k]
-    new["split_probability"] = decisions.split_probability[k]
+                v[refit] = np.nan
+            else:
+                v = v.copy()
+            v = v[src]
+            if n_add:
+                if name == "xy":
+                    v[is_added] = decisions.added_xy[added_row]
+                elif name in _FIT_COLUMNS:
+                    v[is_added] = decisions.added_fit[added_row, _FIT_COLUMNS.index(name)]
+            new[name] = v
+    sp = decisions.split_probability[src]
+    if n_add:
+        sp[is_added] = decisions.added_split_probability[added_row]
+    new["split_probability"] = sp
     if is_dataclass(detections):
         return replace(detections, **new)
     return cols | new

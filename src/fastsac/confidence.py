@@ -298,10 +298,12 @@ def confidence_summary(prob: AtomProbability, *, xy, in_support, support_area_nm
             level=level),
         "multimer_fraction_expected": mean_mf,
         "multimer_fraction_interval": mf_int,
+        # split_probability is set by both decisions of the close-pair stage (a
+        # pair of detections merged or kept; one spot split or kept)
         "close_pairs": None if sp is None else {
-            "atoms_with_close_partner": int(np.isfinite(sp).sum()),
-            "atoms_in_pairs_called_two": int((sp >= 0.5).sum()),
-            "survivors_of_merged_pairs": int((sp < 0.5).sum())},
+            "atoms_with_one_or_two_decision": int(np.isfinite(sp).sum()),
+            "atoms_called_two": int((sp >= 0.5).sum()),
+            "atoms_called_one": int((sp < 0.5).sum())},
     }
     return out
 

@@ -753,7 +753,7 @@ def detect_montage(source, *, detector="classical", tile: int = 2048,
 
         t4 = time.perf_counter()
         dec = close_pairs.resolve_pairs(src.open(), dets.xy, score=dets.score, **pair_kw)
-        dets, owner = close_pairs.apply_pair_decisions(dets, dec), owner[dec.keep]
+        dets, owner = close_pairs.apply_pair_decisions(dets, dec), owner[dec.source()]
         tim["pairs"] = time.perf_counter() - t4
     tim.update({"pass1_dog": t1 - t0, "percentile": t2 - t1, "pass2_detect": t3 - t2,
                 "nms": time.perf_counter() - t3, "total": time.perf_counter() - t0})

@@ -129,6 +129,6 @@ def test_confidence_summary_block():
     assert s["expected_atoms_in_support"]["expected"] == pytest.approx(1.7)
     assert s["expected_atoms_in_support"]["density_per_nm2"] == pytest.approx(0.85)
     assert s["expected_marked_by_expert_in_support"]["expected"] == pytest.approx(1.3)
-    assert s["close_pairs"] == {"atoms_with_close_partner": 2, "atoms_in_pairs_called_two": 2,
-                                "survivors_of_merged_pairs": 0}
+    assert s["close_pairs"] == {"atoms_with_one_or_two_decision": 2, "atoms_called_two": 2,
+                                "atoms_called_one": 0}
     json.dumps(s)  # JSON-ready

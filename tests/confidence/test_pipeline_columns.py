@@ -26,7 +26,7 @@ def test_analyze_writes_probability_and_pair_columns(tmp_path):
     lo, hi = e["interval"]
     assert lo <= e["expected"] <= hi <= len(p)
     # the demo frame has dimers: some atoms had a close partner decision
-    assert conf["close_pairs"]["atoms_with_close_partner"] >= 1
+    assert conf["close_pairs"]["atoms_with_one_or_two_decision"] >= 1
     row = summary_row(res.summary)
     assert {"expected_atoms_in_support", "multimer_fraction_lo"} <= set(SUMMARY_COLUMNS)
     assert row["expected_atoms_in_support"] == conf["expected_atoms_in_support"]["expected"]

@@ -109,6 +109,11 @@ def test_tiled_detection_equals_whole_image(whole, tiled):
     border = np.minimum(np.abs((t.xy + 0.5) % 256 - 0.5), 256 - (t.xy + 0.5) % 256).min(axis=1)
     assert (border < 3).sum() >= 10
     assert len(np.unique(tiled.tile)) == 16
+    # ... and the close-pair stage's split move made two atoms of some spots (adjacent
+    # rows with their parent's score and p_two ≥ 0.5), so exactness covers it too
+    sp = w.split_probability
+    assert ((np.diff(w.score) == 0) & (sp[1:] >= 0.5) & (sp[:-1] >= 0.5)).sum() >= 1
+    np.testing.assert_array_equal(t.split_probability, sp)
 
 
 def test_global_statistics_equal_whole_image(whole, tiled):

@@ -36,9 +36,10 @@ class Detections:
     timings : dict
         Seconds per stage.
     split_probability : (N,) float64 or None
-        Close-pair stage (:mod:`fastsac.close_pairs`): probability that the atom and
-        its closest partner within the pair radius are two atoms (NaN: no
-        partner); None when the stage did not run.
+        Close-pair stage (:mod:`fastsac.close_pairs`): probability of two atoms
+        where it decided — that the atom and its closest partner within the
+        pair radius are two atoms, or that the atom's elongated spot holds two
+        (the split move); NaN: no decision; None when the stage did not run.
     x_err_px, y_err_px, amplitude_err, sigma_err_px, background_err, intensity_err : (N,) float64
         Standard errors of the fit (:func:`fastsac.peaks.refine_gaussian`;
         NaN when not fitted, ``sigma_err_px`` NaN unless σ was fitted).

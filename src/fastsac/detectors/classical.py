@@ -65,7 +65,8 @@ class ClassicalDetector(Detector):
     resolve_pairs : bool
         Decide one atom or two for detections closer than
         ``pair_max_separation_nm`` (:mod:`fastsac.close_pairs`); merged pairs keep
-        the stronger detection at the one-atom fit's centre.
+        the stronger detection at the one-atom fit's centre; an elongated single
+        spot that holds two atoms becomes two (the split move).
     pair_max_separation_nm, pair_atom_sigma_nm : float
         Pairs examined, and the Gaussian sigma of one atom's image, nm.
     refine : {"gaussian", "com", "none"}
@@ -139,7 +140,12 @@ class ClassicalDetector(Detector):
         return {"max_separation_px": self._px(self.pair_max_separation_nm, pixel_size_nm),
                 "atom_sigma_px": self._px(self.pair_atom_sigma_nm, pixel_size_nm),
                 "slope": PAIR_DEFAULTS["slope"], "prior_log_odds": PAIR_DEFAULTS["prior_log_odds"],
-                "bond_px": self._px(PAIR_DEFAULTS["bond_nm"], pixel_size_nm)}
+                "bond_px": self._px(PAIR_DEFAULTS["bond_nm"], pixel_size_nm),
+                "split_min_elongation_px": (
+                    None if PAIR_DEFAULTS["split_min_elongation_nm"] is None
+                    else self._px(PAIR_DEFAULTS["split_min_elongation_nm"], pixel_size_nm)),
+                "split_min_elongation_z": PAIR_DEFAULTS["split_min_elongation_z"],
+                "split_prior_log_odds": PAIR_DEFAULTS["split_prior_log_odds"]}
 
     def _px(self, nm: float, pixel_size_nm: float | None) -> float:
         # Calibrations that differ in the 12th digit (TIFF 0.029299999999512 vs
