@@ -317,19 +317,32 @@ def intensity_study(frames: int, dose: float = 4e4) -> str:
 
 def detection_study(frames: int) -> str:
     """Recall of each element and false atoms of the classical detector on simulated
-    truth when its threshold is lowered, and for the candidates between the lowered
-    and the default threshold kept by photometric signal-to-noise; plus the same
-    counts on the *negated* image (a decoy: dips of the support texture that pass
-    the same test, i.e. what the test would let through from texture alone)."""
+    truth when its threshold is lowered, with a DoG matched to the atom's size, and
+    for the candidates between the lowered and the default threshold kept by
+    photometric signal-to-noise; plus the same counts on the *negated* image (a
+    decoy: dips of the support texture that pass the same test, i.e. what the test
+    would let through from texture alone). Last rows: a support without texture."""
     from fastsac.detectors import ClassicalDetector
     from fastsac.species import photometry
 
-    lines = ["| elements | dose e/Å² | rule | Pt found | light element found | false atoms | decoys (negated image) |",
-             "|---|---|---|---|---|---|---|"]
-    low = ClassicalDetector(threshold=2.5)
-    for els, dose in ((("Pt", "Pd"), 4e4), (("Pt", "Pd"), 1.6e5), (("Pt", "Ni"), 4e4)):
+    lines = ["| elements | dose e/Å² | support | rule | Pt found | light element found | false atoms | "
+             "decoys (negated image) |", "|---|---|---|---|---|---|---|---|"]
+    flat = {"texture": 0.0, "atomic_texture": 0.0, "fine_texture": 0.0, "thickness_variation": 0.0}
+    default_rules = [(f"score ≥ {t}", lambda d, snr, t=t: d.score >= t) for t in (3.9, 3.5, 3.0, 2.5)]
+    default_rules += [(f"score ≥ 3.9, or ≥ 2.5 with photometric S/N ≥ {q}",
+                       lambda d, snr, q=q: (d.score >= 3.9) | (snr >= q)) for q in (6, 5, 4)]
+    matched_rules = [(f"DoG σ 0.1 nm, score ≥ {t}", lambda d, snr, t=t: d.score >= t) for t in (3.0, 2.5, 2.0)]
+    cases = [(("Pt", "Pd"), 4e4, "default", {}, 0.0586, default_rules),
+             (("Pt", "Pd"), 4e4, "default", {}, 0.1, matched_rules),
+             (("Pt", "Pd"), 1.6e5, "default", {}, 0.0586, default_rules),
+             (("Pt", "Ni"), 4e4, "default", {}, 0.0586, default_rules),
+             (("Pt", "Pd"), 4e4, "no texture", flat, 0.0586, default_rules[:1]),
+             (("Pt", "Pd"), 1.6e5, "no texture", flat, 0.0586, default_rules[:1])]
+    for els, dose, support, sim_kw, atom_sigma_nm, rules in cases:
         light = els[-1]
-        sims = [simulate(size=512, elements=els, dose=dose, seed=s, loading_per_nm2=0.3)
+        # candidates down to the lowest threshold any rule of this case uses
+        low = ClassicalDetector(threshold=2.5 if rules is default_rules else 2.0, atom_sigma_nm=atom_sigma_nm)
+        sims = [simulate(size=512, elements=els, dose=dose, seed=s, loading_per_nm2=0.3, **sim_kw)
                 for s in range(1, frames + 1)]
         cand = []
         for img, tr in sims:
@@ -339,9 +352,6 @@ def detection_study(frames: int) -> str:
             ph, phn = photometry(im, d.xy, sigma_px=3.31), photometry(-im, dn.xy, sigma_px=3.31)
             cand.append((d, ph.intensity / ph.intensity_err, dn, phn.intensity / phn.intensity_err, tr))
         n_true = {e: sum(int(np.sum(c[4].element == e)) for c in cand) for e in ("Pt", light)}
-        rules = [(f"score ≥ {t}", lambda d, snr, t=t: d.score >= t) for t in (3.9, 3.5, 3.0, 2.5)]
-        rules += [(f"score ≥ 3.9, or ≥ 2.5 with photometric S/N ≥ {q}",
-                   lambda d, snr, q=q: (d.score >= 3.9) | (snr >= q)) for q in (6, 5, 4)]
         for name, rule in rules:
             hit = {"Pt": 0, light: 0}
             fp = decoys = 0
@@ -352,7 +362,7 @@ def detection_study(frames: int) -> str:
                     hit[e] += int(np.sum(tr.element[mr.pairs[:, 1]] == e))
                 fp += mr.fp
                 decoys += int(np.sum(rule(dn, snrn)))
-            lines.append(f"| {'+'.join(els)} | {dose:.2g} | {name} | {hit['Pt']}/{n_true['Pt']} | "
+            lines.append(f"| {'+'.join(els)} | {dose:.2g} | {support} | {name} | {hit['Pt']}/{n_true['Pt']} | "
                          f"{light} {hit[light]}/{n_true[light]} | {fp} | {decoys} |")
     return "\n".join(lines)
 

@@ -486,8 +486,8 @@ MIN_SEPARABLE_ACCURACY = 0.9
 #: The lightest named element is flagged as not detectable when its expected
 #: intensity is below this many standard deviations of the photometry of bare
 #: support (:func:`support_noise`): on simulated frames the classical detector
-#: finds 7 % of Pd atoms at 2.2 (dose 4e4) and ~90 % of Pt atoms at 5.5
-#: (benchmarks/species_accuracy.py; docs/species.md).
+#: finds 9 % of the Pd atoms at 2.6 (Pt+Pd, 4e4 e/Å²) and 85 % of the Ir atoms
+#: at 5.8 (Pt+Ir) (benchmarks/species_accuracy.py; docs/species.md).
 MIN_DETECTABLE_SNR = 4.0
 
 
@@ -672,6 +672,11 @@ class SpeciesAssignment:
         ``"ok"``, ``"not separable"``, ``"one intensity class"`` or ``"too few atoms"``.
     mode : str
         ``"elements"`` or ``"intensity classes"``.
+    lightest_snr : float
+        Expected intensity of the lightest named element over the support
+        noise (:func:`support_noise`); NaN unless :func:`species_of_atoms` ran
+        with two or more elements. Below :data:`MIN_DETECTABLE_SNR` its atoms
+        are mostly missing from the detections.
     """
 
     labels: np.ndarray
@@ -785,6 +790,13 @@ def assign_species(intensity, *, intensity_err=None, elements: Sequence | None =
         inner angle, 1.6–2, and the intensities of light atoms measured over
         a textured support come out relatively low); None fixes it at
         ``exponent``.
+    max_rel_width : float
+        Upper bound of c with named elements: one element's own spread (probe,
+        height, defocus) is a few per cent; more spread is the support (s0) or
+        the measurement (e_i). Left free, c absorbed the support's heavy tails
+        into the brightest class and moved the boundary towards the lighter
+        one (Pt+Pd at 4e4 e/Å², true positions: 92.3 % free, 94.4 % bounded;
+        docs/species.md). Without elements c is free.
 
     Returns
     -------
@@ -950,7 +962,9 @@ def species_of_atoms(image, xy, *, pixel_size_nm: float | None, intensity=None, 
     every atom by :func:`photometry` at the apparent atom size for this
     pixel size (:data:`fastsac.scale.REFERENCE_SCALE_PX` at
     :data:`~fastsac.scale.REFERENCE_PIXEL_SIZE_NM`), which never fails and
-    gives errors. ``kwargs`` go to :func:`assign_species`.
+    gives errors. ``kwargs`` go to :func:`assign_species`. With two or more
+    elements it also sets ``lightest_snr`` from :func:`support_noise` at the
+    same photometry σ.
     """
     from dataclasses import replace
 
