@@ -136,7 +136,8 @@ def autoencoder_gmm(patch_sets: list, n_species: int, *, latent: int = 8, epochs
 # --------------------------------------------------------------------------- protocol
 
 
-def run(frames: int, rows_wanted, *, ae: bool = True, ae_frames: int = 2) -> list:
+def run(frames: int, rows_wanted, *, ae: bool = True, ae_frames: int = 2, species_kw: dict | None = None) -> list:
+    species_kw = species_kw or {}
     rows = []
     for els, dose in rows_wanted:
         order = sorted(els, key=atomic_number)  # dimmest first
@@ -156,7 +157,8 @@ def run(frames: int, rows_wanted, *, ae: bool = True, ae_frames: int = 2) -> lis
                 true_frac = float(np.mean(tr.element == heavy))
                 if proto == "true positions":
                     xy, el = tr.xy, tr.element
-                    sp = species_of_atoms(img.astype(np.float32), xy, pixel_size_nm=PX, elements=els)
+                    sp = species_of_atoms(img.astype(np.float32), xy, pixel_size_nm=PX, elements=els,
+                                          **species_kw)
                     free = species_of_atoms(img.astype(np.float32), xy, pixel_size_nm=PX)
                     lab_sp, lab_el = sp.species, el
                 else:
@@ -377,6 +379,8 @@ def main(argv=None) -> int:
     ap.add_argument("--study", choices=("accuracy", "intensity", "detection"), default="accuracy")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--table-from", type=Path, default=None, help="print the table of a saved --json file")
+    ap.add_argument("--max-rel-width", type=float, default=None,
+                    help="assign_species max_rel_width at true positions (default: the library's)")
     args = ap.parse_args(argv)
     if args.table_from:
         print(table(json.loads(args.table_from.read_text())))
@@ -390,7 +394,8 @@ def main(argv=None) -> int:
         print(detection_study(args.frames))
         return 0
     wanted = ROWS if args.rows == "all" else [ROWS[int(i)] for i in args.rows.split(",")]
-    rows = run(args.frames, wanted, ae=not args.no_ae, ae_frames=args.ae_frames)
+    species_kw = {} if args.max_rel_width is None else {"max_rel_width": args.max_rel_width}
+    rows = run(args.frames, wanted, ae=not args.no_ae, ae_frames=args.ae_frames, species_kw=species_kw)
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
