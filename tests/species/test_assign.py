@@ -139,3 +139,66 @@ def test_species_of_atoms_uses_fit_intensities_with_errors():
     xy = rng.uniform(5, 59, (120, 2))
     r = species_of_atoms(img, xy, pixel_size_nm=0.0293, intensity=x, intensity_err=e, elements=["Pt", "Ni"])
     assert r.feature == "gaussian fit intensity" and np.mean((r.species == "Pt") == heavy) > 0.97
+
+
+def test_pt_pd_at_the_default_dose_true_positions_reach_90_percent():
+    """Issue 13 item 4 target: ≥ 90 % per-atom accuracy on Pt+Pd at 4e4 e/Å² (two 512²
+    frames, 110 atoms; the benchmark pools 6 frames: 94 %)."""
+    from fastsac.synth import simulate
+
+    right = total = 0
+    for seed in (1, 2):
+        img, tr = simulate(size=512, elements=("Pt", "Pd"), dose=4e4, seed=seed, loading_per_nm2=0.3)
+        r = species_of_atoms(img, tr.xy, pixel_size_nm=0.0293, elements=["Pt", "Pd"])
+        assert r.status == "ok"
+        right += int(np.sum(r.species == tr.element))
+        total += len(tr.element)
+        assert abs(r.as_dict()["fractions"]["Pt"] - np.mean(tr.element == "Pt")) < 0.1
+    assert right / total >= 0.9
+
+
+def test_support_noise_is_the_photometry_error_on_white_noise():
+    from fastsac.species import support_noise
+
+    rng = np.random.default_rng(0)
+    img = 100 + rng.normal(0, 5, (256, 256))
+    atoms = rng.uniform(20, 236, (10, 2))
+    noise = support_noise(img, atoms, sigma_px=3.31)
+    err = np.median(photometry(img, rng.uniform(20, 236, (500, 2)), sigma_px=3.31).intensity_err)
+    assert abs(noise / err - 1) < 0.15
+    assert np.isnan(support_noise(img[:20, :20], atoms, sigma_px=3.31))  # too few positions
+
+
+def test_lightest_element_flag_says_when_light_atoms_cannot_be_found():
+    from fastsac.species import MIN_DETECTABLE_SNR
+    from fastsac.synth import simulate
+
+    img, tr = simulate(size=512, elements=("Pt", "Ni"), dose=4e4, seed=1, loading_per_nm2=0.3)
+    d = species_of_atoms(img, tr.xy, pixel_size_nm=0.0293, elements=["Pt", "Ni"]).as_dict()
+    assert d["lightest_element_snr"] < MIN_DETECTABLE_SNR and d["lightest_element_detectable"] is False
+    assert "Ni fraction is underestimated" in d["warning"]
+    img, tr = simulate(size=512, elements=("Pt", "Ir"), dose=4e4, seed=1, loading_per_nm2=0.3)
+    d = species_of_atoms(img, tr.xy, pixel_size_nm=0.0293, elements=["Pt", "Ir"]).as_dict()
+    assert d["lightest_element_detectable"] is True and "warning" not in d
+    assert species_of_atoms(img, tr.xy, pixel_size_nm=0.0293).as_dict()["lightest_element_snr"] is None
+
+
+def test_end_to_end_elements_path_labels_the_light_atoms_it_finds():
+    """On a support without texture at high dose the Pd atoms stand out (flag: detectable):
+    analyze(elements=...) finds most of them and labels the matched atoms right."""
+    from fastsac.evaluate import match_points
+    from fastsac.io import Micrograph
+    from fastsac.pipeline import analyze
+    from fastsac.synth import simulate
+
+    img, tr = simulate(size=512, elements=("Pt", "Pd"), dose=1.6e5, seed=2, loading_per_nm2=0.3,
+                       texture=0.0, atomic_texture=0.0, fine_texture=0.0, thickness_variation=0.0)
+    res = analyze(Micrograph(img.astype(np.float32), 0.0293, "synth", "sim", {}), elements=["Pt", "Pd"],
+                  support_mask=False, pair_correlation=False)
+    d = res.summary["species"]
+    assert d["status"] == "ok" and d["lightest_element_detectable"] is True
+    m = match_points(res.detections.xy, tr.xy, tolerance_px=6)
+    found = tr.element[m.pairs[:, 1]]
+    assert np.sum(found == "Pd") >= 0.5 * np.sum(tr.element == "Pd")
+    assert np.mean(res.species.species[m.pairs[:, 0]] == found) >= 0.9
+    assert list(res.atoms_table()["species"][m.pairs[:, 0]]) == list(res.species.species[m.pairs[:, 0]])
