@@ -67,7 +67,8 @@ from .detectors import ClassicalDetector, Detections, get_detector
 from .errors import FastsacInputError
 from .result import ATOM_COLUMNS
 from .spatial.clusters_table import ClusterTable, cluster_table
-from .species import SpeciesAssignment, assign_species, photometry
+from .species import (SpeciesAssignment, assign_species, photometry, support_grid, support_noise_of,
+                      wants_lightest_snr, with_lightest_snr)
 from ._validate import check_elements
 
 __all__ = ["MontageSource", "open_montage", "plan_cores", "classical_halo", "ClassicalTiling",
@@ -1238,17 +1239,18 @@ def _assign(intensity, intensity_err, *, elements, sigma_px: float, radius_px: i
 
 
 def chunk_photometry(source: MontageSource, core, xy: np.ndarray, sigma_px: float,
-                     radius_px: int) -> tuple[np.ndarray, np.ndarray]:
-    """Photometry of the atoms whose nearest pixel lies in ``core`` (global
-    px), on the core grown by the disc radius: every disc pixel inside the
-    montage is inside that window, and a window clipped at the montage edge
-    clips exactly where the whole image ends, so each value equals the
-    whole image's (the offsets are integers: subtracting them is exact)."""
+                     radius_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Photometry (intensity, its error, background) of the points whose
+    nearest pixel lies in ``core`` (global px), on the core grown by the disc
+    radius: every disc pixel inside the montage is inside that window, and a
+    window clipped at the montage edge clips exactly where the whole image
+    ends, so each value equals the whole image's (the offsets are integers:
+    subtracting them is exact)."""
     win = _grow(core, radius_px, source.shape)
     raw = source.read(*win)
     off = np.array([win[2], win[0]], np.float64)
     ph = photometry(raw, xy - off, sigma_px=sigma_px, radius_px=radius_px)
-    return ph.intensity, ph.intensity_err
+    return ph.intensity, ph.intensity_err, ph.background
 
 
 def montage_species(source, xy, *, pixel_size_nm: float | None = None, elements=None,
@@ -1260,8 +1262,12 @@ def montage_species(source, xy, *, pixel_size_nm: float | None = None, elements=
     core by core (in-process or as Dask tasks through ``runner``; only cores
     holding atoms are read), equal to the whole image's; then one mixture
     (:func:`fastsac.species.assign_species`) is fitted over all atoms of
-    the montage. A montage that also fits as one image gets the frame's
-    species, probabilities and summary block.
+    the montage. With two or more elements the support noise behind
+    ``lightest_snr`` is measured in the same pass: the points of
+    :func:`fastsac.species.support_grid` over the montage's shape (at most
+    ~4000, computed once, globally) are measured with the atoms and reduced
+    by :func:`fastsac.species.support_noise_of`. A montage that also fits as
+    one image gets the frame's species, probabilities and summary block.
 
     Parameters
     ----------
@@ -1281,9 +1287,13 @@ def montage_species(source, xy, *, pixel_size_nm: float | None = None, elements=
     """
     check_elements(elements)
     src = open_montage(source, pixel_size_nm=pixel_size_nm)
-    pts = np.asarray(xy, np.float64).reshape(-1, 2)
+    atoms = np.asarray(xy, np.float64).reshape(-1, 2)
+    n = len(atoms)
     sigma = photometry_sigma_px(src.pixel_size_nm)
     radius = int(math.ceil(2.5 * sigma))  # photometry's default disc
+    want_noise = wants_lightest_snr(elements)
+    grid = support_grid(src.shape, atoms, sigma_px=sigma) if want_noise else np.zeros((0, 2))
+    pts = np.concatenate([atoms, grid])
     H, W = src.shape
     tile = int(tile)
     ncols = -(-W // tile)
@@ -1296,13 +1306,19 @@ def montage_species(source, xy, *, pixel_size_nm: float | None = None, elements=
     todo = [k for k in range(len(cores)) if bounds[k + 1] > bounds[k]]
     inten = np.full(len(pts), np.nan)
     err = np.full(len(pts), np.nan)
+    bg = np.full(len(pts), np.nan)
     runner = runner or _Runner(progress)
     args = [(src, cores[k], pts[order[bounds[k]:bounds[k + 1]]], sigma, radius) for k in todo]
-    for k, (i, e) in zip(todo, runner.map(chunk_photometry, args, desc="species (photometry)")):
+    for k, (i, e, b) in zip(todo, runner.map(chunk_photometry, args, desc="species (photometry)")):
         idx = order[bounds[k]:bounds[k + 1]]
         inten[idx] = i
         err[idx] = e
-    return _assign(inten, err, elements=elements, sigma_px=sigma, radius_px=radius)
+        bg[idx] = b
+    res = _assign(inten[:n], err[:n], elements=elements, sigma_px=sigma, radius_px=radius)
+    if want_noise:
+        noise = support_noise_of(inten[n:], bg[n:], atom_background=bg[:n] if n else np.zeros(0))
+        res = with_lightest_snr(res, inten[:n], noise)
+    return res
 
 
 def species_columns(species: SpeciesAssignment | None) -> dict[str, np.ndarray]:

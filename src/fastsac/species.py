@@ -27,7 +27,8 @@ import numpy as np
 __all__ = ["Z", "expected_intensity_ratio", "GaussianMixture", "fit_gmm", "SpeciesResult",
            "classify_species", "HAADF_EXPONENT", "Photometry", "photometry", "SpeciesAssignment",
            "assign_species", "MIN_SEPARABLE_ACCURACY", "species_of_atoms", "atomic_number",
-           "MIN_DETECTABLE_SNR", "support_noise"]
+           "MIN_DETECTABLE_SNR", "support_noise", "support_grid", "support_noise_of",
+           "wants_lightest_snr", "with_lightest_snr", "MAX_FIT_ATOMS"]
 
 #: Atomic numbers of metals common in single-atom catalysts (and a few supports).
 Z = {
@@ -491,15 +492,89 @@ MIN_SEPARABLE_ACCURACY = 0.9
 MIN_DETECTABLE_SNR = 4.0
 
 
+def support_grid(shape, xy, *, sigma_px: float, max_positions: int = 4000) -> np.ndarray:
+    """Positions of bare support where :func:`support_noise` measures: a square
+    grid over an image of ``shape``, kept at least two photometry radii from
+    every atom in ``xy``.
+
+    The grid depends only on the image's shape and the atoms, so a montage
+    computes it once over its global shape and measures its points tile by
+    tile (:func:`fastsac.montage.montage_species`) exactly as a frame does.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image shape (H, W), px.
+    xy : (N, 2) array
+        Atom positions [x, y] px.
+    sigma_px : float
+        Photometry σ (the atom image's size), px.
+    max_positions : int
+        Grid step chosen so that at most about this many positions are kept
+        (memory and time stay bounded for any image size).
+
+    Returns
+    -------
+    (M, 2) float64 array of integer positions [x, y] px, M ≤ ~``max_positions``.
+
+    Examples
+    --------
+    >>> support_grid((100, 100), np.zeros((0, 2)), sigma_px=2.0, max_positions=16).shape
+    (16, 2)
+    """
+    from scipy.spatial import cKDTree
+
+    h, w = (int(v) for v in shape)
+    r = int(math.ceil(2.5 * float(sigma_px)))
+    step = max(2 * r, int(math.ceil(math.sqrt(h * w / max(int(max_positions), 1)))))
+    gy, gx = np.mgrid[r:h - r:step, r:w - r:step]
+    grid = np.column_stack([gx.ravel(), gy.ravel()]).astype(np.float64)
+    pts = np.asarray(xy, np.float64).reshape(-1, 2)
+    if len(pts) and len(grid):
+        dist, _ = cKDTree(pts).query(grid)
+        grid = grid[dist > 2 * r]
+    return grid
+
+
+def support_noise_of(grid_intensity, grid_background, *, atom_background) -> float:
+    """The robust statistic of :func:`support_noise` from photometry already
+    measured: 1.4826 × MAD of the grid's intensities, keeping positions whose
+    background is at least the 5th percentile of the atoms' backgrounds
+    (vacuum is flatter and would make the support look quieter). NaN with
+    fewer than 30 positions.
+
+    Parameters
+    ----------
+    grid_intensity, grid_background : (M,) array
+        :func:`photometry` intensity and background at :func:`support_grid`.
+    atom_background : (N,) array
+        :func:`photometry` background of the atoms (same σ and radius).
+
+    Returns
+    -------
+    float, counts·px².
+    """
+    inten = np.asarray(grid_intensity, np.float64).ravel()
+    bg = np.asarray(grid_background, np.float64).ravel()
+    ok = np.isfinite(inten)
+    bg_atoms = np.asarray(atom_background, np.float64).ravel()
+    bg_atoms = bg_atoms[np.isfinite(bg_atoms)]
+    if len(bg_atoms):
+        ok &= bg >= np.quantile(bg_atoms, 0.05)
+    v = inten[ok]
+    if len(v) < 30:
+        return float("nan")
+    return float(1.4826 * np.median(np.abs(v - np.median(v))))
+
+
 def support_noise(image, xy, *, sigma_px: float, max_positions: int = 4000) -> float:
     """Standard deviation of the fixed-shape :func:`photometry` intensity on bare
     support: what an atom's intensity must stand out from to be found.
 
-    Measured on a grid of positions at least two photometry radii from every
-    atom in ``xy``, keeping positions whose background is at least the 5th
-    percentile of the atoms' backgrounds (vacuum is flatter and would make the
-    support look quieter); robust: 1.4826 × MAD. NaN with fewer than 30
-    positions.
+    :func:`photometry` at the positions of :func:`support_grid`, reduced by
+    :func:`support_noise_of` (robust: 1.4826 × MAD over positions whose
+    background is at least the 5th percentile of the atoms' backgrounds).
+    NaN with fewer than 30 positions.
 
     Parameters
     ----------
@@ -515,31 +590,14 @@ def support_noise(image, xy, *, sigma_px: float, max_positions: int = 4000) -> f
     -------
     float, counts·px² (the unit of :attr:`Photometry.intensity`).
     """
-    from scipy.spatial import cKDTree
-
     img = np.asarray(image)
-    h, w = img.shape
-    r = int(math.ceil(2.5 * float(sigma_px)))
-    step = max(2 * r, int(math.ceil(math.sqrt(h * w / max(int(max_positions), 1)))))
-    gy, gx = np.mgrid[r:h - r:step, r:w - r:step]
-    grid = np.column_stack([gx.ravel(), gy.ravel()]).astype(np.float64)
-    pts = np.asarray(xy, np.float64).reshape(-1, 2)
-    if len(pts) and len(grid):
-        dist, _ = cKDTree(pts).query(grid)
-        grid = grid[dist > 2 * r]
+    grid = support_grid(img.shape, xy, sigma_px=sigma_px, max_positions=max_positions)
     if len(grid) < 30:
         return float("nan")
+    pts = np.asarray(xy, np.float64).reshape(-1, 2)
     ph = photometry(img, grid, sigma_px=sigma_px)
-    ok = np.isfinite(ph.intensity)
-    if len(pts):
-        bg_atoms = photometry(img, pts, sigma_px=sigma_px).background
-        bg_atoms = bg_atoms[np.isfinite(bg_atoms)]
-        if len(bg_atoms):
-            ok &= ph.background >= np.quantile(bg_atoms, 0.05)
-    v = ph.intensity[ok]
-    if len(v) < 30:
-        return float("nan")
-    return float(1.4826 * np.median(np.abs(v - np.median(v))))
+    bg_atoms = photometry(img, pts, sigma_px=sigma_px).background if len(pts) else np.zeros(0)
+    return support_noise_of(ph.intensity, ph.background, atom_background=bg_atoms)
 
 
 def _norm_cdf(x):
@@ -981,19 +1039,33 @@ def species_of_atoms(image, xy, *, pixel_size_nm: float | None, intensity=None, 
     ph = photometry(image, xy, sigma_px=sigma)
     res = replace(assign_species(ph.intensity, intensity_err=ph.intensity_err, elements=elements, **kwargs),
                   feature=f"fixed-shape photometry (sigma {sigma:.3g} px, radius {ph.radius_px} px)")
-    if res.elements and len(res.elements) > 1 and np.isfinite(ph.intensity).sum() >= 8:
-        res = replace(res, lightest_snr=_lightest_snr(res, ph.intensity, support_noise(image, xy, sigma_px=sigma)))
+    if wants_lightest_snr(elements):
+        res = with_lightest_snr(res, ph.intensity, support_noise(image, xy, sigma_px=sigma))
     return res
 
 
-def _lightest_snr(res: SpeciesAssignment, intensity: np.ndarray, noise: float) -> float:
-    """Expected intensity of the lightest named element over the support noise.
+def wants_lightest_snr(elements) -> bool:
+    """Whether the species stage measures :func:`support_noise` for these
+    ``elements``: with two or more named elements (the lightest one may be
+    lost in the support)."""
+    return elements is not None and len(elements) > 1
+
+
+def with_lightest_snr(res: SpeciesAssignment, intensity, noise: float) -> SpeciesAssignment:
+    """``res`` with ``lightest_snr`` set: the expected intensity of the lightest
+    named element over the support ``noise`` (:func:`support_noise`); ``res``
+    unchanged with fewer than two elements or fewer than 8 finite intensities.
 
     The scale comes from the heaviest element: the brightest fitted class when the
     species were separated, else the median atom (the atoms that were found are
     then mostly the heaviest: a lighter element is the first to be missed)."""
+    from dataclasses import replace
+
+    intensity = np.asarray(intensity, np.float64)
+    if not (res.elements and len(res.elements) > 1 and np.isfinite(intensity).sum() >= 8):
+        return res
     heavy = (float(res.means[-1]) if res.status == "ok" and len(res.means) == len(res.elements)
              else float(np.nanmedian(intensity)))
     exponent = res.exponent if np.isfinite(res.exponent) else HAADF_EXPONENT
     expected = heavy * (_z(res.elements[0]) / _z(res.elements[-1])) ** exponent
-    return expected / noise if noise > 0 and np.isfinite(noise) else float("nan")
+    return replace(res, lightest_snr=expected / noise if noise > 0 and np.isfinite(noise) else float("nan"))
