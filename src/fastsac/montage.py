@@ -1491,7 +1491,7 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
         parts.append((i, d.subset(np.arange(len(d))), np.array([x0, y0])))
         if want_species:  # measured on the frame while it is in memory
             ph = photometry(m.data, d.xy, sigma_px=photometry_sigma_px(px_seen))
-            phot.append((ph.intensity, ph.intensity_err, ph.sigma_px, ph.radius_px))
+            phot.append((ph.intensity, ph.intensity_err, ph.background, ph.sigma_px, ph.radius_px))
     frames_a = np.asarray(frames, np.float64).reshape(-1, 4)
     xs, keep_cols, owner = [], [], []
     for i, d, off in parts:
@@ -1509,7 +1509,7 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
             d = d.subset(mine)
             g = g[mine]
             if want_species:
-                phot[i] = (phot[i][0][mine], phot[i][1][mine]) + phot[i][2:]
+                phot[i] = tuple(v[mine] for v in phot[i][:3]) + phot[i][3:]
         xs.append(g)
         keep_cols.append(d)
         owner.append(np.full(len(g), i, np.int64))
@@ -1557,9 +1557,14 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
     if want_species:
         inten = np.concatenate([p[0] for p in phot])[keep] if phot else np.zeros(0)
         err = np.concatenate([p[1] for p in phot])[keep] if phot else np.zeros(0)
-        sigma = phot[0][2] if phot else photometry_sigma_px(px)
-        radius = phot[0][3] if phot else int(math.ceil(2.5 * sigma))
+        sigma = phot[0][3] if phot else photometry_sigma_px(px)
+        radius = phot[0][4] if phot else int(math.ceil(2.5 * sigma))
         sp = _assign(inten, err, elements=elements, sigma_px=sigma, radius_px=radius)
+        if wants_lightest_snr(elements):
+            bg = np.concatenate([p[2] for p in phot])[keep] if phot else np.zeros(0)
+            noise = _frames_support_noise(folder, pos, frames_a, (x_lo, y_lo), shape, dets.xy, bg,
+                                          sigma_px=sigma, pixel_size_nm=pixel_size_nm)
+            sp = with_lightest_snr(sp, inten, noise)
     ctable = _species_clusters(summary, dets.xy, cid, px, sp)
     summary["timings_s"]["species_clusters"] = time.perf_counter() - ts
     prob = atom_probability(dets, pixel_size_nm=px)
@@ -1571,6 +1576,32 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
     return MontageResult(os.fspath(folder), shape, px, dets, own[keep], nn, cid, csz, summary,
                          len(xy), {"dedup": dedup}, dict(dets.timings), mask, f, sp, ctable,
                          disp, pattern)
+
+
+def _frames_support_noise(folder, pos, frames_a, origin, shape, xy, atom_background, *,
+                          sigma_px: float, pixel_size_nm: float | None) -> float:
+    """:func:`fastsac.species.support_noise` of a folder montage: the grid of
+    :func:`~fastsac.species.support_grid` over the mosaic (global, from all
+    kept atoms), each point measured on the frame that contains it with the
+    nearest centre (the frames holding grid points are read once more)."""
+    from .io import read
+
+    grid = support_grid(shape, xy - np.asarray(origin), sigma_px=sigma_px) + np.asarray(origin)
+    inten = np.full(len(grid), np.nan)
+    bg = np.full(len(grid), np.nan)
+    if len(grid) and len(frames_a):
+        x0, y0, w, h = frames_a.T
+        inside = ((grid[:, None, 0] >= x0) & (grid[:, None, 0] <= x0 + w - 1)
+                  & (grid[:, None, 1] >= y0) & (grid[:, None, 1] <= y0 + h - 1))
+        d2 = (grid[:, None, 0] - (x0 + (w - 1) / 2)) ** 2 + (grid[:, None, 1] - (y0 + (h - 1) / 2)) ** 2
+        d2 = np.where(inside, d2, np.inf)
+        owner = np.where(inside.any(1), np.argmin(d2, axis=1), -1)
+        for i in np.unique(owner[owner >= 0]):
+            sel = owner == i
+            m = read(folder / pos[i][0], pixel_size_nm=pixel_size_nm)
+            ph = photometry(m.data, grid[sel] - frames_a[i, :2], sigma_px=sigma_px)
+            inten[sel], bg[sel] = ph.intensity, ph.background
+    return support_noise_of(inten, bg, atom_background=atom_background)
 
 
 def _dedup_across(xy, score, frame, radius):
