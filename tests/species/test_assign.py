@@ -248,3 +248,18 @@ def test_below_the_cap_every_atom_is_fitted_and_the_draw_is_reproducible():
         assign_species(x, max_fit_atoms=10)
     with pytest.raises(TypeError, match="max_fit_atoms must be an int or None"):
         assign_species(x, max_fit_atoms="1000")
+
+
+def test_support_grid_is_bounded_and_keeps_away_from_atoms():
+    from fastsac.species import support_grid, support_noise_of
+
+    atoms = np.array([[500.0, 500.0], [1200.5, 300.2]])
+    grid = support_grid((2000, 3000), atoms, sigma_px=3.31, max_positions=4000)
+    r = int(np.ceil(2.5 * 3.31))
+    assert 3500 <= len(grid) <= 4000 and np.all(grid == np.round(grid))
+    assert np.min(np.hypot(*(grid[:, None, :] - atoms[None]).transpose(2, 0, 1))) > 2 * r
+    assert grid[:, 0].min() >= r and grid[:, 0].max() < 3000 - r and grid[:, 1].max() < 2000 - r
+    # the robust statistic: 1.4826·MAD, vacuum (background below the atoms' 5th percentile) dropped
+    v = np.random.default_rng(5).normal(0, 2.0, 5000)
+    assert support_noise_of(v, np.ones(5000), atom_background=np.ones(10)) == pytest.approx(2.0, rel=0.05)
+    assert np.isnan(support_noise_of(v, np.zeros(5000), atom_background=np.ones(10)))
