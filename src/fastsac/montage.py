@@ -67,7 +67,8 @@ from .detectors import ClassicalDetector, Detections, get_detector
 from .errors import FastsacInputError
 from .result import ATOM_COLUMNS
 from .spatial.clusters_table import ClusterTable, cluster_table
-from .species import SpeciesAssignment, assign_species, photometry
+from .species import (SpeciesAssignment, assign_species, photometry, support_grid, support_noise_of,
+                      wants_lightest_snr, with_lightest_snr)
 from ._validate import check_elements
 
 __all__ = ["MontageSource", "open_montage", "plan_cores", "classical_halo", "ClassicalTiling",
@@ -1238,17 +1239,18 @@ def _assign(intensity, intensity_err, *, elements, sigma_px: float, radius_px: i
 
 
 def chunk_photometry(source: MontageSource, core, xy: np.ndarray, sigma_px: float,
-                     radius_px: int) -> tuple[np.ndarray, np.ndarray]:
-    """Photometry of the atoms whose nearest pixel lies in ``core`` (global
-    px), on the core grown by the disc radius: every disc pixel inside the
-    montage is inside that window, and a window clipped at the montage edge
-    clips exactly where the whole image ends, so each value equals the
-    whole image's (the offsets are integers: subtracting them is exact)."""
+                     radius_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Photometry (intensity, its error, background) of the points whose
+    nearest pixel lies in ``core`` (global px), on the core grown by the disc
+    radius: every disc pixel inside the montage is inside that window, and a
+    window clipped at the montage edge clips exactly where the whole image
+    ends, so each value equals the whole image's (the offsets are integers:
+    subtracting them is exact)."""
     win = _grow(core, radius_px, source.shape)
     raw = source.read(*win)
     off = np.array([win[2], win[0]], np.float64)
     ph = photometry(raw, xy - off, sigma_px=sigma_px, radius_px=radius_px)
-    return ph.intensity, ph.intensity_err
+    return ph.intensity, ph.intensity_err, ph.background
 
 
 def montage_species(source, xy, *, pixel_size_nm: float | None = None, elements=None,
@@ -1260,8 +1262,12 @@ def montage_species(source, xy, *, pixel_size_nm: float | None = None, elements=
     core by core (in-process or as Dask tasks through ``runner``; only cores
     holding atoms are read), equal to the whole image's; then one mixture
     (:func:`fastsac.species.assign_species`) is fitted over all atoms of
-    the montage. A montage that also fits as one image gets the frame's
-    species, probabilities and summary block.
+    the montage. With two or more elements the support noise behind
+    ``lightest_snr`` is measured in the same pass: the points of
+    :func:`fastsac.species.support_grid` over the montage's shape (at most
+    ~4000, computed once, globally) are measured with the atoms and reduced
+    by :func:`fastsac.species.support_noise_of`. A montage that also fits as
+    one image gets the frame's species, probabilities and summary block.
 
     Parameters
     ----------
@@ -1281,9 +1287,13 @@ def montage_species(source, xy, *, pixel_size_nm: float | None = None, elements=
     """
     check_elements(elements)
     src = open_montage(source, pixel_size_nm=pixel_size_nm)
-    pts = np.asarray(xy, np.float64).reshape(-1, 2)
+    atoms = np.asarray(xy, np.float64).reshape(-1, 2)
+    n = len(atoms)
     sigma = photometry_sigma_px(src.pixel_size_nm)
     radius = int(math.ceil(2.5 * sigma))  # photometry's default disc
+    want_noise = wants_lightest_snr(elements)
+    grid = support_grid(src.shape, atoms, sigma_px=sigma) if want_noise else np.zeros((0, 2))
+    pts = np.concatenate([atoms, grid])
     H, W = src.shape
     tile = int(tile)
     ncols = -(-W // tile)
@@ -1296,13 +1306,19 @@ def montage_species(source, xy, *, pixel_size_nm: float | None = None, elements=
     todo = [k for k in range(len(cores)) if bounds[k + 1] > bounds[k]]
     inten = np.full(len(pts), np.nan)
     err = np.full(len(pts), np.nan)
+    bg = np.full(len(pts), np.nan)
     runner = runner or _Runner(progress)
     args = [(src, cores[k], pts[order[bounds[k]:bounds[k + 1]]], sigma, radius) for k in todo]
-    for k, (i, e) in zip(todo, runner.map(chunk_photometry, args, desc="species (photometry)")):
+    for k, (i, e, b) in zip(todo, runner.map(chunk_photometry, args, desc="species (photometry)")):
         idx = order[bounds[k]:bounds[k + 1]]
         inten[idx] = i
         err[idx] = e
-    return _assign(inten, err, elements=elements, sigma_px=sigma, radius_px=radius)
+        bg[idx] = b
+    res = _assign(inten[:n], err[:n], elements=elements, sigma_px=sigma, radius_px=radius)
+    if want_noise:
+        noise = support_noise_of(inten[n:], bg[n:], atom_background=bg[:n] if n else np.zeros(0))
+        res = with_lightest_snr(res, inten[:n], noise)
+    return res
 
 
 def species_columns(species: SpeciesAssignment | None) -> dict[str, np.ndarray]:
@@ -1475,7 +1491,7 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
         parts.append((i, d.subset(np.arange(len(d))), np.array([x0, y0])))
         if want_species:  # measured on the frame while it is in memory
             ph = photometry(m.data, d.xy, sigma_px=photometry_sigma_px(px_seen))
-            phot.append((ph.intensity, ph.intensity_err, ph.sigma_px, ph.radius_px))
+            phot.append((ph.intensity, ph.intensity_err, ph.background, ph.sigma_px, ph.radius_px))
     frames_a = np.asarray(frames, np.float64).reshape(-1, 4)
     xs, keep_cols, owner = [], [], []
     for i, d, off in parts:
@@ -1493,7 +1509,7 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
             d = d.subset(mine)
             g = g[mine]
             if want_species:
-                phot[i] = (phot[i][0][mine], phot[i][1][mine]) + phot[i][2:]
+                phot[i] = tuple(v[mine] for v in phot[i][:3]) + phot[i][3:]
         xs.append(g)
         keep_cols.append(d)
         owner.append(np.full(len(g), i, np.int64))
@@ -1541,9 +1557,14 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
     if want_species:
         inten = np.concatenate([p[0] for p in phot])[keep] if phot else np.zeros(0)
         err = np.concatenate([p[1] for p in phot])[keep] if phot else np.zeros(0)
-        sigma = phot[0][2] if phot else photometry_sigma_px(px)
-        radius = phot[0][3] if phot else int(math.ceil(2.5 * sigma))
+        sigma = phot[0][3] if phot else photometry_sigma_px(px)
+        radius = phot[0][4] if phot else int(math.ceil(2.5 * sigma))
         sp = _assign(inten, err, elements=elements, sigma_px=sigma, radius_px=radius)
+        if wants_lightest_snr(elements):
+            bg = np.concatenate([p[2] for p in phot])[keep] if phot else np.zeros(0)
+            noise = _frames_support_noise(folder, pos, frames_a, (x_lo, y_lo), shape, dets.xy, bg,
+                                          sigma_px=sigma, pixel_size_nm=pixel_size_nm)
+            sp = with_lightest_snr(sp, inten, noise)
     ctable = _species_clusters(summary, dets.xy, cid, px, sp)
     summary["timings_s"]["species_clusters"] = time.perf_counter() - ts
     prob = atom_probability(dets, pixel_size_nm=px)
@@ -1555,6 +1576,32 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
     return MontageResult(os.fspath(folder), shape, px, dets, own[keep], nn, cid, csz, summary,
                          len(xy), {"dedup": dedup}, dict(dets.timings), mask, f, sp, ctable,
                          disp, pattern)
+
+
+def _frames_support_noise(folder, pos, frames_a, origin, shape, xy, atom_background, *,
+                          sigma_px: float, pixel_size_nm: float | None) -> float:
+    """:func:`fastsac.species.support_noise` of a folder montage: the grid of
+    :func:`~fastsac.species.support_grid` over the mosaic (global, from all
+    kept atoms), each point measured on the frame that contains it with the
+    nearest centre (the frames holding grid points are read once more)."""
+    from .io import read
+
+    grid = support_grid(shape, xy - np.asarray(origin), sigma_px=sigma_px) + np.asarray(origin)
+    inten = np.full(len(grid), np.nan)
+    bg = np.full(len(grid), np.nan)
+    if len(grid) and len(frames_a):
+        x0, y0, w, h = frames_a.T
+        inside = ((grid[:, None, 0] >= x0) & (grid[:, None, 0] <= x0 + w - 1)
+                  & (grid[:, None, 1] >= y0) & (grid[:, None, 1] <= y0 + h - 1))
+        d2 = (grid[:, None, 0] - (x0 + (w - 1) / 2)) ** 2 + (grid[:, None, 1] - (y0 + (h - 1) / 2)) ** 2
+        d2 = np.where(inside, d2, np.inf)
+        owner = np.where(inside.any(1), np.argmin(d2, axis=1), -1)
+        for i in np.unique(owner[owner >= 0]):
+            sel = owner == i
+            m = read(folder / pos[i][0], pixel_size_nm=pixel_size_nm)
+            ph = photometry(m.data, grid[sel] - frames_a[i, :2], sigma_px=sigma_px)
+            inten[sel], bg[sel] = ph.intensity, ph.background
+    return support_noise_of(inten, bg, atom_background=atom_background)
 
 
 def _dedup_across(xy, score, frame, radius):

@@ -27,7 +27,8 @@ import numpy as np
 __all__ = ["Z", "expected_intensity_ratio", "GaussianMixture", "fit_gmm", "SpeciesResult",
            "classify_species", "HAADF_EXPONENT", "Photometry", "photometry", "SpeciesAssignment",
            "assign_species", "MIN_SEPARABLE_ACCURACY", "species_of_atoms", "atomic_number",
-           "MIN_DETECTABLE_SNR", "support_noise"]
+           "MIN_DETECTABLE_SNR", "support_noise", "support_grid", "support_noise_of",
+           "wants_lightest_snr", "with_lightest_snr", "MAX_FIT_ATOMS"]
 
 #: Atomic numbers of metals common in single-atom catalysts (and a few supports).
 Z = {
@@ -490,16 +491,98 @@ MIN_SEPARABLE_ACCURACY = 0.9
 #: at 5.8 (Pt+Ir) (benchmarks/species_accuracy.py; docs/species.md).
 MIN_DETECTABLE_SNR = 4.0
 
+#: :func:`assign_species` fits the mixture on at most this many atoms (a seeded
+#: random subset) and then labels every atom: the fit's cost stops growing with
+#: the number of atoms (10⁶ atoms of a montage), while its handful of
+#: parameters are already pinned far below their spread at this size
+#: (labels of 2·10⁵ synthetic atoms agree with the full fit to ≥ 99.9 %,
+#: tests/species/test_assign.py; cost in docs/montage.md).
+MAX_FIT_ATOMS = 20_000
+
+
+def support_grid(shape, xy, *, sigma_px: float, max_positions: int = 4000) -> np.ndarray:
+    """Positions of bare support where :func:`support_noise` measures: a square
+    grid over an image of ``shape``, kept at least two photometry radii from
+    every atom in ``xy``.
+
+    The grid depends only on the image's shape and the atoms, so a montage
+    computes it once over its global shape and measures its points tile by
+    tile (:func:`fastsac.montage.montage_species`) exactly as a frame does.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image shape (H, W), px.
+    xy : (N, 2) array
+        Atom positions [x, y] px.
+    sigma_px : float
+        Photometry σ (the atom image's size), px.
+    max_positions : int
+        Grid step chosen so that at most about this many positions are kept
+        (memory and time stay bounded for any image size).
+
+    Returns
+    -------
+    (M, 2) float64 array of integer positions [x, y] px, M ≤ ~``max_positions``.
+
+    Examples
+    --------
+    >>> support_grid((100, 100), np.zeros((0, 2)), sigma_px=2.0, max_positions=16).shape
+    (16, 2)
+    """
+    from scipy.spatial import cKDTree
+
+    h, w = (int(v) for v in shape)
+    r = int(math.ceil(2.5 * float(sigma_px)))
+    step = max(2 * r, int(math.ceil(math.sqrt(h * w / max(int(max_positions), 1)))))
+    gy, gx = np.mgrid[r:h - r:step, r:w - r:step]
+    grid = np.column_stack([gx.ravel(), gy.ravel()]).astype(np.float64)
+    pts = np.asarray(xy, np.float64).reshape(-1, 2)
+    if len(pts) and len(grid):
+        dist, _ = cKDTree(pts).query(grid)
+        grid = grid[dist > 2 * r]
+    return grid
+
+
+def support_noise_of(grid_intensity, grid_background, *, atom_background) -> float:
+    """The robust statistic of :func:`support_noise` from photometry already
+    measured: 1.4826 × MAD of the grid's intensities, keeping positions whose
+    background is at least the 5th percentile of the atoms' backgrounds
+    (vacuum is flatter and would make the support look quieter). NaN with
+    fewer than 30 positions.
+
+    Parameters
+    ----------
+    grid_intensity, grid_background : (M,) array
+        :func:`photometry` intensity and background at :func:`support_grid`.
+    atom_background : (N,) array
+        :func:`photometry` background of the atoms (same σ and radius).
+
+    Returns
+    -------
+    float, counts·px².
+    """
+    inten = np.asarray(grid_intensity, np.float64).ravel()
+    bg = np.asarray(grid_background, np.float64).ravel()
+    ok = np.isfinite(inten)
+    bg_atoms = np.asarray(atom_background, np.float64).ravel()
+    bg_atoms = bg_atoms[np.isfinite(bg_atoms)]
+    if len(bg_atoms):
+        ok &= bg >= np.quantile(bg_atoms, 0.05)
+    v = inten[ok]
+    if len(v) < 30:
+        return float("nan")
+    return float(1.4826 * np.median(np.abs(v - np.median(v))))
+
 
 def support_noise(image, xy, *, sigma_px: float, max_positions: int = 4000) -> float:
     """Standard deviation of the fixed-shape :func:`photometry` intensity on bare
     support: what an atom's intensity must stand out from to be found.
 
-    Measured on a grid of positions at least two photometry radii from every
-    atom in ``xy``, keeping positions whose background is at least the 5th
-    percentile of the atoms' backgrounds (vacuum is flatter and would make the
-    support look quieter); robust: 1.4826 × MAD. NaN with fewer than 30
-    positions.
+    :func:`photometry` at the positions of :func:`support_grid`, reduced by
+    :func:`support_noise_of` (robust: 1.4826 × MAD over positions whose
+    background is at least the 5th percentile of the atoms' backgrounds).
+    NaN with fewer than 30 positions.
 
     Parameters
     ----------
@@ -515,31 +598,14 @@ def support_noise(image, xy, *, sigma_px: float, max_positions: int = 4000) -> f
     -------
     float, counts·px² (the unit of :attr:`Photometry.intensity`).
     """
-    from scipy.spatial import cKDTree
-
     img = np.asarray(image)
-    h, w = img.shape
-    r = int(math.ceil(2.5 * float(sigma_px)))
-    step = max(2 * r, int(math.ceil(math.sqrt(h * w / max(int(max_positions), 1)))))
-    gy, gx = np.mgrid[r:h - r:step, r:w - r:step]
-    grid = np.column_stack([gx.ravel(), gy.ravel()]).astype(np.float64)
-    pts = np.asarray(xy, np.float64).reshape(-1, 2)
-    if len(pts) and len(grid):
-        dist, _ = cKDTree(pts).query(grid)
-        grid = grid[dist > 2 * r]
+    grid = support_grid(img.shape, xy, sigma_px=sigma_px, max_positions=max_positions)
     if len(grid) < 30:
         return float("nan")
+    pts = np.asarray(xy, np.float64).reshape(-1, 2)
     ph = photometry(img, grid, sigma_px=sigma_px)
-    ok = np.isfinite(ph.intensity)
-    if len(pts):
-        bg_atoms = photometry(img, pts, sigma_px=sigma_px).background
-        bg_atoms = bg_atoms[np.isfinite(bg_atoms)]
-        if len(bg_atoms):
-            ok &= ph.background >= np.quantile(bg_atoms, 0.05)
-    v = ph.intensity[ok]
-    if len(v) < 30:
-        return float("nan")
-    return float(1.4826 * np.median(np.abs(v - np.median(v))))
+    bg_atoms = photometry(img, pts, sigma_px=sigma_px).background if len(pts) else np.zeros(0)
+    return support_noise_of(ph.intensity, ph.background, atom_background=bg_atoms)
 
 
 def _norm_cdf(x):
@@ -752,7 +818,8 @@ def assign_species(intensity, *, intensity_err=None, elements: Sequence | None =
                    max_classes: int = 3,
                    min_accuracy: float = MIN_SEPARABLE_ACCURACY, min_bic_gain: float = 10.0,
                    min_class_ratio: float = 1.25, min_weight: float = 0.05,
-                   max_dip: float = 0.8, max_rel_width: float = 0.1) -> SpeciesAssignment:
+                   max_dip: float = 0.8, max_rel_width: float = 0.1,
+                   max_fit_atoms: int | None = MAX_FIT_ATOMS) -> SpeciesAssignment:
     """Assign each atom a species from its intensity and the intensity's error.
 
     Model: atom i of species k has intensity ~ N(m_k, (c·m_k)² + s0² + e_i²)
@@ -790,6 +857,11 @@ def assign_species(intensity, *, intensity_err=None, elements: Sequence | None =
         inner angle, 1.6–2, and the intensities of light atoms measured over
         a textured support come out relatively low); None fixes it at
         ``exponent``.
+    max_fit_atoms : int or None
+        Fit the mixture (and choose the number of classes) on at most this
+        many atoms with an intensity, drawn by a seeded RNG (the same atoms
+        always give the same draw), then compute every atom's posterior.
+        None fits all atoms. Frames below the cap are fitted on every atom.
     max_rel_width : float
         Upper bound of c with named elements: one element's own spread (probe,
         height, defocus) is a few per cent; more spread is the support (s0) or
@@ -814,6 +886,12 @@ def assign_species(intensity, *, intensity_err=None, elements: Sequence | None =
     """
     x_all = np.asarray(intensity, dtype=np.float64).ravel()
     n = len(x_all)
+    if max_fit_atoms is not None:
+        if isinstance(max_fit_atoms, bool) or not isinstance(max_fit_atoms, (int, np.integer)):
+            raise TypeError(f"max_fit_atoms must be an int or None, got {type(max_fit_atoms).__name__}")
+        if max_fit_atoms < 100:
+            raise ValueError(f"max_fit_atoms must be ≥ 100 (or None: fit every atom), got {max_fit_atoms}")
+        max_fit_atoms = int(max_fit_atoms)
     if intensity_err is None:
         e_all = np.full(n, np.nan)
     else:
@@ -871,8 +949,17 @@ def assign_species(intensity, *, intensity_err=None, elements: Sequence | None =
         return result(labels, np.full((n, max(k_named, 1)), np.nan), names, "too few atoms", None,
                       np.zeros(0), np.zeros(0), {}, f"{nok} atoms with an intensity; need ≥ 8")
     xs, e2 = x / scale, (e / scale) ** 2
-    e2_typ = float(np.median(e2))
-    qs = np.quantile(xs, [0.1, 0.25, 0.5, 0.75, 0.9])
+    # The mixture's few parameters are fitted on at most max_fit_atoms atoms (a seeded
+    # draw: the same atoms give the same draw, in a frame or a montage); posteriors
+    # are then computed for every atom. Below the cap every atom is fitted.
+    if max_fit_atoms is not None and nok > max_fit_atoms:
+        pick = np.sort(np.random.default_rng(0).choice(nok, max_fit_atoms, replace=False))
+        xf, e2f = xs[pick], e2[pick]
+    else:
+        xf, e2f = xs, e2
+    nfit = len(xf)
+    e2_typ = float(np.median(e2f))
+    qs = np.quantile(xf, [0.1, 0.25, 0.5, 0.75, 0.9])
 
     def finish(mix, names, status, bic, note=""):
         post = np.full((n, len(mix.means)), np.nan)
@@ -885,18 +972,18 @@ def assign_species(intensity, *, intensity_err=None, elements: Sequence | None =
     if els:
         k = len(els)
         if k == 1:
-            mix, _ = _fit_mixture(xs, e2, 1, None, [([qs[2]], 0.2)])
-            return finish(mix, els, "ok", {1: 2 * mix.nll + mix.n_params * math.log(nok)})
+            mix, _ = _fit_mixture(xf, e2f, 1, None, [([qs[2]], 0.2)])
+            return finish(mix, els, "ok", {1: 2 * mix.nll + mix.n_params * math.log(nfit)})
         r_mid = np.exp(np.mean(n_range) * log_zr)
         starts = [(q / r_mid[j] * r_mid, 0.15) for j in range(k) for q in qs[1:4]]
-        mix, fitted_n = _fit_mixture(xs, e2, k, log_zr, starts, n_range, max_rel_width)
+        mix, fitted_n = _fit_mixture(xf, e2f, k, log_zr, starts, n_range, max_rel_width)
         fitted["exponent"] = fitted_n
-        bic = {k: 2 * mix.nll + mix.n_params * math.log(nok)}
+        bic = {k: 2 * mix.nll + mix.n_params * math.log(nfit)}
         dp, acc = _separability(mix, e2_typ)
         ratios = mix.means[1:] / mix.means[:-1]
-        empty = mix.weights.min() < max(min_weight, 2.0 / nok)
-        one, _ = _fit_mixture(xs, e2, 1, None, [([qs[2]], 0.2)])
-        bic1 = 2 * one.nll + one.n_params * math.log(nok)
+        empty = mix.weights.min() < max(min_weight, 2.0 / nfit)
+        one, _ = _fit_mixture(xf, e2f, 1, None, [([qs[2]], 0.2)])
+        bic1 = 2 * one.nll + one.n_params * math.log(nfit)
         # A nearly empty component means one class, not an inseparable pair, unless the
         # named elements' contrast is too small to be seen at all (Pt/Ir: ×1.02).
         if (acc < min_accuracy).any() and not (empty and ratios.min() >= min_class_ratio):
@@ -921,22 +1008,22 @@ def assign_species(intensity, *, intensity_err=None, elements: Sequence | None =
     max_classes = int(max_classes)
     if max_classes < 1:
         raise ValueError(f"max_classes must be ≥ 1, got {max_classes}")
-    best, _ = _fit_mixture(xs, e2, 1, None, [([qs[2]], 0.2)])
-    bic = {1: 2 * best.nll + best.n_params * math.log(nok)}
+    best, _ = _fit_mixture(xf, e2f, 1, None, [([qs[2]], 0.2)])
+    bic = {1: 2 * best.nll + best.n_params * math.log(nfit)}
     rejected = ""
     for k in range(2, max_classes + 1):
-        if nok < 8 * k:
+        if nfit < 8 * k:
             break
-        starts = [(np.quantile(xs, (np.arange(k) + 0.5) / k), 0.15),
-                  (np.quantile(xs, np.linspace(0.05, 0.95, k)), 0.1),
-                  (np.quantile(xs, [0.5] + list(np.linspace(0.8, 0.97, k - 1))), 0.1)]
-        mix, _ = _fit_mixture(xs, e2, k, None, starts)
-        bic[k] = 2 * mix.nll + mix.n_params * math.log(nok)
+        starts = [(np.quantile(xf, (np.arange(k) + 0.5) / k), 0.15),
+                  (np.quantile(xf, np.linspace(0.05, 0.95, k)), 0.1),
+                  (np.quantile(xf, [0.5] + list(np.linspace(0.8, 0.97, k - 1))), 0.1)]
+        mix, _ = _fit_mixture(xf, e2f, k, None, starts)
+        bic[k] = 2 * mix.nll + mix.n_params * math.log(nfit)
         dp, acc = _separability(mix, e2_typ)
         why = []
         if bic[k] > bic[len(best.means)] - min_bic_gain:
             why.append("BIC gain below %g" % min_bic_gain)
-        if mix.weights.min() < max(min_weight, 3.0 / nok):
+        if mix.weights.min() < max(min_weight, 3.0 / nfit):
             why.append(f"a class holds {mix.weights.min():.1%} of atoms")
         if (mix.means[1:] / mix.means[:-1]).min() < min_class_ratio or mix.means[0] <= 0:
             why.append("neighbouring classes closer than ×%g" % min_class_ratio)
@@ -981,19 +1068,33 @@ def species_of_atoms(image, xy, *, pixel_size_nm: float | None, intensity=None, 
     ph = photometry(image, xy, sigma_px=sigma)
     res = replace(assign_species(ph.intensity, intensity_err=ph.intensity_err, elements=elements, **kwargs),
                   feature=f"fixed-shape photometry (sigma {sigma:.3g} px, radius {ph.radius_px} px)")
-    if res.elements and len(res.elements) > 1 and np.isfinite(ph.intensity).sum() >= 8:
-        res = replace(res, lightest_snr=_lightest_snr(res, ph.intensity, support_noise(image, xy, sigma_px=sigma)))
+    if wants_lightest_snr(elements):
+        res = with_lightest_snr(res, ph.intensity, support_noise(image, xy, sigma_px=sigma))
     return res
 
 
-def _lightest_snr(res: SpeciesAssignment, intensity: np.ndarray, noise: float) -> float:
-    """Expected intensity of the lightest named element over the support noise.
+def wants_lightest_snr(elements) -> bool:
+    """Whether the species stage measures :func:`support_noise` for these
+    ``elements``: with two or more named elements (the lightest one may be
+    lost in the support)."""
+    return elements is not None and len(elements) > 1
+
+
+def with_lightest_snr(res: SpeciesAssignment, intensity, noise: float) -> SpeciesAssignment:
+    """``res`` with ``lightest_snr`` set: the expected intensity of the lightest
+    named element over the support ``noise`` (:func:`support_noise`); ``res``
+    unchanged with fewer than two elements or fewer than 8 finite intensities.
 
     The scale comes from the heaviest element: the brightest fitted class when the
     species were separated, else the median atom (the atoms that were found are
     then mostly the heaviest: a lighter element is the first to be missed)."""
+    from dataclasses import replace
+
+    intensity = np.asarray(intensity, np.float64)
+    if not (res.elements and len(res.elements) > 1 and np.isfinite(intensity).sum() >= 8):
+        return res
     heavy = (float(res.means[-1]) if res.status == "ok" and len(res.means) == len(res.elements)
              else float(np.nanmedian(intensity)))
     exponent = res.exponent if np.isfinite(res.exponent) else HAADF_EXPONENT
     expected = heavy * (_z(res.elements[0]) / _z(res.elements[-1])) ** exponent
-    return expected / noise if noise > 0 and np.isfinite(noise) else float("nan")
+    return replace(res, lightest_snr=expected / noise if noise > 0 and np.isfinite(noise) else float("nan"))

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from fastsac.detectors import ClassicalDetector
-from fastsac.montage import analyze_montage
+from fastsac.montage import analyze_montage, montage_species
+from fastsac.species import species_of_atoms
 
 from fastsac_testdata import spots
 
@@ -26,6 +27,12 @@ def test_local_cluster_equals_single_process(tmp_path):
     with dask_runner(workers=2, progress=False) as runner:
         got = analyze_montage(path, detector=det, tile=160, pixel_size_nm=0.0293, runner=runner,
                               scratch_dir=str(tmp_path), progress=False)
+        # Named elements: the support grid is measured by the same Dask tasks.
+        named = montage_species(path, ref.detections.xy, pixel_size_nm=0.0293, elements=["Pt", "Pd"],
+                                tile=160, runner=runner, progress=False)
+    frame = species_of_atoms(img, ref.detections.xy, pixel_size_nm=0.0293, elements=["Pt", "Pd"])
+    assert np.isfinite(frame.lightest_snr) and named.lightest_snr == frame.lightest_snr
+    np.testing.assert_array_equal(named.species, frame.species)
     assert got.params["runner"] == "dask"
     assert len(got.detections) == len(ref.detections) > 150
     # Positions agree to the last bit almost always; under heavy load a few close-pair

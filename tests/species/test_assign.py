@@ -202,3 +202,64 @@ def test_end_to_end_elements_path_labels_the_light_atoms_it_finds():
     assert np.sum(found == "Pd") >= 0.5 * np.sum(tr.element == "Pd")
     assert np.mean(res.species.species[m.pairs[:, 0]] == found) >= 0.9
     assert list(res.atoms_table()["species"][m.pairs[:, 0]]) == list(res.species.species[m.pairs[:, 0]])
+
+
+@pytest.mark.slow
+def test_capped_fit_labels_like_the_full_fit_on_many_atoms():
+    # 2e5 atoms: the mixture fitted on MAX_FIT_ATOMS of them labels every atom as
+    # the fit on all of them does, and as the simulated truth.
+    from fastsac.species import MAX_FIT_ATOMS
+
+    rng = np.random.default_rng(3)
+    x, e, heavy = mixture(rng, 200_000, 0.3, expected_intensity_ratio("Pt", "Pd"))
+    capped = assign_species(x, intensity_err=e, elements=["Pt", "Pd"])
+    full = assign_species(x, intensity_err=e, elements=["Pt", "Pd"], max_fit_atoms=None)
+    assert MAX_FIT_ATOMS < 200_000 and capped.status == full.status == "ok"
+    assert np.mean(capped.species == full.species) >= 0.999
+    assert np.mean(capped.species == np.where(heavy, "Pt", "Pd")) >= np.mean(
+        full.species == np.where(heavy, "Pt", "Pd")) - 0.001 > 0.97
+    np.testing.assert_allclose(capped.means, full.means, rtol=0.01)
+    assert abs(capped.as_dict()["fractions"]["Pt"] - full.as_dict()["fractions"]["Pt"]) < 0.002
+    # Without elements (cap scaled down with the set to keep the test short): same classes.
+    x, e, heavy = mixture(rng, 20_000, 0.3, 2.45)
+    capped = assign_species(x, intensity_err=e, max_fit_atoms=2000)
+    full = assign_species(x, intensity_err=e, max_fit_atoms=None)
+    assert capped.status == full.status == "ok" and capped.n_classes == full.n_classes == 2
+    np.testing.assert_allclose(capped.means, full.means, rtol=0.02)  # names: x2.43 vs x2.45
+    assert np.mean(capped.labels == full.labels) >= 0.999
+    assert np.mean(capped.labels == heavy) > 0.97
+
+
+def test_below_the_cap_every_atom_is_fitted_and_the_draw_is_reproducible():
+    rng = np.random.default_rng(4)
+    x, e, _ = mixture(rng, 400, 0.4, expected_intensity_ratio("Pt", "Pd"))
+    for els in (["Pt", "Pd"], None):
+        a = assign_species(x, intensity_err=e, elements=els)
+        b = assign_species(x, intensity_err=e, elements=els, max_fit_atoms=None)
+        np.testing.assert_array_equal(a.probability, b.probability)
+        np.testing.assert_array_equal(a.species, b.species)
+        assert a.as_dict() == b.as_dict()
+    # Above the cap: the same atoms give the same draw, hence identical results.
+    a = assign_species(x, intensity_err=e, elements=["Pt", "Pd"], max_fit_atoms=150)
+    b = assign_species(x.copy(), intensity_err=e.copy(), elements=["Pt", "Pd"], max_fit_atoms=150)
+    np.testing.assert_array_equal(a.probability, b.probability)
+    assert np.mean(a.species == assign_species(x, intensity_err=e, elements=["Pt", "Pd"]).species) > 0.98
+    with pytest.raises(ValueError, match="max_fit_atoms must be ≥ 100"):
+        assign_species(x, max_fit_atoms=10)
+    with pytest.raises(TypeError, match="max_fit_atoms must be an int or None"):
+        assign_species(x, max_fit_atoms="1000")
+
+
+def test_support_grid_is_bounded_and_keeps_away_from_atoms():
+    from fastsac.species import support_grid, support_noise_of
+
+    atoms = np.array([[500.0, 500.0], [1200.5, 300.2]])
+    grid = support_grid((2000, 3000), atoms, sigma_px=3.31, max_positions=4000)
+    r = int(np.ceil(2.5 * 3.31))
+    assert 3500 <= len(grid) <= 4000 and np.all(grid == np.round(grid))
+    assert np.min(np.hypot(*(grid[:, None, :] - atoms[None]).transpose(2, 0, 1))) > 2 * r
+    assert grid[:, 0].min() >= r and grid[:, 0].max() < 3000 - r and grid[:, 1].max() < 2000 - r
+    # the robust statistic: 1.4826·MAD, vacuum (background below the atoms' 5th percentile) dropped
+    v = np.random.default_rng(5).normal(0, 2.0, 5000)
+    assert support_noise_of(v, np.ones(5000), atom_background=np.ones(10)) == pytest.approx(2.0, rel=0.05)
+    assert np.isnan(support_noise_of(v, np.zeros(5000), atom_background=np.ones(10)))
