@@ -393,8 +393,9 @@ def _bounded_lm(model, q0, lb, ub, data, *, max_iter=_LM_MAX_ITER):
 
     Steps solve ``(JᵀJ + λ·D) δ = −Jᵀr`` with Marquardt's scaling D (the running
     maximum of diag JᵀJ, as scipy's ``x_scale="jac"``); a parameter at a bound
-    whose gradient pushes outward is held (active set), the others are
-    projected onto the box. A step is kept when it lowers the cost; λ follows
+    whose gradient pushes outward is held (active set); a coordinate that would
+    leave the box stops at 99 % of its way to the bound (iterates stay strictly
+    feasible, as in scipy's trf). A step is kept when it lowers the cost; λ follows
     Nielsen's rule (× max(1/3, 1 − (2ρ − 1)³) after a kept step with gain ratio
     ρ, × 2, 4, 8, … after rejected ones). A row stops when a kept step lowers
     its cost by less than 1e-10 of it (scipy's ``ftol`` is 1e-8) or moves no
@@ -428,7 +429,13 @@ def _bounded_lm(model, q0, lb, ub, data, *, max_iter=_LM_MAX_ITER):
         a = hess * (free[:, :, None] & free[:, None, :]) + eye * (
             lam[idx, None] * dscale * free + held)[:, None, :]
         step = -np.linalg.solve(a, (grad * free)[:, :, None])[:, :, 0]
-        qn = np.clip(qi + step, lb[idx], ub[idx])
+        # Strictly feasible iterates (as scipy's trf): a step that would leave the
+        # box goes 99 % of the way to the bound. A parameter exactly at a bound
+        # could be stuck there (an amplitude of 0 zeroes its position's
+        # derivatives).
+        qn = qi + step
+        lo, hi = lb[idx], ub[idx]
+        qn = np.where(qn < lo, lo + 0.01 * (qi - lo), np.where(qn > hi, hi - 0.01 * (hi - qi), qn))
         # the Jacobian comes with the trial (most steps are kept: one call, not two)
         rn, jn = model(qn, *(d[idx] for d in data), jac=True)
         cn = (rn * rn).sum(axis=1)
