@@ -355,10 +355,18 @@ def _one_atom_model(q, xx, yy, dx, dy, v, m, *, jac):
     r = (q[:, 4:5] + q[:, 5:6] * dx + q[:, 6:7] * dy + ag - v) * m
     if not jac:
         return r, None
-    cols = (ag * (u * ct / su2 - w * st / sv2), ag * (u * st / su2 + w * ct / sv2), g,
-            ag * u * u / (su2 * q[:, 3:4]), np.ones_like(g), dx, dy,
-            ag * w * w / (sv2 * q[:, 7:8]), ag * u * w * (1.0 / sv2 - 1.0 / su2))
-    return r, np.stack(cols, axis=1) * m[:, None, :]
+    agm, um, wm = ag * m, u / su2, w / sv2
+    jmat = np.empty((len(q), 9, xx.shape[1]))
+    jmat[:, 0] = agm * (um * ct - wm * st)
+    jmat[:, 1] = agm * (um * st + wm * ct)
+    jmat[:, 2] = g * m
+    jmat[:, 3] = agm * u * um / q[:, 3:4]
+    jmat[:, 4] = m
+    jmat[:, 5] = dx * m
+    jmat[:, 6] = dy * m
+    jmat[:, 7] = agm * w * wm / q[:, 7:8]
+    jmat[:, 8] = agm * u * w * (1.0 / sv2 - 1.0 / su2)
+    return r, jmat
 
 
 def _two_atom_model(q, xx, yy, dx, dy, v, m, *, jac):
@@ -371,10 +379,19 @@ def _two_atom_model(q, xx, yy, dx, dy, v, m, *, jac):
     r = (q[:, 6:7] + q[:, 8:9] * dx + q[:, 9:10] * dy + aa + ab - v) * m
     if not jac:
         return r, None
-    ds = (aa * ra + ab * rb) / (s2 * q[:, 7:8])
-    cols = (aa * exa / s2, aa * eya / s2, ga, ab * exb / s2, ab * eyb / s2, gb, np.ones_like(ga),
-            ds, dx, dy)
-    return r, np.stack(cols, axis=1) * m[:, None, :]
+    aam, abm = aa * (m / s2), ab * (m / s2)
+    jmat = np.empty((len(q), 10, xx.shape[1]))
+    jmat[:, 0] = aam * exa
+    jmat[:, 1] = aam * eya
+    jmat[:, 2] = ga * m
+    jmat[:, 3] = abm * exb
+    jmat[:, 4] = abm * eyb
+    jmat[:, 5] = gb * m
+    jmat[:, 6] = m
+    jmat[:, 7] = (aam * ra + abm * rb) / q[:, 7:8]
+    jmat[:, 8] = dx * m
+    jmat[:, 9] = dy * m
+    return r, jmat
 
 
 #: Iteration cap of the fast solver (each iteration evaluates the model once
@@ -404,60 +421,62 @@ def _bounded_lm(model, q0, lb, ub, data, *, max_iter=_LM_MAX_ITER):
 
     Returns (q (B, p), residuals (B, n)).
     """
-    q = q0.astype(np.float64, copy=True)
-    nb, npar = q.shape
+    q_out = q0.astype(np.float64, copy=True)
+    nb, npar = q_out.shape
     if nb == 0:
-        return q, np.zeros((0, data[0].shape[1]))
+        return q_out, np.zeros((0, data[0].shape[1]))
+    r_out = np.zeros(data[0].shape)
+    # The rows still running, compacted whenever some stop (no per-step gathers).
+    ids = np.arange(nb)
+    q, lb, ub, data = q_out.copy(), lb.astype(np.float64), ub.astype(np.float64), tuple(data)
     r, jmat = model(q, *data, jac=True)
     cost = (r * r).sum(axis=1)
     lam = np.full(nb, 1e-3)
     nu = np.full(nb, 2.0)
     scale = np.zeros((nb, npar))
-    running = np.ones(nb, bool)
     eye = np.eye(npar)
     for _ in range(max_iter):
-        idx = np.flatnonzero(running)
-        if not len(idx):
-            break
-        jm, qi = jmat[idx], q[idx]
-        grad = (jm * r[idx][:, None, :]).sum(axis=2)
-        hess = np.matmul(jm, jm.transpose(0, 2, 1))
-        scale[idx] = np.maximum(scale[idx], np.diagonal(hess, axis1=1, axis2=2))
-        dscale = np.maximum(scale[idx], 1e-12 * scale[idx].max(axis=1, keepdims=True) + 1e-300)
-        held = ((qi <= lb[idx]) & (grad > 0)) | ((qi >= ub[idx]) & (grad < 0))
+        grad = (jmat * r[:, None, :]).sum(axis=2)
+        hess = np.matmul(jmat, jmat.transpose(0, 2, 1))
+        scale = np.maximum(scale, np.diagonal(hess, axis1=1, axis2=2))
+        dscale = np.maximum(scale, 1e-12 * scale.max(axis=1, keepdims=True) + 1e-300)
+        held = ((q <= lb) & (grad > 0)) | ((q >= ub) & (grad < 0))
         free = ~held
         a = hess * (free[:, :, None] & free[:, None, :]) + eye * (
-            lam[idx, None] * dscale * free + held)[:, None, :]
+            lam[:, None] * dscale * free + held)[:, None, :]
         step = -np.linalg.solve(a, (grad * free)[:, :, None])[:, :, 0]
         # Strictly feasible iterates (as scipy's trf): a step that would leave the
         # box goes 99 % of the way to the bound. A parameter exactly at a bound
         # could be stuck there (an amplitude of 0 zeroes its position's
         # derivatives).
-        qn = qi + step
-        lo, hi = lb[idx], ub[idx]
-        qn = np.where(qn < lo, lo + 0.01 * (qi - lo), np.where(qn > hi, hi - 0.01 * (hi - qi), qn))
+        qn = q + step
+        qn = np.where(qn < lb, lb + 0.01 * (q - lb), np.where(qn > ub, ub - 0.01 * (ub - q), qn))
         # the Jacobian comes with the trial (most steps are kept: one call, not two)
-        rn, jn = model(qn, *(d[idx] for d in data), jac=True)
+        rn, jn = model(qn, *data, jac=True)
         cn = (rn * rn).sum(axis=1)
-        better = cn < cost[idx]
-        small = (cost[idx] - cn <= 1e-10 * cost[idx]) | (
-            np.abs(qn - qi) <= 1e-10 * (np.abs(qi) + 1e-10)).all(axis=1)
+        better = cn < cost
+        small = (cost - cn <= 1e-10 * cost) | (np.abs(qn - q) <= 1e-10 * (np.abs(q) + 1e-10)).all(axis=1)
         # gain ratio: the actual decrease over the linear model's
-        dq = qn - qi
+        dq = qn - q
         pred = -(2.0 * (grad * dq).sum(axis=1)
                  + (dq * np.matmul(hess, dq[:, :, None])[:, :, 0]).sum(axis=1))
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            rho = np.where(pred > 0, (cost[idx] - cn) / pred, 0.0)
-        acc, rej = idx[better], idx[~better]
-        q[acc], r[acc], cost[acc], jmat[acc] = qn[better], rn[better], cn[better], jn[better]
-        lam[acc] = np.maximum(lam[acc] * np.maximum(1.0 / 3.0, 1.0 - (2.0 * rho[better] - 1.0) ** 3),
-                              1e-15)
-        nu[acc] = 2.0
-        lam[rej] *= nu[rej]
-        nu[rej] *= 2.0
-        running[idx[better & small]] = False
-        running[rej[lam[rej] > 1e12]] = False
-    return q, r
+        rho = np.divide(cost - cn, pred, out=np.zeros(len(q)), where=pred > 0)
+        q[better], r[better], cost[better], jmat[better] = (qn[better], rn[better], cn[better],
+                                                          jn[better])
+        gain = np.maximum(1.0 / 3.0, 1.0 - (2.0 * np.clip(rho, -1.0, 2.0) - 1.0) ** 3)
+        lam = np.where(better, np.maximum(lam * gain, 1e-15), lam * nu)
+        nu = np.where(better, 2.0, 2.0 * nu)
+        stop = (better & small) | (~better & (lam > 1e12))
+        if stop.any():
+            q_out[ids[stop]], r_out[ids[stop]] = q[stop], r[stop]
+            go = ~stop
+            if not go.any():
+                return q_out, r_out
+            ids, q, lb, ub, r, jmat, cost, lam, nu, scale = (
+                x[go] for x in (ids, q, lb, ub, r, jmat, cost, lam, nu, scale))
+            data = tuple(d[go] for d in data)
+    q_out[ids], r_out[ids] = q, r
+    return q_out, r_out
 
 
 def _fit_pairs_lm(wins, p1s, p2s, w1s, w2s, sigma, *, one_start=False):
