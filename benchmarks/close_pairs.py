@@ -24,6 +24,7 @@ override the split move's prior and elongation screen (trade-off table).
 Usage:
     FASTSAC_SHARED=/work/shared PYTHONPATH=src python benchmarks/close_pairs.py \
         --real [--frames 2] [--json OUT] [--md OUT] [--split-prior-log-odds L] [--split-min-z Z]
+        [--solver lm|scipy]
     PYTHONPATH=src python benchmarks/close_pairs.py --cost 2048    # the stage's time, both solvers
 """
 
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from fastsac.detectors import ClassicalDetector
-from fastsac.close_pairs import apply_pair_decisions, resolve_pairs
+from fastsac.close_pairs import apply_pair_decisions, resolve_pairs, spot_elongation
 from fastsac.synth import SimulationParams
 from fastsac.synth.patterns import AtomSet
 from fastsac.synth.render import Field, to_dtype
@@ -46,6 +47,7 @@ from fastsac.synth.render import Field, to_dtype
 SEPARATIONS_NM = (0.08, 0.10, 0.12, 0.15, 0.18, 0.21, 0.25, 0.30)
 DOSES = (1e4, 4e4, 1.6e5)
 SOLVERS = ("lm", "scipy")  # the stage's fast solver (default) and its reference
+STAGE_SOLVER = ["lm"]  # the solver of the tables (--solver)
 
 
 def render_units(p: SimulationParams, units: list[tuple[float, float, float, float]],
@@ -107,7 +109,7 @@ def stage_params(px, *, slope=None, prior_log_odds=None, split_prior_log_odds=No
                  split_min_z=None):
     """The stage's keyword arguments at ``px`` with the overrides given: (merge
     only, i.e. the stage before the split move; merge and split)."""
-    pair_kw = ClassicalDetector().pair_params(px)
+    pair_kw = ClassicalDetector().pair_params(px) | {"solver": STAGE_SOLVER[0]}
     if slope is not None:
         pair_kw["slope"] = slope
     if prior_log_odds is not None:
@@ -320,8 +322,15 @@ def stage_cost(size: int, repeat: int = 5) -> dict:
         for name, k in (("merge", merge_kw), ("merge+split", kw)):
             for sv in SOLVERS:
                 t0 = time.perf_counter()
-                decs[sv] = resolve_pairs(frame, off.xy, score=off.score, solver=sv, **k)
+                decs[sv] = resolve_pairs(frame, off.xy, score=off.score, **(k | {"solver": sv}))
                 times[f"{name} {sv}"].append(time.perf_counter() - t0)
+    # the split move's shape test alone (the same call as in the stage, on all detections)
+    shape = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        spot_elongation(frame, off.xy, atom_sigma_px=kw["atom_sigma_px"], exclude=off.xy)
+        shape.append(time.perf_counter() - t0)
+    times["shape test"] = shape
     dec, ref = decs["lm"], decs["scipy"]
     same = bool(np.array_equal(dec.keep, ref.keep) and np.array_equal(dec.merged, ref.merged)
                 and np.array_equal(dec.split_tests["split"], ref.split_tests["split"]))
@@ -337,6 +346,8 @@ def stage_cost(size: int, repeat: int = 5) -> dict:
     for name in ("merge", "merge+split"):
         print(f"  stage {name:11s}: lm {out[name + ' lm']['best_s']:.3f} s, scipy "
               f"{out[name + ' scipy']['best_s']:.3f} s")
+    print(f"  of which the split move's shape test (spot_elongation): "
+          f"{out['shape test']['best_s']:.3f} s")
     return out
 
 
@@ -354,6 +365,8 @@ def main() -> None:
                     help="override the split move's prior log-odds (trade-off table)")
     ap.add_argument("--split-min-z", type=float, default=None,
                     help="override the split move's elongation screen (standard errors)")
+    ap.add_argument("--solver", choices=SOLVERS, default="lm",
+                    help="the stage's least-squares solver (scipy: the reference)")
     ap.add_argument("--real", action="store_true", help="also run on ptnc-train (labels)")
     ap.add_argument("--shared", default=os.environ.get("FASTSAC_SHARED", "/work/shared"))
     ap.add_argument("--skip-sim", action="store_true")
@@ -361,6 +374,7 @@ def main() -> None:
                     help="only time the stage (merge vs merge + split) on the live benchmark's "
                          "SIZE² frame")
     args = ap.parse_args()
+    STAGE_SOLVER[0] = args.solver
     if args.cost:
         res = stage_cost(args.cost)
         if args.json:

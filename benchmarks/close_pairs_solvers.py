@@ -30,10 +30,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from close_pairs import DOSES, SEPARATIONS_NM, render_units, stage_params, unit_grid
 from scipy.spatial import cKDTree
 
-from close_pairs import DOSES, SEPARATIONS_NM, render_units, stage_params, unit_grid
-from fastsac.close_pairs import decide_pair, decide_split, resolve_pairs, spot_elongation
+from fastsac.close_pairs import (
+    decide_pair,
+    decide_split,
+    resolve_pairs,
+    spot_elongation,
+)
 from fastsac.detectors import ClassicalDetector
 from fastsac.synth import SimulationParams
 
@@ -78,7 +83,7 @@ def same_stage(img, off, kw):
     out, secs = {}, {}
     for sv in SOLVERS:
         t0 = time.perf_counter()
-        out[sv] = resolve_pairs(img, off.xy, score=off.score, solver=sv, **kw)
+        out[sv] = resolve_pairs(img, off.xy, score=off.score, **(kw | {"solver": sv}))
         secs[sv] = time.perf_counter() - t0
     a, b = out["scipy"], out["lm"]
     same = (np.array_equal(a.keep, b.keep) and np.array_equal(a.merged, b.merged)

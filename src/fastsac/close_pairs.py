@@ -62,6 +62,16 @@ it, both with the two-atom fit's amplitude, width, background, intensity and
 residual. ``split_probability`` is ``p_two`` of the split decision for the
 spots that were fitted (both kinds of decision report it).
 
+**Solvers.** The fits run either as a batched bounded Levenberg–Marquardt in
+numpy (``solver="lm"``, the default: all pairs of a merge round and all spots
+of the split move at once, each window laid out on a padded grid of a size
+fixed by the stage's parameters, with zero weight outside it) or one
+``scipy.optimize.least_squares(method="trf")`` at a time (``solver="scipy"``,
+the reference). Both use the same models, bounds, starts and early exit;
+every window keeps its own damping and stopping rule, so its result does not
+depend on what else is in the batch. ``benchmarks/close_pairs_solvers.py``
+compares their decisions (docs/confidence.md).
+
 Exactness across tiling: the stage runs after the global non-maximum
 suppression, on the final detection table, and reads its windows from the
 whole image (or the tiled source) directly — so it does not depend on tiles or
@@ -84,7 +94,7 @@ from scipy.spatial import cKDTree
 from ._validate import as_points, check_positive
 
 __all__ = ["PairDecisions", "resolve_pairs", "apply_pair_decisions", "decide_pair", "decide_split",
-           "spot_elongation", "separation_prior", "effective_pixels", "PAIR_DEFAULTS"]
+           "spot_elongation", "separation_prior", "effective_pixels", "PAIR_DEFAULTS", "SOLVERS"]
 
 #: Defaults of the stage (physical lengths in nm; converted with the calibration).
 #: ``atom_sigma_nm``: the median fitted width of ptnc-train atoms (3.2 px at
