@@ -24,7 +24,8 @@ override the split move's prior and elongation screen (trade-off table).
 Usage:
     FASTSAC_SHARED=/work/shared PYTHONPATH=src python benchmarks/close_pairs.py \
         --real [--frames 2] [--json OUT] [--md OUT] [--split-prior-log-odds L] [--split-min-z Z]
-    PYTHONPATH=src python benchmarks/close_pairs.py --cost 2048    # the stage's time
+        [--solver lm|scipy]
+    PYTHONPATH=src python benchmarks/close_pairs.py --cost 2048    # the stage's time, both solvers
 """
 
 from __future__ import annotations
@@ -38,13 +39,15 @@ from pathlib import Path
 import numpy as np
 
 from fastsac.detectors import ClassicalDetector
-from fastsac.close_pairs import apply_pair_decisions, resolve_pairs
+from fastsac.close_pairs import apply_pair_decisions, resolve_pairs, spot_elongation
 from fastsac.synth import SimulationParams
 from fastsac.synth.patterns import AtomSet
 from fastsac.synth.render import Field, to_dtype
 
 SEPARATIONS_NM = (0.08, 0.10, 0.12, 0.15, 0.18, 0.21, 0.25, 0.30)
 DOSES = (1e4, 4e4, 1.6e5)
+SOLVERS = ("lm", "scipy")  # the stage's fast solver (default) and its reference
+STAGE_SOLVER = ["lm"]  # the solver of the tables (--solver)
 
 
 def render_units(p: SimulationParams, units: list[tuple[float, float, float, float]],
@@ -106,7 +109,7 @@ def stage_params(px, *, slope=None, prior_log_odds=None, split_prior_log_odds=No
                  split_min_z=None):
     """The stage's keyword arguments at ``px`` with the overrides given: (merge
     only, i.e. the stage before the split move; merge and split)."""
-    pair_kw = ClassicalDetector().pair_params(px)
+    pair_kw = ClassicalDetector().pair_params(px) | {"solver": STAGE_SOLVER[0]}
     if slope is not None:
         pair_kw["slope"] = slope
     if prior_log_odds is not None:
@@ -302,7 +305,9 @@ def markdown(rows, doses, seps) -> str:
 def stage_cost(size: int, repeat: int = 5) -> dict:
     """Seconds of the close-pair stage on the live benchmark's simulated frame
     (``benchmarks/bench_live.py``'s ``make_frame``, 0.0293 nm/px) after the
-    detector: merge only and merge + split, best and median of ``repeat``."""
+    detector: merge only and merge + split, each with the fast solver (``lm``,
+    the default) and the reference (``scipy``) back to back, best and median of
+    ``repeat``; and whether both solvers give the same decisions."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -311,20 +316,38 @@ def stage_cost(size: int, repeat: int = 5) -> dict:
     frame = make_frame(size)
     off = ClassicalDetector(resolve_pairs=False).detect(frame, pixel_size_nm=0.0293)
     merge_kw, kw = stage_params(0.0293)
-    times: dict = {"merge": [], "merge+split": []}
+    times: dict = {f"{name} {sv}": [] for name in ("merge", "merge+split") for sv in SOLVERS}
+    decs = {}
     for _ in range(repeat):
         for name, k in (("merge", merge_kw), ("merge+split", kw)):
-            t0 = time.perf_counter()
-            dec = resolve_pairs(frame, off.xy, score=off.score, **k)
-            times[name].append(time.perf_counter() - t0)
+            for sv in SOLVERS:
+                t0 = time.perf_counter()
+                decs[sv] = resolve_pairs(frame, off.xy, score=off.score, **(k | {"solver": sv}))
+                times[f"{name} {sv}"].append(time.perf_counter() - t0)
+    # the split move's shape test alone (the same call as in the stage, on all detections)
+    shape = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        spot_elongation(frame, off.xy, atom_sigma_px=kw["atom_sigma_px"], exclude=off.xy)
+        shape.append(time.perf_counter() - t0)
+    times["shape test"] = shape
+    dec, ref = decs["lm"], decs["scipy"]
+    same = bool(np.array_equal(dec.keep, ref.keep) and np.array_equal(dec.merged, ref.merged)
+                and np.array_equal(dec.split_tests["split"], ref.split_tests["split"]))
     out = {"size": size, "detections": len(off.xy), "fitted": len(dec.split_tests["i"]),
-           "split": int(dec.split_tests["split"].sum()),
+           "split": int(dec.split_tests["split"].sum()), "pairs": len(dec.pairs),
+           "same_decisions": same,
            "load_average": round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None}
     for name, t in times.items():
         out[name] = {"best_s": min(t), "median_s": float(np.median(t))}
-    print(f"{size}²: {out['detections']} detections, {out['fitted']} spots fitted, "
-          f"{out['split']} split; stage merge only {out['merge']['best_s']:.3f} s, merge + split "
-          f"{out['merge+split']['best_s']:.3f} s (best of {repeat}; load {out['load_average']})")
+    print(f"{size}²: {out['detections']} detections, {out['pairs']} pairs examined, "
+          f"{out['fitted']} spots fitted, {out['split']} split; same decisions with both "
+          f"solvers: {same} (best of {repeat}; load {out['load_average']})")
+    for name in ("merge", "merge+split"):
+        print(f"  stage {name:11s}: lm {out[name + ' lm']['best_s']:.3f} s, scipy "
+              f"{out[name + ' scipy']['best_s']:.3f} s")
+    print(f"  of which the split move's shape test (spot_elongation): "
+          f"{out['shape test']['best_s']:.3f} s")
     return out
 
 
@@ -342,6 +365,8 @@ def main() -> None:
                     help="override the split move's prior log-odds (trade-off table)")
     ap.add_argument("--split-min-z", type=float, default=None,
                     help="override the split move's elongation screen (standard errors)")
+    ap.add_argument("--solver", choices=SOLVERS, default="lm",
+                    help="the stage's least-squares solver (scipy: the reference)")
     ap.add_argument("--real", action="store_true", help="also run on ptnc-train (labels)")
     ap.add_argument("--shared", default=os.environ.get("FASTSAC_SHARED", "/work/shared"))
     ap.add_argument("--skip-sim", action="store_true")
@@ -349,6 +374,7 @@ def main() -> None:
                     help="only time the stage (merge vs merge + split) on the live benchmark's "
                          "SIZE² frame")
     args = ap.parse_args()
+    STAGE_SOLVER[0] = args.solver
     if args.cost:
         res = stage_cost(args.cost)
         if args.json:
