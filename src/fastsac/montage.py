@@ -1103,7 +1103,7 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
                     mask_params: dict | None = None,
                     stats_params: dict | None = None, missing_chunks: str = "error",
                     max_pixels: int | None = None, elements=None,
-                    species: bool = True) -> MontageResult:
+                    species: bool = True, estimate_pixel_size: bool = True) -> MontageResult:
     """Detect atoms on a montage and compute its global statistics.
 
     See :func:`detect_montage` for the tiling, :func:`montage_support_mask`
@@ -1139,6 +1139,12 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
         Classify species at all (as :func:`fastsac.pipeline.analyze`; on by
         default, its cost is in docs/montage.md). ``clusters.csv``'s
         composition needs it.
+    estimate_pixel_size : bool
+        A montage without a calibration (and no ``pixel_size_nm``) gets its
+        pixel size from the apparent size of its atoms, as frames do
+        (:func:`fastsac.scale.estimate_atom_scale_sampled` on up to five
+        2048² crops; summary ``pixel_size_source: "estimated from atom size"``
+        and ``pixel_size_estimate``).
 
     Returns
     -------
@@ -1175,6 +1181,18 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
         holes = _missing_regions(src)
         if support_mask:
             mask_params = dict(mask_params or {}) | {"exclude": holes}
+    px_source = ("override" if pixel_size_nm is not None
+                 else "file" if src.pixel_size_nm is not None else "none")
+    scale_estimate = None
+    if src.pixel_size_nm is None and estimate_pixel_size:
+        from dataclasses import replace
+
+        from .scale import estimate_atom_scale_sampled
+
+        scale_estimate = estimate_atom_scale_sampled(src.read, src.shape)
+        if np.isfinite(scale_estimate.pixel_size_nm) and not scale_estimate.at_edge:
+            src = replace(src, pixel_size_nm=float(scale_estimate.pixel_size_nm))
+            px_source = "estimated from atom size"
     dets, owner, ncand, info = detect_montage(src, detector=detector, tile=tile, runner=runner,
                                               scratch_dir=scratch_dir, progress=progress,
                                               engine=engine)
@@ -1207,6 +1225,9 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
                                 "species_clusters": t_species}
     summary["detector"] = {"name": dets.detector, "params": dets.params}
     summary["montage"] = info | {"n_candidates": ncand}
+    summary["pixel_size_source"] = px_source
+    summary["pixel_size_estimate"] = None if scale_estimate is None else scale_estimate.as_dict()
+    summary["provenance"]["parameters"]["estimate_pixel_size"] = estimate_pixel_size
     if holes:
         summary["missing_chunks"] = {"treated_as": "vacuum", "n": len(holes), "n_chunks": n_chunks,
                                      "area_px": int(sum((r[1] - r[0]) * (r[3] - r[2])

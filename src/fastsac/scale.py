@@ -32,7 +32,8 @@ import numpy as np
 
 from ._validate import as_float, check_image, check_positive
 
-__all__ = ["AtomScale", "estimate_atom_scale", "REFERENCE_SCALE_PX", "REFERENCE_PIXEL_SIZE_NM"]
+__all__ = ["AtomScale", "estimate_atom_scale", "estimate_atom_scale_sampled", "REFERENCE_SCALE_PX",
+           "REFERENCE_PIXEL_SIZE_NM"]
 
 #: Pixel size of the reference frames (ptnc-train), nm.
 REFERENCE_PIXEL_SIZE_NM = 0.0293
@@ -176,3 +177,55 @@ def estimate_atom_scale(image, *, n_peaks: int = 30, sigma_range_px: tuple = (1.
     scale = float(np.exp(lk))
     return AtomScale(scale, REFERENCE_PIXEL_SIZE_NM * REFERENCE_SCALE_PX / scale, sigmas, stat,
                      n_peaks, at_edge)
+
+
+def estimate_atom_scale_sampled(read, shape, *, side_px: int = 2048, **kwargs) -> AtomScale:
+    """:func:`estimate_atom_scale` of an image too large to hold, from a few crops.
+
+    An image up to ``side_px`` on each side is analysed whole (the result
+    equals ``estimate_atom_scale(image)``). A larger one (a big frame or a
+    montage) is sampled at five ``side_px``² crops — the centre and the centres
+    of the four quadrants — because the centre alone may be vacuum or a
+    particle; the crop whose brightest blobs stand out most (highest peak of
+    the scale response) gives the estimate, preferring crops whose maximum is
+    inside the ladder. Memory: one crop at a time.
+
+    Parameters
+    ----------
+    read : callable
+        ``read(y0, y1, x0, x1)`` → the (y1 − y0, x1 − x0) window as an array
+        (e.g. ``lambda *w: image[w[0]:w[1], w[2]:w[3]]``). A crop that cannot be
+        read (``ValueError``/``OSError``, e.g. NaN regions of a montage) is skipped.
+    shape : (H, W)
+    side_px : int
+        Crop side, px.
+    kwargs
+        Passed to :func:`estimate_atom_scale`.
+
+    Returns
+    -------
+    AtomScale
+        NaN scale when no crop could be analysed.
+    """
+    h, w = (int(v) for v in shape)
+    side = int(side_px)
+    kwargs.setdefault("max_side_px", side)
+    if h <= side and w <= side:
+        return estimate_atom_scale(read(0, h, 0, w), **kwargs)
+    best, best_key = None, None
+    for fy, fx in ((0.5, 0.5), (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75)):
+        y0 = min(max(int(round(fy * h)) - side // 2, 0), max(h - side, 0))
+        x0 = min(max(int(round(fx * w)) - side // 2, 0), max(w - side, 0))
+        try:
+            est = estimate_atom_scale(read(y0, min(y0 + side, h), x0, min(x0 + side, w)), **kwargs)
+        except (ValueError, OSError):
+            continue
+        finite = np.isfinite(est.response)
+        peak = float(np.max(est.response[finite])) if finite.any() else -np.inf
+        key = (np.isfinite(est.scale_px) and not est.at_edge, peak)
+        if best_key is None or key > best_key:
+            best, best_key = est, key
+    if best is None:
+        nan = float("nan")
+        return AtomScale(nan, nan, np.zeros(0), np.zeros(0), int(kwargs.get("n_peaks", 30)), True)
+    return best

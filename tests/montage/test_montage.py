@@ -469,3 +469,29 @@ def test_torch_engine_montage_equals_cpp_tiling(tmp_path, image, tiled, kind):
     assert res.tile.min() >= 0 and res.tile.max() < 16
     with pytest.raises(ValueError, match="engine"):
         detect_montage(img, engine="gpu", progress=False)
+
+
+def test_uncalibrated_montage_gets_the_frames_pixel_size_estimate():
+    """Issue 13 item 7 for montages: no calibration → the atom size gives the pixel
+    size, exactly as analyze() estimates it for the same pixels (≤ 2048²: the whole
+    image); estimate_pixel_size=False keeps lengths in px."""
+    from fastsac.synth import simulate
+
+    img, _ = simulate(size=384, dose=4e4, seed=3, loading_per_nm2=0.4, vacuum="none")
+    img = img.astype(np.float32)
+    frame = analyze(img, support_mask=False, species=False).summary
+    res = analyze_montage(img, detector="classical", tile=256, progress=False, support_mask=False,
+                          species=False)
+    s = res.statistics
+    assert s["pixel_size_source"] == "estimated from atom size"
+    assert frame["pixel_size_source"] == "estimated from atom size"
+    assert s["pixel_size_nm"] == frame["pixel_size_nm"] == pytest.approx(0.0293, rel=0.3)
+    assert s["pixel_size_estimate"] == frame["pixel_size_estimate"]
+    assert s["n_atoms"] == frame["n_atoms"]
+    off = analyze_montage(img, detector="classical", tile=256, progress=False, support_mask=False,
+                          species=False, estimate_pixel_size=False).statistics
+    assert off["pixel_size_nm"] is None and off["pixel_size_estimate"] is None
+    assert off["pixel_size_source"] == "none"
+    cal = analyze_montage(img, detector="classical", tile=256, progress=False, support_mask=False,
+                          species=False, pixel_size_nm=PX).statistics
+    assert cal["pixel_size_source"] == "override" and cal["pixel_size_estimate"] is None

@@ -57,3 +57,36 @@ def test_flat_small_and_nan_images():
     assert np.isfinite(estimate_atom_scale(img).scale_px)
     with pytest.raises(ValueError, match="sigma_range_px"):
         estimate_atom_scale(img, sigma_range_px=(5, 2))
+
+
+def test_sampled_estimate_equals_the_whole_image_up_to_one_crop():
+    from fastsac.scale import estimate_atom_scale_sampled
+
+    img = blobs(2.5, noise=0.2, seed=4)
+    whole = estimate_atom_scale(img)
+    got = estimate_atom_scale_sampled(lambda y0, y1, x0, x1: img[y0:y1, x0:x1], img.shape)
+    assert got.scale_px == whole.scale_px and got.at_edge == whole.at_edge
+    np.testing.assert_array_equal(got.response, whole.response)
+
+
+def test_sampled_estimate_finds_the_atoms_when_the_centre_is_vacuum():
+    """A montage whose centre is empty (vacuum, a hole): the centre crop alone has
+    no atom scale; the quadrant crops do, and the best one is used."""
+    from fastsac.scale import estimate_atom_scale_sampled
+
+    rng = np.random.default_rng(5)
+    big = rng.normal(0, 0.05, (768, 768))
+    for k, (y, x) in enumerate(((0, 0), (0, 512), (512, 0), (512, 512))):
+        big[y:y + 256, x:x + 256] = blobs(3.0, noise=0.2, seed=10 + k)
+    reads = []
+
+    def read(y0, y1, x0, x1):
+        reads.append((y0, y1, x0, x1))
+        return big[y0:y1, x0:x1]
+
+    centre = estimate_atom_scale(big[256:512, 256:512])
+    got = estimate_atom_scale_sampled(read, big.shape, side_px=256)
+    assert len(reads) == 5 and all(y1 - y0 == 256 and x1 - x0 == 256 for y0, y1, x0, x1 in reads)
+    assert not (np.isfinite(centre.scale_px) and not centre.at_edge
+                and 0.85 * 3.0 < centre.scale_px < 1.75 * 3.0)
+    assert 0.85 * 3.0 < got.scale_px < 1.75 * 3.0 and not got.at_edge

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from ._common import (add_detector_args, add_elements, add_multimer_cutoff, check_writable_dir,
                       describe_error, detector_from_args, elements_problem, environment_problem,
                       fail, pixel_size, positive_int, report_bad)
@@ -124,6 +126,13 @@ def run(args) -> int:
     except OSError as exc:
         return fail(f"cannot write to {out}: {describe_error(exc)}")
     s = res.statistics
+    if s.get("pixel_size_source") == "estimated from atom size":
+        print(f"fastsac: note: {src} has no usable calibration; pixel size "
+              f"{s['pixel_size_nm']:.4g} nm estimated from the atom size (give --pixel-size NM)",
+              file=sys.stderr)
+    elif s.get("pixel_size_nm") is None:
+        print(f"fastsac: note: {src} has no usable calibration; lengths are in pixels "
+              "(give --pixel-size NM)", file=sys.stderr)
     u = s["length_unit"]
     nn = s.get(f"nn_mean_{u}")
     dens = s.get(f"density_per_{u}2")
