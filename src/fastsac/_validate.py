@@ -3,8 +3,8 @@ what was received and, where possible, the fix."""
 
 from __future__ import annotations
 
-import enum
 import difflib
+import enum
 from typing import TypeVar
 
 import numpy as np
@@ -86,25 +86,3 @@ def stable_float(value: float, digits: int = 9) -> float:
     if v == 0 or not np.isfinite(v):
         return v
     return float(f"{v:.{digits}g}")
-
-
-def check_elements(elements, *, name: str = "elements") -> list | None:
-    """``elements`` as a list of distinct, known element symbols (or None).
-
-    Raises TypeError for a bare string and ValueError (naming the bad symbol and
-    the known ones, or the repeated element) otherwise; run before any work.
-    """
-    if elements is None:
-        return None
-    if isinstance(elements, str):
-        raise TypeError(f"{name} must be a sequence of symbols such as ['Pt', 'Pd'], "
-                        f"got the string {elements!r}")
-    elements = list(elements)
-    if not elements:
-        raise ValueError(f"{name} must name at least one element, e.g. ['Pt', 'Pd']")
-    from .species import atomic_number
-
-    zs = [atomic_number(e) for e in elements]
-    if len(set(zs)) != len(zs):
-        raise ValueError(f"name each element once, got {' '.join(map(str, elements))}")
-    return elements

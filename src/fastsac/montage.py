@@ -67,9 +67,8 @@ from .detectors import ClassicalDetector, Detections, get_detector
 from .errors import FastsacInputError
 from .result import ATOM_COLUMNS
 from .spatial.clusters_table import ClusterTable, cluster_table
-from .species import (SpeciesAssignment, assign_species, photometry, support_grid, support_noise_of,
-                      wants_lightest_snr, with_lightest_snr)
-from ._validate import check_elements
+from .species import (SpeciesAssignment, assign_species, check_elements, photometry, support_grid,
+                      support_noise_of, wants_lightest_snr, with_lightest_snr)
 
 __all__ = ["MontageSource", "open_montage", "plan_cores", "classical_halo", "ClassicalTiling",
            "MontageResult", "detect_montage", "analyze_montage", "montage_statistics",

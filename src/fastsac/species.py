@@ -27,6 +27,7 @@ import numpy as np
 __all__ = ["Z", "expected_intensity_ratio", "GaussianMixture", "fit_gmm", "SpeciesResult",
            "classify_species", "HAADF_EXPONENT", "Photometry", "photometry", "SpeciesAssignment",
            "assign_species", "MIN_SEPARABLE_ACCURACY", "species_of_atoms", "atomic_number",
+           "check_elements",
            "MIN_DETECTABLE_SNR", "support_noise", "support_grid", "support_noise_of",
            "wants_lightest_snr", "with_lightest_snr", "MAX_FIT_ATOMS"]
 
@@ -59,6 +60,26 @@ def atomic_number(element) -> int:
     46
     """
     return _z(element)
+
+
+def check_elements(elements, *, name: str = "elements") -> list | None:
+    """``elements`` as a list of distinct, known element symbols (or None).
+
+    Raises TypeError for a bare string and ValueError (naming the bad symbol and
+    the known ones, or the repeated element) otherwise; run before any work.
+    """
+    if elements is None:
+        return None
+    if isinstance(elements, str):
+        raise TypeError(f"{name} must be a sequence of symbols such as ['Pt', 'Pd'], "
+                        f"got the string {elements!r}")
+    elements = list(elements)
+    if not elements:
+        raise ValueError(f"{name} must name at least one element, e.g. ['Pt', 'Pd']")
+    zs = [atomic_number(e) for e in elements]
+    if len(set(zs)) != len(zs):
+        raise ValueError(f"name each element once, got {' '.join(map(str, elements))}")
+    return elements
 
 
 def expected_intensity_ratio(heavy, light, *, exponent: float = HAADF_EXPONENT) -> float:

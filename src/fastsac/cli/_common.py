@@ -124,7 +124,7 @@ def elements_problem(elements) -> str | None:
     checked before any image is read."""
     if not elements:
         return None
-    from ..montage import check_elements  # the API's own check, so both say the same
+    from ..species import check_elements  # the API's own check, so both say the same
 
     try:
         check_elements(elements)
