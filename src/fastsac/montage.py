@@ -1365,7 +1365,8 @@ def write_montage_result(result: MontageResult, out_dir, *, plots: bool = True) 
     ``atoms.parquet`` (with the summary in its metadata), ``summary.json``,
     ``clusters.csv``, ``support_mask.png`` (binned; removed when there is no
     mask, so no stale one remains) and, with ``plots``, ``nn_histogram.png``,
-    ``cluster_sizes.png`` and ``pair_correlation.png``. Returns {name: path}."""
+    ``cluster_sizes.png`` and ``pair_correlation.png`` (without ``plots``, plots
+    of an earlier run in ``out_dir`` are removed). Returns {name: path}."""
     from . import figures
     from .io import write_json
     from .result import write_clusters_csv
@@ -1383,6 +1384,11 @@ def write_montage_result(result: MontageResult, out_dir, *, plots: bool = True) 
     if plots and result.stats is not None:
         paths.update(figures.save_statistics_plots(out, result.stats, result.pattern,
                                                    cluster_table=result.cluster_table))
+    # A plot this run did not draw (plots off, no pattern test) would describe an
+    # earlier run's atoms: remove it rather than leave it beside these results.
+    for name in ("nn_histogram", "cluster_sizes", "pair_correlation"):
+        if name not in paths:
+            (out / f"{name}.png").unlink(missing_ok=True)
     return paths
 
 

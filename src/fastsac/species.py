@@ -764,6 +764,9 @@ class SpeciesAssignment:
         noise (:func:`support_noise`); NaN unless :func:`species_of_atoms` ran
         with two or more elements. Below :data:`MIN_DETECTABLE_SNR` its atoms
         are mostly missing from the detections.
+    n_fit_atoms : int
+        Atoms the mixture's parameters were fitted on: every atom with an
+        intensity, or a seeded draw of ``max_fit_atoms`` of them above that cap.
     """
 
     labels: np.ndarray
@@ -786,6 +789,7 @@ class SpeciesAssignment:
     exponent: float = HAADF_EXPONENT
     feature: str = "intensity"
     lightest_snr: float = float("nan")
+    n_fit_atoms: int = 0
 
     @property
     def n_classes(self) -> int:
@@ -817,6 +821,7 @@ class SpeciesAssignment:
              "pairwise_accuracy_equal_amounts": [f(v) for v in self.pair_accuracy],
              "expected_accuracy": (f(np.nanmean(self.probability)) if ok and np.isfinite(self.probability).any()
                                    else None),
+             "n_fit_atoms": int(self.n_fit_atoms),
              "min_separable_accuracy": MIN_SEPARABLE_ACCURACY, "intensity_errors_known": self.errors_known,
              "feature": self.feature,
              "fitted_haadf_exponent": f(self.exponent), "bic": {str(k): f(v) for k, v in self.bic.items()},
@@ -959,7 +964,8 @@ def assign_species(intensity, *, intensity_err=None, elements: Sequence | None =
                                  means, mix.weights if mix is not None else np.zeros(0),
                                  mix.rel_width if mix is not None else float("nan"),
                                  mix.abs_width * scale if mix is not None else float("nan"),
-                                 dp, acc, bic, errors_known, note, float(fitted["exponent"]))
+                                 dp, acc, bic, errors_known, note, float(fitted["exponent"]),
+                                 n_fit_atoms=0 if mix is None else min(nok, max_fit_atoms or nok))
 
     labels = np.full(n, -1, np.int64)
     k_named = len(els) if els else 0

@@ -137,7 +137,12 @@ def test_species_and_cluster_table_equal_whole_image(whole, tiled, tmp_path):
     from fastsac.pipeline import write_result
 
     write_result(whole, tmp_path / "frame", overlay=False, plots=False, parquet=False)
+    drawn = write_montage_result(tiled, tmp_path / "montage")
+    assert {"nn_histogram", "cluster_sizes"} <= set(drawn)
     paths = write_montage_result(tiled, tmp_path / "montage", plots=False)
+    # a rerun without plots leaves no plot of the earlier run behind
+    assert not any((tmp_path / "montage" / f"{k}.png").exists()
+                   for k in ("nn_histogram", "cluster_sizes", "pair_correlation"))
     got = paths["clusters"].read_bytes()
     assert got == (tmp_path / "frame" / "clusters.csv").read_bytes()
     rows = got.decode().splitlines()

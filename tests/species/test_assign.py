@@ -239,10 +239,12 @@ def test_below_the_cap_every_atom_is_fitted_and_the_draw_is_reproducible():
         np.testing.assert_array_equal(a.probability, b.probability)
         np.testing.assert_array_equal(a.species, b.species)
         assert a.as_dict() == b.as_dict()
+        assert a.as_dict()["n_fit_atoms"] == np.isfinite(x).sum() == 400
     # Above the cap: the same atoms give the same draw, hence identical results.
     a = assign_species(x, intensity_err=e, elements=["Pt", "Pd"], max_fit_atoms=150)
     b = assign_species(x.copy(), intensity_err=e.copy(), elements=["Pt", "Pd"], max_fit_atoms=150)
     np.testing.assert_array_equal(a.probability, b.probability)
+    assert a.n_fit_atoms == a.as_dict()["n_fit_atoms"] == 150
     assert np.mean(a.species == assign_species(x, intensity_err=e, elements=["Pt", "Pd"]).species) > 0.98
     with pytest.raises(ValueError, match="max_fit_atoms must be ≥ 100"):
         assign_species(x, max_fit_atoms=10)
