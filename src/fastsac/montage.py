@@ -67,7 +67,8 @@ from .detectors import ClassicalDetector, Detections, get_detector
 from .errors import FastsacInputError
 from .result import ATOM_COLUMNS
 from .spatial.clusters_table import ClusterTable, cluster_table
-from .species import (SpeciesAssignment, assign_species, check_elements, photometry, support_grid,
+from .species import (SpeciesAssignment, assign_species, check_elements, photometry,
+                      photometry_feature, photometry_radius_px, photometry_sigma_px, support_grid,
                       support_noise_of, wants_lightest_snr, with_lightest_snr)
 
 __all__ = ["MontageSource", "open_montage", "plan_cores", "classical_halo", "ClassicalTiling",
@@ -1238,24 +1239,13 @@ def analyze_montage(source, *, detector="classical", tile: int = 2048,
 
 
 # --------------------------------------------------------------------------- species and clusters
-def photometry_sigma_px(pixel_size_nm: float | None) -> float:
-    """σ (px) of the fixed-shape photometry the species stage uses at this
-    pixel size: :func:`fastsac.species.species_of_atoms`' apparent atom size
-    (:data:`fastsac.scale.REFERENCE_SCALE_PX` at
-    :data:`~fastsac.scale.REFERENCE_PIXEL_SIZE_NM`), so montages measure what
-    frames measure (tested: montage species = frame species)."""
-    from .scale import REFERENCE_PIXEL_SIZE_NM, REFERENCE_SCALE_PX
-
-    return REFERENCE_SCALE_PX * REFERENCE_PIXEL_SIZE_NM / (pixel_size_nm or REFERENCE_PIXEL_SIZE_NM)
-
-
 def _assign(intensity, intensity_err, *, elements, sigma_px: float, radius_px: int) -> SpeciesAssignment:
     """:func:`~fastsac.species.assign_species` over every atom, labelled as
     :func:`~fastsac.species.species_of_atoms` labels its photometry."""
     from dataclasses import replace
 
     return replace(assign_species(intensity, intensity_err=intensity_err, elements=elements),
-                   feature=f"fixed-shape photometry (sigma {sigma_px:.3g} px, radius {radius_px} px)")
+                   feature=photometry_feature(sigma_px, radius_px))
 
 
 def chunk_photometry(source: MontageSource, core, xy: np.ndarray, sigma_px: float,
@@ -1310,7 +1300,7 @@ def montage_species(source, xy, *, pixel_size_nm: float | None = None, elements=
     atoms = np.asarray(xy, np.float64).reshape(-1, 2)
     n = len(atoms)
     sigma = photometry_sigma_px(src.pixel_size_nm)
-    radius = int(math.ceil(2.5 * sigma))  # photometry's default disc
+    radius = photometry_radius_px(sigma)
     want_noise = wants_lightest_snr(elements)
     grid = support_grid(src.shape, atoms, sigma_px=sigma) if want_noise else np.zeros((0, 2))
     pts = np.concatenate([atoms, grid])
@@ -1584,7 +1574,7 @@ def analyze_frames(folder, positions, *, detector="classical", pixel_size_nm: fl
         inten = np.concatenate([p[0] for p in phot])[keep] if phot else np.zeros(0)
         err = np.concatenate([p[1] for p in phot])[keep] if phot else np.zeros(0)
         sigma = phot[0][3] if phot else photometry_sigma_px(px)
-        radius = phot[0][4] if phot else int(math.ceil(2.5 * sigma))
+        radius = phot[0][4] if phot else photometry_radius_px(sigma)
         sp = _assign(inten, err, elements=elements, sigma_px=sigma, radius_px=radius)
         if wants_lightest_snr(elements):
             bg = np.concatenate([p[2] for p in phot])[keep] if phot else np.zeros(0)

@@ -27,7 +27,7 @@ import numpy as np
 __all__ = ["Z", "expected_intensity_ratio", "GaussianMixture", "fit_gmm", "SpeciesResult",
            "classify_species", "HAADF_EXPONENT", "Photometry", "photometry", "SpeciesAssignment",
            "assign_species", "MIN_SEPARABLE_ACCURACY", "species_of_atoms", "atomic_number",
-           "check_elements",
+           "check_elements", "photometry_sigma_px", "photometry_radius_px", "photometry_feature",
            "MIN_DETECTABLE_SNR", "support_noise", "support_grid", "support_noise_of",
            "wants_lightest_snr", "with_lightest_snr", "MAX_FIT_ATOMS"]
 
@@ -422,6 +422,26 @@ class Photometry:
     radius_px: int
 
 
+def photometry_sigma_px(pixel_size_nm: float | None) -> float:
+    """σ (px) of the species stage's fixed-shape photometry at this pixel size:
+    the apparent atom size (:data:`fastsac.scale.REFERENCE_SCALE_PX` at
+    :data:`~fastsac.scale.REFERENCE_PIXEL_SIZE_NM`; uncalibrated images use the
+    reference pixel size). Frames and montages measure with this one σ."""
+    from .scale import REFERENCE_PIXEL_SIZE_NM, REFERENCE_SCALE_PX
+
+    return REFERENCE_SCALE_PX * REFERENCE_PIXEL_SIZE_NM / (pixel_size_nm or REFERENCE_PIXEL_SIZE_NM)
+
+
+def photometry_radius_px(sigma_px: float) -> int:
+    """Default disc radius of :func:`photometry` for atoms of σ ``sigma_px``: ⌈2.5σ⌉."""
+    return int(math.ceil(2.5 * float(sigma_px)))
+
+
+def photometry_feature(sigma_px: float, radius_px: int) -> str:
+    """``SpeciesAssignment.feature`` of species measured by :func:`photometry`."""
+    return f"fixed-shape photometry (sigma {sigma_px:.3g} px, radius {radius_px} px)"
+
+
 def photometry(image, xy, *, sigma_px: float, radius_px: int | None = None,
                chunk: int = 4096) -> Photometry:
     """Intensity of each atom by a fixed-shape least-squares fit.
@@ -460,7 +480,7 @@ def photometry(image, xy, *, sigma_px: float, radius_px: int | None = None,
     img = as_float(check_image(image, name="image", allow_nan=True))
     pts = as_points(xy, name="xy")
     s = check_positive(sigma_px, name="sigma_px")
-    r = int(math.ceil(2.5 * s)) if radius_px is None else int(radius_px)
+    r = photometry_radius_px(s) if radius_px is None else int(radius_px)
     if r < 1:
         raise ValueError(f"radius_px must be ≥ 1, got {radius_px}")
     h, w = img.shape
@@ -554,7 +574,7 @@ def support_grid(shape, xy, *, sigma_px: float, max_positions: int = 4000) -> np
     from scipy.spatial import cKDTree
 
     h, w = (int(v) for v in shape)
-    r = int(math.ceil(2.5 * float(sigma_px)))
+    r = photometry_radius_px(sigma_px)
     step = max(2 * r, int(math.ceil(math.sqrt(h * w / max(int(max_positions), 1)))))
     gy, gx = np.mgrid[r:h - r:step, r:w - r:step]
     grid = np.column_stack([gx.ravel(), gy.ravel()]).astype(np.float64)
@@ -1082,8 +1102,6 @@ def species_of_atoms(image, xy, *, pixel_size_nm: float | None, intensity=None, 
     """
     from dataclasses import replace
 
-    from .scale import REFERENCE_PIXEL_SIZE_NM, REFERENCE_SCALE_PX
-
     n = len(np.asarray(xy).reshape(-1, 2))
     if intensity is not None and intensity_err is not None:
         err = np.asarray(intensity_err, float)
@@ -1091,10 +1109,10 @@ def species_of_atoms(image, xy, *, pixel_size_nm: float | None, intensity=None, 
         if n and np.count_nonzero(np.isfinite(err) & np.isfinite(inten)) >= 0.5 * n:
             return replace(assign_species(inten, intensity_err=err, elements=elements, **kwargs),
                            feature="gaussian fit intensity")
-    sigma = REFERENCE_SCALE_PX * REFERENCE_PIXEL_SIZE_NM / (pixel_size_nm or REFERENCE_PIXEL_SIZE_NM)
+    sigma = photometry_sigma_px(pixel_size_nm)
     ph = photometry(image, xy, sigma_px=sigma)
     res = replace(assign_species(ph.intensity, intensity_err=ph.intensity_err, elements=elements, **kwargs),
-                  feature=f"fixed-shape photometry (sigma {sigma:.3g} px, radius {ph.radius_px} px)")
+                  feature=photometry_feature(sigma, ph.radius_px))
     if wants_lightest_snr(elements):
         res = with_lightest_snr(res, ph.intensity, support_noise(image, xy, sigma_px=sigma))
     return res

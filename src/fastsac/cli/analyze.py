@@ -83,6 +83,18 @@ def run(args) -> int:
     outputs: list[str] = []
     bad = ok = 0
     argv = getattr(args, "_argv", None)
+
+    def write_index() -> str | None:
+        """summary.csv and the manifest, rewritten after every image: a crash later
+        keeps the finished rows, and the manifest lets a later --overwrite remove
+        exactly this run. The one-line reason when they cannot be written."""
+        try:
+            write_summary_csv(out / "summary.csv", rows)
+            write_manifest(out, command="analyze", argv=argv, entries=entries, outputs=outputs)
+        except OSError as exc:
+            return f"cannot write to {out}: {describe_error(exc)}"
+        return None
+
     # No progress bar unless stderr is a terminal: the one-line messages stay lines.
     for path, name in tqdm(list(zip(files, output_names(files))), desc="analyze", unit="img",
                            disable=None if len(files) > 1 else True):
@@ -132,21 +144,13 @@ def run(args) -> int:
             except Exception as exc:  # noqa: BLE001 - any failure of one input is one line
                 bad += 1
                 _skip(path, fname, exc, rows, entries, frame=frame)
-            # Rewritten after every image: a crash later keeps the finished rows,
-            # and the manifest lets a later --overwrite remove exactly this run.
-            try:
-                write_summary_csv(out / "summary.csv", rows)
-                write_manifest(out, command="analyze", argv=argv, entries=entries,
-                               outputs=outputs)
-            except OSError as exc:
-                return fail(f"cannot write to {out}: {describe_error(exc)}")
+            why = write_index()
+            if why:
+                return fail(why)
         if n_frames == 0:
-            try:
-                write_summary_csv(out / "summary.csv", rows)
-                write_manifest(out, command="analyze", argv=argv, entries=entries,
-                               outputs=outputs)
-            except OSError as exc:
-                return fail(f"cannot write to {out}: {describe_error(exc)}")
+            why = write_index()
+            if why:
+                return fail(why)
     report_failed = False
     if ok and not args.no_report:
         try:
